@@ -1,0 +1,145 @@
+//! The binary interface between the host and a plugin library.
+//!
+//! A plugin library exports two things:
+//! - `anoflow_plugin_versions`, a plain C function returning [`AbiVersions`]; the host reads
+//!   it first, so a library built against another SDK ABI or data contract is reported with
+//!   expected-vs-found versions instead of a layout dump;
+//! - an abi_stable root module ([`PluginModule`]) listing its stage factories.
+//!
+//! Bump [`SDK_ABI_VERSION`] when anything in this file changes shape, and
+//! [`DATA_CONTRACT_VERSION`] when the value types in `value.rs` change.
+
+// The code `#[sabi_trait]` generates trips this lint; it is sound.
+#![allow(non_local_definitions)]
+
+use abi_stable::{
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RBox, RResult, RStr, RString, RVec},
+    StableAbi,
+};
+
+use crate::{
+    descriptor::StageDescriptor, error::StageError, value::PortValue, value::SampleInput,
+    value::SampleMeta,
+};
+
+/// Version of the host/plugin calling interface (root module, stage trait, contexts).
+pub const SDK_ABI_VERSION: u32 = 1;
+/// Version of the data contract (the value types that flow between stages).
+pub const DATA_CONTRACT_VERSION: u32 = 1;
+/// Name of the plain C symbol carrying [`AbiVersions`].
+pub const VERSIONS_SYMBOL: &[u8] = b"anoflow_plugin_versions\0";
+
+/// Read by the host before anything else in a library.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbiVersions {
+    pub sdk_abi: u32,
+    pub data_contract: u32,
+}
+
+/// What the host tells a stage when it creates it.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct CreateContext {
+    /// The node id in the pipeline file.
+    pub node_id: RString,
+    /// Parameters as a JSON object, already checked and merged with defaults.
+    pub params_json: RString,
+    /// Directory of the pipeline file: relative paths in params resolve against it.
+    pub base_dir: RString,
+    /// Directory where this node may write files (inside the run directory).
+    pub work_dir: RString,
+    /// Worker threads the host runs; a stage may size its own pools from it.
+    pub threads: u32,
+}
+
+/// What the host tells a sink when the run is over.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct FinishContext {
+    pub node_id: RString,
+    /// Directory where the sink writes its outputs (inside the run directory).
+    pub out_dir: RString,
+}
+
+/// What a sink hands back when it finishes.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default)]
+pub struct SinkReport {
+    /// A Markdown summary the host prints and puts in the run report.
+    pub markdown: RString,
+    /// Machine-readable results as JSON text (`null` when none).
+    pub json: RString,
+    /// Files written, relative to the run directory.
+    pub files: RVec<RString>,
+}
+
+/// Per-sample result of a batch call.
+pub type SampleOutputs = RResult<RVec<PortValue>, StageError>;
+
+/// The object-safe, ABI-stable face of every stage. Plugin authors never implement it:
+/// they implement the traits in [`crate::stage`] and the SDK adapts them, catching panics.
+#[sabi_trait]
+pub trait StageFfi: Send + Sync {
+    /// Sources: the sample list of a split, in a deterministic order.
+    fn list(&self, split: RStr<'_>) -> RResult<RVec<SampleMeta>, StageError>;
+
+    /// Sources: load samples. Map and fitted stages: compute outputs. One result per sample.
+    fn process(&self, batch: RVec<SampleInput>) -> RVec<SampleOutputs>;
+
+    /// Fitted stages: observe samples of the fit split (called in sample order).
+    fn fit_observe(&mut self, batch: RVec<SampleInput>) -> RResult<(), StageError>;
+
+    /// Fitted stages: the fit split is over; learn.
+    fn fit_finish(&mut self) -> RResult<(), StageError>;
+
+    /// Fitted stages: serialize the fitted state (for the cache); `Unsupported` if not.
+    fn save_state(&self) -> RResult<RVec<u8>, StageError>;
+
+    /// Fitted stages: restore a state written by `save_state`.
+    fn load_state(&mut self, state: RVec<u8>) -> RResult<(), StageError>;
+
+    /// Sinks: consume samples (called in sample order).
+    fn consume(&mut self, batch: RVec<SampleInput>) -> RResult<(), StageError>;
+
+    /// Sinks: write results.
+    #[sabi(last_prefix_field)]
+    fn finish(&mut self, ctx: &FinishContext) -> RResult<SinkReport, StageError>;
+}
+
+/// A created stage, owned by the host.
+pub type StageBox = StageFfi_TO<'static, RBox<()>>;
+
+/// One stage type exported by a library.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct StageFactory {
+    pub descriptor: extern "C" fn() -> RResult<StageDescriptor, StageError>,
+    pub create: extern "C" fn(&CreateContext) -> RResult<StageBox, StageError>,
+}
+
+/// The root module of a plugin library.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    pub sdk_abi_version: u32,
+    pub data_contract_version: u32,
+    /// The library's name, e.g. `anoflow-plugin-ttt4as`.
+    pub library_name: RStr<'static>,
+    /// The library's crate version.
+    pub library_version: RStr<'static>,
+    #[sabi(last_prefix_field)]
+    pub stages: extern "C" fn() -> RVec<StageFactory>,
+}
+
+impl RootModule for PluginModuleRef {
+    abi_stable::declare_root_module_statics! {PluginModuleRef}
+    const BASE_NAME: &'static str = "anoflow_plugin";
+    const NAME: &'static str = "anoflow_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}

@@ -1,0 +1,275 @@
+//! What a stage declares about itself: kind, ports, parameters. The host type-checks a
+//! pipeline against descriptors before anything runs, and `anoflow plugins inspect`
+//! prints them, so the docs of a stage cannot drift from its code.
+
+use abi_stable::{
+    std_types::{ROption, RString, RVec},
+    StableAbi,
+};
+
+use crate::value::ValueKind;
+
+/// How the executor drives a stage.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    /// Yields samples per split; has no inputs.
+    Source,
+    /// Maps each sample independently; no state across samples.
+    Map,
+    /// Learns from one split (named in the pipeline with `fit:`), then maps samples.
+    Fitted,
+    /// Consumes every sample of the run, then writes its results.
+    Sink,
+}
+
+impl StageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Source => "source",
+            StageKind::Map => "map",
+            StageKind::Fitted => "fitted",
+            StageKind::Sink => "sink",
+        }
+    }
+}
+
+/// A typed input or output of a stage.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct PortSpec {
+    pub name: RString,
+    pub kind: ValueKind,
+    /// Inputs only: the port accepts several edges (e.g. many masks into one metrics node).
+    pub multiple: bool,
+    /// Inputs only: the port may be left unconnected.
+    pub optional: bool,
+    pub doc: RString,
+}
+
+/// The type of a parameter value, as written in YAML.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamType {
+    Bool,
+    Int,
+    Float,
+    String,
+    /// A file or directory path; relative paths resolve against the pipeline file.
+    Path,
+    IntList,
+    FloatList,
+    StringList,
+    /// A nested mapping (e.g. `classifier: { kind: linear-svm, c: 0.001 }`).
+    Object,
+    /// Anything.
+    Any,
+}
+
+impl ParamType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamType::Bool => "bool",
+            ParamType::Int => "integer",
+            ParamType::Float => "number",
+            ParamType::String => "string",
+            ParamType::Path => "path",
+            ParamType::IntList => "list of integers",
+            ParamType::FloatList => "list of numbers",
+            ParamType::StringList => "list of strings",
+            ParamType::Object => "mapping",
+            ParamType::Any => "any value",
+        }
+    }
+
+    /// Whether a JSON value fits this type. Integers are accepted where numbers are.
+    pub fn matches(self, v: &serde_json::Value) -> bool {
+        use serde_json::Value as J;
+        match self {
+            ParamType::Bool => v.is_boolean(),
+            ParamType::Int => v.is_i64() || v.is_u64(),
+            ParamType::Float => v.is_number(),
+            ParamType::String | ParamType::Path => v.is_string(),
+            ParamType::IntList => {
+                matches!(v, J::Array(a) if a.iter().all(|e| e.is_i64() || e.is_u64()))
+            }
+            ParamType::FloatList => matches!(v, J::Array(a) if a.iter().all(J::is_number)),
+            ParamType::StringList => matches!(v, J::Array(a) if a.iter().all(J::is_string)),
+            ParamType::Object => v.is_object(),
+            ParamType::Any => true,
+        }
+    }
+
+    /// The JSON Schema fragment for this type.
+    pub fn json_schema(self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            ParamType::Bool => json!({"type": "boolean"}),
+            ParamType::Int => json!({"type": "integer"}),
+            ParamType::Float => json!({"type": "number"}),
+            ParamType::String | ParamType::Path => json!({"type": "string"}),
+            ParamType::IntList => json!({"type": "array", "items": {"type": "integer"}}),
+            ParamType::FloatList => json!({"type": "array", "items": {"type": "number"}}),
+            ParamType::StringList => json!({"type": "array", "items": {"type": "string"}}),
+            ParamType::Object => json!({"type": "object"}),
+            ParamType::Any => json!({}),
+        }
+    }
+}
+
+/// A parameter of a stage.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: RString,
+    pub ty: ParamType,
+    /// The default as JSON text; `RNone` means the parameter is required.
+    pub default: ROption<RString>,
+    /// For string parameters: the allowed values (empty: any string).
+    pub choices: RVec<RString>,
+    pub doc: RString,
+}
+
+impl ParamSpec {
+    fn make(name: &str, ty: ParamType, default: Option<serde_json::Value>, doc: &str) -> Self {
+        Self {
+            name: name.into(),
+            ty,
+            default: default.map(|d| RString::from(d.to_string())).into(),
+            choices: RVec::new(),
+            doc: doc.into(),
+        }
+    }
+
+    /// A required parameter (no default).
+    pub fn required(name: &str, ty: ParamType, doc: &str) -> Self {
+        Self::make(name, ty, None, doc)
+    }
+    /// A parameter with a default.
+    pub fn with_default(name: &str, ty: ParamType, default: serde_json::Value, doc: &str) -> Self {
+        Self::make(name, ty, Some(default), doc)
+    }
+    pub fn bool(name: &str, default: bool, doc: &str) -> Self {
+        Self::with_default(name, ParamType::Bool, default.into(), doc)
+    }
+    pub fn int(name: &str, default: i64, doc: &str) -> Self {
+        Self::with_default(name, ParamType::Int, default.into(), doc)
+    }
+    pub fn float(name: &str, default: f64, doc: &str) -> Self {
+        Self::with_default(name, ParamType::Float, default.into(), doc)
+    }
+    pub fn string(name: &str, default: &str, doc: &str) -> Self {
+        Self::with_default(name, ParamType::String, default.into(), doc)
+    }
+    /// A string parameter restricted to `choices`; the first choice is the default.
+    pub fn choice(name: &str, choices: &[&str], doc: &str) -> Self {
+        let mut p = Self::string(name, choices.first().copied().unwrap_or_default(), doc);
+        p.choices = choices.iter().map(|c| RString::from(*c)).collect();
+        p
+    }
+
+    pub fn default_value(&self) -> Option<serde_json::Value> {
+        self.default
+            .as_ref()
+            .into_option()
+            .and_then(|d| serde_json::from_str(d).ok())
+    }
+    pub fn is_required(&self) -> bool {
+        self.default.is_none()
+    }
+}
+
+/// Everything a stage declares about itself.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct StageDescriptor {
+    /// The name pipelines use in `plugin:`, e.g. `ttt4as`.
+    pub name: RString,
+    pub kind: StageKind,
+    /// One line saying what the stage does.
+    pub summary: RString,
+    pub inputs: RVec<PortSpec>,
+    pub outputs: RVec<PortSpec>,
+    pub params: RVec<ParamSpec>,
+    /// Sources: the splits they provide (e.g. train, validation, test).
+    pub splits: RVec<RString>,
+}
+
+impl StageDescriptor {
+    pub fn new(name: &str, kind: StageKind, summary: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            summary: summary.into(),
+            inputs: RVec::new(),
+            outputs: RVec::new(),
+            params: RVec::new(),
+            splits: RVec::new(),
+        }
+    }
+    pub fn source(name: &str, summary: &str) -> Self {
+        Self::new(name, StageKind::Source, summary)
+    }
+    pub fn map(name: &str, summary: &str) -> Self {
+        Self::new(name, StageKind::Map, summary)
+    }
+    pub fn fitted(name: &str, summary: &str) -> Self {
+        Self::new(name, StageKind::Fitted, summary)
+    }
+    pub fn sink(name: &str, summary: &str) -> Self {
+        Self::new(name, StageKind::Sink, summary)
+    }
+
+    fn port(name: &str, kind: ValueKind, multiple: bool, optional: bool, doc: &str) -> PortSpec {
+        PortSpec {
+            name: name.into(),
+            kind,
+            multiple,
+            optional,
+            doc: doc.into(),
+        }
+    }
+
+    /// A required input fed by exactly one edge.
+    pub fn input(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
+        self.inputs.push(Self::port(name, kind, false, false, doc));
+        self
+    }
+    /// An input that may be left unconnected.
+    pub fn optional_input(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
+        self.inputs.push(Self::port(name, kind, false, true, doc));
+        self
+    }
+    /// An input fed by one or more edges.
+    pub fn multi_input(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
+        self.inputs.push(Self::port(name, kind, true, false, doc));
+        self
+    }
+    /// An input fed by zero or more edges.
+    pub fn optional_multi_input(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
+        self.inputs.push(Self::port(name, kind, true, true, doc));
+        self
+    }
+    pub fn output(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
+        self.outputs.push(Self::port(name, kind, false, false, doc));
+        self
+    }
+    pub fn param(mut self, spec: ParamSpec) -> Self {
+        self.params.push(spec);
+        self
+    }
+    pub fn splits(mut self, splits: &[&str]) -> Self {
+        self.splits = splits.iter().map(|s| RString::from(*s)).collect();
+        self
+    }
+
+    pub fn input_port(&self, name: &str) -> Option<&PortSpec> {
+        self.inputs.iter().find(|p| p.name == name)
+    }
+    pub fn output_port(&self, name: &str) -> Option<&PortSpec> {
+        self.outputs.iter().find(|p| p.name == name)
+    }
+    pub fn param_spec(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}

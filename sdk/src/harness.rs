@@ -1,0 +1,306 @@
+//! A test harness for plugin authors: create a stage from JSON params and drive it on
+//! hand-made samples, without the host. It goes through the same FFI shims, parameter
+//! checks and output checks as the host does, so a stage that passes here behaves the
+//! same when loaded from its library.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::std_types::{RResult, RString, RVec};
+
+use crate::{
+    abi::{CreateContext, FinishContext, SinkReport, StageBox},
+    descriptor::StageDescriptor,
+    error::{StageError, StageResult},
+    params::{check_params, with_defaults},
+    stage::{create_shim, StagePlugin},
+    value::{FeatureMap, Mask, PortValue, SampleInput, SampleMeta, ScoreMap, Value},
+};
+
+/// A stage created for tests.
+pub struct StageHarness {
+    desc: StageDescriptor,
+    stage: StageBox,
+    node: String,
+}
+
+/// Outputs of one sample, checked against the descriptor.
+#[derive(Debug, Clone)]
+pub struct HarnessOutputs(pub Vec<PortValue>);
+
+impl HarnessOutputs {
+    pub fn get(&self, port: &str) -> Option<&Value> {
+        self.0.iter().find(|p| p.port == port).map(|p| &p.value)
+    }
+    pub fn score_map(&self, port: &str) -> &ScoreMap {
+        match self.get(port) {
+            Some(Value::ScoreMap(v)) => v,
+            other => panic!("output `{port}` is not a score map: {other:?}"),
+        }
+    }
+    pub fn mask(&self, port: &str) -> &Mask {
+        match self.get(port) {
+            Some(Value::Mask(v)) => v,
+            other => panic!("output `{port}` is not a mask: {other:?}"),
+        }
+    }
+    pub fn feature_map(&self, port: &str) -> &FeatureMap {
+        match self.get(port) {
+            Some(Value::FeatureMap(v)) => v,
+            other => panic!("output `{port}` is not a feature map: {other:?}"),
+        }
+    }
+    pub fn scalar(&self, port: &str) -> f64 {
+        match self.get(port) {
+            Some(Value::Scalar(v)) => *v,
+            other => panic!("output `{port}` is not a scalar: {other:?}"),
+        }
+    }
+}
+
+/// Builds a sample's inputs from `(port, value)` pairs; the edge is named `test.<port>`.
+pub fn inputs(pairs: Vec<(&str, Value)>) -> Vec<PortValue> {
+    pairs
+        .into_iter()
+        .map(|(port, value)| PortValue {
+            port: port.into(),
+            source: format!("test.{port}").into(),
+            value,
+        })
+        .collect()
+}
+
+/// A sample id for tests.
+pub fn meta(id: &str) -> SampleMeta {
+    SampleMeta::new(id, "test", "test")
+}
+
+impl StageHarness {
+    /// Creates stage `T` with `params` (a JSON object), in a scratch work directory.
+    pub fn new<T: StagePlugin>(params: serde_json::Value) -> StageResult<Self> {
+        let dir = std::env::temp_dir().join(format!("anoflow-harness-{}", std::process::id()));
+        Self::with_dirs::<T>(params, Path::new("."), &dir)
+    }
+
+    /// Creates stage `T`; relative paths in params resolve against `base_dir`.
+    pub fn with_dirs<T: StagePlugin>(
+        params: serde_json::Value,
+        base_dir: &Path,
+        work_dir: &Path,
+    ) -> StageResult<Self> {
+        let desc = T::descriptor();
+        let node = format!("test-{}", desc.name);
+        let given = params.as_object().cloned().ok_or_else(|| {
+            StageError::invalid_param(format!("node `{node}`: params must be a JSON object"))
+        })?;
+        let problems = check_params(&desc, &given);
+        if !problems.is_empty() {
+            let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            return Err(StageError::invalid_param(format!(
+                "node `{node}`: {}",
+                text.join("; ")
+            )));
+        }
+        let merged = with_defaults(&desc, &given);
+        let ctx = CreateContext {
+            node_id: node.as_str().into(),
+            params_json: serde_json::Value::Object(merged).to_string().into(),
+            base_dir: base_dir.to_string_lossy().as_ref().into(),
+            work_dir: work_dir.to_string_lossy().as_ref().into(),
+            threads: 1,
+        };
+        let stage = create_shim::<T>(&ctx).into_result()?;
+        Ok(Self { desc, stage, node })
+    }
+
+    pub fn descriptor(&self) -> &StageDescriptor {
+        &self.desc
+    }
+
+    fn check_outputs(
+        &self,
+        meta: &SampleMeta,
+        outs: Vec<PortValue>,
+    ) -> StageResult<HarnessOutputs> {
+        for out in &outs {
+            let spec = self.desc.output_port(&out.port).ok_or_else(|| {
+                StageError::internal(format!(
+                    "node `{}`, sample `{}`: stage produced undeclared output `{}`",
+                    self.node, meta.id, out.port
+                ))
+            })?;
+            if !spec.kind.accepts(out.value.kind()) {
+                return Err(StageError::internal(format!(
+                    "node `{}`, sample `{}`: output `{}` declared {}, produced {}",
+                    self.node,
+                    meta.id,
+                    out.port,
+                    spec.kind,
+                    out.value.kind()
+                )));
+            }
+        }
+        Ok(HarnessOutputs(outs))
+    }
+
+    /// Sources: the sample list of a split.
+    pub fn list(&self, split: &str) -> StageResult<Vec<SampleMeta>> {
+        self.stage
+            .list(split.into())
+            .into_result()
+            .map(RVec::into_vec)
+    }
+
+    /// Sources: loads one sample. Map and fitted stages: processes one sample.
+    pub fn process(
+        &self,
+        meta: &SampleMeta,
+        inputs: Vec<PortValue>,
+    ) -> StageResult<HarnessOutputs> {
+        let batch = RVec::from(vec![SampleInput {
+            meta: meta.clone(),
+            inputs: inputs.into(),
+        }]);
+        let mut results = self.stage.process(batch).into_vec();
+        match results.pop() {
+            Some(RResult::ROk(outs)) => self.check_outputs(meta, outs.into_vec()),
+            Some(RResult::RErr(e)) => Err(e),
+            None => Err(StageError::internal(
+                "stage returned no result for the sample",
+            )),
+        }
+    }
+
+    /// Sources: loads one sample.
+    pub fn load(&self, meta: &SampleMeta) -> StageResult<HarnessOutputs> {
+        self.process(meta, Vec::new())
+    }
+
+    /// Fitted stages: observes every sample in order, then fits.
+    pub fn fit(&mut self, samples: Vec<(SampleMeta, Vec<PortValue>)>) -> StageResult<()> {
+        let batch: RVec<SampleInput> = samples
+            .into_iter()
+            .map(|(meta, inputs)| SampleInput {
+                meta,
+                inputs: inputs.into(),
+            })
+            .collect();
+        self.stage.fit_observe(batch).into_result()?;
+        self.stage.fit_finish().into_result()
+    }
+
+    pub fn save_state(&self) -> StageResult<Vec<u8>> {
+        self.stage.save_state().into_result().map(RVec::into_vec)
+    }
+
+    pub fn load_state(&mut self, state: Vec<u8>) -> StageResult<()> {
+        self.stage.load_state(state.into()).into_result()
+    }
+
+    /// Sinks: consumes one sample.
+    pub fn consume(&mut self, meta: &SampleMeta, inputs: Vec<PortValue>) -> StageResult<()> {
+        let batch = RVec::from(vec![SampleInput {
+            meta: meta.clone(),
+            inputs: inputs.into(),
+        }]);
+        self.stage.consume(batch).into_result()
+    }
+
+    /// Sinks: finishes, writing into `out_dir`.
+    pub fn finish(&mut self, out_dir: &Path) -> StageResult<SinkReport> {
+        let ctx = FinishContext {
+            node_id: RString::from(self.node.as_str()),
+            out_dir: RString::from(out_dir.to_string_lossy().as_ref()),
+        };
+        self.stage.finish(&ctx).into_result()
+    }
+}
+
+/// A fresh scratch directory under the system temp dir (removed by the caller if wanted).
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("anoflow-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prelude::*;
+
+    struct Doubler;
+    struct DoublerStage {
+        factor: f32,
+    }
+    impl Map for DoublerStage {
+        fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+            let s = sample.score_map("score")?;
+            if s.data().iter().any(|v| v.is_nan()) {
+                panic!("NaN in score map");
+            }
+            let data = s.data().iter().map(|v| v * self.factor).collect();
+            Ok(Outputs::new().with(
+                "score",
+                ScoreMap::new(s.height() as u32, s.width() as u32, data)?,
+            ))
+        }
+    }
+    impl StagePlugin for Doubler {
+        fn descriptor() -> StageDescriptor {
+            StageDescriptor::map("doubler", "multiplies a score map")
+                .input("score", ValueKind::ScoreMap, "in")
+                .output("score", ValueKind::ScoreMap, "out")
+                .param(ParamSpec::float("factor", 2.0, "multiplier"))
+        }
+        fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+            Ok(StageImpl::Map(Box::new(DoublerStage {
+                factor: params.f64("factor")? as f32,
+            })))
+        }
+    }
+
+    #[test]
+    fn drives_a_map_stage() {
+        let h = StageHarness::new::<Doubler>(serde_json::json!({"factor": 3})).unwrap();
+        let map = ScoreMap::new(1, 2, vec![1.0, 2.0]).unwrap();
+        let out = h
+            .process(&meta("a"), inputs(vec![("score", map.into())]))
+            .unwrap();
+        assert_eq!(out.score_map("score").data(), &[3.0, 6.0]);
+    }
+
+    #[test]
+    fn panics_become_errors() {
+        let h = StageHarness::new::<Doubler>(serde_json::json!({})).unwrap();
+        let map = ScoreMap::new(1, 1, vec![f32::NAN]).unwrap();
+        let err = h
+            .process(&meta("a"), inputs(vec![("score", map.into())]))
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Panic);
+        assert!(
+            err.message
+                .contains("stage `doubler` panicked: NaN in score map"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_params_and_wrong_kinds_are_reported() {
+        let err = StageHarness::new::<Doubler>(serde_json::json!({"factr": 1}))
+            .err()
+            .unwrap();
+        assert!(err.message.contains("did you mean `factor`"), "{err}");
+        let h = StageHarness::new::<Doubler>(serde_json::json!({})).unwrap();
+        let err = h
+            .process(&meta("s1"), inputs(vec![("score", Value::Scalar(1.0))]))
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("sample `s1`: input port `score` expected ScoreMap, found scalar"),
+            "{err}"
+        );
+    }
+}

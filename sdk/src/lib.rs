@@ -1,0 +1,104 @@
+//! # anoflow-sdk
+//!
+//! The one stable interface between the `anoflow` host and its plugin libraries.
+//!
+//! A plugin library is a `cdylib` crate that implements [`stage::StagePlugin`] for each of
+//! its stage types and lists them with [`export_plugin!`]:
+//!
+//! ```ignore
+//! use anoflow_sdk::prelude::*;
+//!
+//! pub struct Invert;
+//! impl StagePlugin for Invert {
+//!     fn descriptor() -> StageDescriptor {
+//!         StageDescriptor::map("invert", "255 minus every pixel")
+//!             .input("image", ValueKind::Image, "input image")
+//!             .output("image", ValueKind::Image, "inverted image")
+//!     }
+//!     fn create(_params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+//!         Ok(StageImpl::Map(Box::new(InvertStage)))
+//!     }
+//! }
+//! anoflow_sdk::export_plugin! { stages: [Invert] }
+//! ```
+//!
+//! Everything crossing the boundary is ABI-stable (`abi_stable`); the SDK ABI version and
+//! the data-contract version are checked by the host at load time; every call into a stage
+//! catches panics and returns them as errors, so a plugin never aborts the host.
+
+pub mod abi;
+pub mod descriptor;
+pub mod error;
+pub mod harness;
+pub mod params;
+pub mod stage;
+pub mod value;
+
+/// Re-exports used by [`export_plugin!`]; not part of the public API.
+#[doc(hidden)]
+pub mod reexports {
+    pub use abi_stable::export_root_module;
+    pub use abi_stable::prefix_type::PrefixTypeTrait;
+    pub use abi_stable::std_types::{RStr, RVec};
+}
+
+/// Everything a plugin author needs, in one import.
+pub mod prelude {
+    pub use crate::abi::{CreateContext, FinishContext, SinkReport};
+    pub use crate::descriptor::{ParamSpec, ParamType, StageDescriptor, StageKind};
+    pub use crate::error::{ErrorKind, StageError, StageResult};
+    pub use crate::params::Params;
+    pub use crate::stage::{Fitted, Map, Outputs, Sample, Sink, Source, StageImpl, StagePlugin};
+    pub use crate::value::{
+        FeatureMap, Image, Mask, Pixels, PointCloud, SampleMeta, ScoreMap, Value, ValueKind,
+        LABEL_ANOMALOUS, LABEL_NOMINAL, LABEL_UNKNOWN,
+    };
+}
+
+/// Exports a plugin library's stages. Put it once at the root of a `cdylib` crate:
+///
+/// ```ignore
+/// anoflow_sdk::export_plugin! { stages: [Resize, CenterCrop] }
+/// ```
+///
+/// The crate must also depend on `abi_stable` (its attribute macro expands to paths in it).
+#[macro_export]
+macro_rules! export_plugin {
+    (stages: [$($stage:ty),* $(,)?] $(,)?) => {
+        $crate::export_plugin! {
+            @versions ($crate::abi::SDK_ABI_VERSION, $crate::abi::DATA_CONTRACT_VERSION)
+            stages: [$($stage),*]
+        }
+    };
+    // Explicit versions: only for the host's own tests of version mismatches.
+    (@versions ($sdk_abi:expr, $contract:expr) stages: [$($stage:ty),* $(,)?] $(,)?) => {
+        #[no_mangle]
+        pub extern "C" fn anoflow_plugin_versions() -> $crate::abi::AbiVersions {
+            $crate::abi::AbiVersions { sdk_abi: $sdk_abi, data_contract: $contract }
+        }
+
+        extern "C" fn __anoflow_stage_factories() -> $crate::reexports::RVec<$crate::abi::StageFactory> {
+            let mut factories = $crate::reexports::RVec::new();
+            $(
+                factories.push($crate::abi::StageFactory {
+                    descriptor: $crate::stage::descriptor_shim::<$stage>,
+                    create: $crate::stage::create_shim::<$stage>,
+                });
+            )*
+            factories
+        }
+
+        #[$crate::reexports::export_root_module]
+        pub fn __anoflow_root_module() -> $crate::abi::PluginModuleRef {
+            use $crate::reexports::PrefixTypeTrait;
+            $crate::abi::PluginModule {
+                sdk_abi_version: $sdk_abi,
+                data_contract_version: $contract,
+                library_name: $crate::reexports::RStr::from_str(env!("CARGO_PKG_NAME")),
+                library_version: $crate::reexports::RStr::from_str(env!("CARGO_PKG_VERSION")),
+                stages: __anoflow_stage_factories,
+            }
+            .leak_into_prefix()
+        }
+    };
+}

@@ -1,0 +1,365 @@
+//! The traits plugin authors implement, and the adapter that turns them into the
+//! ABI-stable [`StageFfi`] object, catching every panic on the plugin side.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RStr, RString, RVec},
+};
+
+use crate::{
+    abi::{
+        CreateContext, FinishContext, SampleOutputs, SinkReport, StageBox, StageFfi, StageFfi_TO,
+    },
+    descriptor::StageDescriptor,
+    error::{ErrorKind, StageError, StageResult},
+    params::Params,
+    value::{
+        FeatureMap, Image, Mask, PointCloud, PortValue, SampleInput, SampleMeta, ScoreMap, Value,
+    },
+};
+
+/// Read-only view of one sample handed to a stage.
+pub struct Sample<'a> {
+    pub meta: &'a SampleMeta,
+    inputs: &'a [PortValue],
+}
+
+macro_rules! typed_input {
+    ($fn_name:ident, $variant:ident, $ty:ty) => {
+        /// The value on a single-edge input port, of the expected kind.
+        pub fn $fn_name(&self, port: &str) -> StageResult<&'a $ty> {
+            match self.value(port)? {
+                Value::$variant(v) => Ok(v),
+                other => Err(self.wrong_kind(port, stringify!($variant), other)),
+            }
+        }
+    };
+}
+
+impl<'a> Sample<'a> {
+    pub fn new(meta: &'a SampleMeta, inputs: &'a [PortValue]) -> Self {
+        Self { meta, inputs }
+    }
+
+    /// All values on a port with the edge each came from (`node.port`), in pipeline order.
+    pub fn all(&self, port: &str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        let port = port.to_string();
+        self.inputs
+            .iter()
+            .filter(move |p| p.port == port.as_str())
+            .map(|p| (p.source.as_str(), &p.value))
+    }
+
+    /// The value on a port, if connected.
+    pub fn maybe(&self, port: &str) -> Option<&'a Value> {
+        self.inputs
+            .iter()
+            .find(|p| p.port == port)
+            .map(|p| &p.value)
+    }
+
+    /// The value on a required port.
+    pub fn value(&self, port: &str) -> StageResult<&'a Value> {
+        self.maybe(port).ok_or_else(|| {
+            StageError::invalid_input(format!(
+                "sample `{}`: input port `{port}` received no value",
+                self.meta.id
+            ))
+        })
+    }
+
+    fn wrong_kind(&self, port: &str, expected: &str, found: &Value) -> StageError {
+        StageError::invalid_input(format!(
+            "sample `{}`: input port `{port}` expected {expected}, found {}",
+            self.meta.id,
+            found.kind()
+        ))
+    }
+
+    typed_input!(image, Image, Image);
+    typed_input!(mask, Mask, Mask);
+    typed_input!(score_map, ScoreMap, ScoreMap);
+    typed_input!(feature_map, FeatureMap, FeatureMap);
+    typed_input!(point_cloud, PointCloud, PointCloud);
+
+    pub fn scalar(&self, port: &str) -> StageResult<f64> {
+        match self.value(port)? {
+            Value::Scalar(v) => Ok(*v),
+            other => Err(self.wrong_kind(port, "Scalar", other)),
+        }
+    }
+
+    /// All feature maps on a multi-edge port.
+    pub fn feature_maps(&self, port: &str) -> StageResult<Vec<&'a FeatureMap>> {
+        self.all(port)
+            .map(|(_, v)| match v {
+                Value::FeatureMap(f) => Ok(f),
+                other => Err(self.wrong_kind(port, "FeatureMap", other)),
+            })
+            .collect()
+    }
+}
+
+/// Named output values of one sample.
+#[derive(Default, Debug, Clone)]
+pub struct Outputs(Vec<PortValue>);
+
+impl Outputs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a value on an output port.
+    pub fn with(mut self, port: &str, value: impl Into<Value>) -> Self {
+        self.0.push(PortValue {
+            port: port.into(),
+            source: RString::new(),
+            value: value.into(),
+        });
+        self
+    }
+    pub fn push(&mut self, port: &str, value: impl Into<Value>) {
+        self.0.push(PortValue {
+            port: port.into(),
+            source: RString::new(),
+            value: value.into(),
+        });
+    }
+    pub fn into_vec(self) -> Vec<PortValue> {
+        self.0
+    }
+}
+
+/// A source of samples.
+pub trait Source: Send + Sync {
+    /// The samples of a split, in a deterministic order. An unknown split is an error.
+    fn list(&self, split: &str) -> StageResult<Vec<SampleMeta>>;
+    /// Loads one sample's values.
+    fn load(&self, meta: &SampleMeta) -> StageResult<Outputs>;
+}
+
+/// A per-sample stage without state across samples.
+pub trait Map: Send + Sync {
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs>;
+}
+
+/// A stage that learns from one split, then maps samples.
+pub trait Fitted: Send + Sync {
+    /// Observes one sample of the fit split (samples arrive in order).
+    fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()>;
+    /// Learns from what was observed.
+    fn finish_fit(&mut self) -> StageResult<()>;
+    /// Maps a sample once fitted.
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs>;
+    /// The fitted state as bytes, for the cache. Default: not supported.
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        Err(StageError::unsupported(
+            "this stage cannot save its fitted state",
+        ))
+    }
+    /// Restores a state written by `save_state`.
+    fn load_state(&mut self, _state: &[u8]) -> StageResult<()> {
+        Err(StageError::unsupported(
+            "this stage cannot load a fitted state",
+        ))
+    }
+}
+
+/// A stage that consumes every sample, then writes results.
+pub trait Sink: Send + Sync {
+    fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()>;
+    fn finish(&mut self, ctx: &FinishContext) -> StageResult<SinkReport>;
+}
+
+/// A created stage of one of the four kinds.
+pub enum StageImpl {
+    Source(Box<dyn Source>),
+    Map(Box<dyn Map>),
+    Fitted(Box<dyn Fitted>),
+    Sink(Box<dyn Sink>),
+}
+
+/// Implemented once per stage type; the export macro lists these types.
+pub trait StagePlugin {
+    fn descriptor() -> StageDescriptor;
+    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl>;
+}
+
+/// Text of a caught panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    }
+}
+
+/// Runs `f`, turning a panic into an error that names the stage.
+pub fn guard<T>(stage: &str, f: impl FnOnce() -> StageResult<T>) -> StageResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => Err(StageError::new(
+            ErrorKind::Panic,
+            format!(
+                "stage `{stage}` panicked: {}",
+                panic_message(payload.as_ref())
+            ),
+        )),
+    }
+}
+
+/// Wraps an author's stage into the FFI trait.
+pub struct StageAdapter {
+    name: String,
+    inner: StageImpl,
+}
+
+impl StageAdapter {
+    pub fn new(name: impl Into<String>, inner: StageImpl) -> Self {
+        Self {
+            name: name.into(),
+            inner,
+        }
+    }
+
+    pub fn into_box(self) -> StageBox {
+        StageFfi_TO::from_value(self, TD_Opaque)
+    }
+
+    fn wrong_call(&self, what: &str) -> StageError {
+        let kind = match &self.inner {
+            StageImpl::Source(_) => "source",
+            StageImpl::Map(_) => "map",
+            StageImpl::Fitted(_) => "fitted",
+            StageImpl::Sink(_) => "sink",
+        };
+        StageError::unsupported(format!(
+            "stage `{}` is a {kind} stage: `{what}` does not apply",
+            self.name
+        ))
+    }
+
+    fn per_sample(
+        &self,
+        batch: &[SampleInput],
+        f: impl Fn(&SampleInput) -> StageResult<Outputs>,
+    ) -> RVec<SampleOutputs> {
+        batch
+            .iter()
+            .map(|s| match guard(&self.name, || f(s)) {
+                Ok(o) => RResult::ROk(RVec::from(o.into_vec())),
+                Err(e) => RResult::RErr(e),
+            })
+            .collect()
+    }
+}
+
+impl StageFfi for StageAdapter {
+    fn list(&self, split: RStr<'_>) -> RResult<RVec<SampleMeta>, StageError> {
+        guard(&self.name, || match &self.inner {
+            StageImpl::Source(s) => s.list(split.as_str()).map(RVec::from),
+            _ => Err(self.wrong_call("list")),
+        })
+        .into()
+    }
+
+    fn process(&self, batch: RVec<SampleInput>) -> RVec<SampleOutputs> {
+        match &self.inner {
+            StageImpl::Source(s) => self.per_sample(&batch, |x| s.load(&x.meta)),
+            StageImpl::Map(m) => {
+                self.per_sample(&batch, |x| m.process(&Sample::new(&x.meta, &x.inputs)))
+            }
+            StageImpl::Fitted(m) => {
+                self.per_sample(&batch, |x| m.process(&Sample::new(&x.meta, &x.inputs)))
+            }
+            StageImpl::Sink(_) => {
+                let err = self.wrong_call("process");
+                batch.iter().map(|_| RResult::RErr(err.clone())).collect()
+            }
+        }
+    }
+
+    fn fit_observe(&mut self, batch: RVec<SampleInput>) -> RResult<(), StageError> {
+        let name = self.name.clone();
+        let unsupported = self.wrong_call("fit");
+        guard(&name, || match &mut self.inner {
+            StageImpl::Fitted(f) => batch
+                .iter()
+                .try_for_each(|x| f.observe(&Sample::new(&x.meta, &x.inputs))),
+            _ => Err(unsupported),
+        })
+        .into()
+    }
+
+    fn fit_finish(&mut self) -> RResult<(), StageError> {
+        let name = self.name.clone();
+        let unsupported = self.wrong_call("fit");
+        guard(&name, || match &mut self.inner {
+            StageImpl::Fitted(f) => f.finish_fit(),
+            _ => Err(unsupported),
+        })
+        .into()
+    }
+
+    fn save_state(&self) -> RResult<RVec<u8>, StageError> {
+        guard(&self.name, || match &self.inner {
+            StageImpl::Fitted(f) => f.save_state().map(RVec::from),
+            _ => Err(self.wrong_call("save_state")),
+        })
+        .into()
+    }
+
+    fn load_state(&mut self, state: RVec<u8>) -> RResult<(), StageError> {
+        let name = self.name.clone();
+        let unsupported = self.wrong_call("load_state");
+        guard(&name, || match &mut self.inner {
+            StageImpl::Fitted(f) => f.load_state(&state),
+            _ => Err(unsupported),
+        })
+        .into()
+    }
+
+    fn consume(&mut self, batch: RVec<SampleInput>) -> RResult<(), StageError> {
+        let name = self.name.clone();
+        let unsupported = self.wrong_call("consume");
+        guard(&name, || match &mut self.inner {
+            StageImpl::Sink(s) => batch
+                .iter()
+                .try_for_each(|x| s.consume(&Sample::new(&x.meta, &x.inputs))),
+            _ => Err(unsupported),
+        })
+        .into()
+    }
+
+    fn finish(&mut self, ctx: &FinishContext) -> RResult<SinkReport, StageError> {
+        let name = self.name.clone();
+        let unsupported = self.wrong_call("finish");
+        guard(&name, || match &mut self.inner {
+            StageImpl::Sink(s) => s.finish(ctx),
+            _ => Err(unsupported),
+        })
+        .into()
+    }
+}
+
+/// FFI shim: the descriptor of stage type `T`, panics caught.
+pub extern "C" fn descriptor_shim<T: StagePlugin>() -> RResult<StageDescriptor, StageError> {
+    guard(std::any::type_name::<T>(), || Ok(T::descriptor())).into()
+}
+
+/// FFI shim: creates stage type `T` from the host's context, panics caught.
+pub extern "C" fn create_shim<T: StagePlugin>(
+    ctx: &CreateContext,
+) -> RResult<StageBox, StageError> {
+    let name = ctx.node_id.to_string();
+    guard(&name, || {
+        let desc = T::descriptor();
+        let params = Params::from_json(&ctx.node_id, &ctx.base_dir, &ctx.params_json)?;
+        let inner = T::create(&params, ctx)?;
+        Ok(StageAdapter::new(desc.name.to_string(), inner).into_box())
+    })
+    .into()
+}
