@@ -20,10 +20,7 @@ use abi_stable::{
     StableAbi,
 };
 
-use crate::{
-    descriptor::StageDescriptor, error::StageError, value::PortValue, value::SampleInput,
-    value::SampleMeta,
-};
+use crate::{descriptor::StageDescriptor, error::StageError, value::PortValue, value::SampleInput, value::SampleMeta};
 
 /// Version of the host/plugin calling interface (root module, stage trait, contexts).
 pub const SDK_ABI_VERSION: u32 = 1;

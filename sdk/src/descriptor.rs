@@ -169,10 +169,7 @@ impl ParamSpec {
     }
 
     pub fn default_value(&self) -> Option<serde_json::Value> {
-        self.default
-            .as_ref()
-            .into_option()
-            .and_then(|d| serde_json::from_str(d).ok())
+        self.default.as_ref().into_option().and_then(|d| serde_json::from_str(d).ok())
     }
     pub fn is_required(&self) -> bool {
         self.default.is_none()
@@ -221,13 +218,7 @@ impl StageDescriptor {
     }
 
     fn port(name: &str, kind: ValueKind, multiple: bool, optional: bool, doc: &str) -> PortSpec {
-        PortSpec {
-            name: name.into(),
-            kind,
-            multiple,
-            optional,
-            doc: doc.into(),
-        }
+        PortSpec { name: name.into(), kind, multiple, optional, doc: doc.into() }
     }
 
     /// A required input fed by exactly one edge.

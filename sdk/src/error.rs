@@ -44,10 +44,7 @@ pub struct StageError {
 
 impl StageError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: RString::from(message.into()),
-        }
+        Self { kind, message: RString::from(message.into()) }
     }
     pub fn invalid_param(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidParam, message)
@@ -69,10 +66,7 @@ impl StageError {
 
     /// Prefixes the message with context, keeping the kind.
     pub fn context(self, ctx: impl std::fmt::Display) -> Self {
-        Self {
-            kind: self.kind,
-            message: RString::from(format!("{ctx}: {}", self.message)),
-        }
+        Self { kind: self.kind, message: RString::from(format!("{ctx}: {}", self.message)) }
     }
 }
 

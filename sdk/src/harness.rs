@@ -61,11 +61,7 @@ impl HarnessOutputs {
 pub fn inputs(pairs: Vec<(&str, Value)>) -> Vec<PortValue> {
     pairs
         .into_iter()
-        .map(|(port, value)| PortValue {
-            port: port.into(),
-            source: format!("test.{port}").into(),
-            value,
-        })
+        .map(|(port, value)| PortValue { port: port.into(), source: format!("test.{port}").into(), value })
         .collect()
 }
 
@@ -82,23 +78,17 @@ impl StageHarness {
     }
 
     /// Creates stage `T`; relative paths in params resolve against `base_dir`.
-    pub fn with_dirs<T: StagePlugin>(
-        params: serde_json::Value,
-        base_dir: &Path,
-        work_dir: &Path,
-    ) -> StageResult<Self> {
+    pub fn with_dirs<T: StagePlugin>(params: serde_json::Value, base_dir: &Path, work_dir: &Path) -> StageResult<Self> {
         let desc = T::descriptor();
         let node = format!("test-{}", desc.name);
-        let given = params.as_object().cloned().ok_or_else(|| {
-            StageError::invalid_param(format!("node `{node}`: params must be a JSON object"))
-        })?;
+        let given = params
+            .as_object()
+            .cloned()
+            .ok_or_else(|| StageError::invalid_param(format!("node `{node}`: params must be a JSON object")))?;
         let problems = check_params(&desc, &given);
         if !problems.is_empty() {
             let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            return Err(StageError::invalid_param(format!(
-                "node `{node}`: {}",
-                text.join("; ")
-            )));
+            return Err(StageError::invalid_param(format!("node `{node}`: {}", text.join("; "))));
         }
         let merged = with_defaults(&desc, &given);
         let ctx = CreateContext {
@@ -116,11 +106,7 @@ impl StageHarness {
         &self.desc
     }
 
-    fn check_outputs(
-        &self,
-        meta: &SampleMeta,
-        outs: Vec<PortValue>,
-    ) -> StageResult<HarnessOutputs> {
+    fn check_outputs(&self, meta: &SampleMeta, outs: Vec<PortValue>) -> StageResult<HarnessOutputs> {
         for out in &outs {
             let spec = self.desc.output_port(&out.port).ok_or_else(|| {
                 StageError::internal(format!(
@@ -144,29 +130,17 @@ impl StageHarness {
 
     /// Sources: the sample list of a split.
     pub fn list(&self, split: &str) -> StageResult<Vec<SampleMeta>> {
-        self.stage
-            .list(split.into())
-            .into_result()
-            .map(RVec::into_vec)
+        self.stage.list(split.into()).into_result().map(RVec::into_vec)
     }
 
     /// Sources: loads one sample. Map and fitted stages: processes one sample.
-    pub fn process(
-        &self,
-        meta: &SampleMeta,
-        inputs: Vec<PortValue>,
-    ) -> StageResult<HarnessOutputs> {
-        let batch = RVec::from(vec![SampleInput {
-            meta: meta.clone(),
-            inputs: inputs.into(),
-        }]);
+    pub fn process(&self, meta: &SampleMeta, inputs: Vec<PortValue>) -> StageResult<HarnessOutputs> {
+        let batch = RVec::from(vec![SampleInput { meta: meta.clone(), inputs: inputs.into() }]);
         let mut results = self.stage.process(batch).into_vec();
         match results.pop() {
             Some(RResult::ROk(outs)) => self.check_outputs(meta, outs.into_vec()),
             Some(RResult::RErr(e)) => Err(e),
-            None => Err(StageError::internal(
-                "stage returned no result for the sample",
-            )),
+            None => Err(StageError::internal("stage returned no result for the sample")),
         }
     }
 
@@ -177,13 +151,8 @@ impl StageHarness {
 
     /// Fitted stages: observes every sample in order, then fits.
     pub fn fit(&mut self, samples: Vec<(SampleMeta, Vec<PortValue>)>) -> StageResult<()> {
-        let batch: RVec<SampleInput> = samples
-            .into_iter()
-            .map(|(meta, inputs)| SampleInput {
-                meta,
-                inputs: inputs.into(),
-            })
-            .collect();
+        let batch: RVec<SampleInput> =
+            samples.into_iter().map(|(meta, inputs)| SampleInput { meta, inputs: inputs.into() }).collect();
         self.stage.fit_observe(batch).into_result()?;
         self.stage.fit_finish().into_result()
     }
@@ -198,10 +167,7 @@ impl StageHarness {
 
     /// Sinks: consumes one sample.
     pub fn consume(&mut self, meta: &SampleMeta, inputs: Vec<PortValue>) -> StageResult<()> {
-        let batch = RVec::from(vec![SampleInput {
-            meta: meta.clone(),
-            inputs: inputs.into(),
-        }]);
+        let batch = RVec::from(vec![SampleInput { meta: meta.clone(), inputs: inputs.into() }]);
         self.stage.consume(batch).into_result()
     }
 
@@ -242,10 +208,7 @@ mod tests {
                 panic!("NaN in score map");
             }
             let data = s.data().iter().map(|v| v * self.factor).collect();
-            Ok(Outputs::new().with(
-                "score",
-                ScoreMap::new(s.height() as u32, s.width() as u32, data)?,
-            ))
+            Ok(Outputs::new().with("score", ScoreMap::new(s.height() as u32, s.width() as u32, data)?))
         }
     }
     impl StagePlugin for Doubler {
@@ -256,9 +219,7 @@ mod tests {
                 .param(ParamSpec::float("factor", 2.0, "multiplier"))
         }
         fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-            Ok(StageImpl::Map(Box::new(DoublerStage {
-                factor: params.f64("factor")? as f32,
-            })))
+            Ok(StageImpl::Map(Box::new(DoublerStage { factor: params.f64("factor")? as f32 })))
         }
     }
 
@@ -266,9 +227,7 @@ mod tests {
     fn drives_a_map_stage() {
         let h = StageHarness::new::<Doubler>(serde_json::json!({"factor": 3})).unwrap();
         let map = ScoreMap::new(1, 2, vec![1.0, 2.0]).unwrap();
-        let out = h
-            .process(&meta("a"), inputs(vec![("score", map.into())]))
-            .unwrap();
+        let out = h.process(&meta("a"), inputs(vec![("score", map.into())])).unwrap();
         assert_eq!(out.score_map("score").data(), &[3.0, 6.0]);
     }
 
@@ -276,31 +235,17 @@ mod tests {
     fn panics_become_errors() {
         let h = StageHarness::new::<Doubler>(serde_json::json!({})).unwrap();
         let map = ScoreMap::new(1, 1, vec![f32::NAN]).unwrap();
-        let err = h
-            .process(&meta("a"), inputs(vec![("score", map.into())]))
-            .unwrap_err();
+        let err = h.process(&meta("a"), inputs(vec![("score", map.into())])).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Panic);
-        assert!(
-            err.message
-                .contains("stage `doubler` panicked: NaN in score map"),
-            "{err}"
-        );
+        assert!(err.message.contains("stage `doubler` panicked: NaN in score map"), "{err}");
     }
 
     #[test]
     fn bad_params_and_wrong_kinds_are_reported() {
-        let err = StageHarness::new::<Doubler>(serde_json::json!({"factr": 1}))
-            .err()
-            .unwrap();
+        let err = StageHarness::new::<Doubler>(serde_json::json!({"factr": 1})).err().unwrap();
         assert!(err.message.contains("did you mean `factor`"), "{err}");
         let h = StageHarness::new::<Doubler>(serde_json::json!({})).unwrap();
-        let err = h
-            .process(&meta("s1"), inputs(vec![("score", Value::Scalar(1.0))]))
-            .unwrap_err();
-        assert!(
-            err.message
-                .contains("sample `s1`: input port `score` expected ScoreMap, found scalar"),
-            "{err}"
-        );
+        let err = h.process(&meta("s1"), inputs(vec![("score", Value::Scalar(1.0))])).unwrap_err();
+        assert!(err.message.contains("sample `s1`: input port `score` expected ScoreMap, found scalar"), "{err}");
     }
 }

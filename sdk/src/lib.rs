@@ -50,8 +50,8 @@ pub mod prelude {
     pub use crate::params::Params;
     pub use crate::stage::{Fitted, Map, Outputs, Sample, Sink, Source, StageImpl, StagePlugin};
     pub use crate::value::{
-        FeatureMap, Image, Mask, Pixels, PointCloud, SampleMeta, ScoreMap, Value, ValueKind,
-        LABEL_ANOMALOUS, LABEL_NOMINAL, LABEL_UNKNOWN,
+        FeatureMap, Image, Mask, Pixels, PointCloud, SampleMeta, ScoreMap, Value, ValueKind, LABEL_ANOMALOUS,
+        LABEL_NOMINAL, LABEL_UNKNOWN,
     };
 }
 

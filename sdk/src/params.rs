@@ -12,23 +12,10 @@ use crate::{descriptor::StageDescriptor, error::StageError};
 /// A problem found while checking the parameters a pipeline gives a node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamProblem {
-    Unknown {
-        name: String,
-        suggestion: Option<String>,
-    },
-    Missing {
-        name: String,
-    },
-    WrongType {
-        name: String,
-        expected: String,
-        found: String,
-    },
-    NotAChoice {
-        name: String,
-        found: String,
-        choices: Vec<String>,
-    },
+    Unknown { name: String, suggestion: Option<String> },
+    Missing { name: String },
+    WrongType { name: String, expected: String, found: String },
+    NotAChoice { name: String, found: String, choices: Vec<String> },
 }
 
 impl ParamProblem {
@@ -46,34 +33,16 @@ impl ParamProblem {
 impl std::fmt::Display for ParamProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ParamProblem::Unknown {
-                name,
-                suggestion: Some(s),
-            } => {
+            ParamProblem::Unknown { name, suggestion: Some(s) } => {
                 write!(f, "unknown param `{name}` (did you mean `{s}`?)")
             }
-            ParamProblem::Unknown {
-                name,
-                suggestion: None,
-            } => write!(f, "unknown param `{name}`"),
+            ParamProblem::Unknown { name, suggestion: None } => write!(f, "unknown param `{name}`"),
             ParamProblem::Missing { name } => write!(f, "missing required param `{name}`"),
-            ParamProblem::WrongType {
-                name,
-                expected,
-                found,
-            } => {
+            ParamProblem::WrongType { name, expected, found } => {
                 write!(f, "param `{name}`: expected {expected}, found {found}")
             }
-            ParamProblem::NotAChoice {
-                name,
-                found,
-                choices,
-            } => {
-                write!(
-                    f,
-                    "param `{name}`: `{found}` is not one of {}",
-                    choices.join(", ")
-                )
+            ParamProblem::NotAChoice { name, found, choices } => {
+                write!(f, "param `{name}`: `{found}` is not one of {}", choices.join(", "))
             }
         }
     }
@@ -93,10 +62,7 @@ pub fn describe_json(v: &Json) -> String {
 }
 
 /// The closest candidate to `name` by edit distance, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (levenshtein(name, c), c))
@@ -148,9 +114,7 @@ pub fn check_params(desc: &StageDescriptor, given: &Map<String, Json>) -> Vec<Pa
     }
     for spec in &desc.params {
         if spec.is_required() && !given.contains_key(spec.name.as_str()) {
-            problems.push(ParamProblem::Missing {
-                name: spec.name.to_string(),
-            });
+            problems.push(ParamProblem::Missing { name: spec.name.to_string() });
         }
     }
     problems
@@ -179,23 +143,14 @@ pub struct Params {
 }
 
 impl Params {
-    pub fn new(
-        node: impl Into<String>,
-        base_dir: impl Into<PathBuf>,
-        values: Map<String, Json>,
-    ) -> Self {
-        Self {
-            node: node.into(),
-            base_dir: base_dir.into(),
-            values,
-        }
+    pub fn new(node: impl Into<String>, base_dir: impl Into<PathBuf>, values: Map<String, Json>) -> Self {
+        Self { node: node.into(), base_dir: base_dir.into(), values }
     }
 
     /// Parses the JSON object the host sends across the boundary.
     pub fn from_json(node: &str, base_dir: &str, json: &str) -> Result<Self, StageError> {
-        let values: Map<String, Json> = serde_json::from_str(json).map_err(|e| {
-            StageError::invalid_param(format!("node `{node}`: params are not a JSON object: {e}"))
-        })?;
+        let values: Map<String, Json> = serde_json::from_str(json)
+            .map_err(|e| StageError::invalid_param(format!("node `{node}`: params are not a JSON object: {e}")))?;
         Ok(Self::new(node, base_dir, values))
     }
 
@@ -215,12 +170,8 @@ impl Params {
 
     /// Any deserializable type; the error names node, param and what was expected.
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T, StageError> {
-        let v = self
-            .values
-            .get(name)
-            .ok_or_else(|| self.err(name, "missing"))?;
-        serde_json::from_value(v.clone())
-            .map_err(|e| self.err(name, format!("{e} (found {})", describe_json(v))))
+        let v = self.values.get(name).ok_or_else(|| self.err(name, "missing"))?;
+        serde_json::from_value(v.clone()).map_err(|e| self.err(name, format!("{e} (found {})", describe_json(v))))
     }
 
     pub fn get_or<T: DeserializeOwned>(&self, name: &str, default: T) -> Result<T, StageError> {
@@ -243,10 +194,7 @@ impl Params {
     pub fn f64_in(&self, name: &str, lo: f64, hi: f64) -> Result<f64, StageError> {
         let v = self.f64(name)?;
         if !(lo..=hi).contains(&v) {
-            return Err(self.err(
-                name,
-                format!("expected a number in [{lo}, {hi}], found {v}"),
-            ));
+            return Err(self.err(name, format!("expected a number in [{lo}, {hi}], found {v}")));
         }
         Ok(v)
     }
@@ -290,11 +238,7 @@ impl Params {
     /// A nested mapping as its own `Params` (node name extended with the param name).
     pub fn object(&self, name: &str) -> Result<Params, StageError> {
         let map: Map<String, Json> = self.get(name)?;
-        Ok(Params::new(
-            format!("{}.{name}", self.node),
-            self.base_dir.clone(),
-            map,
-        ))
+        Ok(Params::new(format!("{}.{name}", self.node), self.base_dir.clone(), map))
     }
 }
 
@@ -317,19 +261,9 @@ mod tests {
         let problems = check_params(&desc(), given.as_object().unwrap());
         let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(text.len(), 3, "{text:?}");
-        assert!(
-            text.iter().any(|t| t.contains("did you mean `percentile`")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter().any(|t| t.contains("`c` is not one of a, b")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter()
-                .any(|t| t.contains("missing required param `model`")),
-            "{text:?}"
-        );
+        assert!(text.iter().any(|t| t.contains("did you mean `percentile`")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("`c` is not one of a, b")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("missing required param `model`")), "{text:?}");
     }
 
     #[test]
@@ -337,20 +271,13 @@ mod tests {
         let given = json!({"percentile": "high", "model": "m.onnx"});
         let problems = check_params(&desc(), given.as_object().unwrap());
         assert_eq!(problems.len(), 1);
-        assert_eq!(
-            problems[0].to_string(),
-            "param `percentile`: expected number, found string \"high\""
-        );
+        assert_eq!(problems[0].to_string(), "param `percentile`: expected number, found string \"high\"");
     }
 
     #[test]
     fn defaults_and_typed_getters() {
         let given = json!({"model": "m.onnx"});
-        let p = Params::new(
-            "ttt",
-            "/base",
-            with_defaults(&desc(), given.as_object().unwrap()),
-        );
+        let p = Params::new("ttt", "/base", with_defaults(&desc(), given.as_object().unwrap()));
         assert_eq!(p.f64("percentile").unwrap(), 99.0);
         assert_eq!(p.path("model").unwrap(), PathBuf::from("/base/m.onnx"));
         let err = p.usize("mode").unwrap_err().to_string();

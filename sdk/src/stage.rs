@@ -9,15 +9,11 @@ use abi_stable::{
 };
 
 use crate::{
-    abi::{
-        CreateContext, FinishContext, SampleOutputs, SinkReport, StageBox, StageFfi, StageFfi_TO,
-    },
+    abi::{CreateContext, FinishContext, SampleOutputs, SinkReport, StageBox, StageFfi, StageFfi_TO},
     descriptor::StageDescriptor,
     error::{ErrorKind, StageError, StageResult},
     params::Params,
-    value::{
-        FeatureMap, Image, Mask, PointCloud, PortValue, SampleInput, SampleMeta, ScoreMap, Value,
-    },
+    value::{FeatureMap, Image, Mask, PointCloud, PortValue, SampleInput, SampleMeta, ScoreMap, Value},
 };
 
 /// Read-only view of one sample handed to a stage.
@@ -46,27 +42,18 @@ impl<'a> Sample<'a> {
     /// All values on a port with the edge each came from (`node.port`), in pipeline order.
     pub fn all(&self, port: &str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
         let port = port.to_string();
-        self.inputs
-            .iter()
-            .filter(move |p| p.port == port.as_str())
-            .map(|p| (p.source.as_str(), &p.value))
+        self.inputs.iter().filter(move |p| p.port == port.as_str()).map(|p| (p.source.as_str(), &p.value))
     }
 
     /// The value on a port, if connected.
     pub fn maybe(&self, port: &str) -> Option<&'a Value> {
-        self.inputs
-            .iter()
-            .find(|p| p.port == port)
-            .map(|p| &p.value)
+        self.inputs.iter().find(|p| p.port == port).map(|p| &p.value)
     }
 
     /// The value on a required port.
     pub fn value(&self, port: &str) -> StageResult<&'a Value> {
         self.maybe(port).ok_or_else(|| {
-            StageError::invalid_input(format!(
-                "sample `{}`: input port `{port}` received no value",
-                self.meta.id
-            ))
+            StageError::invalid_input(format!("sample `{}`: input port `{port}` received no value", self.meta.id))
         })
     }
 
@@ -112,19 +99,11 @@ impl Outputs {
     }
     /// Adds a value on an output port.
     pub fn with(mut self, port: &str, value: impl Into<Value>) -> Self {
-        self.0.push(PortValue {
-            port: port.into(),
-            source: RString::new(),
-            value: value.into(),
-        });
+        self.0.push(PortValue { port: port.into(), source: RString::new(), value: value.into() });
         self
     }
     pub fn push(&mut self, port: &str, value: impl Into<Value>) {
-        self.0.push(PortValue {
-            port: port.into(),
-            source: RString::new(),
-            value: value.into(),
-        });
+        self.0.push(PortValue { port: port.into(), source: RString::new(), value: value.into() });
     }
     pub fn into_vec(self) -> Vec<PortValue> {
         self.0
@@ -154,15 +133,11 @@ pub trait Fitted: Send + Sync {
     fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs>;
     /// The fitted state as bytes, for the cache. Default: not supported.
     fn save_state(&self) -> StageResult<Vec<u8>> {
-        Err(StageError::unsupported(
-            "this stage cannot save its fitted state",
-        ))
+        Err(StageError::unsupported("this stage cannot save its fitted state"))
     }
     /// Restores a state written by `save_state`.
     fn load_state(&mut self, _state: &[u8]) -> StageResult<()> {
-        Err(StageError::unsupported(
-            "this stage cannot load a fitted state",
-        ))
+        Err(StageError::unsupported("this stage cannot load a fitted state"))
     }
 }
 
@@ -203,10 +178,7 @@ pub fn guard<T>(stage: &str, f: impl FnOnce() -> StageResult<T>) -> StageResult<
         Ok(r) => r,
         Err(payload) => Err(StageError::new(
             ErrorKind::Panic,
-            format!(
-                "stage `{stage}` panicked: {}",
-                panic_message(payload.as_ref())
-            ),
+            format!("stage `{stage}` panicked: {}", panic_message(payload.as_ref())),
         )),
     }
 }
@@ -219,10 +191,7 @@ pub struct StageAdapter {
 
 impl StageAdapter {
     pub fn new(name: impl Into<String>, inner: StageImpl) -> Self {
-        Self {
-            name: name.into(),
-            inner,
-        }
+        Self { name: name.into(), inner }
     }
 
     pub fn into_box(self) -> StageBox {
@@ -236,10 +205,7 @@ impl StageAdapter {
             StageImpl::Fitted(_) => "fitted",
             StageImpl::Sink(_) => "sink",
         };
-        StageError::unsupported(format!(
-            "stage `{}` is a {kind} stage: `{what}` does not apply",
-            self.name
-        ))
+        StageError::unsupported(format!("stage `{}` is a {kind} stage: `{what}` does not apply", self.name))
     }
 
     fn per_sample(
@@ -269,12 +235,8 @@ impl StageFfi for StageAdapter {
     fn process(&self, batch: RVec<SampleInput>) -> RVec<SampleOutputs> {
         match &self.inner {
             StageImpl::Source(s) => self.per_sample(&batch, |x| s.load(&x.meta)),
-            StageImpl::Map(m) => {
-                self.per_sample(&batch, |x| m.process(&Sample::new(&x.meta, &x.inputs)))
-            }
-            StageImpl::Fitted(m) => {
-                self.per_sample(&batch, |x| m.process(&Sample::new(&x.meta, &x.inputs)))
-            }
+            StageImpl::Map(m) => self.per_sample(&batch, |x| m.process(&Sample::new(&x.meta, &x.inputs))),
+            StageImpl::Fitted(m) => self.per_sample(&batch, |x| m.process(&Sample::new(&x.meta, &x.inputs))),
             StageImpl::Sink(_) => {
                 let err = self.wrong_call("process");
                 batch.iter().map(|_| RResult::RErr(err.clone())).collect()
@@ -286,9 +248,7 @@ impl StageFfi for StageAdapter {
         let name = self.name.clone();
         let unsupported = self.wrong_call("fit");
         guard(&name, || match &mut self.inner {
-            StageImpl::Fitted(f) => batch
-                .iter()
-                .try_for_each(|x| f.observe(&Sample::new(&x.meta, &x.inputs))),
+            StageImpl::Fitted(f) => batch.iter().try_for_each(|x| f.observe(&Sample::new(&x.meta, &x.inputs))),
             _ => Err(unsupported),
         })
         .into()
@@ -326,9 +286,7 @@ impl StageFfi for StageAdapter {
         let name = self.name.clone();
         let unsupported = self.wrong_call("consume");
         guard(&name, || match &mut self.inner {
-            StageImpl::Sink(s) => batch
-                .iter()
-                .try_for_each(|x| s.consume(&Sample::new(&x.meta, &x.inputs))),
+            StageImpl::Sink(s) => batch.iter().try_for_each(|x| s.consume(&Sample::new(&x.meta, &x.inputs))),
             _ => Err(unsupported),
         })
         .into()
@@ -351,9 +309,7 @@ pub extern "C" fn descriptor_shim<T: StagePlugin>() -> RResult<StageDescriptor, 
 }
 
 /// FFI shim: creates stage type `T` from the host's context, panics caught.
-pub extern "C" fn create_shim<T: StagePlugin>(
-    ctx: &CreateContext,
-) -> RResult<StageBox, StageError> {
+pub extern "C" fn create_shim<T: StagePlugin>(ctx: &CreateContext) -> RResult<StageBox, StageError> {
     let name = ctx.node_id.to_string();
     guard(&name, || {
         let desc = T::descriptor();

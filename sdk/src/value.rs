@@ -74,9 +74,7 @@ pub struct Image {
 fn check_len(what: &str, len: usize, dims: &[u32]) -> Result<(), StageError> {
     let expected: usize = dims.iter().map(|&d| d as usize).product();
     if dims.contains(&0) {
-        return Err(StageError::invalid_input(format!(
-            "{what}: every dimension must be positive, got {dims:?}"
-        )));
+        return Err(StageError::invalid_input(format!("{what}: every dimension must be positive, got {dims:?}")));
     }
     if len != expected {
         return Err(StageError::invalid_input(format!(
@@ -87,34 +85,14 @@ fn check_len(what: &str, len: usize, dims: &[u32]) -> Result<(), StageError> {
 }
 
 impl Image {
-    pub fn from_u8(
-        height: u32,
-        width: u32,
-        channels: u32,
-        data: Vec<u8>,
-    ) -> Result<Self, StageError> {
+    pub fn from_u8(height: u32, width: u32, channels: u32, data: Vec<u8>) -> Result<Self, StageError> {
         check_len("image", data.len(), &[height, width, channels])?;
-        Ok(Self {
-            height,
-            width,
-            channels,
-            pixels: Pixels::U8(RArc::new(data.into())),
-        })
+        Ok(Self { height, width, channels, pixels: Pixels::U8(RArc::new(data.into())) })
     }
 
-    pub fn from_f32(
-        height: u32,
-        width: u32,
-        channels: u32,
-        data: Vec<f32>,
-    ) -> Result<Self, StageError> {
+    pub fn from_f32(height: u32, width: u32, channels: u32, data: Vec<f32>) -> Result<Self, StageError> {
         check_len("image", data.len(), &[height, width, channels])?;
-        Ok(Self {
-            height,
-            width,
-            channels,
-            pixels: Pixels::F32(RArc::new(data.into())),
-        })
+        Ok(Self { height, width, channels, pixels: Pixels::F32(RArc::new(data.into())) })
     }
 
     pub fn height(&self) -> usize {
@@ -142,10 +120,7 @@ impl Image {
     pub fn to_u8(&self) -> Vec<u8> {
         match &self.pixels {
             Pixels::U8(d) => d.to_vec(),
-            Pixels::F32(d) => d
-                .iter()
-                .map(|&v| v.round().clamp(0.0, 255.0) as u8)
-                .collect(),
+            Pixels::F32(d) => d.iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect(),
         }
     }
 }
@@ -166,11 +141,7 @@ impl Mask {
         for v in &mut data {
             *v = u8::from(*v != 0);
         }
-        Ok(Self {
-            height,
-            width,
-            data: RArc::new(data.into()),
-        })
+        Ok(Self { height, width, data: RArc::new(data.into()) })
     }
 
     pub fn zeros(height: u32, width: u32) -> Result<Self, StageError> {
@@ -203,11 +174,7 @@ pub struct ScoreMap {
 impl ScoreMap {
     pub fn new(height: u32, width: u32, data: Vec<f32>) -> Result<Self, StageError> {
         check_len("score map", data.len(), &[height, width])?;
-        Ok(Self {
-            height,
-            width,
-            data: RArc::new(data.into()),
-        })
+        Ok(Self { height, width, data: RArc::new(data.into()) })
     }
 
     pub fn height(&self) -> usize {
@@ -239,26 +206,12 @@ pub struct FeatureMap {
 
 impl FeatureMap {
     /// Builds a feature map from a channels-last buffer (`h x w x c`).
-    pub fn new(
-        channels: u32,
-        height: u32,
-        width: u32,
-        stride: f32,
-        data: Vec<f32>,
-    ) -> Result<Self, StageError> {
+    pub fn new(channels: u32, height: u32, width: u32, stride: f32, data: Vec<f32>) -> Result<Self, StageError> {
         check_len("feature map", data.len(), &[height, width, channels])?;
         if !(stride.is_finite() && stride > 0.0) {
-            return Err(StageError::invalid_input(format!(
-                "feature map: stride must be positive, got {stride}"
-            )));
+            return Err(StageError::invalid_input(format!("feature map: stride must be positive, got {stride}")));
         }
-        Ok(Self {
-            channels,
-            height,
-            width,
-            stride,
-            data: RArc::new(data.into()),
-        })
+        Ok(Self { channels, height, width, stride, data: RArc::new(data.into()) })
     }
 
     pub fn channels(&self) -> usize {
@@ -297,11 +250,7 @@ pub struct PointCloud {
 impl PointCloud {
     pub fn new(height: u32, width: u32, data: Vec<f32>) -> Result<Self, StageError> {
         check_len("point cloud", data.len(), &[height, width, 3])?;
-        Ok(Self {
-            height,
-            width,
-            data: RArc::new(data.into()),
-        })
+        Ok(Self { height, width, data: RArc::new(data.into()) })
     }
 
     pub fn height(&self) -> usize {
@@ -371,14 +320,7 @@ macro_rules! value_from {
         }
     )*};
 }
-value_from!(
-    Image(Image),
-    Mask(Mask),
-    ScoreMap(ScoreMap),
-    FeatureMap(FeatureMap),
-    PointCloud(PointCloud),
-    Scalar(f64)
-);
+value_from!(Image(Image), Mask(Mask), ScoreMap(ScoreMap), FeatureMap(FeatureMap), PointCloud(PointCloud), Scalar(f64));
 
 impl From<String> for Value {
     fn from(v: String) -> Self {
@@ -410,11 +352,7 @@ pub struct SampleMeta {
 }
 
 impl SampleMeta {
-    pub fn new(
-        id: impl Into<String>,
-        category: impl Into<String>,
-        split: impl Into<String>,
-    ) -> Self {
+    pub fn new(id: impl Into<String>, category: impl Into<String>, split: impl Into<String>) -> Self {
         Self {
             id: RString::from(id.into()),
             category: RString::from(category.into()),
@@ -468,13 +406,8 @@ mod tests {
         let m = Mask::new(1, 3, vec![0, 7, 255]).unwrap();
         assert_eq!(m.data(), &[0, 1, 1]);
         let v = Value::from(m.clone());
-        let Value::Mask(m2) = v.clone() else {
-            panic!("kind")
-        };
-        assert!(
-            std::ptr::eq(m.data().as_ptr(), m2.data().as_ptr()),
-            "clone shares the buffer"
-        );
+        let Value::Mask(m2) = v.clone() else { panic!("kind") };
+        assert!(std::ptr::eq(m.data().as_ptr(), m2.data().as_ptr()), "clone shares the buffer");
     }
 
     #[test]

@@ -9,25 +9,10 @@ pub struct GradientMagnitude;
 
 impl StagePlugin for GradientMagnitude {
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
-            "gradient-magnitude",
-            "Sobel gradient magnitude of the image's luminance as a score map",
-        )
-        .input(
-            "image",
-            ValueKind::Image,
-            "image (any channel count; colour is converted to luminance)",
-        )
-        .output(
-            "score",
-            ValueKind::ScoreMap,
-            "gradient magnitude per pixel, same size as the image",
-        )
-        .param(ParamSpec::float(
-            "scale",
-            1.0,
-            "factor applied to every magnitude",
-        ))
+        StageDescriptor::map("gradient-magnitude", "Sobel gradient magnitude of the image's luminance as a score map")
+            .input("image", ValueKind::Image, "image (any channel count; colour is converted to luminance)")
+            .output("score", ValueKind::ScoreMap, "gradient magnitude per pixel, same size as the image")
+            .param(ParamSpec::float("scale", 1.0, "factor applied to every magnitude"))
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -45,10 +30,7 @@ fn luminance(image: &Image) -> Vec<f32> {
     let px = image.to_f32();
     match image.channels() {
         1 => px,
-        c => px
-            .chunks_exact(c)
-            .map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2.min(c - 1)])
-            .collect(),
+        c => px.chunks_exact(c).map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2.min(c - 1)]).collect(),
     }
 }
 
@@ -91,19 +73,13 @@ mod tests {
     fn flat_image_has_no_gradient_and_a_step_has_one() {
         let h = StageHarness::new::<GradientMagnitude>(serde_json::json!({})).unwrap();
         let flat = Image::from_u8(224, 224, 3, vec![90; 224 * 224 * 3]).unwrap();
-        let out = h
-            .process(&meta("flat"), inputs(vec![("image", flat.into())]))
-            .unwrap();
+        let out = h.process(&meta("flat"), inputs(vec![("image", flat.into())])).unwrap();
         assert!(out.score_map("score").data().iter().all(|&v| v == 0.0));
 
         // Left half 0, right half 100: the magnitude at the step is 4 * 100.
-        let step: Vec<u8> = (0..224 * 224)
-            .map(|i| if i % 224 >= 112 { 100 } else { 0 })
-            .collect();
+        let step: Vec<u8> = (0..224 * 224).map(|i| if i % 224 >= 112 { 100 } else { 0 }).collect();
         let img = Image::from_u8(224, 224, 1, step).unwrap();
-        let out = h
-            .process(&meta("step"), inputs(vec![("image", img.into())]))
-            .unwrap();
+        let out = h.process(&meta("step"), inputs(vec![("image", img.into())])).unwrap();
         let s = out.score_map("score");
         assert_eq!(s.get(50, 111), 400.0);
         assert_eq!(s.get(50, 10), 0.0);
