@@ -40,7 +40,9 @@ impl StageKind {
 pub struct PortSpec {
     pub name: RString,
     pub kind: ValueKind,
-    /// Inputs only: the port accepts several edges (e.g. many masks into one metrics node).
+    /// Inputs: the port accepts several edges (e.g. many masks into one metrics node).
+    /// Outputs: the port may carry several labelled values per sample (e.g. one feature map
+    /// per backbone layer); it can only feed a `multiple` input.
     pub multiple: bool,
     /// Inputs only: the port may be left unconnected.
     pub optional: bool,
@@ -243,6 +245,11 @@ impl StageDescriptor {
     }
     pub fn output(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
         self.outputs.push(Self::port(name, kind, false, false, doc));
+        self
+    }
+    /// An output carrying one or more labelled values per sample (see [`PortSpec::multiple`]).
+    pub fn multi_output(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
+        self.outputs.push(Self::port(name, kind, true, false, doc));
         self
     }
     pub fn param(mut self, spec: ParamSpec) -> Self {

@@ -105,6 +105,11 @@ impl Outputs {
     pub fn push(&mut self, port: &str, value: impl Into<Value>) {
         self.0.push(PortValue { port: port.into(), source: RString::new(), value: value.into() });
     }
+    /// Adds one of several values on a multi-value output port, with its label (e.g. the
+    /// layer name). Consumers see it as coming from `node.port[label]`.
+    pub fn push_labeled(&mut self, port: &str, label: &str, value: impl Into<Value>) {
+        self.0.push(PortValue { port: port.into(), source: label.into(), value: value.into() });
+    }
     pub fn into_vec(self) -> Vec<PortValue> {
         self.0
     }
