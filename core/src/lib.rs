@@ -1,1 +1,14 @@
+//! # anoflow-core
+//!
+//! The host side of anoflow: pipeline files ([`spec`]), plugin discovery ([`registry`]),
+//! the checked graph ([`check`]), the executor ([`executor`]) and the run report.
 
+pub mod check;
+pub mod diag;
+pub mod executor;
+pub mod fsutil;
+pub mod registry;
+pub mod spec;
+pub mod yaml;
+pub mod cli_support;
+pub mod report;

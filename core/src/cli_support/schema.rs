@@ -1,0 +1,72 @@
+//! `anoflow schema`: a JSON Schema of pipeline files, with every loaded stage's params,
+//! for editor completion and validation.
+
+use serde_json::{json, Map, Value as Json};
+
+use crate::registry::Registry;
+
+pub fn pipeline_schema(reg: &Registry) -> Json {
+    let mut variants = Vec::new();
+    for (name, e) in &reg.stages {
+        let d = &e.descriptor;
+        let mut props = Map::new();
+        let mut required = Vec::new();
+        for p in &d.params {
+            let mut s = p.ty.json_schema();
+            if let Json::Object(m) = &mut s {
+                m.insert("description".into(), Json::String(p.doc.to_string()));
+                if let Some(dflt) = p.default_value() {
+                    m.insert("default".into(), dflt);
+                }
+                if !p.choices.is_empty() {
+                    m.insert("enum".into(), p.choices.iter().map(|c| Json::String(c.to_string())).collect());
+                }
+            }
+            props.insert(p.name.to_string(), s);
+            if p.is_required() {
+                required.push(Json::String(p.name.to_string()));
+            }
+        }
+        let inputs: Map<String, Json> = d
+            .inputs
+            .iter()
+            .map(|p| {
+                let edge = json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$"});
+                let s = if p.multiple { json!({"anyOf": [edge, {"type": "array", "items": edge}]}) } else { edge };
+                (p.name.to_string(), json!({"description": p.doc.as_str(), "allOf": [s]}))
+            })
+            .collect();
+        let mut node_props = json!({
+            "plugin": {"const": name},
+            "doc": {"type": "string"},
+            "with": {"type": "object", "properties": props, "required": required, "additionalProperties": false},
+            "inputs": {"type": "object", "properties": inputs, "additionalProperties": false},
+        });
+        if d.kind == anoflow_sdk::descriptor::StageKind::Fitted {
+            let splits = json!({"type": "string", "description": "the split this stage is fitted on"});
+            node_props["fit"] = splits;
+        }
+        variants.push(json!({
+            "title": name,
+            "description": d.summary.as_str(),
+            "type": "object",
+            "properties": node_props,
+            "required": ["plugin"],
+            "additionalProperties": false,
+        }));
+    }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "anoflow pipeline",
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "vars": {"type": "object"},
+            "sweep": {"type": "object", "additionalProperties": {"type": "array"}},
+            "nodes": {"type": "object", "additionalProperties": {"oneOf": variants}},
+        },
+        "required": ["nodes"],
+        "additionalProperties": false,
+    })
+}

@@ -1,0 +1,538 @@
+//! Runs a checked pipeline.
+//!
+//! Phases are derived from the graph: each fitted node (in topological order) gets its fit
+//! split streamed through the nodes it depends on, then fits; then the test split streams
+//! through every node, and sinks consume it in sample order. Samples move in chunks of
+//! bounded size (`in_flight`), computed node by node with rayon across samples, so memory
+//! does not grow with the number of samples.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use abi_stable::std_types::{RResult, RString, RVec};
+use anoflow_sdk::{
+    abi::{CreateContext, FinishContext, SinkReport, StageBox},
+    descriptor::StageKind,
+    error::StageError,
+    value::{PortValue, SampleInput, SampleMeta},
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{check::CheckedPipeline, fsutil::write_atomic};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run directory (created if missing).
+    pub out_dir: PathBuf,
+    pub threads: usize,
+    /// Skip failing samples (and report them) instead of stopping at the first failure.
+    pub keep_going: bool,
+    /// Process only test samples whose index % n == i.
+    pub shard: Option<(usize, usize)>,
+    /// Samples in flight at once.
+    pub in_flight: usize,
+    /// Where fitted states are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// A failure inside the run, naming where it happened.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("{phase}: node `{node}` (stage `{stage}`){}: {message}", sample.as_ref().map(|s| format!(", sample `{s}`")).unwrap_or_default())]
+pub struct RunError {
+    pub phase: String,
+    pub node: String,
+    pub stage: String,
+    pub sample: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeStats {
+    pub id: String,
+    pub stage: String,
+    pub library: String,
+    pub library_version: String,
+    pub kind: String,
+    /// Samples processed (or consumed) successfully, all phases.
+    pub samples: u64,
+    pub errors: u64,
+    /// Time spent inside the stage, summed over worker threads.
+    pub busy_seconds: f64,
+    pub fit_seconds: Option<f64>,
+    /// `fitted`, `loaded from cache`, or absent.
+    pub fit_state: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkResult {
+    pub node: String,
+    pub markdown: String,
+    pub json: serde_json::Value,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub pipeline: String,
+    pub run_dir: PathBuf,
+    pub seconds: f64,
+    pub test_samples: usize,
+    pub shard: Option<String>,
+    pub nodes: Vec<NodeStats>,
+    pub failures: Vec<RunError>,
+    pub sinks: Vec<SinkResult>,
+}
+
+struct Slot {
+    meta: SampleMeta,
+    outputs: Vec<Vec<PortValue>>,
+    failed: bool,
+}
+
+struct Runner<'a> {
+    p: &'a CheckedPipeline,
+    opts: &'a RunOptions,
+    stages: Vec<StageBox>,
+    stats: Vec<Mutex<NodeStats>>,
+    failures: Mutex<Vec<RunError>>,
+}
+
+/// Runs `p`; the run directory gets each sink's outputs and `run.json`.
+pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let setup_err = |message: String| RunError {
+        phase: "setup".into(),
+        node: String::new(),
+        stage: String::new(),
+        sample: None,
+        message,
+    };
+    std::fs::create_dir_all(&opts.out_dir)
+        .map_err(|e| setup_err(format!("cannot create the run directory {}: {e}", opts.out_dir.display())))?;
+
+    let mut stages = Vec::with_capacity(p.nodes.len());
+    let mut stats = Vec::with_capacity(p.nodes.len());
+    for node in &p.nodes {
+        let work_dir = opts.out_dir.join(&node.id);
+        let ctx = CreateContext {
+            node_id: node.id.as_str().into(),
+            params_json: serde_json::Value::Object(node.params.clone()).to_string().into(),
+            base_dir: p.spec.base_dir.to_string_lossy().as_ref().into(),
+            work_dir: work_dir.to_string_lossy().as_ref().into(),
+            threads: opts.threads as u32,
+        };
+        let stage = (node.stage.factory.create)(&ctx).into_result().map_err(|e| RunError {
+            phase: "create".into(),
+            node: node.id.clone(),
+            stage: node.plugin().to_string(),
+            sample: None,
+            message: e.to_string(),
+        })?;
+        stages.push(stage);
+        stats.push(Mutex::new(NodeStats {
+            id: node.id.clone(),
+            stage: node.plugin().to_string(),
+            library: node.stage.library.name.clone(),
+            library_version: node.stage.library.version.clone(),
+            kind: node.kind().name().to_string(),
+            ..Default::default()
+        }));
+    }
+    let mut runner = Runner { p, opts, stages, stats, failures: Mutex::new(Vec::new()) };
+
+    for f in 0..p.nodes.len() {
+        if p.nodes[f].kind() == StageKind::Fitted {
+            runner.fit(f)?;
+        }
+    }
+    let test_samples = runner.test()?;
+    let sinks = runner.finish_sinks()?;
+
+    let summary = RunSummary {
+        pipeline: p.spec.name.clone(),
+        run_dir: opts.out_dir.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        test_samples,
+        shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
+        nodes: runner.stats.iter().map(|s| s.lock().map(|s| s.clone()).unwrap_or_default()).collect(),
+        failures: runner.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        sinks,
+    };
+    Ok(summary)
+}
+
+fn progress_bar(opts: &RunOptions, len: usize, prefix: String) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(len as u64),
+        if opts.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix);
+    bar
+}
+
+impl Runner<'_> {
+    fn err(&self, phase: &str, node: usize, sample: Option<&SampleMeta>, message: impl Into<String>) -> RunError {
+        RunError {
+            phase: phase.to_string(),
+            node: self.p.nodes[node].id.clone(),
+            stage: self.p.nodes[node].plugin().to_string(),
+            sample: sample.map(|m| m.id.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn with_stats(&self, node: usize, f: impl FnOnce(&mut NodeStats)) {
+        if let Ok(mut s) = self.stats[node].lock() {
+            f(&mut s);
+        }
+    }
+
+    fn list(&self, split: &str) -> Result<Vec<SampleMeta>, RunError> {
+        let src = self.p.source;
+        let mut metas = self.stages[src]
+            .list(split.into())
+            .into_result()
+            .map_err(|e| self.err(&format!("list {split}"), src, None, e.to_string()))?
+            .into_vec();
+        for (i, m) in metas.iter_mut().enumerate() {
+            m.index = i as u64;
+        }
+        Ok(metas)
+    }
+
+    /// A sample failed at `node`: stop the run, or record it and drop the sample.
+    fn sample_failed(&self, phase: &str, node: usize, slot: &mut Slot, message: String) -> Result<(), RunError> {
+        let e = self.err(phase, node, Some(&slot.meta), message);
+        self.with_stats(node, |s| s.errors += 1);
+        if !self.opts.keep_going {
+            return Err(e);
+        }
+        slot.failed = true;
+        if let Ok(mut f) = self.failures.lock() {
+            f.push(e);
+        }
+        Ok(())
+    }
+
+    /// The values on `node`'s inputs for one sample, named by their edges.
+    fn gather(&self, node: usize, slot: &Slot) -> Result<Vec<PortValue>, String> {
+        let mut inputs = Vec::new();
+        for e in &self.p.nodes[node].inputs {
+            let from = &self.p.nodes[e.from].id;
+            let mut found = false;
+            for pv in slot.outputs[e.from].iter().filter(|pv| pv.port == e.from_port.as_str()) {
+                found = true;
+                let source = if pv.source.is_empty() {
+                    format!("{from}.{}", e.from_port)
+                } else {
+                    format!("{from}.{}[{}]", e.from_port, pv.source)
+                };
+                inputs.push(PortValue { port: e.to_port.as_str().into(), source: source.into(), value: pv.value.clone() });
+            }
+            if !found {
+                return Err(format!("input `{}` got no value: node `{from}` produced no `{}`", e.to_port, e.from_port));
+            }
+        }
+        Ok(inputs)
+    }
+
+    /// Checks a stage's outputs against its descriptor.
+    fn check_outputs(&self, node: usize, outs: &[PortValue]) -> Result<(), String> {
+        let desc = &self.p.nodes[node].stage.descriptor;
+        for (i, o) in outs.iter().enumerate() {
+            let Some(spec) = desc.output_port(&o.port) else {
+                return Err(format!("the stage produced an undeclared output `{}`", o.port));
+            };
+            if !spec.kind.accepts(o.value.kind()) {
+                return Err(format!("output `{}` is declared {} but the stage produced {}", o.port, spec.kind, o.value.kind()));
+            }
+            if !spec.multiple && outs[..i].iter().any(|prev| prev.port == o.port) {
+                return Err(format!("output `{}` takes one value per sample, the stage produced several", o.port));
+            }
+        }
+        Ok(())
+    }
+
+    /// Batch size for a node: its `batch_size` param if it has one, else 1.
+    fn batch_size(&self, node: usize) -> usize {
+        self.p.nodes[node].params.get("batch_size").and_then(serde_json::Value::as_u64).map_or(1, |b| b.max(1) as usize)
+    }
+
+    /// Computes `nodes` (topological order; sinks excluded) for every live sample of a chunk.
+    fn compute(&self, phase: &str, nodes: &[usize], chunk: &mut [Slot]) -> Result<(), RunError> {
+        for &n in nodes {
+            let mut work: Vec<(usize, SampleInput)> = Vec::new();
+            for (i, slot) in chunk.iter_mut().enumerate().filter(|(_, s)| !s.failed) {
+                match self.gather(n, slot) {
+                    Ok(inputs) => work.push((i, SampleInput { meta: slot.meta.clone(), inputs: inputs.into() })),
+                    Err(msg) => self.sample_failed(phase, n, slot, msg)?,
+                }
+            }
+            let batch = self.batch_size(n);
+            let stage = &self.stages[n];
+            let results: Vec<(Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>, Duration)> = work
+                .par_chunks(batch)
+                .map(|group| {
+                    let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+                    let input: RVec<SampleInput> = group.iter().map(|(_, s)| s.clone()).collect();
+                    let t = Instant::now();
+                    let out = stage.process(input).into_vec();
+                    (idx, out, t.elapsed())
+                })
+                .collect();
+            drop(work);
+            let mut busy = Duration::ZERO;
+            let mut ok = 0u64;
+            for (idx, outs, dt) in results {
+                busy += dt;
+                if outs.len() != idx.len() {
+                    return Err(self.err(phase, n, None, format!("the stage returned {} results for {} samples", outs.len(), idx.len())));
+                }
+                for (i, out) in idx.into_iter().zip(outs) {
+                    let slot = &mut chunk[i];
+                    match out.into_result() {
+                        Ok(values) => match self.check_outputs(n, &values) {
+                            Ok(()) => {
+                                slot.outputs[n] = values.into_vec();
+                                ok += 1;
+                            }
+                            Err(msg) => self.sample_failed(phase, n, slot, msg)?,
+                        },
+                        Err(e) => self.sample_failed(phase, n, slot, e.to_string())?,
+                    }
+                }
+            }
+            self.with_stats(n, |s| {
+                s.samples += ok;
+                s.busy_seconds += busy.as_secs_f64();
+            });
+        }
+        Ok(())
+    }
+
+    fn new_chunk(&self, metas: &[SampleMeta]) -> Vec<Slot> {
+        metas.iter().map(|m| Slot { meta: m.clone(), outputs: vec![Vec::new(); self.p.nodes.len()], failed: false }).collect()
+    }
+
+    /// Inputs of a consuming node (fitted observer or sink) for the live samples, in order.
+    fn consumer_batch(&self, phase: &str, node: usize, chunk: &mut [Slot]) -> Result<RVec<SampleInput>, RunError> {
+        let mut batch = RVec::new();
+        for slot in chunk.iter_mut().filter(|s| !s.failed) {
+            match self.gather(node, slot) {
+                Ok(inputs) => batch.push(SampleInput { meta: slot.meta.clone(), inputs: inputs.into() }),
+                Err(msg) => self.sample_failed(phase, node, slot, msg)?,
+            }
+        }
+        Ok(batch)
+    }
+
+    fn fit(&mut self, f: usize) -> Result<(), RunError> {
+        let node = &self.p.nodes[f];
+        let split = node.fit.clone().unwrap_or_else(|| "train".into());
+        let phase = format!("fit {} on {split}", node.id);
+        let metas = self.list(&split)?;
+        if metas.is_empty() {
+            return Err(self.err(&phase, f, None, format!("the `{split}` split is empty: nothing to fit on")));
+        }
+        let key = self.cache_key(f, &metas);
+        if let Some(state) = self.cache_read(&key) {
+            let t = Instant::now();
+            match self.stages[f].load_state(state.into()).into_result() {
+                Ok(()) => {
+                    self.with_stats(f, |s| {
+                        s.fit_seconds = Some(t.elapsed().as_secs_f64());
+                        s.fit_state = Some("loaded from cache".into());
+                    });
+                    return Ok(());
+                }
+                Err(e) => eprintln!("warning: node `{}`: cached state rejected ({e}); fitting again", node.id),
+            }
+        }
+
+        let needed: Vec<usize> = self.p.ancestors(f);
+        let bar = progress_bar(self.opts, metas.len(), format!("fit {}", node.id));
+        let t = Instant::now();
+        for group in metas.chunks(self.opts.in_flight.max(1)) {
+            let mut chunk = self.new_chunk(group);
+            self.compute(&phase, &needed, &mut chunk)?;
+            let batch = self.consumer_batch(&phase, f, &mut chunk)?;
+            let count = batch.len() as u64;
+            let t0 = Instant::now();
+            self.stages[f].fit_observe(batch).into_result().map_err(|e| self.err(&phase, f, None, e.to_string()))?;
+            self.with_stats(f, |s| s.busy_seconds += t0.elapsed().as_secs_f64());
+            let _ = count;
+            bar.inc(group.len() as u64);
+        }
+        self.stages[f].fit_finish().into_result().map_err(|e| self.err(&phase, f, None, e.to_string()))?;
+        bar.finish_and_clear();
+        self.with_stats(f, |s| {
+            s.fit_seconds = Some(t.elapsed().as_secs_f64());
+            s.fit_state = Some("fitted".into());
+        });
+        match self.stages[f].save_state().into_result() {
+            Ok(state) => self.cache_write(&key, &state),
+            Err(e) if e.kind == anoflow_sdk::error::ErrorKind::Unsupported => {}
+            Err(e) => eprintln!("warning: node `{}`: could not save its fitted state: {e}", node.id),
+        }
+        Ok(())
+    }
+
+    fn test(&mut self) -> Result<usize, RunError> {
+        let mut metas = self.list("test")?;
+        if let Some((i, n)) = self.opts.shard {
+            metas.retain(|m| m.index as usize % n == i);
+        }
+        let compute: Vec<usize> = (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() != StageKind::Sink).collect();
+        let sinks: Vec<usize> = (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() == StageKind::Sink).collect();
+        let bar = progress_bar(self.opts, metas.len(), "test".to_string());
+        for group in metas.chunks(self.opts.in_flight.max(1)) {
+            let mut chunk = self.new_chunk(group);
+            self.compute("test", &compute, &mut chunk)?;
+            for &s in &sinks {
+                let batch = self.consumer_batch("test", s, &mut chunk)?;
+                let count = batch.len() as u64;
+                let t0 = Instant::now();
+                self.stages[s].consume(batch).into_result().map_err(|e| self.err("test", s, None, e.to_string()))?;
+                self.with_stats(s, |st| {
+                    st.samples += count;
+                    st.busy_seconds += t0.elapsed().as_secs_f64();
+                });
+            }
+            bar.inc(group.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(metas.len())
+    }
+
+    fn finish_sinks(&mut self) -> Result<Vec<SinkResult>, RunError> {
+        let mut results = Vec::new();
+        for s in 0..self.p.nodes.len() {
+            if self.p.nodes[s].kind() != StageKind::Sink {
+                continue;
+            }
+            let id = self.p.nodes[s].id.clone();
+            let out_dir = self.opts.out_dir.join(&id);
+            std::fs::create_dir_all(&out_dir)
+                .map_err(|e| self.err("finish", s, None, format!("cannot create {}: {e}", out_dir.display())))?;
+            let ctx = FinishContext { node_id: RString::from(id.as_str()), out_dir: out_dir.to_string_lossy().as_ref().into() };
+            let t0 = Instant::now();
+            let report: SinkReport =
+                self.stages[s].finish(&ctx).into_result().map_err(|e| self.err("finish", s, None, e.to_string()))?;
+            self.with_stats(s, |st| st.busy_seconds += t0.elapsed().as_secs_f64());
+            let json = serde_json::from_str(&report.json).unwrap_or(serde_json::Value::Null);
+            results.push(SinkResult {
+                node: id,
+                markdown: report.markdown.to_string(),
+                json,
+                files: report.files.iter().map(|f| f.to_string()).collect(),
+            });
+        }
+        Ok(results)
+    }
+
+    /// A content address for a fitted node's state: the stage, its library version and
+    /// params, its fit split's sample list, and the same recursively for its inputs.
+    fn cache_key(&self, f: usize, fit_samples: &[SampleMeta]) -> String {
+        let mut h = Sha256::new();
+        h.update(self.signature(f).as_bytes());
+        for m in fit_samples {
+            h.update(m.id.as_bytes());
+            h.update([0]);
+            h.update(m.path.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+
+    fn signature(&self, n: usize) -> String {
+        let node = &self.p.nodes[n];
+        let inputs: Vec<String> =
+            node.inputs.iter().map(|e| format!("{}<-{}:{}", e.to_port, e.from_port, self.signature(e.from))).collect();
+        format!(
+            "{}@{}/{}|{}|fit={:?}|[{}]",
+            node.stage.library.name,
+            node.stage.library.version,
+            node.plugin(),
+            serde_json::Value::Object(node.params.clone()),
+            node.fit,
+            inputs.join(",")
+        )
+    }
+
+    fn cache_path(&self, key: &str) -> Option<PathBuf> {
+        self.opts.cache_dir.as_ref().map(|d| d.join("fitted").join(format!("{key}.state")))
+    }
+
+    fn cache_read(&self, key: &str) -> Option<Vec<u8>> {
+        let path = self.cache_path(key)?;
+        let bytes = std::fs::read(&path).ok()?;
+        match decode_state(&bytes) {
+            Some(state) => Some(state),
+            None => {
+                eprintln!("warning: cache entry {} is corrupt; recomputing", path.display());
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    fn cache_write(&self, key: &str, state: &[u8]) {
+        if let Some(path) = self.cache_path(key) {
+            if let Err(e) = write_atomic(&path, &encode_state(state)) {
+                eprintln!("warning: could not write cache entry {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+const STATE_MAGIC: &[u8] = b"ANOFLOW-STATE-1\n";
+
+/// A cached state: magic, SHA-256 of the payload, payload. The hash catches corruption.
+fn encode_state(state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(STATE_MAGIC.len() + 32 + state.len());
+    out.extend_from_slice(STATE_MAGIC);
+    out.extend_from_slice(&Sha256::digest(state));
+    out.extend_from_slice(state);
+    out
+}
+
+fn decode_state(bytes: &[u8]) -> Option<Vec<u8>> {
+    let rest = bytes.strip_prefix(STATE_MAGIC)?;
+    if rest.len() < 32 {
+        return None;
+    }
+    let (digest, payload) = rest.split_at(32);
+    (Sha256::digest(payload).as_slice() == digest).then(|| payload.to_vec())
+}
+
+/// The default run directory: `runs/<pipeline>/<UTC timestamp>`.
+pub fn default_run_dir(root: &Path, pipeline: &str) -> PathBuf {
+    root.join("runs").join(pipeline).join(crate::fsutil::utc_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_state_detects_corruption() {
+        let enc = encode_state(b"bank");
+        assert_eq!(decode_state(&enc).as_deref(), Some(&b"bank"[..]));
+        let mut bad = enc.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(decode_state(&bad).is_none());
+        assert!(decode_state(b"junk").is_none());
+    }
+}

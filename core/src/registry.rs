@@ -1,0 +1,201 @@
+//! Plugin discovery and loading. Every library on the search path is loaded; one that
+//! fails is recorded with its path and the reason, never skipped silently.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use abi_stable::library::{lib_header_from_path, RootModule};
+use anoflow_sdk::{
+    abi::{AbiVersions, PluginModuleRef, StageFactory, DATA_CONTRACT_VERSION, SDK_ABI_VERSION, VERSIONS_SYMBOL},
+    descriptor::StageDescriptor,
+};
+
+/// Environment variable holding extra plugin directories (`:`-separated).
+pub const PLUGIN_PATH_ENV: &str = "ANOFLOW_PLUGIN_PATH";
+
+/// A library that could not be loaded.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A loaded plugin library.
+#[derive(Debug, Clone)]
+pub struct Library {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub stages: Vec<String>,
+}
+
+/// One stage type, as found in a library.
+#[derive(Clone)]
+pub struct StageEntry {
+    pub descriptor: StageDescriptor,
+    pub factory: StageFactory,
+    pub library: Arc<Library>,
+}
+
+impl std::fmt::Debug for StageEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageEntry").field("name", &self.descriptor.name).field("library", &self.library.name).finish()
+    }
+}
+
+/// Everything found on the plugin search path.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    pub search_path: Vec<PathBuf>,
+    pub libraries: Vec<Arc<Library>>,
+    pub failures: Vec<LoadFailure>,
+    pub stages: BTreeMap<String, StageEntry>,
+    /// Stage names exported by more than one library: (stage, the libraries' paths).
+    pub conflicts: Vec<(String, Vec<PathBuf>)>,
+}
+
+/// Whether a file name looks like a plugin library.
+fn is_plugin_file(name: &str) -> bool {
+    let (prefix, ext) = if cfg!(target_os = "windows") {
+        ("anoflow_plugin_", ".dll")
+    } else if cfg!(target_os = "macos") {
+        ("libanoflow_plugin_", ".dylib")
+    } else {
+        ("libanoflow_plugin_", ".so")
+    };
+    name.starts_with(prefix) && name.ends_with(ext)
+}
+
+/// The default search path: `--plugins` dirs, then `ANOFLOW_PLUGIN_PATH`, then the
+/// directory of the running executable (the workspace's build output).
+pub fn search_path(explicit: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = explicit.to_vec();
+    if let Some(p) = std::env::var_os(PLUGIN_PATH_ENV) {
+        dirs.extend(std::env::split_paths(&p).filter(|p| !p.as_os_str().is_empty()));
+    }
+    if explicit.is_empty() {
+        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+            dirs.push(dir);
+        }
+    }
+    let mut seen = Vec::new();
+    dirs.retain(|d| {
+        let key = d.canonicalize().unwrap_or_else(|_| d.clone());
+        let fresh = !seen.contains(&key);
+        seen.push(key);
+        fresh
+    });
+    dirs
+}
+
+impl Registry {
+    /// Loads every plugin library found in `dirs`.
+    pub fn discover(dirs: &[PathBuf]) -> Self {
+        let mut reg = Registry { search_path: dirs.to_vec(), ..Default::default() };
+        for dir in dirs {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    reg.failures.push(LoadFailure { path: dir.clone(), reason: format!("cannot read plugin directory: {e}") });
+                    continue;
+                }
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(is_plugin_file))
+                .collect();
+            files.sort();
+            for file in files {
+                reg.load_library(&file);
+            }
+        }
+        reg
+    }
+
+    /// Loads one library, recording it or the reason it failed.
+    pub fn load_library(&mut self, path: &Path) {
+        match load(path) {
+            Ok((library, entries)) => {
+                let library = Arc::new(library);
+                for (descriptor, factory) in entries {
+                    let name = descriptor.name.to_string();
+                    if let Some(existing) = self.stages.get(&name) {
+                        let paths = vec![existing.library.path.clone(), library.path.clone()];
+                        match self.conflicts.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, ps)) => ps.push(library.path.clone()),
+                            None => self.conflicts.push((name, paths)),
+                        }
+                        continue;
+                    }
+                    self.stages.insert(name, StageEntry { descriptor, factory, library: library.clone() });
+                }
+                self.libraries.push(library);
+            }
+            Err(reason) => self.failures.push(LoadFailure { path: path.to_path_buf(), reason }),
+        }
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&StageEntry> {
+        self.stages.get(name)
+    }
+}
+
+fn load(path: &Path) -> Result<(Library, Vec<(StageDescriptor, StageFactory)>), String> {
+    let versions = read_versions(path)?;
+    if versions.sdk_abi != SDK_ABI_VERSION {
+        return Err(format!(
+            "built against anoflow SDK ABI version {}, but this host speaks version {SDK_ABI_VERSION}: rebuild the plugin against this anoflow-sdk",
+            versions.sdk_abi
+        ));
+    }
+    if versions.data_contract != DATA_CONTRACT_VERSION {
+        return Err(format!(
+            "built against data-contract version {}, but this host uses version {DATA_CONTRACT_VERSION}: rebuild the plugin against this anoflow-sdk",
+            versions.data_contract
+        ));
+    }
+    let module = lib_header_from_path(path)
+        .and_then(|h| h.init_root_module::<PluginModuleRef>())
+        .map_err(|e| first_lines(&e.to_string(), 6))?;
+    let name = module.library_name().to_string();
+    let version = module.library_version().to_string();
+    let mut entries = Vec::new();
+    for factory in (module.stages())().into_iter() {
+        match (factory.descriptor)().into_result() {
+            Ok(d) => entries.push((d, factory)),
+            Err(e) => return Err(format!("a stage descriptor failed: {e}")),
+        }
+    }
+    let stages = entries.iter().map(|(d, _)| d.name.to_string()).collect();
+    Ok((Library { path: path.to_path_buf(), name, version, stages }, entries))
+}
+
+/// Reads the plain C version symbol before abi_stable looks at the library, so a version
+/// mismatch is reported as such rather than as a type-layout error.
+fn read_versions(path: &Path) -> Result<AbiVersions, String> {
+    // SAFETY: loading a library runs its initializers; plugin libraries are trusted code
+    // found on the user's plugin path. The symbol has the signature the SDK's export macro
+    // gives it.
+    unsafe {
+        let lib = libloading::Library::new(path).map_err(|e| format!("cannot load library: {e}"))?;
+        let f: libloading::Symbol<extern "C" fn() -> AbiVersions> = lib.get(VERSIONS_SYMBOL).map_err(|_| {
+            "not an anoflow plugin: it exports no `anoflow_plugin_versions` (was it built with anoflow_sdk::export_plugin!?)"
+                .to_string()
+        })?;
+        Ok(f())
+    }
+}
+
+fn first_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().take(n).collect();
+    lines.join("\n")
+}
+
+/// The root-module name abi_stable uses, for messages.
+pub fn root_module_name() -> &'static str {
+    PluginModuleRef::NAME
+}

@@ -1,0 +1,140 @@
+//! The run directory's bookkeeping: the expanded pipeline and plugin versions (to reproduce
+//! a run), `run.json` (per-node timings, counts, failures, sink results), and `compare`.
+
+use std::{collections::BTreeMap, fmt::Write, path::Path};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value as Json};
+
+use crate::{
+    check::CheckedPipeline,
+    executor::{RunError, RunSummary},
+    fsutil::write_atomic,
+    registry::Registry,
+};
+
+fn write_json(path: &Path, value: &Json) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Files that let anyone reproduce the run: the pipeline with vars and overrides applied,
+/// and the version of every library and model it used.
+pub fn write_run_inputs(p: &CheckedPipeline, reg: &Registry, out_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
+    let yaml = serde_yaml::to_string(&p.spec.to_json())?;
+    write_atomic(&out_dir.join("pipeline.expanded.yaml"), yaml.as_bytes())
+        .with_context(|| format!("cannot write into {}", out_dir.display()))?;
+    let used: Vec<Json> = p
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node": n.id,
+                "stage": n.plugin(),
+                "library": n.stage.library.name,
+                "version": n.stage.library.version,
+                "path": n.stage.library.path,
+                "params": n.params,
+            })
+        })
+        .collect();
+    let libraries: Vec<Json> =
+        reg.libraries.iter().map(|l| json!({"name": l.name, "version": l.version, "path": l.path})).collect();
+    let manifest = json!({
+        "anoflow": env!("CARGO_PKG_VERSION"),
+        "sdk_abi": anoflow_sdk::abi::SDK_ABI_VERSION,
+        "data_contract": anoflow_sdk::abi::DATA_CONTRACT_VERSION,
+        "pipeline_file": p.spec.file,
+        "nodes": used,
+        "libraries": libraries,
+    });
+    write_json(&out_dir.join("plugins.json"), &manifest)
+}
+
+pub fn write_run_report(summary: &RunSummary) -> Result<()> {
+    let value = serde_json::to_value(summary)?;
+    write_json(&summary.run_dir.join("run.json"), &json!({"status": "completed", "run": value}))
+}
+
+/// A run that stopped: `run.json` says where and why.
+pub fn write_failed_run(p: &CheckedPipeline, out_dir: &Path, error: &RunError) -> Result<()> {
+    write_json(
+        &out_dir.join("run.json"),
+        &json!({"status": "failed", "pipeline": p.spec.name, "error": error, "message": error.to_string()}),
+    )
+}
+
+fn flatten(prefix: &str, v: &Json, out: &mut BTreeMap<String, f64>) {
+    match v {
+        Json::Number(n) => {
+            if let Some(f) = n.as_f64() {
+                out.insert(prefix.to_string(), f);
+            }
+        }
+        Json::Object(m) => m.iter().for_each(|(k, v)| flatten(&format!("{prefix}/{k}"), v, out)),
+        Json::Array(a) => a.iter().enumerate().for_each(|(i, v)| {
+            // Prefer a stable name over an index when the element names itself.
+            let key = v
+                .get("name")
+                .or_else(|| v.get("method"))
+                .or_else(|| v.get("category"))
+                .and_then(Json::as_str)
+                .map_or_else(|| i.to_string(), str::to_string);
+            flatten(&format!("{prefix}/{key}"), v, out)
+        }),
+        _ => {}
+    }
+}
+
+fn run_metrics(run: &Path) -> Result<BTreeMap<String, f64>> {
+    let path = if run.is_dir() { run.join("run.json") } else { run.to_path_buf() };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let v: Json = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if v["status"] != "completed" {
+        anyhow::bail!("{}: the run did not complete", path.display());
+    }
+    let mut out = BTreeMap::new();
+    if let Some(sinks) = v["run"]["sinks"].as_array() {
+        for s in sinks {
+            let node = s["node"].as_str().unwrap_or("sink");
+            flatten(node, &s["json"], &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// The differences between two runs' sink results, metric by metric.
+pub fn compare(a: &Path, b: &Path) -> Result<String> {
+    let ma = run_metrics(a)?;
+    let mb = run_metrics(b)?;
+    let mut s = String::new();
+    let _ = writeln!(s, "| metric | A | B | B - A |\n|---|---:|---:|---:|");
+    let mut same = 0usize;
+    for (k, va) in &ma {
+        if let Some(vb) = mb.get(k) {
+            if (vb - va).abs() > 1e-12 {
+                let _ = writeln!(s, "| {k} | {va:.4} | {vb:.4} | {:+.4} |", vb - va);
+            } else {
+                same += 1;
+            }
+        }
+    }
+    let only_a = ma.keys().filter(|k| !mb.contains_key(*k)).count();
+    let only_b = mb.keys().filter(|k| !ma.contains_key(*k)).count();
+    let _ = writeln!(s, "\n{same} metrics equal; {only_a} only in A ({}), {only_b} only in B ({})", a.display(), b.display());
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flatten_names_array_elements() {
+        let mut out = BTreeMap::new();
+        flatten("m", &json!({"rows": [{"method": "ttt.mask", "f1": 0.5}, {"x": 1}]}), &mut out);
+        assert_eq!(out["m/rows/ttt.mask/f1"], 0.5);
+        assert_eq!(out["m/rows/1/x"], 1.0);
+    }
+}

@@ -1,0 +1,582 @@
+//! The pipeline file as written: parsed from YAML with positions, variables substituted,
+//! command-line overrides applied. Structural problems are collected, not thrown, so
+//! `anoflow validate` can report all of them at once.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anoflow_sdk::params::did_you_mean;
+use serde_json::{Map, Value as Json};
+
+use crate::{
+    diag::Diagnostics,
+    yaml::{self, Node, Pos},
+};
+
+const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "vars", "nodes", "sweep"];
+const NODE_KEYS: &[&str] = &["plugin", "fit", "with", "inputs", "doc"];
+
+/// `node.port` (or `node.port[label]` is not accepted here: edges name whole ports).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeRef {
+    pub node: String,
+    pub port: String,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub port: String,
+    pub pos: Pos,
+    pub edges: Vec<EdgeRef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: String,
+    pub pos: Pos,
+    pub plugin: Option<(String, Pos)>,
+    pub fit: Option<(String, Pos)>,
+    pub params: Map<String, Json>,
+    /// Position of each param key (top level of `with`).
+    pub param_pos: BTreeMap<String, Pos>,
+    pub with_pos: Option<Pos>,
+    pub inputs: Vec<InputSpec>,
+}
+
+/// One axis of a sweep: a `vars.NAME` or `NODE.PARAM` path and the values it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepAxis {
+    pub path: String,
+    pub values: Vec<Json>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    pub file: PathBuf,
+    pub base_dir: PathBuf,
+    pub name: String,
+    pub description: String,
+    pub vars: Map<String, Json>,
+    pub nodes: Vec<NodeSpec>,
+    pub sweep: Vec<SweepAxis>,
+}
+
+impl PipelineSpec {
+    pub fn node(&self, id: &str) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The pipeline as a JSON value (what `anoflow run` stores as the expanded pipeline).
+    pub fn to_json(&self) -> Json {
+        let nodes: Map<String, Json> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut m = Map::new();
+                if let Some((p, _)) = &n.plugin {
+                    m.insert("plugin".into(), p.clone().into());
+                }
+                if let Some((f, _)) = &n.fit {
+                    m.insert("fit".into(), f.clone().into());
+                }
+                if !n.params.is_empty() {
+                    m.insert("with".into(), Json::Object(n.params.clone()));
+                }
+                if !n.inputs.is_empty() {
+                    let inputs: Map<String, Json> = n
+                        .inputs
+                        .iter()
+                        .map(|i| {
+                            let edges: Vec<Json> =
+                                i.edges.iter().map(|e| Json::String(format!("{}.{}", e.node, e.port))).collect();
+                            let v = if edges.len() == 1 { edges[0].clone() } else { Json::Array(edges) };
+                            (i.port.clone(), v)
+                        })
+                        .collect();
+                    m.insert("inputs".into(), Json::Object(inputs));
+                }
+                (n.id.clone(), Json::Object(m))
+            })
+            .collect();
+        serde_json::json!({ "name": self.name, "description": self.description, "vars": self.vars, "nodes": nodes })
+    }
+}
+
+/// A `--set PATH=VALUE` override: `vars.NAME=...` or `NODE.PARAM[.SUB...]=...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub path: Vec<String>,
+    pub value: Json,
+}
+
+impl std::str::FromStr for Override {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (path, value) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected PATH=VALUE, e.g. ttt.percentile=98"))?;
+        let path: Vec<String> = path.trim().split('.').map(str::to_string).collect();
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            return Err(format!("`{s}`: the path must be `vars.NAME` or `NODE.PARAM`"));
+        }
+        let value = match yaml::parse(value) {
+            Ok(Some(node)) => node.to_json(),
+            Ok(None) => Json::Null,
+            Err(e) => return Err(format!("`{s}`: value is not valid YAML: {}", e.message)),
+        };
+        Ok(Self { path, value })
+    }
+}
+
+/// Where `${ENV}` values come from (a trait so tests need not touch the process env).
+pub trait Env {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        BTreeMap::get(self, name).cloned()
+    }
+}
+
+/// Reads and parses a pipeline file.
+pub fn load(path: &Path, overrides: &[Override], env: &dyn Env) -> Result<PipelineSpec, Diagnostics> {
+    let mut diags = Diagnostics::new(path);
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.error(None, None, format!("cannot read the pipeline file: {e}"));
+            return Err(diags);
+        }
+    };
+    parse(path, &text, overrides, env)
+}
+
+/// Parses pipeline text; `file` is used for messages and as the base of relative paths.
+pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> Result<PipelineSpec, Diagnostics> {
+    let mut d = Diagnostics::new(file);
+    let root = match yaml::parse(text) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            d.error(None, None, "the pipeline file is empty; expected a mapping with `name` and `nodes`");
+            return Err(d);
+        }
+        Err(e) => {
+            d.error(Some(e.pos), None, format!("not valid YAML: {}", e.message));
+            return Err(d);
+        }
+    };
+    let Some(entries) = root.entries() else {
+        d.error(Some(root.pos()), None, format!("expected a mapping with `name` and `nodes`, found {}", root.kind_name()));
+        return Err(d);
+    };
+
+    let base_dir = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut spec = PipelineSpec {
+        file: file.to_path_buf(),
+        base_dir,
+        name: file.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned()),
+        description: String::new(),
+        vars: Map::new(),
+        nodes: Vec::new(),
+        sweep: Vec::new(),
+    };
+    let mut nodes_node = None;
+    for (key, value) in entries {
+        match key.text.as_str() {
+            "name" => match value.as_str() {
+                Some(s) => spec.name = s.to_string(),
+                None => d.error(Some(value.pos()), None, format!("`name` must be a string, found {}", value.kind_name())),
+            },
+            "description" => spec.description = value.as_str().unwrap_or_default().to_string(),
+            "vars" => match value.to_json() {
+                Json::Object(m) => spec.vars = m,
+                Json::Null => {}
+                _ => d.error(Some(value.pos()), None, format!("`vars` must be a mapping, found {}", value.kind_name())),
+            },
+            "nodes" => nodes_node = Some(value),
+            "sweep" => spec.sweep = parse_sweep(value, &mut d),
+            other => {
+                let hint = did_you_mean(other, TOP_LEVEL_KEYS.iter().copied())
+                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                d.error(
+                    Some(key.pos),
+                    None,
+                    format!("unknown top-level key `{other}`{hint}; expected one of: {}", TOP_LEVEL_KEYS.join(", ")),
+                );
+            }
+        }
+    }
+
+    // Overrides of vars apply before substitution; overrides of params after parsing nodes.
+    for o in overrides.iter().filter(|o| o.path[0] == "vars") {
+        set_path(&mut spec.vars, &o.path[1..], o.value.clone());
+    }
+    spec.vars = substitute_vars(&spec.vars, env, &mut d);
+
+    match nodes_node {
+        None => d.error(None, None, "missing `nodes`: a pipeline needs at least a source node"),
+        Some(n) => match n.entries() {
+            Some(entries) if !entries.is_empty() => {
+                for (key, value) in entries {
+                    if let Some(node) = parse_node(key, value, &mut d) {
+                        spec.nodes.push(node);
+                    }
+                }
+            }
+            _ => d.error(Some(n.pos()), None, format!("`nodes` must be a non-empty mapping, found {}", n.kind_name())),
+        },
+    }
+
+    for o in overrides.iter().filter(|o| o.path[0] != "vars") {
+        match spec.nodes.iter_mut().find(|n| n.id == o.path[0]) {
+            Some(node) => set_path(&mut node.params, &o.path[1..], o.value.clone()),
+            None => {
+                let hint = did_you_mean(&o.path[0], spec.nodes.iter().map(|n| n.id.as_str()))
+                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                d.error(None, None, format!("--set {}: no node `{}`{hint}", o.path.join("."), o.path[0]));
+            }
+        }
+    }
+
+    let vars = spec.vars.clone();
+    for node in &mut spec.nodes {
+        let mut params = Json::Object(std::mem::take(&mut node.params));
+        substitute(&mut params, &vars, env, &mut d, node.with_pos, &node.id);
+        if let Json::Object(m) = params {
+            node.params = m;
+        }
+    }
+
+    if d.is_empty() {
+        Ok(spec)
+    } else {
+        Err(d)
+    }
+}
+
+fn parse_sweep(value: &Node, d: &mut Diagnostics) -> Vec<SweepAxis> {
+    let Some(entries) = value.entries() else {
+        d.error(Some(value.pos()), None, "`sweep` must map `vars.NAME` or `NODE.PARAM` to a list of values");
+        return Vec::new();
+    };
+    let mut axes = Vec::new();
+    for (key, v) in entries {
+        match v.to_json() {
+            Json::Array(values) if !values.is_empty() && key.text.contains('.') => {
+                axes.push(SweepAxis { path: key.text.clone(), values, pos: key.pos })
+            }
+            _ => d.error(
+                Some(key.pos),
+                None,
+                format!("sweep `{}`: expected `vars.NAME` or `NODE.PARAM` with a non-empty list of values", key.text),
+            ),
+        }
+    }
+    axes
+}
+
+fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<NodeSpec> {
+    let id = key.text.clone();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        d.error(Some(key.pos), Some(&id), "node ids may hold only letters, digits, `_` and `-`");
+        return None;
+    }
+    let Some(entries) = value.entries() else {
+        d.error(Some(value.pos()), Some(&id), format!("expected a mapping with `plugin`, found {}", value.kind_name()));
+        return None;
+    };
+    let mut node = NodeSpec {
+        id: id.clone(),
+        pos: key.pos,
+        plugin: None,
+        fit: None,
+        params: Map::new(),
+        param_pos: BTreeMap::new(),
+        with_pos: None,
+        inputs: Vec::new(),
+    };
+    for (k, v) in entries {
+        match k.text.as_str() {
+            "plugin" => match v.as_str() {
+                Some(s) => node.plugin = Some((s.to_string(), v.pos())),
+                None => d.error(Some(v.pos()), Some(&id), format!("`plugin` must be a stage name, found {}", v.kind_name())),
+            },
+            "fit" => match v.as_str() {
+                Some(s) => node.fit = Some((s.to_string(), v.pos())),
+                None => d.error(Some(v.pos()), Some(&id), format!("`fit` must be a split name, found {}", v.kind_name())),
+            },
+            "doc" => {}
+            "with" => {
+                node.with_pos = Some(k.pos);
+                match v {
+                    Node::Map { entries, .. } => {
+                        for (pk, pv) in entries {
+                            node.param_pos.insert(pk.text.clone(), pk.pos);
+                            node.params.insert(pk.text.clone(), pv.to_json());
+                        }
+                    }
+                    Node::Scalar { value: Json::Null, .. } => {}
+                    other => d.error(
+                        Some(other.pos()),
+                        Some(&id),
+                        format!("`with` must be a mapping of params, found {}", other.kind_name()),
+                    ),
+                }
+            }
+            "inputs" => match v.entries() {
+                Some(inputs) => {
+                    for (port, src) in inputs {
+                        let mut edges = Vec::new();
+                        let items: Vec<&Node> = match src {
+                            Node::Seq { items, .. } => items.iter().collect(),
+                            other => vec![other],
+                        };
+                        for item in items {
+                            match item.as_str().and_then(|s| s.split_once('.')) {
+                                Some((n, p)) if !n.is_empty() && !p.is_empty() && !p.contains('.') => {
+                                    edges.push(EdgeRef { node: n.to_string(), port: p.to_string(), pos: item.pos() })
+                                }
+                                _ => d.error(
+                                    Some(item.pos()),
+                                    Some(&id),
+                                    format!(
+                                        "input `{}`: expected an edge `node.port` (e.g. `data.image`), found {}",
+                                        port.text,
+                                        describe_node(item)
+                                    ),
+                                ),
+                            }
+                        }
+                        node.inputs.push(InputSpec { port: port.text.clone(), pos: port.pos, edges });
+                    }
+                }
+                None => d.error(
+                    Some(v.pos()),
+                    Some(&id),
+                    format!("`inputs` must map ports to edges `node.port`, found {}", v.kind_name()),
+                ),
+            },
+            other => {
+                let hint = did_you_mean(other, NODE_KEYS.iter().copied())
+                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                d.error(
+                    Some(k.pos),
+                    Some(&id),
+                    format!("unknown key `{other}`{hint}; a node has: {}", NODE_KEYS.join(", ")),
+                );
+            }
+        }
+    }
+    if node.plugin.is_none() {
+        d.error(Some(key.pos), Some(&id), "missing `plugin: <stage name>`");
+    }
+    Some(node)
+}
+
+fn describe_node(n: &Node) -> String {
+    match n.as_str() {
+        Some(s) => format!("\"{s}\""),
+        None => n.kind_name().to_string(),
+    }
+}
+
+fn set_path(map: &mut Map<String, Json>, path: &[String], value: Json) {
+    match path {
+        [] => {}
+        [last] => {
+            map.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = map.entry(first.clone()).or_insert_with(|| Json::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Json::Object(Map::new());
+            }
+            if let Json::Object(m) = entry {
+                set_path(m, rest, value);
+            }
+        }
+    }
+}
+
+fn substitute_vars(vars: &Map<String, Json>, env: &dyn Env, d: &mut Diagnostics) -> Map<String, Json> {
+    let mut out = Map::new();
+    for (k, v) in vars {
+        let mut v = v.clone();
+        // Vars may use ${ENV} and vars defined before them.
+        substitute(&mut v, &out, env, d, None, "");
+        out.insert(k.clone(), v);
+    }
+    out
+}
+
+/// Replaces `${ENV}`, `${ENV:-default}` and `{{var}}` in every string of `v`. A string that
+/// is exactly one `{{var}}` takes the var's value with its type (so numbers stay numbers).
+fn substitute(v: &mut Json, vars: &Map<String, Json>, env: &dyn Env, d: &mut Diagnostics, pos: Option<Pos>, node: &str) {
+    let node_ref = (!node.is_empty()).then_some(node);
+    match v {
+        Json::String(s) => {
+            let trimmed = s.trim();
+            if let Some(name) = trimmed.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) {
+                if !name.contains("{{") {
+                    match vars.get(name.trim()) {
+                        Some(val) => *v = val.clone(),
+                        None => d.error(pos, node_ref, unknown_var(name.trim(), vars)),
+                    }
+                    return;
+                }
+            }
+            match expand(s, vars, env) {
+                Ok(e) => *s = e,
+                Err(msg) => d.error(pos, node_ref, msg),
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(|i| substitute(i, vars, env, d, pos, node)),
+        Json::Object(m) => m.values_mut().for_each(|i| substitute(i, vars, env, d, pos, node)),
+        _ => {}
+    }
+}
+
+fn unknown_var(name: &str, vars: &Map<String, Json>) -> String {
+    let hint =
+        did_you_mean(name, vars.keys().map(String::as_str)).map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+    format!("unknown variable `{{{{{name}}}}}`{hint}; define it under `vars:` or with --set vars.{name}=...")
+}
+
+fn expand(s: &str, vars: &Map<String, Json>, env: &dyn Env) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    loop {
+        let next_env = rest.find("${");
+        let next_var = rest.find("{{");
+        let (start, is_env) = match (next_env, next_var) {
+            (None, None) => break,
+            (Some(e), Some(v)) if v < e => (v, false),
+            (Some(e), _) => (e, true),
+            (None, Some(v)) => (v, false),
+        };
+        out.push_str(&rest[..start]);
+        if is_env {
+            let body_start = start + 2;
+            let end = rest[body_start..].find('}').ok_or_else(|| format!("unclosed `${{` in \"{s}\""))? + body_start;
+            let body = &rest[body_start..end];
+            let (name, default) = match body.split_once(":-") {
+                Some((n, dflt)) => (n, Some(dflt)),
+                None => (body, None),
+            };
+            match (env.get(name), default) {
+                (Some(val), _) => out.push_str(&val),
+                (None, Some(dflt)) => out.push_str(dflt),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable `{name}` is not set (used in \"{s}\"); set it, or write `${{{name}:-default}}`"
+                    ))
+                }
+            }
+            rest = &rest[end + 1..];
+        } else {
+            let body_start = start + 2;
+            let end = rest[body_start..].find("}}").ok_or_else(|| format!("unclosed `{{{{` in \"{s}\""))? + body_start;
+            let name = rest[body_start..end].trim();
+            match vars.get(name) {
+                Some(Json::String(v)) => out.push_str(v),
+                Some(other) => out.push_str(&other.to_string()),
+                None => return Err(unknown_var(name, vars)),
+            }
+            rest = &rest[end + 2..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> BTreeMap<String, String> {
+        BTreeMap::from([("ROOT".to_string(), "/data/mvtec".to_string())])
+    }
+
+    fn parse_ok(text: &str, overrides: &[Override]) -> PipelineSpec {
+        match parse(Path::new("p.yaml"), text, overrides, &env()) {
+            Ok(s) => s,
+            Err(d) => panic!("{:?}", d.into_vec()),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(Path::new("p.yaml"), text, &[], &env()) {
+            Ok(_) => panic!("expected errors"),
+            Err(d) => d.into_vec().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const PIPE: &str = "name: t
+vars: { root: \"${ROOT}\", category: bottle, k: 3 }
+nodes:
+  data: { plugin: mvtec-ad, with: { root: \"{{root}}/x\", category: \"{{category}}\" } }
+  thr: { plugin: threshold-mean-std, fit: validation, with: { k: \"{{k}}\" }, inputs: { score: data.image } }
+  eval: { plugin: segmentation-metrics, inputs: { masks: [thr.mask, data.mask] } }
+";
+
+    #[test]
+    fn vars_env_and_types() {
+        let s = parse_ok(PIPE, &[]);
+        assert_eq!(s.name, "t");
+        assert_eq!(s.node("data").unwrap().params["root"], "/data/mvtec/x");
+        assert_eq!(s.node("thr").unwrap().params["k"], 3, "a whole-string var keeps its type");
+        assert_eq!(s.node("thr").unwrap().fit.as_ref().unwrap().0, "validation");
+        let eval = s.node("eval").unwrap();
+        assert_eq!(eval.inputs[0].edges.len(), 2);
+        assert_eq!(eval.inputs[0].edges[1], EdgeRef { node: "data".into(), port: "mask".into(), pos: Pos { line: 6, col: 69 } });
+    }
+
+    #[test]
+    fn overrides_apply_to_vars_and_params() {
+        let o: Vec<Override> =
+            vec!["vars.category=carpet".parse().unwrap(), "thr.k=2.5".parse().unwrap(), "thr.extra.c=1".parse().unwrap()];
+        let s = parse_ok(PIPE, &o);
+        assert_eq!(s.node("data").unwrap().params["category"], "carpet");
+        assert_eq!(s.node("thr").unwrap().params["k"], 2.5);
+        assert_eq!(s.node("thr").unwrap().params["extra"]["c"], 1);
+        assert!("nodot=1".parse::<Override>().is_err());
+    }
+
+    #[test]
+    fn structural_errors_reported_together() {
+        let errs = errors(
+            "name: t\nnodez: {}\nnodes:\n  a: { plugn: x }\n  b: { plugin: y, inputs: { i: nodot } }\n  c: { plugin: z, with: { p: \"{{nope}}\" } }\n",
+        );
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(errs[0].starts_with("p.yaml:2:1: error: unknown top-level key `nodez` (did you mean `nodes`?)"), "{errs:#?}");
+        assert!(errs.iter().any(|e| e.contains("node `a`: unknown key `plugn` (did you mean `plugin`?)")));
+        assert!(errs.iter().any(|e| e.contains("node `a`: missing `plugin")));
+        assert!(errs.iter().any(|e| e.contains("node `b`: input `i`: expected an edge `node.port`")));
+        assert!(errs.iter().any(|e| e.contains("node `c`: unknown variable `{{nope}}`")));
+    }
+
+    #[test]
+    fn missing_env_is_an_error_unless_defaulted() {
+        let errs = errors("nodes:\n  a: { plugin: x, with: { p: \"${NOPE}\" } }\n");
+        assert!(errs[0].contains("environment variable `NOPE` is not set"), "{errs:?}");
+        let s = parse_ok("nodes:\n  a: { plugin: x, with: { p: \"${NOPE:-d}/x\" } }\n", &[]);
+        assert_eq!(s.nodes[0].params["p"], "d/x");
+    }
+
+    #[test]
+    fn empty_and_non_yaml_files() {
+        assert!(errors("")[0].contains("the pipeline file is empty"));
+        assert!(errors("nodes: [unclosed\n")[0].contains("not valid YAML"));
+        assert!(errors("just a string")[0].contains("expected a mapping"));
+    }
+}

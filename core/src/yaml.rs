@@ -1,0 +1,234 @@
+//! A YAML tree that remembers where every key and value came from, so that every
+//! validation error can point at `file:line:column`.
+
+use std::collections::HashMap;
+
+use serde_json::Value as Json;
+use yaml_rust2::{
+    parser::{Event, MarkedEventReceiver, Parser},
+    scanner::{Marker, TScalarStyle},
+    Yaml,
+};
+
+/// A 1-based line and column in the pipeline file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Pos {
+    fn from_marker(m: Marker) -> Self {
+        Self { line: m.line(), col: m.col() + 1 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub text: String,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub enum Node {
+    Scalar { value: Json, pos: Pos },
+    Seq { items: Vec<Node>, pos: Pos },
+    Map { entries: Vec<(Key, Node)>, pos: Pos },
+}
+
+impl Node {
+    pub fn pos(&self) -> Pos {
+        match self {
+            Node::Scalar { pos, .. } | Node::Seq { pos, .. } | Node::Map { pos, .. } => *pos,
+        }
+    }
+
+    /// The value as JSON (mapping keys become strings).
+    pub fn to_json(&self) -> Json {
+        match self {
+            Node::Scalar { value, .. } => value.clone(),
+            Node::Seq { items, .. } => Json::Array(items.iter().map(Node::to_json).collect()),
+            Node::Map { entries, .. } => {
+                Json::Object(entries.iter().map(|(k, v)| (k.text.clone(), v.to_json())).collect())
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Node::Scalar { value: Json::String(s), .. } => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn entries(&self) -> Option<&[(Key, Node)]> {
+        match self {
+            Node::Map { entries, .. } => Some(entries),
+            _ => None,
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Node::Scalar { value: Json::Null, .. } => "null",
+            Node::Scalar { value: Json::String(_), .. } => "a string",
+            Node::Scalar { value: Json::Bool(_), .. } => "a bool",
+            Node::Scalar { .. } => "a number",
+            Node::Seq { .. } => "a list",
+            Node::Map { .. } => "a mapping",
+        }
+    }
+}
+
+/// A YAML syntax error, or a structure this loader refuses (duplicate keys, non-scalar keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct YamlError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// The value of a plain (unquoted) scalar, resolved as YAML does (int, float, bool, null).
+pub fn resolve_plain(text: &str) -> Json {
+    match Yaml::from_str(text) {
+        Yaml::Integer(i) => Json::from(i),
+        Yaml::Real(r) => r.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Json::String(r), Json::Number),
+        Yaml::Boolean(b) => Json::Bool(b),
+        Yaml::Null => Json::Null,
+        _ => Json::String(text.to_string()),
+    }
+}
+
+enum Frame {
+    Seq { items: Vec<Node>, pos: Pos, anchor: usize },
+    Map { entries: Vec<(Key, Node)>, pending_key: Option<Key>, pos: Pos, anchor: usize },
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    root: Option<Node>,
+    anchors: HashMap<usize, Node>,
+    error: Option<YamlError>,
+}
+
+impl Builder {
+    fn fail(&mut self, pos: Pos, message: String) {
+        if self.error.is_none() {
+            self.error = Some(YamlError { pos, message });
+        }
+    }
+
+    fn push_value(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, pending_key, .. }) => match pending_key.take() {
+                Some(key) => {
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == key.text) {
+                        let (line, col) = (first.pos.line, first.pos.col);
+                        self.fail(key.pos, format!("duplicate key `{}` (first defined at line {line}, column {col})", key.text));
+                        return;
+                    }
+                    entries.push((key, node));
+                }
+                None => {
+                    let pos = node.pos();
+                    match node {
+                        Node::Scalar { value, .. } => {
+                            let text = match value {
+                                Json::String(s) => s,
+                                other => other.to_string(),
+                            };
+                            *pending_key = Some(Key { text, pos });
+                        }
+                        _ => self.fail(pos, "mapping keys must be plain scalars".to_string()),
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
+        let pos = Pos::from_marker(mark);
+        match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let value = if style == TScalarStyle::Plain { resolve_plain(&text) } else { Json::String(text) };
+                self.push_value(Node::Scalar { value, pos }, anchor);
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq { items: Vec::new(), pos, anchor }),
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map { entries: Vec::new(), pending_key: None, pos, anchor })
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq { items, pos, anchor }) => self.push_value(Node::Seq { items, pos }, anchor),
+                Some(Frame::Map { entries, pos, anchor, .. }) => self.push_value(Node::Map { entries, pos }, anchor),
+                None => self.fail(pos, "unbalanced collection end".to_string()),
+            },
+            Event::Alias(id) => match self.anchors.get(&id).cloned() {
+                Some(node) => self.push_value(node, 0),
+                None => self.fail(pos, "alias to an unknown anchor".to_string()),
+            },
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
+        }
+    }
+}
+
+/// Parses one YAML document. An empty document is `None`.
+pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, false).map_err(|e| YamlError {
+        pos: Pos::from_marker(*e.marker()),
+        message: e.info().to_string(),
+    })?;
+    if let Some(err) = builder.error {
+        return Err(err);
+    }
+    Ok(builder.root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_and_types() {
+        let text = "name: x\nnodes:\n  a: { plugin: p, with: { k: 3, s: '3', f: 0.5, b: true } }\n";
+        let root = parse(text).unwrap().unwrap();
+        let entries = root.entries().unwrap();
+        assert_eq!(entries[1].0.text, "nodes");
+        assert_eq!(entries[1].0.pos, Pos { line: 2, col: 1 });
+        let a = &entries[1].1.entries().unwrap()[0];
+        assert_eq!(a.0.pos, Pos { line: 3, col: 3 });
+        let json = root.to_json();
+        assert_eq!(json["nodes"]["a"]["with"], serde_json::json!({"k": 3, "s": "3", "f": 0.5, "b": true}));
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let err = parse("nodes:\n  a: 1\n  a: 2\n").unwrap_err();
+        assert_eq!(err.pos, Pos { line: 3, col: 3 });
+        assert!(err.message.contains("duplicate key `a` (first defined at line 2, column 3)"), "{}", err.message);
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.pos.line >= 1, "{err:?}");
+        assert!(parse("").unwrap().is_none());
+    }
+
+    #[test]
+    fn aliases_are_expanded() {
+        let json = parse("x: &v { a: 1 }\ny: *v\n").unwrap().unwrap().to_json();
+        assert_eq!(json["y"]["a"], 1);
+    }
+}

@@ -1,0 +1,28 @@
+//! A library that claims other interface versions than this SDK's, so the host's
+//! version check can be tested.
+
+use anoflow_sdk::prelude::*;
+
+pub struct Identity;
+
+impl StagePlugin for Identity {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::map("identity-wrong-abi", "passes a score map through (test fixture)")
+            .input("score", ValueKind::ScoreMap, "in")
+            .output("score", ValueKind::ScoreMap, "out")
+    }
+
+    fn create(_params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        Ok(StageImpl::Map(Box::new(IdentityStage)))
+    }
+}
+
+struct IdentityStage;
+
+impl Map for IdentityStage {
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        Ok(Outputs::new().with("score", sample.score_map("score")?.clone()))
+    }
+}
+
+anoflow_sdk::export_plugin! { @versions (99, anoflow_sdk::abi::DATA_CONTRACT_VERSION) stages: [Identity] }

@@ -1,0 +1,104 @@
+//! Plugin libraries that cannot load are reported with their path and reason; a stage that
+//! panics or misbehaves becomes an error that names node, stage and sample; the host never aborts.
+
+use anoflow_e2e::{anoflow, build_dir, fixture_plugin_dir, write_pipeline};
+
+#[test]
+fn wrong_abi_and_contract_versions_are_reported_with_expected_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = fixture_plugin_dir(dir.path(), &["wrong-abi", "wrong-contract"]);
+    let run = anoflow(dir.path(), &["doctor"], &[&fixtures]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("libanoflow_plugin_fixture_wrong_abi.so: built against anoflow SDK ABI version 99, but this host speaks version 1"), "{}", run.stdout);
+    assert!(run.stdout.contains("libanoflow_plugin_fixture_wrong_contract.so: built against data-contract version 99, but this host uses version 1"), "{}", run.stdout);
+    // The stages of a refused library are not offered.
+    let run = anoflow(dir.path(), &["plugins", "list"], &[&fixtures]);
+    assert!(!run.stdout.contains("identity-wrong-abi"), "{}", run.stdout);
+    assert!(run.stderr.contains("did not load"), "{}", run.stderr);
+}
+
+#[test]
+fn corrupt_and_missing_libraries_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("libanoflow_plugin_corrupt.so"), b"this is not an ELF file").unwrap();
+    std::fs::write(plugins.join("libanoflow_plugin_empty.so"), b"").unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let run = anoflow(dir.path(), &["doctor"], &[&plugins, &missing]);
+    assert_eq!(run.code, 1);
+    let out = run.stdout;
+    assert!(out.contains("FAIL") && out.contains("libanoflow_plugin_corrupt.so: cannot load library"), "{out}");
+    assert!(out.contains("libanoflow_plugin_empty.so: cannot load library"), "{out}");
+    assert!(out.contains("no-such-dir: cannot read plugin directory"), "{out}");
+}
+
+#[test]
+fn the_default_path_loads_every_standard_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = anoflow(dir.path(), &["doctor"], &[]);
+    assert!(run.stdout.contains(&build_dir().display().to_string()), "{}", run.stdout);
+    for lib in ["anoflow-plugin-example", "anoflow-plugin-datasets", "anoflow-plugin-ttt4as", "anoflow-plugin-metrics"] {
+        assert!(run.stdout.contains(&format!("ok   {lib} ")), "{lib} missing:\n{}", run.stdout);
+    }
+    assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
+}
+
+fn faulty_pipeline(mode: &str) -> String {
+    format!(
+        "name: faulty
+nodes:
+  data: {{ plugin: synthetic, with: {{ seed: 3 }} }}
+  grad: {{ plugin: gradient-magnitude, inputs: {{ image: data.image }} }}
+  bad:  {{ plugin: faulty, with: {{ mode: {mode}, only: \"/test/\" }}, inputs: {{ score: grad.score }} }}
+  thr:  {{ plugin: threshold-mean-std, fit: validation, inputs: {{ score: bad.score }} }}
+  eval: {{ plugin: segmentation-metrics, inputs: {{ gt: data.mask, masks: [thr.mask] }} }}
+"
+    )
+}
+
+fn run_faulty(mode: &str, extra: &[&str]) -> (anoflow_e2e::Run, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = fixture_plugin_dir(dir.path(), &["faulty"]);
+    let p = write_pipeline(dir.path(), "p.yaml", &faulty_pipeline(mode));
+    let out = dir.path().join("run");
+    let mut args = vec!["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-cache", "-q"];
+    args.extend_from_slice(extra);
+    let build = build_dir();
+    (anoflow(dir.path(), &args, &[&build, &fixtures]), dir)
+}
+
+#[test]
+fn a_panicking_stage_is_an_error_naming_node_stage_and_sample() {
+    let (run, dir) = run_faulty("panic", &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("test: node `bad` (stage `faulty`), sample `"), "{}", run.stderr);
+    assert!(run.stderr.contains("stage `faulty` panicked: deliberate panic on sample"), "{}", run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/run.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["error"]["node"], "bad");
+}
+
+#[test]
+fn keep_going_skips_failing_samples_and_reports_them() {
+    let (run, dir) = run_faulty("error", &["--keep-going"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(run.stderr.contains("samples failed and were skipped"), "{}", run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/run.json")).unwrap()).unwrap();
+    let failures = report["run"]["failures"].as_array().unwrap();
+    assert!(!failures.is_empty());
+    assert!(failures.iter().all(|f| f["node"] == "bad" && f["message"].as_str().unwrap().contains("deliberate error")));
+}
+
+#[test]
+fn undeclared_outputs_and_wrong_sizes_are_caught() {
+    let (run, _dir) = run_faulty("undeclared-output", &[]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("node `bad` (stage `faulty`)") && run.stderr.contains("undeclared output `surprise`"), "{}", run.stderr);
+    // The threshold node sees a map of another size than it was fitted on.
+    let (run, _dir) = run_faulty("wrong-size", &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("sample `"), "{}", run.stderr);
+}

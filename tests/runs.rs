@@ -1,0 +1,1 @@
+//! Real pipeline runs (filled as stages land).
