@@ -93,10 +93,11 @@ pub trait StageFfi: Send + Sync {
     /// Fitted stages: the fit split is over; learn.
     fn fit_finish(&mut self) -> RResult<(), StageError>;
 
-    /// Fitted stages: serialize the fitted state (for the cache); `Unsupported` if not.
+    /// Fitted stages: serialize the fitted state (for the cache). Sinks: serialize what they
+    /// accumulated (for merging shards). `Unsupported` if the stage cannot.
     fn save_state(&self) -> RResult<RVec<u8>, StageError>;
 
-    /// Fitted stages: restore a state written by `save_state`.
+    /// Fitted stages: restore a state written by `save_state`. Sinks: merge one in.
     fn load_state(&mut self, state: RVec<u8>) -> RResult<(), StageError>;
 
     /// Sinks: consume samples (called in sample order).

@@ -150,6 +150,16 @@ pub trait Fitted: Send + Sync {
 pub trait Sink: Send + Sync {
     fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()>;
     fn finish(&mut self, ctx: &FinishContext) -> StageResult<SinkReport>;
+    /// What the sink has accumulated, as bytes, so that shards of a run can be merged
+    /// (`anoflow merge`). Default: not supported.
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        Err(StageError::unsupported("this sink cannot save what it accumulated"))
+    }
+    /// Adds a state written by `save_state` (another shard's) to this sink's. Merging must be
+    /// exact: the merged results equal those of one unsharded run.
+    fn merge_state(&mut self, _state: &[u8]) -> StageResult<()> {
+        Err(StageError::unsupported("this sink cannot merge accumulated states"))
+    }
 }
 
 /// A created stage of one of the four kinds.
@@ -272,6 +282,7 @@ impl StageFfi for StageAdapter {
     fn save_state(&self) -> RResult<RVec<u8>, StageError> {
         guard(&self.name, || match &self.inner {
             StageImpl::Fitted(f) => f.save_state().map(RVec::from),
+            StageImpl::Sink(s) => s.save_state().map(RVec::from),
             _ => Err(self.wrong_call("save_state")),
         })
         .into()
@@ -282,6 +293,7 @@ impl StageFfi for StageAdapter {
         let unsupported = self.wrong_call("load_state");
         guard(&name, || match &mut self.inner {
             StageImpl::Fitted(f) => f.load_state(&state),
+            StageImpl::Sink(s) => s.merge_state(&state),
             _ => Err(unsupported),
         })
         .into()

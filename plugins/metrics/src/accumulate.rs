@@ -1,0 +1,549 @@
+//! What the metrics keep while samples stream by, per category: everything needed to compute
+//! every figure EXACTLY at the end, in a form two runs (or two shards of one run) can merge.
+//!
+//! - Mask sources: the confusion counts of every image (integers; pooled and per-image
+//!   figures both come from them).
+//! - Score sources: every pixel's score as an order-preserving u32 key, split into GT
+//!   positives (with the size of their GT component, for PRO), negatives on anomalous images
+//!   and negatives on good images; the number of GT components; each image's maximum score.
+//!   Memory: 4 bytes per negative pixel, 8 per positive pixel, per score source (1,000 images
+//!   of 224x224: about 200 MB). Sorting is a linear-time radix sort at the end.
+//! - Image-score sources: each image's score.
+//!
+//! [`Accumulators::write`] stores all of it in one compact binary file (a JSON header plus
+//! delta-coded sorted key lists); [`merge`] combines two of them exactly.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{components::component_sizes, confusion::Counts, ranking};
+
+/// What can go wrong while accumulating, merging or storing metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(
+        "sample `{sample}`: {source_name} is {found_h}x{found_w} (h x w) but its ground truth mask is {gt_h}x{gt_w}"
+    )]
+    SizeMismatch { sample: String, source_name: String, found_h: usize, found_w: usize, gt_h: usize, gt_w: usize },
+    #[error(
+        "sample `{sample}`: {source_name} holds a non-finite value ({value}) at pixel {pixel}; scores must be numbers"
+    )]
+    NotFinite { sample: String, source_name: String, value: f64, pixel: usize },
+    #[error("sample `{sample}` (category `{category}`): its {port} inputs are [{found}], but earlier samples of the category had [{expected}]")]
+    SourcesChanged { sample: String, category: String, port: &'static str, found: String, expected: String },
+    #[error("cannot merge: category `{category}` has {port} sources [{a}] in one result and [{b}] in the other")]
+    MergeSources { category: String, port: &'static str, a: String, b: String },
+    #[error("cannot merge: sample `{0}` is in both results (merging a shard twice?)")]
+    DuplicateSample(String),
+    #[error("{path}: {reason}")]
+    Format { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// One test sample as the metrics saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    pub id: String,
+    pub index: u64,
+    pub defect: String,
+    /// Anomalous by its label (or, when the label is unknown, by a non-empty ground truth).
+    pub anomalous: bool,
+    pub height: u32,
+    pub width: u32,
+    /// Ground-truth pixels.
+    pub gt_pixels: u64,
+}
+
+/// The pixel scores of one score source in one category.
+#[derive(Clone, Debug, Default)]
+pub struct ScoreAcc {
+    /// GT pixels: key << 32 | size of the pixel's GT component.
+    pub positives: Vec<u64>,
+    /// Non-GT pixels of anomalous images.
+    pub neg_anomalous: Vec<u32>,
+    /// Pixels of good images.
+    pub neg_good: Vec<u32>,
+    /// GT components (8-connected) over all images.
+    pub components: u64,
+    /// Each sample's maximum score (aligned with the category's samples).
+    pub image_max: Vec<f32>,
+    sorted: bool,
+}
+
+impl ScoreAcc {
+    /// Sorts the key lists (idempotent).
+    pub fn ensure_sorted(&mut self) {
+        if !self.sorted {
+            ranking::sort_positives(&mut self.positives);
+            ranking::sort_keys(&mut self.neg_anomalous);
+            ranking::sort_keys(&mut self.neg_good);
+            self.sorted = true;
+        }
+    }
+
+    pub fn is_sorted(&self) -> bool {
+        self.sorted
+    }
+}
+
+/// An insertion-ordered map from source name (`node.port`) to its data: the order sources
+/// were first seen is the order of the report's columns.
+#[derive(Clone, Debug)]
+pub struct Sources<T>(pub Vec<(String, T)>);
+
+impl<T> Default for Sources<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Sources<T> {
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        self.0.iter_mut().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    }
+    fn same_names(&self, names: &[&str]) -> bool {
+        self.0.len() == names.len() && self.0.iter().zip(names).all(|((a, _), b)| a == b)
+    }
+}
+
+/// Everything accumulated for one category.
+#[derive(Clone, Debug, Default)]
+pub struct CategoryAcc {
+    pub samples: Vec<SampleRecord>,
+    /// Per mask source, the counts of each sample (aligned with `samples`).
+    pub masks: Sources<Vec<Counts>>,
+    pub scores: Sources<ScoreAcc>,
+    /// Per image-score source, each sample's score (aligned with `samples`).
+    pub image_scores: Sources<Vec<f64>>,
+}
+
+/// The inputs of one sample, as the sinks read them.
+pub struct SampleView<'a> {
+    pub id: &'a str,
+    pub index: u64,
+    pub category: &'a str,
+    pub defect: &'a str,
+    /// The dataset label: Some(true) anomalous, Some(false) nominal, None unknown.
+    pub label: Option<bool>,
+    pub gt: (&'a [u8], usize, usize),
+    pub masks: Vec<(&'a str, &'a [u8], usize, usize)>,
+    pub scores: Vec<(&'a str, &'a [f32], usize, usize)>,
+    pub image_scores: Vec<(&'a str, f64)>,
+}
+
+/// Accumulated metrics state of a run (or of several merged runs), by category.
+#[derive(Clone, Debug, Default)]
+pub struct Accumulators {
+    pub categories: BTreeMap<String, CategoryAcc>,
+}
+
+fn join(names: &[&str]) -> String {
+    names.join(", ")
+}
+
+impl Accumulators {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one test sample.
+    pub fn add(&mut self, s: &SampleView<'_>) -> Result<(), MetricsError> {
+        let (gt, gh, gw) = s.gt;
+        let size_check = |name: &str, h: usize, w: usize| {
+            if (h, w) != (gh, gw) {
+                Err(MetricsError::SizeMismatch {
+                    sample: s.id.to_string(),
+                    source_name: name.to_string(),
+                    found_h: h,
+                    found_w: w,
+                    gt_h: gh,
+                    gt_w: gw,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        for &(name, _, h, w) in &s.masks {
+            size_check(&format!("mask `{name}`"), h, w)?;
+        }
+        for &(name, data, h, w) in &s.scores {
+            size_check(&format!("score map `{name}`"), h, w)?;
+            if let Some((pixel, &v)) = data.iter().enumerate().find(|(_, v)| v.is_nan()) {
+                return Err(MetricsError::NotFinite {
+                    sample: s.id.to_string(),
+                    source_name: format!("score map `{name}`"),
+                    value: f64::from(v),
+                    pixel,
+                });
+            }
+        }
+        for &(name, v) in &s.image_scores {
+            if v.is_nan() {
+                return Err(MetricsError::NotFinite {
+                    sample: s.id.to_string(),
+                    source_name: format!("image score `{name}`"),
+                    value: v,
+                    pixel: 0,
+                });
+            }
+        }
+
+        let cat = self.categories.entry(s.category.to_string()).or_default();
+        let mask_names: Vec<&str> = s.masks.iter().map(|m| m.0).collect();
+        let score_names: Vec<&str> = s.scores.iter().map(|m| m.0).collect();
+        let image_names: Vec<&str> = s.image_scores.iter().map(|m| m.0).collect();
+        if cat.samples.is_empty() {
+            cat.masks = Sources(mask_names.iter().map(|n| (n.to_string(), Vec::new())).collect());
+            cat.scores = Sources(score_names.iter().map(|n| (n.to_string(), ScoreAcc::default())).collect());
+            cat.image_scores = Sources(image_names.iter().map(|n| (n.to_string(), Vec::new())).collect());
+        }
+        let changed = |port: &'static str, have: Vec<&str>, found: &[&str]| MetricsError::SourcesChanged {
+            sample: s.id.to_string(),
+            category: s.category.to_string(),
+            port,
+            found: join(found),
+            expected: join(&have),
+        };
+        if !cat.masks.same_names(&mask_names) {
+            return Err(changed("masks", cat.masks.names(), &mask_names));
+        }
+        if !cat.scores.same_names(&score_names) {
+            return Err(changed("scores", cat.scores.names(), &score_names));
+        }
+        if !cat.image_scores.same_names(&image_names) {
+            return Err(changed("image_scores", cat.image_scores.names(), &image_names));
+        }
+
+        let gt_pixels = gt.iter().filter(|&&v| v != 0).count() as u64;
+        let anomalous = s.label.unwrap_or(gt_pixels > 0);
+        for (&(_, data, _, _), (_, counts)) in s.masks.iter().zip(cat.masks.0.iter_mut()) {
+            counts.push(Counts::of(data, gt));
+        }
+        if !s.scores.is_empty() {
+            let (sizes, n_components) = component_sizes(gt, gh, gw);
+            for (&(_, data, _, _), (_, acc)) in s.scores.iter().zip(cat.scores.0.iter_mut()) {
+                acc.sorted = false;
+                acc.components += u64::from(n_components);
+                acc.positives.reserve(gt_pixels as usize);
+                let negatives = if anomalous { &mut acc.neg_anomalous } else { &mut acc.neg_good };
+                negatives.reserve(data.len() - gt_pixels as usize);
+                let mut max = f32::NEG_INFINITY;
+                for ((&v, &g), &size) in data.iter().zip(gt).zip(&sizes) {
+                    max = max.max(v);
+                    let k = ranking::key(v);
+                    if g != 0 {
+                        acc.positives.push(ranking::pos_entry(k, size));
+                    } else {
+                        negatives.push(k);
+                    }
+                }
+                acc.image_max.push(max);
+            }
+        }
+        for (&(_, v), (_, list)) in s.image_scores.iter().zip(cat.image_scores.0.iter_mut()) {
+            list.push(v);
+        }
+        cat.samples.push(SampleRecord {
+            id: s.id.to_string(),
+            index: s.index,
+            defect: s.defect.to_string(),
+            anomalous,
+            height: gh as u32,
+            width: gw as u32,
+            gt_pixels,
+        });
+        Ok(())
+    }
+
+    /// Sorts every score list (needed before computing or writing).
+    pub fn ensure_sorted(&mut self) {
+        for cat in self.categories.values_mut() {
+            for (_, acc) in cat.scores.0.iter_mut() {
+                acc.ensure_sorted();
+            }
+        }
+    }
+}
+
+/// Merges two accumulators exactly: categories are united; within a category, the samples
+/// of `b` follow those of `a`. Both must have the same sources per category, and no sample
+/// may be in both.
+pub fn merge(mut a: Accumulators, b: Accumulators) -> Result<Accumulators, MetricsError> {
+    for (name, mut cb) in b.categories {
+        let Some(ca) = a.categories.get_mut(&name) else {
+            a.categories.insert(name, cb);
+            continue;
+        };
+        let check = |port: &'static str, x: Vec<&str>, y: Vec<&str>| {
+            if x == y {
+                Ok(())
+            } else {
+                Err(MetricsError::MergeSources { category: name.clone(), port, a: join(&x), b: join(&y) })
+            }
+        };
+        check("masks", ca.masks.names(), cb.masks.names())?;
+        check("scores", ca.scores.names(), cb.scores.names())?;
+        check("image_scores", ca.image_scores.names(), cb.image_scores.names())?;
+        let ids: std::collections::HashSet<&str> = ca.samples.iter().map(|s| s.id.as_str()).collect();
+        if let Some(dup) = cb.samples.iter().find(|s| ids.contains(s.id.as_str())) {
+            return Err(MetricsError::DuplicateSample(dup.id.clone()));
+        }
+        ca.samples.append(&mut cb.samples);
+        for ((_, x), (_, y)) in ca.masks.0.iter_mut().zip(cb.masks.0.iter_mut()) {
+            x.append(y);
+        }
+        for ((_, x), (_, y)) in ca.image_scores.0.iter_mut().zip(cb.image_scores.0.iter_mut()) {
+            x.append(y);
+        }
+        for ((_, x), (_, mut y)) in ca.scores.0.iter_mut().zip(cb.scores.0) {
+            x.components += y.components;
+            x.image_max.append(&mut y.image_max);
+            if x.sorted && y.sorted {
+                x.positives = ranking::merge_sorted(&x.positives, &y.positives);
+                x.neg_anomalous = ranking::merge_sorted(&x.neg_anomalous, &y.neg_anomalous);
+                x.neg_good = ranking::merge_sorted(&x.neg_good, &y.neg_good);
+            } else {
+                x.positives.append(&mut y.positives);
+                x.neg_anomalous.append(&mut y.neg_anomalous);
+                x.neg_good.append(&mut y.neg_good);
+                x.sorted = false;
+            }
+        }
+    }
+    Ok(a)
+}
+
+// ---- Binary storage -------------------------------------------------------------------
+
+const MAGIC: &[u8; 8] = b"ANOFLACC";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: String,
+    categories: Vec<HeaderCategory>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeaderCategory {
+    name: String,
+    samples: Vec<SampleRecord>,
+    masks: Vec<(String, Vec<Counts>)>,
+    scores: Vec<HeaderScore>,
+    /// f64 bit patterns, so the values round-trip exactly.
+    image_scores: Vec<(String, Vec<u64>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeaderScore {
+    source: String,
+    components: u64,
+    positives: u64,
+    neg_anomalous: u64,
+    neg_good: u64,
+    /// f32 bit patterns of each sample's maximum score.
+    image_max_bits: Vec<u32>,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    path: &'a str,
+}
+
+impl Reader<'_> {
+    fn err(&self, reason: impl Into<String>) -> MetricsError {
+        MetricsError::Format { path: self.path.to_string(), reason: reason.into() }
+    }
+    fn take(&mut self, n: usize) -> Result<&[u8], MetricsError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| self.err(format!("truncated at byte {}", self.pos)))?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn varint(&mut self) -> Result<u64, MetricsError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.err(format!("bad varint at byte {}", self.pos)))
+    }
+    fn keys(&mut self, n: u64) -> Result<Vec<u32>, MetricsError> {
+        let mut out = Vec::with_capacity(n as usize);
+        let mut prev = 0u64;
+        for _ in 0..n {
+            prev += self.varint()?;
+            out.push(u32::try_from(prev).map_err(|_| self.err("key out of range"))?);
+        }
+        Ok(out)
+    }
+}
+
+impl Accumulators {
+    /// Serializes to the compact binary format (sorting first).
+    pub fn to_bytes(&mut self) -> Vec<u8> {
+        self.ensure_sorted();
+        let header = Header {
+            format: format!("anoflow metric accumulators v{FORMAT_VERSION}"),
+            categories: self
+                .categories
+                .iter()
+                .map(|(name, c)| HeaderCategory {
+                    name: name.clone(),
+                    samples: c.samples.clone(),
+                    masks: c.masks.0.clone(),
+                    scores: c
+                        .scores
+                        .iter()
+                        .map(|(s, a)| HeaderScore {
+                            source: s.to_string(),
+                            components: a.components,
+                            positives: a.positives.len() as u64,
+                            neg_anomalous: a.neg_anomalous.len() as u64,
+                            neg_good: a.neg_good.len() as u64,
+                            image_max_bits: a.image_max.iter().map(|v| v.to_bits()).collect(),
+                        })
+                        .collect(),
+                    image_scores: c
+                        .image_scores
+                        .iter()
+                        .map(|(s, v)| (s.to_string(), v.iter().map(|x| x.to_bits()).collect()))
+                        .collect(),
+                })
+                .collect(),
+        };
+        // Serializing plain structs of strings and numbers cannot fail.
+        let json = serde_json::to_vec(&header).unwrap_or_default();
+        let mut out = Vec::with_capacity(json.len() + 64);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        for c in self.categories.values() {
+            for (_, a) in c.scores.iter() {
+                let mut prev = 0u64;
+                for &e in &a.positives {
+                    let k = u64::from(ranking::pos_key(e));
+                    put_varint(&mut out, k - prev);
+                    put_varint(&mut out, u64::from(ranking::pos_size(e)));
+                    prev = k;
+                }
+                for list in [&a.neg_anomalous, &a.neg_good] {
+                    let mut prev = 0u64;
+                    for &k in list.iter() {
+                        put_varint(&mut out, u64::from(k) - prev);
+                        prev = u64::from(k);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Parses bytes written by [`Accumulators::to_bytes`]; `path` only names the source in errors.
+    pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Self, MetricsError> {
+        let mut r = Reader { bytes, pos: 0, path };
+        if r.take(8)? != MAGIC {
+            return Err(r.err("not an anoflow accumulators file (bad magic)"));
+        }
+        let version = u32::from_le_bytes(r.take(4)?.try_into().map_err(|_| r.err("truncated"))?);
+        if version != FORMAT_VERSION {
+            return Err(r.err(format!("format version {version}, this build reads {FORMAT_VERSION}")));
+        }
+        let len = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| r.err("truncated"))?);
+        let header_bytes = r.take(usize::try_from(len).map_err(|_| r.err("header too large"))?)?;
+        let header: Header = serde_json::from_slice(header_bytes).map_err(|e| r.err(format!("header: {e}")))?;
+        let mut acc = Accumulators::new();
+        for hc in header.categories {
+            let n = hc.samples.len();
+            let aligned = hc.masks.iter().all(|(_, v)| v.len() == n)
+                && hc.image_scores.iter().all(|(_, v)| v.len() == n)
+                && hc.scores.iter().all(|s| s.image_max_bits.len() == n);
+            if !aligned {
+                return Err(r.err(format!("category `{}`: per-sample lists do not match {n} samples", hc.name)));
+            }
+            let mut cat = CategoryAcc {
+                samples: hc.samples,
+                masks: Sources(hc.masks),
+                scores: Sources::default(),
+                image_scores: Sources(
+                    hc.image_scores
+                        .into_iter()
+                        .map(|(s, bits)| (s, bits.into_iter().map(f64::from_bits).collect()))
+                        .collect(),
+                ),
+            };
+            for hs in hc.scores {
+                let mut positives = Vec::with_capacity(hs.positives as usize);
+                let mut prev = 0u64;
+                for _ in 0..hs.positives {
+                    prev += r.varint()?;
+                    let k = u32::try_from(prev).map_err(|_| r.err("key out of range"))?;
+                    let size = u32::try_from(r.varint()?).map_err(|_| r.err("component size out of range"))?;
+                    positives.push(ranking::pos_entry(k, size));
+                }
+                let neg_anomalous = r.keys(hs.neg_anomalous)?;
+                let neg_good = r.keys(hs.neg_good)?;
+                cat.scores.0.push((
+                    hs.source,
+                    ScoreAcc {
+                        positives,
+                        neg_anomalous,
+                        neg_good,
+                        components: hs.components,
+                        image_max: hs.image_max_bits.into_iter().map(f32::from_bits).collect(),
+                        sorted: true, // delta coding of non-negative steps: sorted by construction
+                    },
+                ));
+            }
+            acc.categories.insert(hc.name, cat);
+        }
+        if r.pos != bytes.len() {
+            return Err(r.err(format!("{} unexpected trailing bytes", bytes.len() - r.pos)));
+        }
+        Ok(acc)
+    }
+
+    /// Writes the binary form atomically.
+    pub fn write(&mut self, path: &Path) -> Result<(), MetricsError> {
+        let bytes = self.to_bytes();
+        anoflow_imaging::write_atomic(path, &bytes)
+            .map_err(|e| MetricsError::Format { path: path.display().to_string(), reason: e.to_string() })
+    }
+
+    /// Reads a file written by [`Accumulators::write`].
+    pub fn read(path: &Path) -> Result<Self, MetricsError> {
+        let name = path.display().to_string();
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|source| MetricsError::Io { path: name.clone(), source })?;
+        Self::from_bytes(&bytes, &name)
+    }
+}

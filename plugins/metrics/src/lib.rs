@@ -1,0 +1,205 @@
+//! # anoflow-plugin-metrics
+//!
+//! Exact, mergeable anomaly-segmentation metrics and the visual comparison report.
+//!
+//! Stages:
+//! - `segmentation-metrics` (sink): per mask source, pixel precision / recall / F1 / IoU pooled
+//!   and per image, on anomalous and on all test images, and false-positive area on good
+//!   images (all `deployable`); per score source, pixel AUROC, AUPRO, image AUROC and F1-max
+//!   (all `oracle`). Per category and the mean over categories. Writes results.json,
+//!   results.csv, results.md and accumulators.bin (for `anoflow merge`).
+//! - `report` (sink): PNG panels per sample, PR curves, per-category F1 bars, index.html.
+//!
+//! The maths lives in plain modules ([`ranking`], [`confusion`], [`components`],
+//! [`accumulate`], [`results`]) so the host can merge shards with [`accumulate::merge`] and
+//! [`finish_outputs`] without loading a plugin.
+
+pub mod accumulate;
+pub mod components;
+pub mod confusion;
+pub mod draw;
+pub mod ranking;
+// pub mod report;
+pub mod results;
+
+use std::path::Path;
+
+use anoflow_sdk::prelude::*;
+
+use accumulate::{Accumulators, MetricsError, SampleView};
+use results::Results;
+
+/// Name of the accumulator file next to the results.
+pub const ACCUMULATORS_FILE: &str = "accumulators.bin";
+
+impl From<MetricsError> for StageError {
+    fn from(e: MetricsError) -> Self {
+        match e {
+            MetricsError::Io { .. } => StageError::new(ErrorKind::Io, e.to_string()),
+            MetricsError::Format { .. } => StageError::new(ErrorKind::Io, e.to_string()),
+            _ => StageError::invalid_input(e.to_string()),
+        }
+    }
+}
+
+/// Reads a sink's inputs (`gt`, `masks`, `scores`, `image_scores`) into a [`SampleView`].
+pub fn sample_view<'a>(sample: &Sample<'a>) -> StageResult<SampleView<'a>> {
+    let meta = sample.meta;
+    let gt = sample.mask("gt")?;
+    let wrong = |port: &str, source: &str, expected: &str, found: &Value| {
+        StageError::invalid_input(format!(
+            "sample `{}`: input `{port}` from `{source}` expected {expected}, found {}",
+            meta.id,
+            found.kind()
+        ))
+    };
+    let mut masks = Vec::new();
+    for (source, v) in sample.all("masks") {
+        match v {
+            Value::Mask(m) => masks.push((source, m.data(), m.height(), m.width())),
+            other => return Err(wrong("masks", source, "mask", other)),
+        }
+    }
+    let mut scores = Vec::new();
+    for (source, v) in sample.all("scores") {
+        match v {
+            Value::ScoreMap(m) => scores.push((source, m.data(), m.height(), m.width())),
+            other => return Err(wrong("scores", source, "score-map", other)),
+        }
+    }
+    let mut image_scores = Vec::new();
+    for (source, v) in sample.all("image_scores") {
+        match v {
+            Value::Scalar(x) => image_scores.push((source, *x)),
+            other => return Err(wrong("image_scores", source, "scalar", other)),
+        }
+    }
+    let label = match meta.label {
+        LABEL_ANOMALOUS => Some(true),
+        LABEL_NOMINAL => Some(false),
+        _ => None,
+    };
+    Ok(SampleView {
+        id: meta.id.as_str(),
+        index: meta.index,
+        category: meta.category.as_str(),
+        defect: meta.defect.as_str(),
+        label,
+        gt: (gt.data(), gt.height(), gt.width()),
+        masks,
+        scores,
+        image_scores,
+    })
+}
+
+/// Computes the figures and writes results.json / .csv / .md (and, if asked, the
+/// accumulators) into `dir`. Used by the sink and by `anoflow merge`. Returns the results and
+/// the names of the files written (relative to `dir`).
+pub fn finish_outputs(
+    acc: &mut Accumulators,
+    dir: &Path,
+    fpr_limit: f64,
+    save_accumulators: bool,
+) -> Result<(Results, Vec<String>), MetricsError> {
+    let res = results::compute(acc, fpr_limit);
+    let mut files = results::write_results(dir, &res)?;
+    if save_accumulators {
+        acc.write(&dir.join(ACCUMULATORS_FILE))?;
+        files.push(ACCUMULATORS_FILE.to_string());
+    }
+    Ok((res, files))
+}
+
+/// Merges accumulator files (e.g. the shards of one run) and writes the results into `dir`.
+pub fn merge_files(inputs: &[&Path], dir: &Path, fpr_limit: f64) -> Result<(Results, Vec<String>), MetricsError> {
+    let mut merged = Accumulators::new();
+    for p in inputs {
+        merged = accumulate::merge(merged, Accumulators::read(p)?)?;
+    }
+    finish_outputs(&mut merged, dir, fpr_limit, true)
+}
+
+/// Files relative to the run directory: the sink's out_dir is `<run>/<node>`.
+fn relative_files(out_dir: &Path, files: Vec<String>) -> abi_stable::std_types::RVec<abi_stable::std_types::RString> {
+    let prefix = out_dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    files
+        .into_iter()
+        .map(|f| match &prefix {
+            Some(p) => format!("{p}/{f}").into(),
+            None => f.into(),
+        })
+        .collect()
+}
+
+/// The `segmentation-metrics` sink.
+pub struct SegmentationMetrics;
+
+impl StagePlugin for SegmentationMetrics {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::sink(
+            "segmentation-metrics",
+            "exact pixel/image metrics of masks (deployable) and score maps (oracle), per category and mean; \
+             mergeable across shards",
+        )
+        .input("gt", ValueKind::Mask, "ground-truth mask (all zeros for good samples)")
+        .optional_multi_input("masks", ValueKind::Mask, "binary masks to evaluate, one edge per method")
+        .optional_multi_input("scores", ValueKind::ScoreMap, "anomaly score maps (same size as gt)")
+        .optional_multi_input(
+            "image_scores",
+            ValueKind::Scalar,
+            "image-level scores; paired with the score map of the same node, else reported alone \
+             (score maps without one use their maximum)",
+        )
+        .param(ParamSpec::float("fpr_limit", 0.3, "AUPRO integrates the PRO curve up to this false-positive rate"))
+        .param(ParamSpec::bool(
+            "save_accumulators",
+            true,
+            "write accumulators.bin (every pixel score, compact) so runs or shards can be merged exactly",
+        ))
+    }
+
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        let fpr_limit = params.f64("fpr_limit")?;
+        if !(fpr_limit > 0.0 && fpr_limit <= 1.0) {
+            return Err(StageError::invalid_param(format!(
+                "node `{}`: param `fpr_limit` must be in (0, 1], got {fpr_limit}",
+                params.node()
+            )));
+        }
+        Ok(StageImpl::Sink(Box::new(MetricsSink {
+            acc: Accumulators::new(),
+            fpr_limit,
+            save_accumulators: params.bool("save_accumulators")?,
+        })))
+    }
+}
+
+struct MetricsSink {
+    acc: Accumulators,
+    fpr_limit: f64,
+    save_accumulators: bool,
+}
+
+impl Sink for MetricsSink {
+    fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()> {
+        let view = sample_view(sample)?;
+        Ok(self.acc.add(&view)?)
+    }
+
+    fn finish(&mut self, ctx: &FinishContext) -> StageResult<SinkReport> {
+        let dir = Path::new(ctx.out_dir.as_str());
+        let (res, files) = finish_outputs(&mut self.acc, dir, self.fpr_limit, self.save_accumulators)
+            .map_err(|e| StageError::from(e).context(format!("node `{}`", ctx.node_id)))?;
+        let json = serde_json::to_string(&res).map_err(|e| StageError::internal(e.to_string()))?;
+        Ok(SinkReport {
+            markdown: results::markdown(&res).into(),
+            json: json.into(),
+            files: relative_files(dir, files),
+        })
+    }
+}
+
+anoflow_sdk::export_plugin! { stages: [SegmentationMetrics] }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+//! Stage-level tests of `segmentation-metrics` through the SDK harness.
+
+use super::*;
+use accumulate::merge;
+use anoflow_sdk::harness::{scratch_dir, StageHarness};
+use anoflow_sdk::value::PortValue;
+use results::MEAN;
+
+pub(crate) fn sample_meta(id: &str, category: &str, anomalous: bool, index: u64) -> SampleMeta {
+    let mut m = SampleMeta::new(id, category, "test");
+    m.label = if anomalous { LABEL_ANOMALOUS } else { LABEL_NOMINAL };
+    m.defect = if anomalous { "crack" } else { "good" }.into();
+    m.index = index;
+    m
+}
+
+pub(crate) fn port(port: &str, source: &str, value: Value) -> PortValue {
+    PortValue { port: port.into(), source: source.into(), value }
+}
+
+pub(crate) fn mask(h: u32, w: u32, d: &[u8]) -> Value {
+    Mask::new(h, w, d.to_vec()).unwrap().into()
+}
+
+pub(crate) fn score(h: u32, w: u32, d: &[f32]) -> Value {
+    ScoreMap::new(h, w, d.to_vec()).unwrap().into()
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-12)
+}
+
+/// Two categories of tiny images whose every figure is computed by hand in the comments.
+fn hand_case() -> Vec<(SampleMeta, Vec<PortValue>)> {
+    vec![
+        // Category a, anomalous 2x3: GT = top-left two pixels (one component of 2).
+        (
+            sample_meta("a/1", "a", true, 0),
+            vec![
+                port("gt", "data.mask", mask(2, 3, &[1, 1, 0, 0, 0, 0])),
+                port("masks", "thr.mask", mask(2, 3, &[1, 0, 0, 1, 0, 0])),
+                port("scores", "scorer.score", score(2, 3, &[0.9, 0.8, 0.1, 0.85, 0.2, 0.3])),
+            ],
+        ),
+        // Category a, good.
+        (
+            sample_meta("a/2", "a", false, 1),
+            vec![
+                port("gt", "data.mask", mask(2, 3, &[0; 6])),
+                port("masks", "thr.mask", mask(2, 3, &[0, 0, 0, 0, 0, 1])),
+                port("scores", "scorer.score", score(2, 3, &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])),
+            ],
+        ),
+        // Category b, one anomalous 1x2 image, predicted perfectly.
+        (
+            sample_meta("b/1", "b", true, 2),
+            vec![
+                port("gt", "data.mask", mask(1, 2, &[1, 0])),
+                port("masks", "thr.mask", mask(1, 2, &[1, 0])),
+                port("scores", "scorer.score", score(1, 2, &[0.2, 0.1])),
+            ],
+        ),
+    ]
+}
+
+fn run(params: serde_json::Value, samples: Vec<(SampleMeta, Vec<PortValue>)>) -> (Results, SinkReport, PathBuf) {
+    let mut h = StageHarness::new::<SegmentationMetrics>(params).unwrap();
+    for (m, inputs) in samples {
+        h.consume(&m, inputs).unwrap();
+    }
+    let dir = scratch_dir("metrics");
+    let report = h.finish(&dir).unwrap();
+    let res: Results = serde_json::from_str(&report.json).unwrap();
+    (res, report, dir)
+}
+
+use std::path::PathBuf;
+
+#[test]
+fn hand_computed_figures() {
+    let (res, report, dir) = run(serde_json::json!({}), hand_case());
+    let g =
+        |cat: &str, src: &str, metric: &str, subset: &str, pooling: &str| res.get(cat, src, metric, subset, pooling);
+    // Mask, category a. Anomalous image: tp 1, fp 1, fn 1, tn 3. Good image: fp 1, tn 5.
+    assert!(close(g("a", "thr.mask", "precision", "anomalous", "pixels"), 0.5));
+    assert!(close(g("a", "thr.mask", "recall", "anomalous", "pixels"), 0.5));
+    assert!(close(g("a", "thr.mask", "f1", "anomalous", "pixels"), 0.5));
+    assert!(close(g("a", "thr.mask", "iou", "anomalous", "pixels"), 1.0 / 3.0));
+    // All images pooled: tp 1, fp 2, fn 1 -> P 1/3, R 1/2, F1 2/5, IoU 1/4.
+    assert!(close(g("a", "thr.mask", "precision", "all", "pixels"), 1.0 / 3.0));
+    assert!(close(g("a", "thr.mask", "f1", "all", "pixels"), 0.4));
+    assert!(close(g("a", "thr.mask", "iou", "all", "pixels"), 0.25));
+    // Per image: F1 0.5 and 0 (a false alarm on a good image) -> mean 0.25.
+    assert!(close(g("a", "thr.mask", "f1", "all", "image-mean"), 0.25));
+    assert!(close(g("a", "thr.mask", "fp_area", "good", "pixels"), 1.0 / 6.0));
+    assert!(close(g("a", "thr.mask", "good_images_with_fp", "good", "images"), 1.0));
+    // Means over categories: F1 (0.5 + 1) / 2; fp_area only defined in a.
+    assert!(close(g(MEAN, "thr.mask", "f1", "anomalous", "pixels"), 0.75));
+    assert!(close(g(MEAN, "thr.mask", "fp_area", "good", "pixels"), 1.0 / 6.0));
+    assert_eq!(res.records.iter().find(|r| r.category == MEAN && r.metric == "fp_area").unwrap().n, 1);
+
+    // Scores, category a. Positives 0.9, 0.8; 10 negatives, of which only 0.85 lies between them.
+    // AUROC = (10 + 9) / 20.
+    assert!(close(g("a", "scorer.score", "pixel_auroc", "all", "pixels"), 0.95));
+    // F1 by threshold: .9 -> 2/3, .85 -> 1/2, .8 -> 4/5 (tp 2, fp 1), lower -> less.
+    assert!(close(g("a", "scorer.score", "f1_max", "all", "pixels"), 0.8));
+    assert!(close(g("a", "scorer.score", "f1_max_threshold", "all", "pixels"), f64::from(0.8f32)));
+    assert!(close(g("a", "scorer.score", "f1_max", "anomalous", "pixels"), 0.8));
+    // PRO curve (fpr, pro): (0,0) (0,.5) (.1,.5) (.1,1) (.2,1) (.3,1) ... -> area .05 + .2 = .25, / .3.
+    assert!(close(g("a", "scorer.score", "aupro", "all", "pixels"), 0.25 / 0.3));
+    // Image AUROC from the map maxima .9 vs .6.
+    assert!(close(g("a", "scorer.score", "image_auroc", "all", "images"), 1.0));
+    assert_eq!(g("b", "scorer.score", "image_auroc", "all", "images"), None, "b has no good image");
+    assert!(close(g(MEAN, "scorer.score", "pixel_auroc", "all", "pixels"), 0.975));
+    assert_eq!(res.image_score_origin["scorer.score"], "max");
+
+    // Labels: masks deployable, score figures oracle.
+    for r in &res.records {
+        let expected = if r.source_kind == "mask" { "deployable" } else { "oracle" };
+        assert_eq!(r.regime, expected, "{r:?}");
+    }
+    // Files and the printed table.
+    for f in ["results.json", "results.csv", "results.md", ACCUMULATORS_FILE] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let md = report.markdown.as_str();
+    assert!(md.contains("| category | thr |"), "{md}");
+    assert!(md.contains("| a | 0.500 |"), "{md}");
+    assert!(md.contains("| **mean** | 0.750 |"), "{md}");
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    assert!(csv.contains("a,thr.mask,mask,f1,anomalous,pixels,deployable,0.5,1\n"), "{csv}");
+    assert!(report.files.iter().any(|f| f.ends_with("/results.json")));
+}
+
+#[test]
+fn paired_image_scores_are_used_and_lone_ones_reported() {
+    let mut samples = hand_case();
+    // Image scores that rank the good image above the anomalous one: AUROC 0.
+    samples[0].1.push(port("image_scores", "scorer.image_score", Value::Scalar(0.1)));
+    samples[1].1.push(port("image_scores", "scorer.image_score", Value::Scalar(0.7)));
+    samples[2].1.push(port("image_scores", "scorer.image_score", Value::Scalar(0.5)));
+    samples[0].1.push(port("image_scores", "other.image_score", Value::Scalar(0.9)));
+    samples[1].1.push(port("image_scores", "other.image_score", Value::Scalar(0.2)));
+    samples[2].1.push(port("image_scores", "other.image_score", Value::Scalar(0.5)));
+    let (res, report, _) = run(serde_json::json!({}), samples);
+    assert_eq!(res.get("a", "scorer.score", "image_auroc", "all", "images"), Some(0.0));
+    assert_eq!(res.image_score_origin["scorer.score"], "scorer.image_score");
+    assert_eq!(res.get("a", "other.image_score", "image_auroc", "all", "images"), Some(1.0));
+    assert!(report.markdown.contains("| other.image_score | 1.000 |"), "{}", report.markdown);
+}
+
+#[test]
+fn size_mismatch_names_sample_and_sizes() {
+    let mut h = StageHarness::new::<SegmentationMetrics>(serde_json::json!({})).unwrap();
+    let inputs = vec![
+        port("gt", "data.mask", Mask::zeros(224, 224).unwrap().into()),
+        port("masks", "ttt.mask", Mask::zeros(224, 200).unwrap().into()),
+    ];
+    let err = h.consume(&sample_meta("bottle/test/crack/003", "bottle", true, 0), inputs).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("sample `bottle/test/crack/003`"), "{msg}");
+    assert!(msg.contains("mask `ttt.mask` is 224x200 (h x w) but its ground truth mask is 224x224"), "{msg}");
+
+    let inputs = vec![
+        port("gt", "data.mask", Mask::zeros(2, 2).unwrap().into()),
+        port("scores", "s.score", score(2, 2, &[0.0, f32::NAN, 0.0, 0.0])),
+    ];
+    let err = h.consume(&sample_meta("x/1", "x", true, 0), inputs).unwrap_err();
+    assert!(err.to_string().contains("score map `s.score` holds a non-finite value (NaN) at pixel 1"), "{err}");
+}
+
+#[test]
+fn changing_sources_mid_run_is_an_error() {
+    let mut h = StageHarness::new::<SegmentationMetrics>(serde_json::json!({})).unwrap();
+    let samples = hand_case();
+    let (m, inputs) = samples[0].clone();
+    h.consume(&m, inputs).unwrap();
+    let inputs = vec![port("gt", "data.mask", mask(2, 3, &[0; 6])), port("masks", "ttt.mask", mask(2, 3, &[0; 6]))];
+    let err = h.consume(&sample_meta("a/9", "a", false, 9), inputs).unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("its masks inputs are [ttt.mask], but earlier samples of the category had [thr.mask]"));
+}
+
+/// Deterministic pseudo-random numbers for test data (splitmix64).
+pub(crate) struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    }
+    pub fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Realistic 224x224 samples: a blob defect on anomalous images, a smooth score map that is
+/// higher on the defect, a mask from a threshold and a mask that is dilated.
+pub(crate) fn realistic(n: usize, categories: &[&str], seed: u64) -> Vec<(SampleMeta, Vec<PortValue>)> {
+    let (h, w) = (224usize, 224usize);
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| {
+            let category = categories[i % categories.len()];
+            let anomalous = i % 3 != 0;
+            let (cy, cx, r) = (40.0 + rng.unit() * 140.0, 40.0 + rng.unit() * 140.0, 6.0 + rng.unit() * 20.0);
+            let mut gt = vec![0u8; h * w];
+            let mut s = vec![0f32; h * w];
+            for y in 0..h {
+                for x in 0..w {
+                    let d = ((y as f32 - cy).powi(2) + (x as f32 - cx).powi(2)).sqrt();
+                    let inside = anomalous && d < r;
+                    gt[y * w + x] = u8::from(inside);
+                    let bump = if anomalous { (-(d / r).powi(2)).exp() } else { 0.0 };
+                    // Quantized noise makes ties, which the metrics must handle.
+                    s[y * w + x] = ((bump + 0.5 * rng.unit()) * 256.0).round() / 256.0;
+                }
+            }
+            let thr: Vec<u8> = s.iter().map(|&v| u8::from(v > 0.55)).collect();
+            let wide: Vec<u8> = s.iter().map(|&v| u8::from(v > 0.4)).collect();
+            let inputs = vec![
+                port("gt", "data.mask", mask(h as u32, w as u32, &gt)),
+                port("masks", "thr.mask", mask(h as u32, w as u32, &thr)),
+                port("masks", "ttt.mask", mask(h as u32, w as u32, &wide)),
+                port("scores", "scorer.score", score(h as u32, w as u32, &s)),
+                port("image_scores", "scorer.image_score", Value::Scalar(f64::from(rng.unit()))),
+            ];
+            (sample_meta(&format!("{category}/{i:03}"), category, anomalous, i as u64), inputs)
+        })
+        .collect()
+}
+
+fn accumulate(samples: &[(SampleMeta, Vec<PortValue>)]) -> Accumulators {
+    let mut acc = Accumulators::new();
+    for (m, inputs) in samples {
+        acc.add(&sample_view(&Sample::new(m, inputs)).unwrap()).unwrap();
+    }
+    acc
+}
+
+#[test]
+fn shards_merge_exactly_through_the_binary_file() {
+    let samples = realistic(24, &["bottle", "cable"], 7);
+    let mut whole = accumulate(&samples);
+    let expected = results::compute(&mut whole, 0.3);
+
+    let dir = scratch_dir("metrics-merge");
+    let (a, b) = samples.split_at(10);
+    // Shard a is sorted (written after finish), shard b is written as is: both paths merge.
+    let mut acc_a = accumulate(a);
+    let mut acc_b = accumulate(b);
+    finish_outputs(&mut acc_a, &dir.join("a"), 0.3, true).unwrap();
+    acc_b.write(&dir.join("b.bin")).unwrap();
+    let (merged, files) =
+        merge_files(&[&dir.join("a").join(ACCUMULATORS_FILE), &dir.join("b.bin")], &dir.join("m"), 0.3).unwrap();
+    assert_eq!(merged.records.len(), expected.records.len());
+    for (m, e) in merged.records.iter().zip(&expected.records) {
+        assert_eq!(m, e, "merged shards must give the same figures, bit for bit");
+    }
+    assert_eq!(merged, expected);
+    assert!(files.contains(&"results.json".to_string()));
+
+    // Merging a shard with itself is refused.
+    let again = Accumulators::read(&dir.join("b.bin")).unwrap();
+    let err = merge(Accumulators::read(&dir.join("b.bin")).unwrap(), again).unwrap_err();
+    assert!(err.to_string().contains("is in both results"), "{err}");
+
+    // The figures are sane for this data: the score separates, the masks overlap the defects.
+    let auroc = expected.get(MEAN, "scorer.score", "pixel_auroc", "all", "pixels").unwrap();
+    assert!(auroc > 0.9 && auroc < 1.0, "{auroc}");
+    let f1 = expected.get(MEAN, "thr.mask", "f1", "anomalous", "pixels").unwrap();
+    assert!(f1 > 0.2 && f1 < 1.0, "{f1}");
+}
+
+#[test]
+fn corrupt_accumulator_files_are_rejected() {
+    let mut acc = accumulate(&realistic(3, &["c"], 1));
+    let bytes = acc.to_bytes();
+    assert!(Accumulators::from_bytes(&bytes[..bytes.len() - 3], "x.bin").is_err());
+    let err = Accumulators::from_bytes(b"PNG.....", "x.bin").unwrap_err();
+    assert!(err.to_string().contains("x.bin: "), "{err}");
+    let back = Accumulators::from_bytes(&bytes, "x.bin").unwrap();
+    let mut again = back.clone();
+    assert_eq!(again.to_bytes(), bytes);
+}
