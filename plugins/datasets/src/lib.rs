@@ -1,0 +1,24 @@
+//! Dataset sources for anoflow.
+//!
+//! - `synthetic`: a deterministic MVTec-like dataset rendered in memory ([`synth`]); the
+//!   `make-synthetic` binary writes the same data in the MVTec AD or MVTec 3D-AD layout;
+//! - `mvtec-ad`, `mvtec-3d`: the two MVTec layouts;
+//! - `folder`: directories or globs of images with masks matched by relative stem + suffix.
+//!
+//! Listing is deterministic (sorted directory order, seeded validation hold-out); loading
+//! reads one sample, so the host can load samples in parallel.
+
+pub mod common;
+pub mod folder;
+pub mod mvtec;
+pub mod synth;
+pub mod synthetic;
+
+pub use folder::Folder;
+pub use mvtec::{Mvtec3d, MvtecAd};
+pub use synthetic::{write_mvtec_3d, write_mvtec_ad, Synthetic};
+
+anoflow_sdk::export_plugin! { stages: [Synthetic, MvtecAd, Mvtec3d, Folder] }
+
+#[cfg(test)]
+mod disk_tests;

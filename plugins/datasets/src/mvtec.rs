@@ -1,0 +1,270 @@
+//! The `mvtec-ad` and `mvtec-3d` sources.
+
+use std::path::{Path, PathBuf};
+
+use anoflow_sdk::prelude::*;
+
+use crate::common::{
+    category_param, dir_name, file_stem, files_with_ext, pick_split, reindex, resolve_categories, sample_meta, subdirs,
+    validation_holdout, DatasetError, Result, SPLITS,
+};
+
+fn category_spec(doc: &str) -> ParamSpec {
+    ParamSpec::with_default("category", ParamType::Any, serde_json::json!("all"), doc)
+}
+
+// ---------------------------------------------------------------------------------------
+// MVTec AD
+
+const AD: &str = "mvtec-ad";
+
+/// The `mvtec-ad` stage.
+pub struct MvtecAd;
+
+impl StagePlugin for MvtecAd {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::source(
+            AD,
+            "MVTec AD layout: <root>/<category>/train/good, test/<defect>, ground_truth/<defect>/<name>_mask.png",
+        )
+        .output("image", ValueKind::Image, "u8 RGB image (grey categories are replicated to 3 channels)")
+        .output("mask", ValueKind::Mask, "ground-truth mask (all zeros for good images)")
+        .param(ParamSpec::required("root", ParamType::Path, "dataset root (holds one directory per category)"))
+        .param(category_spec("a category name, a list of names, or `all` (every category directory under root)"))
+        .param(ParamSpec::float(
+            "validation_fraction",
+            0.2,
+            "fraction of train/good held out as the validation split (seeded)",
+        ))
+        .param(ParamSpec::int("seed", 0, "seed of the validation hold-out"))
+        .splits(&SPLITS)
+    }
+
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        let root = params.path("root")?;
+        let categories = resolve_categories(AD, &root, &category_param(params, "category")?)?;
+        let seed: i64 = params.get("seed")?;
+        Ok(StageImpl::Source(Box::new(MvtecAdSource {
+            root,
+            categories,
+            validation_fraction: params.f64_in("validation_fraction", 0.0, 0.9)?,
+            seed: seed as u64,
+        })))
+    }
+}
+
+struct MvtecAdSource {
+    root: PathBuf,
+    categories: Vec<String>,
+    validation_fraction: f64,
+    seed: u64,
+}
+
+/// `<cat>/ground_truth/<defect>/<stem>_mask.png` for `<cat>/test/<defect>/<stem>.png`.
+pub fn mvtec_ad_mask_path(image: &Path) -> Option<PathBuf> {
+    let defect_dir = image.parent()?;
+    let cat_dir = defect_dir.parent()?.parent()?;
+    Some(cat_dir.join("ground_truth").join(dir_name(defect_dir)).join(format!("{}_mask.png", file_stem(image))))
+}
+
+fn require_dir(stage: &'static str, dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(DatasetError::MissingDir { stage, dir: dir.to_path_buf() })
+    }
+}
+
+impl MvtecAdSource {
+    fn list_split(&self, split: &str) -> Result<Vec<SampleMeta>> {
+        let mut metas = Vec::new();
+        for cat in &self.categories {
+            let cat_dir = self.root.join(cat);
+            match split {
+                "train" | "validation" => {
+                    let dir = cat_dir.join("train").join("good");
+                    require_dir(AD, &dir)?;
+                    let files = files_with_ext(AD, &dir, &["png"])?;
+                    let held = validation_holdout(files.len(), self.validation_fraction, self.seed, cat);
+                    for f in pick_split(files, &held, split) {
+                        let id = format!("{cat}/train/good/{}", file_stem(&f));
+                        metas.push(sample_meta(id, cat, split, "good", &f, 0));
+                    }
+                }
+                "test" => {
+                    let test_dir = cat_dir.join("test");
+                    require_dir(AD, &test_dir)?;
+                    for defect_dir in subdirs(AD, &test_dir)? {
+                        let defect = dir_name(&defect_dir);
+                        for f in files_with_ext(AD, &defect_dir, &["png"])? {
+                            if defect != "good" {
+                                let mask = mvtec_ad_mask_path(&f).unwrap_or_default();
+                                if !mask.is_file() {
+                                    return Err(DatasetError::MissingMask { stage: AD, image: f, mask });
+                                }
+                            }
+                            let id = format!("{cat}/test/{defect}/{}", file_stem(&f));
+                            metas.push(sample_meta(id, cat, split, &defect, &f, 0));
+                        }
+                    }
+                }
+                other => return Err(DatasetError::UnknownSplit { stage: AD, split: other.into() }),
+            }
+        }
+        if metas.is_empty() {
+            let why = match split {
+                "validation" if self.validation_fraction == 0.0 => "validation_fraction is 0".to_string(),
+                "validation" => "too few train/good images to hold any out".to_string(),
+                "test" => format!("no PNG images under `<category>/test/*` for {}", self.categories.join(", ")),
+                _ => format!("no PNG images in `<category>/train/good` for {}", self.categories.join(", ")),
+            };
+            return Err(DatasetError::EmptySplit {
+                stage: AD,
+                split: split.into(),
+                why: format!("{why} (root `{}`)", self.root.display()),
+            });
+        }
+        Ok(reindex(metas))
+    }
+}
+
+impl Source for MvtecAdSource {
+    fn list(&self, split: &str) -> StageResult<Vec<SampleMeta>> {
+        Ok(self.list_split(split)?)
+    }
+
+    fn load(&self, meta: &SampleMeta) -> StageResult<Outputs> {
+        let path = PathBuf::from(meta.path.as_str());
+        let image = anoflow_imaging::read_image_rgb(&path).map_err(DatasetError::from)?;
+        let (h, w) = (image.height(), image.width());
+        let mask = if meta.defect == "good" {
+            Mask::zeros(h as u32, w as u32)?
+        } else {
+            let mask_path = mvtec_ad_mask_path(&path).unwrap_or_default();
+            anoflow_imaging::read_mask(&mask_path, Some((h, w))).map_err(DatasetError::from)?
+        };
+        Ok(Outputs::new().with("image", image).with("mask", mask))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// MVTec 3D-AD
+
+const AD3: &str = "mvtec-3d";
+
+/// The `mvtec-3d` stage.
+pub struct Mvtec3d;
+
+impl StagePlugin for Mvtec3d {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::source(
+            AD3,
+            "MVTec 3D-AD layout: <root>/<category>/{train,validation,test}/<defect>/{rgb,xyz,gt}/NNN.{png,tiff,png}",
+        )
+        .output("image", ValueKind::Image, "u8 RGB image")
+        .output("xyz", ValueKind::PointCloud, "organized point cloud aligned with the image (zeros = no point)")
+        .output("mask", ValueKind::Mask, "ground-truth mask (all zeros for good images without gt)")
+        .param(ParamSpec::required("root", ParamType::Path, "dataset root (holds one directory per category)"))
+        .param(category_spec("a category name, a list of names, or `all`"))
+        .splits(&SPLITS)
+    }
+
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        let root = params.path("root")?;
+        let categories = resolve_categories(AD3, &root, &category_param(params, "category")?)?;
+        Ok(StageImpl::Source(Box::new(Mvtec3dSource { root, categories })))
+    }
+}
+
+struct Mvtec3dSource {
+    root: PathBuf,
+    categories: Vec<String>,
+}
+
+/// `(xyz, gt)` paths beside `<defect>/rgb/NNN.png`.
+fn companions(rgb: &Path) -> Option<(PathBuf, PathBuf)> {
+    let defect_dir = rgb.parent()?.parent()?;
+    let stem = file_stem(rgb);
+    Some((defect_dir.join("xyz").join(format!("{stem}.tiff")), defect_dir.join("gt").join(format!("{stem}.png"))))
+}
+
+impl Mvtec3dSource {
+    fn list_split(&self, split: &str) -> Result<Vec<SampleMeta>> {
+        if !SPLITS.contains(&split) {
+            return Err(DatasetError::UnknownSplit { stage: AD3, split: split.into() });
+        }
+        let mut metas = Vec::new();
+        for cat in &self.categories {
+            let split_dir = self.root.join(cat).join(split);
+            require_dir(AD3, &split_dir)?;
+            for defect_dir in subdirs(AD3, &split_dir)? {
+                let defect = dir_name(&defect_dir);
+                let rgb_dir = defect_dir.join("rgb");
+                require_dir(AD3, &rgb_dir)?;
+                for f in files_with_ext(AD3, &rgb_dir, &["png"])? {
+                    let (xyz, gt) = companions(&f).unwrap_or_default();
+                    if !xyz.is_file() {
+                        return Err(DatasetError::MissingCompanion {
+                            stage: AD3,
+                            what: "point cloud",
+                            dir: defect_dir.clone(),
+                            image: f,
+                            expected: xyz,
+                        });
+                    }
+                    if defect != "good" && !gt.is_file() {
+                        return Err(DatasetError::MissingMask { stage: AD3, image: f, mask: gt });
+                    }
+                    let id = format!("{cat}/{split}/{defect}/{}", file_stem(&f));
+                    metas.push(sample_meta(id, cat, split, &defect, &f, 0));
+                }
+            }
+        }
+        if metas.is_empty() {
+            return Err(DatasetError::EmptySplit {
+                stage: AD3,
+                split: split.into(),
+                why: format!(
+                    "no images in `<category>/{split}/*/rgb` for {} (root `{}`)",
+                    self.categories.join(", "),
+                    self.root.display()
+                ),
+            });
+        }
+        Ok(reindex(metas))
+    }
+}
+
+impl Source for Mvtec3dSource {
+    fn list(&self, split: &str) -> StageResult<Vec<SampleMeta>> {
+        Ok(self.list_split(split)?)
+    }
+
+    fn load(&self, meta: &SampleMeta) -> StageResult<Outputs> {
+        let rgb = PathBuf::from(meta.path.as_str());
+        let image = anoflow_imaging::read_image_rgb(&rgb).map_err(DatasetError::from)?;
+        let (h, w) = (image.height(), image.width());
+        let (xyz_path, gt) = companions(&rgb).unwrap_or_default();
+        let xyz = anoflow_imaging::read_tiff_f32_xyz(&xyz_path).map_err(DatasetError::from)?;
+        if (xyz.height(), xyz.width()) != (h, w) {
+            return Err(DatasetError::SizeMismatch {
+                stage: AD3,
+                path: xyz_path,
+                image: rgb,
+                found_h: xyz.height(),
+                found_w: xyz.width(),
+                expected_h: h,
+                expected_w: w,
+            }
+            .into());
+        }
+        let mask = if gt.is_file() {
+            anoflow_imaging::read_mask(&gt, Some((h, w))).map_err(DatasetError::from)?
+        } else if meta.defect == "good" {
+            Mask::zeros(h as u32, w as u32)?
+        } else {
+            return Err(DatasetError::MissingMask { stage: AD3, image: rgb, mask: gt }.into());
+        };
+        Ok(Outputs::new().with("image", image).with("xyz", xyz).with("mask", mask))
+    }
+}
