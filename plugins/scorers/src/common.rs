@@ -1,0 +1,114 @@
+//! What the three scorers share: reading checked feature maps, collecting fit rows, and
+//! turning per-patch scores into image-resolution score maps.
+
+use anoflow_sdk::prelude::*;
+
+use crate::maps::{gaussian_blur, upsample_bilinear};
+
+/// The feature map on port `features`, refused if it holds NaN or infinity.
+pub fn checked_features<'a>(sample: &Sample<'a>, node: &str) -> StageResult<&'a FeatureMap> {
+    let fm = sample.feature_map("features")?;
+    if let Some(i) = fm.data().iter().position(|v| !v.is_finite()) {
+        let c = fm.channels();
+        let (cell, ch) = (i / c, i % c);
+        return Err(StageError::invalid_input(format!(
+            "node `{node}`, sample `{}`: feature map holds {} at cell (y {}, x {}), channel {ch}",
+            sample.meta.id,
+            fm.data()[i],
+            cell / fm.width(),
+            cell % fm.width()
+        )));
+    }
+    Ok(fm)
+}
+
+/// Refuses a feature map whose channel count differs from the fitted one.
+pub fn check_dim(node: &str, sample: &Sample<'_>, fitted: usize, found: usize) -> StageResult<()> {
+    if fitted != found {
+        return Err(StageError::invalid_input(format!(
+            "node `{node}`, sample `{}`: feature map has {found} channels but the scorer was fitted on {fitted}",
+            sample.meta.id
+        )));
+    }
+    Ok(())
+}
+
+/// Patch rows gathered over the fit split, all of one dimension.
+#[derive(Default)]
+pub struct FitRows {
+    pub rows: Vec<f32>,
+    pub dim: usize,
+    pub samples: usize,
+    first_sample: String,
+}
+
+impl FitRows {
+    pub fn observe(&mut self, node: &str, sample: &Sample<'_>) -> StageResult<()> {
+        let fm = checked_features(sample, node)?;
+        if self.samples == 0 {
+            self.dim = fm.channels();
+            self.first_sample = sample.meta.id.to_string();
+        } else if fm.channels() != self.dim {
+            return Err(StageError::invalid_input(format!(
+                "node `{node}`, sample `{}`: feature map has {} channels but fit sample `{}` had {}",
+                sample.meta.id,
+                fm.channels(),
+                self.first_sample,
+                self.dim
+            )));
+        }
+        self.rows.extend_from_slice(fm.data());
+        self.samples += 1;
+        Ok(())
+    }
+
+    /// Refuses an empty fit split.
+    pub fn require_some(&self, node: &str) -> StageResult<()> {
+        if self.samples == 0 {
+            return Err(StageError::invalid_input(format!(
+                "node `{node}`: the fit split delivered no samples; nothing to fit on"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How a per-patch score grid becomes an image-resolution map.
+#[derive(Clone, Copy, Debug)]
+pub struct MapShaping {
+    pub sigma: f32,
+}
+
+impl MapShaping {
+    pub fn from_params(params: &Params) -> StageResult<Self> {
+        Ok(Self { sigma: params.f64_in("sigma", 0.0, 1000.0)? as f32 })
+    }
+
+    /// Upsamples `scores` (`fm.height() x fm.width()`) to the image size, then blurs it. The
+    /// image size is that of the optional `like` input, else the feature size times its stride.
+    pub fn shape_map(&self, sample: &Sample<'_>, fm: &FeatureMap, scores: &[f32]) -> StageResult<ScoreMap> {
+        let (fh, fw) = (fm.height(), fm.width());
+        let (h, w) = match sample.maybe("like") {
+            Some(v) => v.spatial_size().ok_or_else(|| {
+                StageError::invalid_input(format!(
+                    "sample `{}`: input `like` is a {}, which has no height and width",
+                    sample.meta.id,
+                    v.kind()
+                ))
+            })?,
+            None => ((fh as f32 * fm.stride()).round() as usize, (fw as f32 * fm.stride()).round() as usize),
+        };
+        let (h, w) = (h.max(1), w.max(1));
+        let up = if (h, w) == (fh, fw) { scores.to_vec() } else { upsample_bilinear(scores, fh, fw, h, w) };
+        ScoreMap::new(h as u32, w as u32, gaussian_blur(&up, h, w, self.sigma))
+    }
+}
+
+/// The descriptor parts every scorer shares: ports and the map-shaping param.
+pub fn scorer_ports(desc: StageDescriptor) -> StageDescriptor {
+    desc.input("features", ValueKind::FeatureMap, "patch features, channels-last (one row per cell)")
+        .optional_input("like", ValueKind::Any, "any spatial value whose size the score map takes (e.g. the image)")
+        .output("score", ValueKind::ScoreMap, "anomaly score map at image resolution")
+        .output("image_score", ValueKind::Scalar, "image-level anomaly score")
+        .param(ParamSpec::float("sigma", 4.0, "Gaussian blur sigma applied to the upsampled map, in pixels (0: none)"))
+}

@@ -1,0 +1,22 @@
+//! Upstream anomaly scorers over patch features (channels-last feature maps from
+//! `patch-aggregate`): `patchcore` (coreset memory bank + nearest neighbour), `padim`
+//! (per-position Gaussian, Mahalanobis distance) and `pca-residual` (reconstruction error of a
+//! PCA fitted on nominal patches). Each outputs a score map at image resolution, upsampled
+//! bilinearly and Gaussian-blurred, and an image score.
+
+mod common;
+pub mod coreset;
+pub mod linalg;
+mod maps;
+pub mod padim;
+pub mod patchcore;
+pub mod pca;
+pub mod state;
+#[cfg(test)]
+mod testdata;
+
+pub use padim::Padim;
+pub use patchcore::PatchCore;
+pub use pca::PcaResidual;
+
+anoflow_sdk::export_plugin! { stages: [PatchCore, Padim, PcaResidual] }

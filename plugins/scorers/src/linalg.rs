@@ -1,0 +1,496 @@
+//! Dense linear algebra the scorers need: a checked wrapper over `matrixmultiply`'s GEMM,
+//! exact nearest-neighbour search built on it, Cholesky factors and a symmetric
+//! eigendecomposition (Householder tridiagonalisation + implicit QL, as in EISPACK/JAMA).
+
+use rayon::prelude::*;
+
+/// A row-major or strided view of a matrix for [`sgemm`].
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `rows x cols` matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+    /// The transpose of a row-major `rows x cols` matrix (a `cols x rows` view).
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows: cols, cols: rows, row_stride: 1, col_stride: cols }
+    }
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `c = alpha * a * b + beta * c`, with `c` row-major `a.rows x b.cols`.
+///
+/// # Panics
+/// If the shapes do not agree or a view does not fit its buffer (internal invariants).
+pub fn sgemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32]) {
+    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
+    assert!(a.fits() && b.fits(), "gemm: a view exceeds its buffer");
+    assert_eq!(c.len(), a.rows * b.cols, "gemm: output has the wrong size");
+    if a.rows == 0 || b.cols == 0 {
+        return;
+    }
+    // SAFETY: every index the kernel reads, (i * rs + j * cs) for i < rows, j < cols, was
+    // checked above to lie inside its slice; `c` is exactly m x n, row-major, exclusive.
+    unsafe {
+        matrixmultiply::sgemm(
+            a.rows,
+            a.cols,
+            b.cols,
+            alpha,
+            a.data.as_ptr(),
+            a.row_stride as isize,
+            a.col_stride as isize,
+            b.data.as_ptr(),
+            b.row_stride as isize,
+            b.col_stride as isize,
+            beta,
+            c.as_mut_ptr(),
+            b.cols as isize,
+            1,
+        );
+    }
+}
+
+/// Squared Euclidean distance, written with eight independent accumulators so it vectorises.
+pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            let d = x[l] - y[l];
+            acc[l] += d * d;
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += (x - y) * (x - y);
+    }
+    s
+}
+
+/// Squared norm of each row of a row-major matrix with `dim` columns.
+pub fn row_sq_norms(data: &[f32], dim: usize) -> Vec<f32> {
+    data.chunks_exact(dim).map(|r| r.iter().map(|v| v * v).sum()).collect()
+}
+
+/// Query rows per tile and bank rows per chunk: one distance tile is 256 x 2048 f32 (2 MiB),
+/// so memory stays bounded whatever the bank size.
+const QUERY_TILE: usize = 256;
+const BANK_CHUNK: usize = 2048;
+
+/// Exact nearest neighbours of `queries` (row-major, `dim` columns) among `bank` rows.
+///
+/// Distances are found as |q|^2 + |b|^2 - 2 q.b with GEMM tiles; the winner's distance is then
+/// recomputed directly, so the returned value carries no cancellation error. Returns
+/// (Euclidean distance, bank index) per query. Query tiles run in parallel when `parallel`.
+pub fn nearest_neighbours(
+    bank: &[f32],
+    bank_norms: &[f32],
+    queries: &[f32],
+    dim: usize,
+    parallel: bool,
+) -> Vec<(f32, u32)> {
+    assert!(dim > 0 && bank.len() == bank_norms.len() * dim);
+    let nq = queries.len() / dim;
+    assert_eq!(nq * dim, queries.len(), "queries are whole rows");
+    let mut out = vec![(f32::INFINITY, 0u32); nq];
+    if bank_norms.is_empty() {
+        return out;
+    }
+    let tile = |(qt, res): (&[f32], &mut [(f32, u32)])| {
+        let rows = qt.len() / dim;
+        let qn = row_sq_norms(qt, dim);
+        let mut best = vec![(f32::INFINITY, 0u32); rows];
+        let mut dots = vec![0.0f32; rows * BANK_CHUNK.min(bank_norms.len())];
+        for (ci, (chunk, cn)) in bank.chunks(BANK_CHUNK * dim).zip(bank_norms.chunks(BANK_CHUNK)).enumerate() {
+            let m = cn.len();
+            let dots = &mut dots[..rows * m];
+            sgemm(1.0, View::rows(qt, rows, dim), View::transposed(chunk, m, dim), 0.0, dots);
+            for (i, row) in dots.chunks_exact(m).enumerate() {
+                let b = &mut best[i];
+                for (j, (&dot, &n)) in row.iter().zip(cn).enumerate() {
+                    let d2 = qn[i] + n - 2.0 * dot;
+                    if d2 < b.0 {
+                        *b = (d2, (ci * BANK_CHUNK + j) as u32);
+                    }
+                }
+            }
+        }
+        for (i, (r, b)) in res.iter_mut().zip(&best).enumerate() {
+            let j = b.1 as usize;
+            *r = (sq_dist(&qt[i * dim..(i + 1) * dim], &bank[j * dim..(j + 1) * dim]).sqrt(), b.1);
+        }
+    };
+    if parallel {
+        queries.par_chunks(QUERY_TILE * dim).zip(out.par_chunks_mut(QUERY_TILE)).for_each(tile);
+    } else {
+        queries.chunks(QUERY_TILE * dim).zip(out.chunks_mut(QUERY_TILE)).for_each(tile);
+    }
+    out
+}
+
+/// The `k` rows of `bank` nearest to `query` (exact), nearest first: (Euclidean distance, index).
+pub fn k_nearest_rows(bank: &[f32], query: &[f32], k: usize) -> Vec<(f32, u32)> {
+    let dim = query.len();
+    let mut all: Vec<(f32, u32)> =
+        bank.chunks_exact(dim).enumerate().map(|(j, r)| (sq_dist(r, query), j as u32)).collect();
+    let k = k.min(all.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    all.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.truncate(k);
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.into_iter().map(|(d, j)| (d.sqrt(), j)).collect()
+}
+
+/// Lower Cholesky factor of a symmetric positive definite `n x n` matrix stored packed
+/// lower-triangular (row i holds columns 0..=i), in place. Returns false if not positive definite.
+pub fn cholesky_packed(a: &mut [f64], n: usize) -> bool {
+    let at = |i: usize, j: usize| i * (i + 1) / 2 + j;
+    for i in 0..n {
+        for j in 0..=i {
+            let mut s = a[at(i, j)];
+            let (ri, rj) = (at(i, 0), at(j, 0));
+            for k in 0..j {
+                s -= a[ri + k] * a[rj + k];
+            }
+            if i == j {
+                if s <= 0.0 || !s.is_finite() {
+                    return false;
+                }
+                a[at(i, i)] = s.sqrt();
+            } else {
+                a[at(i, j)] = s / a[at(j, j)];
+            }
+        }
+    }
+    true
+}
+
+/// |L^-1 x|^2 for a packed lower Cholesky factor `l` (forward substitution): the squared
+/// Mahalanobis distance of `x` when `l` factors the covariance.
+pub fn solve_lower_sq_norm(l: &[f64], x: &[f64], z: &mut [f64]) -> f64 {
+    let n = x.len();
+    let mut s = 0.0;
+    for i in 0..n {
+        let row = &l[i * (i + 1) / 2..i * (i + 1) / 2 + i + 1];
+        let mut v = x[i];
+        for k in 0..i {
+            v -= row[k] * z[k];
+        }
+        z[i] = v / row[i];
+        s += z[i] * z[i];
+    }
+    s
+}
+
+/// Eigendecomposition of a symmetric `n x n` matrix (row-major `a`): eigenvalues in
+/// descending order and the matching eigenvectors as the columns of a column-major matrix
+/// (vector `j` is `vecs[j * n..(j + 1) * n]`).
+pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(a.len(), n * n);
+    if n == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    // Column-major storage, so the inner loops below walk contiguous columns.
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            v[j * n + i] = a[i * n + j];
+        }
+    }
+    let mut d = vec![0.0; n];
+    let mut e = vec![0.0; n];
+    tred2(&mut v, &mut d, &mut e, n);
+    tql2(&mut v, &mut d, &mut e, n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&x, &y| d[y].total_cmp(&d[x]));
+    let values = order.iter().map(|&j| d[j]).collect();
+    let mut vecs = Vec::with_capacity(n * n);
+    for &j in &order {
+        vecs.extend_from_slice(&v[j * n..(j + 1) * n]);
+    }
+    (values, vecs)
+}
+
+/// Householder reduction to tridiagonal form (JAMA's `tred2`); `v` is column-major.
+fn tred2(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
+    let ix = |r: usize, c: usize| c * n + r;
+    for j in 0..n {
+        d[j] = v[ix(n - 1, j)];
+    }
+    for i in (1..n).rev() {
+        let mut scale = 0.0;
+        let mut h = 0.0;
+        for dk in &d[..i] {
+            scale += dk.abs();
+        }
+        if scale == 0.0 {
+            e[i] = d[i - 1];
+            for j in 0..i {
+                d[j] = v[ix(i - 1, j)];
+                v[ix(i, j)] = 0.0;
+                v[ix(j, i)] = 0.0;
+            }
+        } else {
+            for dk in &mut d[..i] {
+                *dk /= scale;
+                h += *dk * *dk;
+            }
+            let mut f = d[i - 1];
+            let mut g = h.sqrt();
+            if f > 0.0 {
+                g = -g;
+            }
+            e[i] = scale * g;
+            h -= f * g;
+            d[i - 1] = f - g;
+            for ej in &mut e[..i] {
+                *ej = 0.0;
+            }
+            for j in 0..i {
+                f = d[j];
+                v[ix(j, i)] = f;
+                g = e[j] + v[ix(j, j)] * f;
+                for k in j + 1..i {
+                    g += v[ix(k, j)] * d[k];
+                    e[k] += v[ix(k, j)] * f;
+                }
+                e[j] = g;
+            }
+            f = 0.0;
+            for j in 0..i {
+                e[j] /= h;
+                f += e[j] * d[j];
+            }
+            let hh = f / (h + h);
+            for j in 0..i {
+                e[j] -= hh * d[j];
+            }
+            for j in 0..i {
+                f = d[j];
+                g = e[j];
+                for k in j..i {
+                    v[ix(k, j)] -= f * e[k] + g * d[k];
+                }
+                d[j] = v[ix(i - 1, j)];
+                v[ix(i, j)] = 0.0;
+            }
+        }
+        d[i] = h;
+    }
+    for i in 0..n - 1 {
+        v[ix(n - 1, i)] = v[ix(i, i)];
+        v[ix(i, i)] = 1.0;
+        let h = d[i + 1];
+        if h != 0.0 {
+            for k in 0..=i {
+                d[k] = v[ix(k, i + 1)] / h;
+            }
+            for j in 0..=i {
+                let mut g = 0.0;
+                for k in 0..=i {
+                    g += v[ix(k, i + 1)] * v[ix(k, j)];
+                }
+                for k in 0..=i {
+                    v[ix(k, j)] -= g * d[k];
+                }
+            }
+        }
+        for k in 0..=i {
+            v[ix(k, i + 1)] = 0.0;
+        }
+    }
+    for j in 0..n {
+        d[j] = v[ix(n - 1, j)];
+        v[ix(n - 1, j)] = 0.0;
+    }
+    v[ix(n - 1, n - 1)] = 1.0;
+    e[0] = 0.0;
+}
+
+/// Symmetric tridiagonal QL with implicit shifts (JAMA's `tql2`); `v` is column-major.
+fn tql2(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
+    for i in 1..n {
+        e[i - 1] = e[i];
+    }
+    e[n - 1] = 0.0;
+    let mut f = 0.0;
+    let mut tst1: f64 = 0.0;
+    let eps = f64::EPSILON;
+    for l in 0..n {
+        tst1 = tst1.max(d[l].abs() + e[l].abs());
+        let mut m = l;
+        while m < n - 1 && e[m].abs() > eps * tst1 {
+            m += 1;
+        }
+        if m > l {
+            loop {
+                let mut g = d[l];
+                let mut p = (d[l + 1] - g) / (2.0 * e[l]);
+                let mut r = p.hypot(1.0);
+                if p < 0.0 {
+                    r = -r;
+                }
+                d[l] = e[l] / (p + r);
+                d[l + 1] = e[l] * (p + r);
+                let dl1 = d[l + 1];
+                let mut h = g - d[l];
+                for di in &mut d[l + 2..n] {
+                    *di -= h;
+                }
+                f += h;
+                p = d[m];
+                let mut c = 1.0;
+                let mut c2 = c;
+                let mut c3 = c;
+                let el1 = e[l + 1];
+                let mut s = 0.0;
+                let mut s2 = 0.0;
+                for i in (l..m).rev() {
+                    c3 = c2;
+                    c2 = c;
+                    s2 = s;
+                    g = c * e[i];
+                    h = c * p;
+                    r = p.hypot(e[i]);
+                    e[i + 1] = s * r;
+                    s = e[i] / r;
+                    c = p / r;
+                    p = c * d[i] - s * g;
+                    d[i + 1] = h + s * (c * g + s * d[i]);
+                    let (lo, hi) = v.split_at_mut((i + 1) * n);
+                    let (col_i, col_i1) = (&mut lo[i * n..], &mut hi[..n]);
+                    for (vi, vi1) in col_i.iter_mut().zip(col_i1.iter_mut()) {
+                        let h = *vi1;
+                        *vi1 = s * *vi + c * h;
+                        *vi = c * *vi - s * h;
+                    }
+                }
+                p = -s * s2 * c3 * el1 * e[l] / dl1;
+                e[l] = s * p;
+                d[l] = c * p;
+                if e[l].abs() <= eps * tst1 {
+                    break;
+                }
+            }
+        }
+        d[l] += f;
+        e[l] = 0.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn nearest_neighbours_equal_brute_force_f64_on_1536_dims() {
+        let dim = 1536;
+        // 2500 bank rows cross a chunk border; 300 queries cross a tile border.
+        let bank = random(2500 * dim, 1);
+        let mut queries = random(300 * dim, 2);
+        // A few queries sit almost on a bank row: the cancellation-prone case.
+        for q in 0..5 {
+            for c in 0..dim {
+                queries[q * dim + c] = bank[(100 + q) * dim + c] + 1e-3;
+            }
+        }
+        let norms = row_sq_norms(&bank, dim);
+        for parallel in [false, true] {
+            let got = nearest_neighbours(&bank, &norms, &queries, dim, parallel);
+            for (q, &(d, j)) in got.iter().enumerate() {
+                let qr = &queries[q * dim..(q + 1) * dim];
+                let (bd, bj) = bank
+                    .chunks_exact(dim)
+                    .enumerate()
+                    .map(|(j, r)| (r.iter().zip(qr).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>(), j))
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                    .unwrap();
+                assert_eq!(j as usize, bj, "query {q}");
+                let bd = bd.sqrt();
+                assert!((d as f64 - bd).abs() <= 1e-5 * bd.max(1e-3) + 1e-6, "query {q}: {d} vs {bd}");
+            }
+        }
+    }
+
+    #[test]
+    fn k_nearest_rows_are_sorted_and_exact() {
+        let bank: Vec<f32> = [0.0, 0.0, 3.0, 4.0, 1.0, 0.0, 0.0, 2.0].to_vec();
+        let got = k_nearest_rows(&bank, &[0.0, 0.0], 3);
+        assert_eq!(got, vec![(0.0, 0), (1.0, 2), (2.0, 3)]);
+    }
+
+    #[test]
+    fn gemm_matches_naive_product_with_transposed_views() {
+        let (m, k, n) = (37, 129, 53);
+        let a = random(m * k, 3);
+        let b = random(n * k, 4);
+        let mut c = vec![0.0; m * n];
+        sgemm(1.0, View::rows(&a, m, k), View::transposed(&b, n, k), 0.0, &mut c);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum();
+                assert!((c[i * n + j] - want).abs() < 1e-4, "{i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn eigen_reconstructs_a_symmetric_matrix() {
+        let n = 120;
+        let x = random(n * 300, 5);
+        // A = X X^T / 300: symmetric positive semi-definite, with a repeated zero block.
+        let mut a = vec![0.0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                a[i * n + j] = (0..300).map(|t| x[i * 300 + t] as f64 * x[j * 300 + t] as f64).sum::<f64>() / 300.0;
+            }
+        }
+        let (vals, vecs) = symmetric_eigen(&a, n);
+        assert!(vals.windows(2).all(|w| w[0] >= w[1]));
+        for i in 0..n {
+            for j in 0..n {
+                let r: f64 = (0..n).map(|t| vecs[t * n + i] * vals[t] * vecs[t * n + j]).sum();
+                assert!((r - a[i * n + j]).abs() < 1e-9, "{i},{j}: {r} vs {}", a[i * n + j]);
+                let dot: f64 = (0..n).map(|t| vecs[i * n + t] * vecs[j * n + t]).sum();
+                assert!((dot - f64::from(u8::from(i == j))).abs() < 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn cholesky_solves_a_known_system() {
+        // [[4, 2], [2, 3]] = L L^T with L = [[2, 0], [1, sqrt 2]].
+        let mut a = vec![4.0, 2.0, 3.0];
+        assert!(cholesky_packed(&mut a, 2));
+        assert!((a[2] - 2f64.sqrt()).abs() < 1e-12);
+        let mut z = vec![0.0; 2];
+        // x^T A^-1 x for x = (1, 1): A^-1 = [[3, -2], [-2, 4]] / 8 -> 3/8.
+        let s = solve_lower_sq_norm(&a, &[1.0, 1.0], &mut z);
+        assert!((s - 3.0 / 8.0).abs() < 1e-12);
+        let mut bad = vec![1.0, 2.0, 1.0];
+        assert!(!cholesky_packed(&mut bad, 2));
+    }
+}

@@ -1,0 +1,270 @@
+//! `patchcore`: memory bank of nominal patch features, reduced by a greedy k-center coreset;
+//! a test patch scores its distance to the nearest bank member (Roth et al., CVPR 2022).
+
+use anoflow_sdk::prelude::*;
+
+use crate::common::{check_dim, checked_features, scorer_ports, FitRows, MapShaping};
+use crate::coreset;
+use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
+use crate::state::{expect_rank, StateReader, StateWriter};
+
+pub struct PatchCore;
+
+impl StagePlugin for PatchCore {
+    fn descriptor() -> StageDescriptor {
+        scorer_ports(StageDescriptor::fitted(
+            "patchcore",
+            "PatchCore: nearest-neighbour distance of each patch to a coreset memory bank of nominal patches",
+        ))
+        .param(ParamSpec::float(
+            "coreset",
+            0.1,
+            "fraction of the train patches kept in the memory bank by greedy k-center (1.0 keeps all)",
+        ))
+        .param(ParamSpec::int(
+            "num_neighbors",
+            3,
+            "b in the image-score reweighting: bank neighbours of the nearest bank member (1: plain max)",
+        ))
+        .param(ParamSpec::int("seed", 0, "seed of the coreset's random projection and starting point"))
+    }
+
+    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
+        let fraction = params.f64("coreset")?;
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(StageError::invalid_param(format!(
+                "node `{}`: param `coreset`: expected a fraction in (0, 1], found {fraction}",
+                ctx.node_id
+            )));
+        }
+        Ok(StageImpl::Fitted(Box::new(PatchCoreStage {
+            node: ctx.node_id.to_string(),
+            fraction,
+            num_neighbors: params.positive("num_neighbors")?,
+            seed: params.get("seed")?,
+            shaping: MapShaping::from_params(params)?,
+            fit: FitRows::default(),
+            bank: None,
+        })))
+    }
+}
+
+/// The fitted memory bank.
+pub struct Bank {
+    pub rows: Vec<f32>,
+    pub norms: Vec<f32>,
+    pub dim: usize,
+}
+
+impl Bank {
+    pub fn new(rows: Vec<f32>, dim: usize) -> Self {
+        let norms = row_sq_norms(&rows, dim);
+        Self { rows, norms, dim }
+    }
+    pub fn len(&self) -> usize {
+        self.norms.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.norms.is_empty()
+    }
+    fn row(&self, i: usize) -> &[f32] {
+        &self.rows[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Builds the bank from fit rows: the coreset of `fraction` of them.
+    pub fn fit(rows: &[f32], dim: usize, fraction: f64, seed: u64) -> Self {
+        let picked = coreset::select(rows, dim, fraction, seed);
+        let mut bank = Vec::with_capacity(picked.len() * dim);
+        for i in picked {
+            bank.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
+        }
+        Self::new(bank, dim)
+    }
+
+    /// Per-patch nearest-neighbour distance and index.
+    pub fn score_patches(&self, patches: &[f32], parallel: bool) -> Vec<(f32, u32)> {
+        nearest_neighbours(&self.rows, &self.norms, patches, self.dim, parallel)
+    }
+
+    /// The paper's image score: s = (1 - exp|m* - t| / sum_{m in N_b(m*)} exp|m - t|) * s*, where
+    /// t is the test patch with the largest nearest-neighbour distance s*, m* its nearest bank
+    /// member and N_b(m*) the b bank members nearest to m* (m* itself among them). With b = 1
+    /// the weight would be 0, so the plain maximum is returned, as in the reference code.
+    pub fn image_score(&self, patches: &[f32], nn: &[(f32, u32)], b: usize) -> f32 {
+        let Some((t, &(s_star, m_star))) = nn.iter().enumerate().max_by(|x, y| x.1 .0.total_cmp(&y.1 .0)) else {
+            return 0.0;
+        };
+        if b <= 1 {
+            return s_star;
+        }
+        let test = &patches[t * self.dim..(t + 1) * self.dim];
+        let support = k_nearest_rows(&self.rows, self.row(m_star as usize), b);
+        let dists: Vec<f64> = support
+            .iter()
+            .map(|&(_, j)| f64::from(crate::linalg::sq_dist(test, self.row(j as usize))).sqrt())
+            .collect();
+        let own = f64::from(s_star);
+        let top = dists.iter().copied().fold(own, f64::max);
+        let denom: f64 = dists.iter().map(|d| (d - top).exp()).sum();
+        // m* is in its own neighbourhood; if ties pushed it out, its term still belongs in the sum.
+        let denom = if support.iter().any(|&(_, j)| j == m_star) { denom } else { denom + (own - top).exp() };
+        let weight = 1.0 - (own - top).exp() / denom;
+        (weight * own) as f32
+    }
+}
+
+struct PatchCoreStage {
+    node: String,
+    fraction: f64,
+    num_neighbors: usize,
+    seed: u64,
+    shaping: MapShaping,
+    fit: FitRows,
+    bank: Option<Bank>,
+}
+
+const STATE_NAME: &str = "patchcore";
+
+impl Fitted for PatchCoreStage {
+    fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
+        self.fit.observe(&self.node, sample)
+    }
+
+    fn finish_fit(&mut self) -> StageResult<()> {
+        self.fit.require_some(&self.node)?;
+        let fit = std::mem::take(&mut self.fit);
+        self.bank = Some(Bank::fit(&fit.rows, fit.dim, self.fraction, self.seed));
+        Ok(())
+    }
+
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        let bank = self
+            .bank
+            .as_ref()
+            .ok_or_else(|| StageError::internal(format!("node `{}`: process called before fitting", self.node)))?;
+        let fm = checked_features(sample, &self.node)?;
+        check_dim(&self.node, sample, bank.dim, fm.channels())?;
+        let nn = bank.score_patches(fm.data(), true);
+        let patch_scores: Vec<f32> = nn.iter().map(|p| p.0).collect();
+        let image_score = bank.image_score(fm.data(), &nn, self.num_neighbors);
+        let map = self.shaping.shape_map(sample, fm, &patch_scores)?;
+        Ok(Outputs::new().with("score", map).with("image_score", f64::from(image_score)))
+    }
+
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        let bank = self
+            .bank
+            .as_ref()
+            .ok_or_else(|| StageError::internal(format!("node `{}`: no fitted bank to save", self.node)))?;
+        Ok(StateWriter::new(STATE_NAME).f32s("bank", &[bank.len(), bank.dim], &bank.rows).finish())
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let mut r = StateReader::parse(state, STATE_NAME).map_err(|e| StageError::from(e).context(&self.node))?;
+        let (dims, rows) = r.f32s("bank").map_err(|e| StageError::from(e).context(&self.node))?;
+        expect_rank("bank", &dims, 2).map_err(|e| StageError::from(e).context(&self.node))?;
+        self.bank = Some(Bank::new(rows, dims[1]));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::{feature_map, nominal_rows, shifted};
+    use anoflow_sdk::harness::{inputs, meta, StageHarness};
+    use serde_json::json;
+
+    fn fit_samples(n: usize, dim: usize) -> Vec<(SampleMeta, Vec<anoflow_sdk::value::PortValue>)> {
+        (0..n)
+            .map(|i| {
+                let fm = feature_map(28, 28, dim, 8.0, nominal_rows(28 * 28, dim, i as u64));
+                (meta(&format!("train/{i}")), inputs(vec![("features", fm.into())]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn anomalous_patches_score_higher_on_a_28x28x1024_map() {
+        let dim = 1024;
+        let mut h = StageHarness::new::<PatchCore>(json!({"coreset": 0.1})).unwrap();
+        h.fit(fit_samples(4, dim)).unwrap();
+        // A test map: nominal everywhere but a 4x4 block shifted off the nominal distribution.
+        let rows = shifted(nominal_rows(28 * 28, dim, 99), 28, dim, (10..14, 12..16), 0.6);
+        let fm = feature_map(28, 28, dim, 8.0, rows);
+        let out = h.process(&meta("test/0"), inputs(vec![("features", fm.clone().into())])).unwrap();
+        let map = out.score_map("score");
+        assert_eq!((map.height(), map.width()), (224, 224));
+        let inside = map.get(12 * 8 + 4, 14 * 8 + 4);
+        let outside = map.get(4 * 8, 4 * 8);
+        assert!(inside > 1.5 * outside, "inside {inside} vs outside {outside}");
+
+        let nominal = feature_map(28, 28, dim, 8.0, nominal_rows(28 * 28, dim, 100));
+        let clean = h.process(&meta("test/1"), inputs(vec![("features", nominal.into())])).unwrap();
+        assert!(out.scalar("image_score") > 1.2 * clean.scalar("image_score"));
+
+        // `like` sets the output size.
+        let like = Mask::zeros(256, 200).unwrap();
+        let out = h.process(&meta("test/2"), inputs(vec![("features", fm.into()), ("like", like.into())])).unwrap();
+        assert_eq!((out.score_map("score").height(), out.score_map("score").width()), (256, 200));
+    }
+
+    #[test]
+    fn image_score_follows_the_paper_formula() {
+        // Bank on a line: 0, 1, 3 (1-D). Test patch t = 10: s* = 7 (nearest m* = 3).
+        // N_3(m*) = {3, 1, 0}: distances from t are 7, 9, 10.
+        let bank = Bank::new(vec![0.0, 1.0, 3.0], 1);
+        let patches = [10.0f32, 2.9];
+        let nn = bank.score_patches(&patches, false);
+        assert_eq!(nn[0], (7.0, 2));
+        let got = bank.image_score(&patches, &nn, 3);
+        let want = (1.0 - 7f64.exp() / (7f64.exp() + 9f64.exp() + 10f64.exp())) * 7.0;
+        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+        assert_eq!(bank.image_score(&patches, &nn, 1), 7.0);
+    }
+
+    #[test]
+    fn save_load_round_trip_gives_identical_scores() {
+        let dim = 1024;
+        let mut a = StageHarness::new::<PatchCore>(json!({"coreset": 0.05, "seed": 7})).unwrap();
+        a.fit(fit_samples(2, dim)).unwrap();
+        let blob = a.save_state().unwrap();
+        let mut b = StageHarness::new::<PatchCore>(json!({"coreset": 0.05, "seed": 7})).unwrap();
+        b.load_state(blob).unwrap();
+        let fm = feature_map(28, 28, dim, 8.0, nominal_rows(28 * 28, dim, 5));
+        let oa = a.process(&meta("t"), inputs(vec![("features", fm.clone().into())])).unwrap();
+        let ob = b.process(&meta("t"), inputs(vec![("features", fm.into())])).unwrap();
+        assert_eq!(oa.score_map("score").data(), ob.score_map("score").data());
+        assert_eq!(oa.scalar("image_score"), ob.scalar("image_score"));
+        let err = b.load_state(b"ANOFLOWS".to_vec()).unwrap_err();
+        assert!(err.message.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let mut h = StageHarness::new::<PatchCore>(json!({})).unwrap();
+        let err = h.fit(Vec::new()).unwrap_err();
+        assert!(err.message.contains("fit split delivered no samples"), "{err}");
+
+        let mut samples = fit_samples(1, 64);
+        let odd = feature_map(4, 4, 32, 8.0, nominal_rows(16, 32, 1));
+        samples.push((meta("train/odd"), inputs(vec![("features", odd.into())])));
+        let err = h.fit(samples).unwrap_err();
+        assert!(
+            err.message.contains("`train/odd`: feature map has 32 channels but fit sample `train/0` had 64"),
+            "{err}"
+        );
+
+        let mut h = StageHarness::new::<PatchCore>(json!({})).unwrap();
+        h.fit(fit_samples(1, 64)).unwrap();
+        let wrong = feature_map(4, 4, 32, 8.0, nominal_rows(16, 32, 1));
+        let err = h.process(&meta("test/7"), inputs(vec![("features", wrong.into())])).unwrap_err();
+        assert!(err.message.contains("sample `test/7`: feature map has 32 channels but the scorer was fitted on 64"));
+        let mut rows = nominal_rows(16, 64, 1);
+        rows[5 * 64 + 3] = f32::NAN;
+        let nan = feature_map(4, 4, 64, 8.0, rows);
+        let err = h.process(&meta("test/8"), inputs(vec![("features", nan.into())])).unwrap_err();
+        assert!(err.message.contains("sample `test/8`: feature map holds NaN at cell (y 1, x 1), channel 3"), "{err}");
+        assert!(StageHarness::new::<PatchCore>(json!({"coreset": 0.0})).is_err());
+    }
+}
