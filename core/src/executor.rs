@@ -154,6 +154,7 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
         }
     }
     let test_samples = runner.test()?;
+    runner.save_sink_states()?;
     let sinks = runner.finish_sinks()?;
 
     let summary = RunSummary {
@@ -415,6 +416,25 @@ impl Runner<'_> {
         Ok(metas.len())
     }
 
+    /// Each sink's accumulated state, kept so that shards can be merged exactly later.
+    fn save_sink_states(&self) -> Result<(), RunError> {
+        for s in 0..self.p.nodes.len() {
+            if self.p.nodes[s].kind() != StageKind::Sink {
+                continue;
+            }
+            match self.stages[s].save_state().into_result() {
+                Ok(state) => {
+                    let path = self.opts.out_dir.join(&self.p.nodes[s].id).join(SINK_STATE_FILE);
+                    write_atomic(&path, &encode_state(&state))
+                        .map_err(|e| self.err("finish", s, None, format!("cannot write {}: {e}", path.display())))?;
+                }
+                Err(e) if e.kind == anoflow_sdk::error::ErrorKind::Unsupported => {}
+                Err(e) => return Err(self.err("finish", s, None, e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
     fn finish_sinks(&mut self) -> Result<Vec<SinkResult>, RunError> {
         let mut results = Vec::new();
         for s in 0..self.p.nodes.len() {
@@ -497,6 +517,8 @@ impl Runner<'_> {
 }
 
 const STATE_MAGIC: &[u8] = b"ANOFLOW-STATE-1\n";
+/// Where a sink's accumulated state is kept inside its output directory.
+pub const SINK_STATE_FILE: &str = "sink.state";
 
 /// A cached state: magic, SHA-256 of the payload, payload. The hash catches corruption.
 fn encode_state(state: &[u8]) -> Vec<u8> {
@@ -514,6 +536,101 @@ fn decode_state(bytes: &[u8]) -> Option<Vec<u8>> {
     }
     let (digest, payload) = rest.split_at(32);
     (Sha256::digest(payload).as_slice() == digest).then(|| payload.to_vec())
+}
+
+/// Merges the sink states of several runs of the same pipeline (typically the shards of
+/// one run) into `out_dir`, as if one run had seen every sample.
+pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usize) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let opts = RunOptions {
+        out_dir: out_dir.to_path_buf(),
+        threads,
+        keep_going: false,
+        shard: None,
+        in_flight: 1,
+        cache_dir: None,
+        progress: false,
+    };
+    let sinks: Vec<usize> = (0..p.nodes.len()).filter(|&n| p.nodes[n].kind() == StageKind::Sink).collect();
+    let mut stages = Vec::new();
+    let mut stats = Vec::new();
+    for node in &p.nodes {
+        // Only sinks are created: merging needs no data.
+        let ctx = CreateContext {
+            node_id: node.id.as_str().into(),
+            params_json: serde_json::Value::Object(node.params.clone()).to_string().into(),
+            base_dir: p.spec.base_dir.to_string_lossy().as_ref().into(),
+            work_dir: out_dir.join(&node.id).to_string_lossy().as_ref().into(),
+            threads: threads as u32,
+        };
+        stats.push(Mutex::new(NodeStats { id: node.id.clone(), stage: node.plugin().to_string(), ..Default::default() }));
+        if node.kind() != StageKind::Sink {
+            continue;
+        }
+        let stage = (node.stage.factory.create)(&ctx).into_result().map_err(|e| RunError {
+            phase: "merge".into(),
+            node: node.id.clone(),
+            stage: node.plugin().to_string(),
+            sample: None,
+            message: e.to_string(),
+        })?;
+        stages.push(stage);
+    }
+    let mut merged_stages: Vec<Option<StageBox>> = Vec::new();
+    let mut it = stages.into_iter();
+    for node in &p.nodes {
+        merged_stages.push(if node.kind() == StageKind::Sink { it.next() } else { None });
+    }
+    for &s in &sinks {
+        let node = &p.nodes[s];
+        let fail = |message: String| RunError {
+            phase: "merge".into(),
+            node: node.id.clone(),
+            stage: node.plugin().to_string(),
+            sample: None,
+            message,
+        };
+        let stage = merged_stages[s].as_mut().ok_or_else(|| fail("sink was not created".into()))?;
+        for run in runs {
+            let path = run.join(&node.id).join(SINK_STATE_FILE);
+            let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+            let state = decode_state(&bytes).ok_or_else(|| fail(format!("{} is corrupt", path.display())))?;
+            stage.load_state(state.into()).into_result().map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        }
+    }
+    // Reuse the runner's finishing code with placeholder stages for non-sinks.
+    let runner_stages: Vec<StageBox> = merged_stages.into_iter().map(|s| s.unwrap_or_else(placeholder_stage)).collect();
+    let mut runner = Runner { p, opts: &opts, stages: runner_stages, stats, failures: Mutex::new(Vec::new()) };
+    std::fs::create_dir_all(out_dir).map_err(|e| RunError {
+        phase: "merge".into(),
+        node: String::new(),
+        stage: String::new(),
+        sample: None,
+        message: format!("cannot create {}: {e}", out_dir.display()),
+    })?;
+    runner.save_sink_states()?;
+    let sinks = runner.finish_sinks()?;
+    Ok(RunSummary {
+        pipeline: p.spec.name.clone(),
+        run_dir: out_dir.to_path_buf(),
+        seconds: started.elapsed().as_secs_f64(),
+        test_samples: 0,
+        shard: None,
+        nodes: Vec::new(),
+        failures: Vec::new(),
+        sinks,
+    })
+}
+
+/// A stage that is never called (merging touches sinks only).
+fn placeholder_stage() -> StageBox {
+    struct Never;
+    impl anoflow_sdk::stage::Map for Never {
+        fn process(&self, _: &anoflow_sdk::stage::Sample<'_>) -> Result<anoflow_sdk::stage::Outputs, StageError> {
+            Err(StageError::unsupported("placeholder stage"))
+        }
+    }
+    anoflow_sdk::stage::StageAdapter::new("placeholder", anoflow_sdk::stage::StageImpl::Map(Box::new(Never))).into_box()
 }
 
 /// The default run directory: `runs/<pipeline>/<UTC timestamp>`.

@@ -37,7 +37,7 @@ struct PluginArgs {
     plugins: Vec<PathBuf>,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct PipelineArgs {
     /// The pipeline file.
     pipeline: PathBuf,
@@ -103,6 +103,14 @@ enum Command {
     Doctor,
     /// Print a JSON Schema of pipeline files, with every loaded stage's params.
     Schema,
+    /// Merge the sink results of several runs of one pipeline (the shards of a run).
+    Merge {
+        /// The run directories (e.g. of `--shard 0/4` ... `--shard 3/4`).
+        runs: Vec<PathBuf>,
+        /// Where the merged results go.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Compare the metrics of two runs.
     Compare { run_a: PathBuf, run_b: PathBuf },
 }
@@ -166,6 +174,115 @@ fn parse_cli() -> (Cli, PluginArgs) {
     (Cli::parse_from(rest), PluginArgs { plugins })
 }
 
+/// Runs one checked pipeline into `opts.out_dir`, with its bookkeeping files.
+fn run_one(checked: &CheckedPipeline, reg: &Registry, opts: &RunOptions) -> Result<executor::RunSummary> {
+    report::write_run_inputs(checked, reg, &opts.out_dir)?;
+    match executor::run(checked, opts) {
+        Ok(summary) => {
+            report::write_run_report(&summary)?;
+            Ok(summary)
+        }
+        Err(e) => {
+            report::write_failed_run(checked, &opts.out_dir, &e)?;
+            bail!("{e}\nthe run stopped; {} says where", opts.out_dir.join("run.json").display());
+        }
+    }
+}
+
+/// Prints each run's sink summaries and the failures; exit 3 when samples were skipped.
+fn finish_run(summaries: &[executor::RunSummary]) -> ExitCode {
+    let mut failed = 0;
+    for summary in summaries {
+        for sink in &summary.sinks {
+            if !sink.markdown.trim().is_empty() {
+                println!("## {}\n\n{}\n", sink.node, sink.markdown.trim_end());
+            }
+        }
+        println!(
+            "ran `{}` on {} test samples in {:.1} s; results in {}",
+            summary.pipeline,
+            summary.test_samples,
+            summary.seconds,
+            summary.run_dir.display()
+        );
+        if !summary.failures.is_empty() {
+            eprintln!("{} samples failed and were skipped:", summary.failures.len());
+            for f in summary.failures.iter().take(20) {
+                eprintln!("  {f}");
+            }
+            failed += summary.failures.len();
+        }
+    }
+    if failed > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Every combination of the sweep axes' values, named `param=value,...`.
+fn sweep_variants(axes: &[spec::SweepAxis]) -> Vec<(String, Vec<Override>)> {
+    let mut variants: Vec<(Vec<String>, Vec<Override>)> = vec![(Vec::new(), Vec::new())];
+    for axis in axes {
+        let path: Vec<String> = axis.path.split('.').map(str::to_string).collect();
+        let short = path.last().cloned().unwrap_or_default();
+        let mut next = Vec::new();
+        for (names, sets) in &variants {
+            for v in &axis.values {
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                let mut names = names.clone();
+                names.push(format!("{short}={text}"));
+                let mut sets = sets.clone();
+                sets.push(Override { path: path.clone(), value: v.clone() });
+                next.push((names, sets));
+            }
+        }
+        variants = next;
+    }
+    variants
+        .into_iter()
+        .map(|(names, sets)| {
+            let name: String = names
+                .join(",")
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || "=,.-_".contains(c) { c } else { '_' })
+                .collect();
+            (name, sets)
+        })
+        .collect()
+}
+
+/// Shards given to `merge` must be distinct and cover 0..n of one n.
+fn check_shards(runs: &[PathBuf]) -> Result<()> {
+    let mut seen = Vec::new();
+    for run in runs {
+        let path = run.join("run.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        if v["status"] != "completed" {
+            bail!("{}: that run did not complete; run it again before merging", run.display());
+        }
+        if let Some(shard) = v["run"]["shard"].as_str() {
+            seen.push((parse_shard(shard)?, run.clone()));
+        }
+    }
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let n = seen[0].0 .1;
+    if seen.len() != runs.len() || seen.iter().any(|((_, m), _)| *m != n) {
+        bail!("merge: every run must be a shard of the same --shard I/{n}");
+    }
+    for i in 0..n {
+        match seen.iter().filter(|((j, _), _)| *j == i).count() {
+            1 => {}
+            0 => bail!("merge: shard {i}/{n} is missing"),
+            _ => bail!("merge: shard {i}/{n} is given more than once"),
+        }
+    }
+    Ok(())
+}
+
 fn registry(args: &PluginArgs) -> Registry {
     Registry::discover(&search_path(&args.plugins))
 }
@@ -214,34 +331,46 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
                 cache_dir,
                 progress: !quiet && std::io::stderr().is_terminal(),
             };
-            report::write_run_inputs(&checked, &reg, &out_dir)?;
-            let summary = match executor::run(&checked, &opts) {
-                Ok(s) => s,
-                Err(e) => {
-                    report::write_failed_run(&checked, &out_dir, &e)?;
-                    bail!("{e}\nthe run stopped; {} says where", out_dir.join("run.json").display());
-                }
-            };
+            if checked.spec.sweep.is_empty() {
+                let summary = run_one(&checked, &reg, &opts)?;
+                return Ok(finish_run(&[summary]));
+            }
+            // A sweep: one run per combination of the axes' values, side by side.
+            let variants = sweep_variants(&checked.spec.sweep);
+            let mut runs = Vec::new();
+            for (name, extra) in variants {
+                let mut set = pipeline.set.clone();
+                set.extend(extra);
+                let args = PipelineArgs { pipeline: pipeline.pipeline.clone(), set };
+                let variant = load_checked(&args, &reg).with_context(|| format!("sweep variant {name}"))?;
+                let opts = RunOptions { out_dir: out_dir.join(&name), ..opts.clone() };
+                eprintln!("sweep variant {name}");
+                runs.push((name, run_one(&variant, &reg, &opts)?));
+            }
+            let table = report::sweep_table(&runs);
+            let path = out_dir.join("sweep.md");
+            anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("# sweep over {} variants\n\n{table}", runs.len());
+            let summaries: Vec<_> = runs.into_iter().map(|(_, s)| s).collect();
+            Ok(finish_run(&summaries))
+        }
+        Command::Merge { runs, out } => {
+            let reg = registry(plugin_args);
+            report_load_failures(&reg);
+            let first = runs.first().context("merge: name the run directories to merge")?;
+            check_shards(&runs)?;
+            let expanded = first.join("pipeline.expanded.yaml");
+            let spec = spec::load(&expanded, &[], &ProcessEnv).map_err(|d| PipelineErrors(d.into_vec()))?;
+            let checked = check::check(spec, &reg)?;
+            let summary = executor::merge(&checked, &runs, &out, 1)?;
             report::write_run_report(&summary)?;
             for sink in &summary.sinks {
                 if !sink.markdown.trim().is_empty() {
                     println!("## {}\n\n{}\n", sink.node, sink.markdown.trim_end());
                 }
             }
-            println!(
-                "ran `{}` on {} test samples in {:.1} s; results in {}",
-                summary.pipeline,
-                summary.test_samples,
-                summary.seconds,
-                summary.run_dir.display()
-            );
-            if !summary.failures.is_empty() {
-                eprintln!("{} samples failed and were skipped:", summary.failures.len());
-                for f in summary.failures.iter().take(20) {
-                    eprintln!("  {f}");
-                }
-                return Ok(ExitCode::from(3));
-            }
+            println!("merged {} runs into {}", runs.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { pipeline } => {

@@ -126,6 +126,51 @@ pub fn compare(a: &Path, b: &Path) -> Result<String> {
     Ok(s)
 }
 
+/// The side-by-side table of a sweep: one row per variant, one column per headline figure
+/// of each sink (a sink's JSON may hold a flat `headline` map of name to number).
+pub fn sweep_table(variants: &[(String, RunSummary)]) -> String {
+    let mut s = String::new();
+    let mut sinks: Vec<String> = Vec::new();
+    for (_, run) in variants {
+        for sink in &run.sinks {
+            if !sinks.contains(&sink.node) {
+                sinks.push(sink.node.clone());
+            }
+        }
+    }
+    for sink in sinks {
+        let mut columns: Vec<String> = Vec::new();
+        for (_, run) in variants {
+            if let Some(h) = run.sinks.iter().find(|x| x.node == sink).and_then(|x| x.json["headline"].as_object()) {
+                for k in h.keys() {
+                    if !columns.contains(k) {
+                        columns.push(k.clone());
+                    }
+                }
+            }
+        }
+        let _ = writeln!(s, "## {sink}\n");
+        if columns.is_empty() {
+            for (name, run) in variants {
+                if let Some(x) = run.sinks.iter().find(|x| x.node == sink) {
+                    let _ = writeln!(s, "### {name}\n\n{}\n", x.markdown.trim_end());
+                }
+            }
+            continue;
+        }
+        let _ = writeln!(s, "| variant | {} |", columns.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---:|".repeat(columns.len()));
+        for (name, run) in variants {
+            let h = run.sinks.iter().find(|x| x.node == sink).map(|x| x.json["headline"].clone()).unwrap_or(Json::Null);
+            let cells: Vec<String> =
+                columns.iter().map(|c| h[c.as_str()].as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.4}"))).collect();
+            let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+        }
+        s.push('\n');
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,11 @@
 //! `anoflow doctor`: what the host can see, and how to fix what is missing.
 
-use std::fmt::Write;
+use std::{
+    fmt::Write,
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
 
 use crate::registry::{Registry, PLUGIN_PATH_ENV};
 
@@ -34,5 +39,83 @@ pub fn report(reg: &Registry) -> (String, bool) {
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let _ = writeln!(s, "  CONFLICT stage `{stage}` exported by: {}", list.join(", "));
     }
+    healthy &= runtime_section(&mut s);
+    healthy &= models_section(&mut s);
     (s, healthy)
+}
+
+fn runtime_section(s: &mut String) -> bool {
+    let _ = writeln!(s, "\nONNX Runtime (for onnx-features and onnx-scorer):");
+    match anoflow_ort_locate::locate() {
+        Ok(lib) => {
+            let version = lib.version.map_or_else(|| "version unknown".to_string(), |v| format!("version {v}"));
+            let _ = writeln!(s, "  ok   {} ({version}, found through {})", lib.path.display(), lib.found_by);
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(s, "  FAIL {e}");
+            false
+        }
+    }
+}
+
+/// The first `models/manifest.yaml` above the current directory or the executable.
+fn find_manifest() -> Option<PathBuf> {
+    let starts = [std::env::current_dir().ok(), std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))];
+    for start in starts.into_iter().flatten() {
+        let mut cur = Some(start);
+        while let Some(d) = cur {
+            let m = d.join("models/manifest.yaml");
+            if m.is_file() {
+                return Some(m);
+            }
+            cur = d.parent().map(Path::to_path_buf);
+        }
+    }
+    None
+}
+
+fn models_section(s: &mut String) -> bool {
+    let _ = writeln!(s, "\nmodels:");
+    let Some(manifest) = find_manifest() else {
+        let _ = writeln!(s, "  no models/manifest.yaml above the current directory; run tools/setup.sh in the project");
+        return false;
+    };
+    let dir = manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let parsed: Result<serde_json::Value, String> = std::fs::read_to_string(&manifest)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_yaml::from_str(&t).map_err(|e| e.to_string()));
+    let value = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(s, "  FAIL {}: {e}", manifest.display());
+            return false;
+        }
+    };
+    let mut healthy = true;
+    for m in value["models"].as_array().into_iter().flatten() {
+        let name = m["name"].as_str().unwrap_or("?");
+        let file = dir.join(m["file"].as_str().unwrap_or_default());
+        let expected = m["sha256"].as_str().unwrap_or_default();
+        match std::fs::read(&file) {
+            Ok(bytes) => {
+                let found = hex::encode(Sha256::digest(&bytes));
+                if found == expected {
+                    let _ = writeln!(s, "  ok   {name}: {}", file.display());
+                } else {
+                    healthy = false;
+                    let _ = writeln!(s, "  FAIL {name}: {} has sha256 {found}, the manifest expects {expected}", file.display());
+                }
+            }
+            // Optional models (exported by users with internet) are reported, not required.
+            Err(_) if name != "mobilenet_v2" => {
+                let _ = writeln!(s, "  --   {name}: {} not present (optional)", file.display());
+            }
+            Err(e) => {
+                healthy = false;
+                let _ = writeln!(s, "  FAIL {name}: {}: {e}; run tools/setup.sh", file.display());
+            }
+        }
+    }
+    healthy
 }
