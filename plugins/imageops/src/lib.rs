@@ -1,0 +1,484 @@
+//! Image operations for anoflow pipelines.
+//!
+//! - `resize-crop` (map): PatchCore's preprocessing, shorter side to `resize` then a centre
+//!   crop of `crop x crop`, applied consistently to the image (bilinear), the mask (nearest)
+//!   and the point cloud (bilinear over valid points only);
+//! - `write-png` (sink): writes every connected image, mask and score map of each test sample
+//!   as PNG, atomically.
+
+use std::path::{Path, PathBuf};
+
+use anoflow_imaging::{Interp, PointInterp};
+use anoflow_sdk::abi::{FinishContext, SinkReport};
+use anoflow_sdk::prelude::*;
+
+// ---------------------------------------------------------------------------------------
+// resize-crop
+
+/// The `resize-crop` stage.
+pub struct ResizeCrop;
+
+impl StagePlugin for ResizeCrop {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::map(
+            "resize-crop",
+            "Shorter side to `resize`, then a centre crop of `crop` x `crop`: image bilinear, mask nearest, xyz over valid points",
+        )
+        .input("image", ValueKind::Image, "image (u8 stays u8, rounded; f32 stays f32)")
+        .optional_input("mask", ValueKind::Mask, "mask of the same size as the image (nearest neighbour)")
+        .optional_input("xyz", ValueKind::PointCloud, "point cloud of the same size as the image")
+        .output("image", ValueKind::Image, "resized and cropped image")
+        .output("mask", ValueKind::Mask, "resized and cropped mask (when `mask` is connected)")
+        .output("xyz", ValueKind::PointCloud, "resized and cropped point cloud (when `xyz` is connected)")
+        .param(ParamSpec::int("resize", 256, "target length of the shorter side (0: no resize)"))
+        .param(ParamSpec::int("crop", 224, "side of the centre crop (0: no crop)"))
+        .param(ParamSpec::choice(
+            "interpolation",
+            &["bilinear-antialias", "bilinear"],
+            "image filter: bilinear-antialias averages the footprint when shrinking (PIL, torchvision on PIL images); \
+             bilinear samples 4 pixels (torch F.interpolate)",
+        ))
+        .param(ParamSpec::choice(
+            "xyz_interpolation",
+            &["valid-bilinear", "nearest"],
+            "point-cloud filter: valid-bilinear averages valid points only (invalid when under half the weight is valid)",
+        ))
+    }
+
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        let opt = |name: &str| -> StageResult<Option<usize>> {
+            let v = params.usize(name)?;
+            Ok((v > 0).then_some(v))
+        };
+        let interp = match params.string("interpolation")?.as_str() {
+            "bilinear" => Interp::Bilinear,
+            _ => Interp::BilinearAntialias,
+        };
+        let xyz_interp = match params.string("xyz_interpolation")?.as_str() {
+            "nearest" => PointInterp::Nearest,
+            _ => PointInterp::ValidBilinear { antialias: interp == Interp::BilinearAntialias },
+        };
+        let (resize, crop) = (opt("resize")?, opt("crop")?);
+        if let (Some(r), Some(c)) = (resize, crop) {
+            if c > r {
+                return Err(StageError::invalid_param(format!(
+                    "node `{}`: param `crop`: {c} is larger than `resize` {r}; the crop must fit in the resized image",
+                    params.node()
+                )));
+            }
+        }
+        Ok(StageImpl::Map(Box::new(ResizeCropStage { resize, crop, interp, xyz_interp })))
+    }
+}
+
+/// The geometry of one resize-crop: from `h x w` to `out_h x out_w`.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    h: usize,
+    w: usize,
+    resized: (usize, usize),
+    out: (usize, usize),
+}
+
+pub struct ResizeCropStage {
+    resize: Option<usize>,
+    crop: Option<usize>,
+    interp: Interp,
+    xyz_interp: PointInterp,
+}
+
+impl ResizeCropStage {
+    fn plan(&self, h: usize, w: usize, id: &str) -> StageResult<Plan> {
+        let resized = self.resize.map_or((h, w), |s| anoflow_imaging::shorter_side_size(h, w, s));
+        let out = match self.crop {
+            Some(c) if c > resized.0 || c > resized.1 => {
+                return Err(StageError::invalid_input(format!(
+                    "sample `{id}`: cannot crop {c}x{c} out of the {}x{} resized image",
+                    resized.0, resized.1
+                )))
+            }
+            Some(c) => (c, c),
+            None => resized,
+        };
+        Ok(Plan { h, w, resized, out })
+    }
+
+    fn image(&self, img: &Image, p: &Plan) -> StageResult<Image> {
+        let c = img.channels();
+        let data = img.to_f32();
+        let resized = anoflow_imaging::resize(&data, p.h, p.w, c, p.resized.0, p.resized.1, self.interp)
+            .map_err(StageError::from)?;
+        let cropped = anoflow_imaging::center_crop(&resized, p.resized.0, p.resized.1, c, p.out.0, p.out.1)
+            .map_err(StageError::from)?;
+        let (oh, ow) = (p.out.0 as u32, p.out.1 as u32);
+        match img.pixels() {
+            Pixels::U8(_) => {
+                Image::from_u8(oh, ow, c as u32, cropped.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect())
+            }
+            Pixels::F32(_) => Image::from_f32(oh, ow, c as u32, cropped),
+        }
+    }
+
+    fn mask(&self, m: &Mask, p: &Plan) -> StageResult<Mask> {
+        let resized = anoflow_imaging::resize_nearest(m.data(), p.h, p.w, 1, p.resized.0, p.resized.1)
+            .map_err(StageError::from)?;
+        let cropped = anoflow_imaging::center_crop(&resized, p.resized.0, p.resized.1, 1, p.out.0, p.out.1)
+            .map_err(StageError::from)?;
+        Mask::new(p.out.0 as u32, p.out.1 as u32, cropped)
+    }
+
+    fn xyz(&self, pc: &PointCloud, p: &Plan) -> StageResult<PointCloud> {
+        let resized = anoflow_imaging::resize_points(pc.data(), p.h, p.w, p.resized.0, p.resized.1, self.xyz_interp)
+            .map_err(StageError::from)?;
+        let cropped = anoflow_imaging::center_crop(&resized, p.resized.0, p.resized.1, 3, p.out.0, p.out.1)
+            .map_err(StageError::from)?;
+        PointCloud::new(p.out.0 as u32, p.out.1 as u32, cropped)
+    }
+}
+
+fn same_size(id: &str, port: &str, found: (usize, usize), image: (usize, usize)) -> StageResult<()> {
+    if found != image {
+        return Err(StageError::invalid_input(format!(
+            "sample `{id}`: `{port}` is {}x{} but `image` is {}x{}; they must be aligned",
+            found.0, found.1, image.0, image.1
+        )));
+    }
+    Ok(())
+}
+
+impl Map for ResizeCropStage {
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        let id = sample.meta.id.as_str();
+        let img = sample.image("image")?;
+        let (h, w) = (img.height(), img.width());
+        let plan = self.plan(h, w, id)?;
+        let mut out = Outputs::new().with("image", self.image(img, &plan)?);
+        if sample.maybe("mask").is_some() {
+            let m = sample.mask("mask")?;
+            same_size(id, "mask", (m.height(), m.width()), (h, w))?;
+            out.push("mask", self.mask(m, &plan)?);
+        }
+        if sample.maybe("xyz").is_some() {
+            let pc = sample.point_cloud("xyz")?;
+            same_size(id, "xyz", (pc.height(), pc.width()), (h, w))?;
+            out.push("xyz", self.xyz(pc, &plan)?);
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// write-png
+
+/// The `write-png` stage.
+pub struct WritePng;
+
+impl StagePlugin for WritePng {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::sink(
+            "write-png",
+            "Writes each test sample's connected images, masks and score maps as PNG files (atomically)",
+        )
+        .optional_input("image", ValueKind::Image, "the input image, written as image.png")
+        .optional_input("gt", ValueKind::Mask, "ground truth, written as gt.png (0/255)")
+        .optional_multi_input("masks", ValueKind::Mask, "binary masks, written as mask_<node.port>.png (0/255)")
+        .optional_multi_input("scores", ValueKind::ScoreMap, "score maps, written as score_<node.port>.png (8-bit, see `score_range`)")
+        .param(ParamSpec::string(
+            "out_dir",
+            "",
+            "directory to write into (empty: this node's directory in the run directory); files go to <out_dir>/<sample id>/",
+        ))
+        .param(ParamSpec::choice(
+            "score_range",
+            &["per-map", "fixed"],
+            "score to 8-bit: per-map maps each map's min..max to 0..255 (a flat map gives 0); \
+             fixed maps score_min..score_max to 0..255, clamping outside",
+        ))
+        .param(ParamSpec::float("score_min", 0.0, "score written as 0 with score_range: fixed"))
+        .param(ParamSpec::float("score_max", 1.0, "score written as 255 with score_range: fixed"))
+    }
+
+    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
+        let out_dir: String = params.string("out_dir")?;
+        let out_dir =
+            if out_dir.is_empty() { PathBuf::from(ctx.work_dir.as_str()) } else { params.resolve_path(&out_dir) };
+        let range = match params.string("score_range")?.as_str() {
+            "fixed" => {
+                let (lo, hi) = (params.f64("score_min")? as f32, params.f64("score_max")? as f32);
+                if hi <= lo {
+                    return Err(StageError::invalid_param(format!(
+                        "node `{}`: param `score_max` ({hi}) must be above `score_min` ({lo})",
+                        params.node()
+                    )));
+                }
+                Some((lo, hi))
+            }
+            _ => None,
+        };
+        Ok(StageImpl::Sink(Box::new(WritePngStage { out_dir, range, files: Vec::new() })))
+    }
+}
+
+pub struct WritePngStage {
+    out_dir: PathBuf,
+    /// `None`: per-map min-max; `Some((lo, hi))`: fixed range.
+    range: Option<(f32, f32)>,
+    files: Vec<PathBuf>,
+}
+
+/// A score map as 8-bit grey: `round(255 * (v - lo) / (hi - lo))`, clamped; `lo..hi` is the
+/// map's own min..max unless a fixed range is given; a flat map (or NaN) gives 0.
+pub fn score_to_u8(data: &[f32], range: Option<(f32, f32)>) -> Vec<u8> {
+    let (lo, hi) = range.unwrap_or_else(|| {
+        data.iter().filter(|v| v.is_finite()).fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)))
+    });
+    let span = hi - lo;
+    data.iter()
+        .map(|&v| {
+            if span.is_nan() || span <= 0.0 || !v.is_finite() {
+                0
+            } else {
+                (255.0 * (v - lo) / span).round().clamp(0.0, 255.0) as u8
+            }
+        })
+        .collect()
+}
+
+/// A file-name-safe form of an edge name (`node.port[label]`) or sample id component.
+fn safe_name(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
+}
+
+impl WritePngStage {
+    fn sample_dir(&self, id: &str) -> PathBuf {
+        // Keep the id's hierarchy (`cat/test/defect/000`) but nothing that climbs out.
+        let mut dir = self.out_dir.clone();
+        for part in id.split('/').filter(|p| !p.is_empty() && *p != "." && *p != "..") {
+            dir.push(safe_name(part));
+        }
+        dir
+    }
+
+    fn write(&mut self, path: PathBuf, h: usize, w: usize, c: usize, data: &[u8]) -> StageResult<()> {
+        anoflow_imaging::write_png_u8(&path, h, w, c, data)?;
+        self.files.push(path);
+        Ok(())
+    }
+}
+
+impl Sink for WritePngStage {
+    fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()> {
+        let dir = self.sample_dir(&sample.meta.id);
+        if let Some(Value::Image(img)) = sample.maybe("image") {
+            let c = img.channels();
+            if !matches!(c, 1 | 3 | 4) {
+                return Err(StageError::invalid_input(format!(
+                    "sample `{}`: cannot write an image with {c} channels as PNG",
+                    sample.meta.id
+                )));
+            }
+            self.write(dir.join("image.png"), img.height(), img.width(), c, &img.to_u8())?;
+        }
+        if sample.maybe("gt").is_some() {
+            let m = sample.mask("gt")?;
+            let data: Vec<u8> = m.data().iter().map(|&v| v * 255).collect();
+            self.write(dir.join("gt.png"), m.height(), m.width(), 1, &data)?;
+        }
+        let masks: Vec<(String, Mask)> = sample
+            .all("masks")
+            .map(|(src, v)| match v {
+                Value::Mask(m) => Ok((src.to_string(), m.clone())),
+                other => Err(StageError::invalid_input(format!("`masks` from `{src}` is a {}", other.kind()))),
+            })
+            .collect::<StageResult<_>>()?;
+        for (src, m) in masks {
+            let data: Vec<u8> = m.data().iter().map(|&v| v * 255).collect();
+            self.write(dir.join(format!("mask_{}.png", safe_name(&src))), m.height(), m.width(), 1, &data)?;
+        }
+        let scores: Vec<(String, ScoreMap)> = sample
+            .all("scores")
+            .map(|(src, v)| match v {
+                Value::ScoreMap(m) => Ok((src.to_string(), m.clone())),
+                other => Err(StageError::invalid_input(format!("`scores` from `{src}` is a {}", other.kind()))),
+            })
+            .collect::<StageResult<_>>()?;
+        for (src, s) in scores {
+            let data = score_to_u8(s.data(), self.range);
+            self.write(dir.join(format!("score_{}.png", safe_name(&src))), s.height(), s.width(), 1, &data)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, ctx: &FinishContext) -> StageResult<SinkReport> {
+        // Paths relative to the run directory when they are inside it.
+        let run_dir = Path::new(ctx.out_dir.as_str()).parent().map(Path::to_path_buf).unwrap_or_default();
+        let files: Vec<String> =
+            self.files.iter().map(|f| f.strip_prefix(&run_dir).unwrap_or(f).to_string_lossy().into_owned()).collect();
+        let markdown = format!("write-png: {} PNG files under `{}`", files.len(), self.out_dir.display());
+        let json = serde_json::json!({ "files_written": files.len(), "out_dir": self.out_dir.display().to_string() });
+        Ok(SinkReport {
+            markdown: markdown.into(),
+            json: json.to_string().into(),
+            files: files.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        let files: Vec<String> = self.files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+        serde_json::to_vec(&files).map_err(|e| StageError::internal(format!("write-png state: {e}")))
+    }
+
+    fn merge_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let files: Vec<String> = serde_json::from_slice(state)
+            .map_err(|e| StageError::invalid_input(format!("write-png: not a state this sink saved: {e}")))?;
+        self.files.extend(files.into_iter().map(PathBuf::from));
+        Ok(())
+    }
+}
+
+anoflow_sdk::export_plugin! { stages: [ResizeCrop, WritePng] }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anoflow_sdk::harness::{inputs, meta, scratch_dir, StageHarness};
+    use anoflow_sdk::value::PortValue;
+    use serde_json::json;
+
+    fn image(out: &anoflow_sdk::harness::HarnessOutputs) -> Image {
+        match out.get("image") {
+            Some(Value::Image(i)) => i.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn resize_crop_aligns_image_mask_and_xyz() {
+        let h = StageHarness::new::<ResizeCrop>(json!({})).unwrap();
+        // 300 x 400: a vertical stripe (x in 180..220) in image, mask and a z bump.
+        let (ih, iw) = (300usize, 400usize);
+        let mut px = vec![40u8; ih * iw * 3];
+        let mut mask = vec![0u8; ih * iw];
+        let mut xyz = vec![0.0f32; ih * iw * 3];
+        for y in 0..ih {
+            for x in 0..iw {
+                let i = y * iw + x;
+                let stripe = (180..220).contains(&x);
+                if stripe {
+                    px[i * 3..i * 3 + 3].copy_from_slice(&[200, 200, 200]);
+                    mask[i] = 1;
+                }
+                // The left quarter has no points.
+                if x >= 100 {
+                    xyz[i * 3..i * 3 + 3].copy_from_slice(&[x as f32, y as f32, if stripe { 12.0 } else { 10.0 }]);
+                }
+            }
+        }
+        let ins = inputs(vec![
+            ("image", Image::from_u8(ih as u32, iw as u32, 3, px).unwrap().into()),
+            ("mask", Mask::new(ih as u32, iw as u32, mask).unwrap().into()),
+            ("xyz", PointCloud::new(ih as u32, iw as u32, xyz).unwrap().into()),
+        ]);
+        let out = h.process(&meta("s"), ins).unwrap();
+        let img = image(&out);
+        assert_eq!((img.height(), img.width(), img.channels()), (224, 224, 3));
+        let m = out.mask("mask");
+        assert_eq!((m.height(), m.width()), (224, 224));
+        // 400 -> 341 wide (256 * 400 / 300), crop offset round(117 / 2) = 58: the stripe lands
+        // at x = 180 * 341/400 - 58 ~ 95.5 .. 129.5.
+        let row: Vec<u8> = (0..224).map(|x| m.data()[100 * 224 + x]).collect();
+        let first = row.iter().position(|&v| v == 1).unwrap();
+        let last = row.iter().rposition(|&v| v == 1).unwrap();
+        assert!((95..=97).contains(&first) && (128..=130).contains(&last), "{first}..{last}");
+        // The bright stripe sits where the mask is.
+        let pix = img.to_u8();
+        assert!(pix[(100 * 224 + 112) * 3] > 190 && pix[(100 * 224 + 20) * 3] < 50);
+        let Some(Value::PointCloud(pc)) = out.get("xyz") else { panic!("xyz") };
+        // Left of x = 100 * 341/400 - 58 ~ 27 there are no points; z never mixes with zeros.
+        assert!(!pc.is_valid(100, 10) && pc.is_valid(100, 60));
+        for y in 0..224 {
+            for x in 0..224 {
+                let z = pc.point(y, x)[2];
+                assert!(z == 0.0 || (10.0..=12.0).contains(&z), "({y},{x}) z={z}");
+            }
+        }
+    }
+
+    #[test]
+    fn resize_crop_checks_sizes_and_params() {
+        let h = StageHarness::new::<ResizeCrop>(json!({"resize": 64, "crop": 48})).unwrap();
+        let ins = inputs(vec![
+            ("image", Image::from_u8(80, 80, 3, vec![0; 80 * 80 * 3]).unwrap().into()),
+            ("mask", Mask::zeros(80, 60).unwrap().into()),
+        ]);
+        let err = h.process(&meta("bad"), ins).unwrap_err();
+        assert!(err.message.contains("sample `bad`: `mask` is 80x60 but `image` is 80x80"), "{err}");
+        let err = StageHarness::new::<ResizeCrop>(json!({"resize": 100, "crop": 224})).err().unwrap();
+        assert!(err.message.contains("param `crop`"), "{err}");
+        // No resize, no crop: unchanged; f32 stays f32.
+        let h = StageHarness::new::<ResizeCrop>(json!({"resize": 0, "crop": 0})).unwrap();
+        let src = Image::from_f32(5, 7, 1, (0..35).map(|v| v as f32 * 0.5).collect()).unwrap();
+        let out = h.process(&meta("id"), inputs(vec![("image", src.clone().into())])).unwrap();
+        assert_eq!(image(&out).to_f32(), src.to_f32());
+        assert!(matches!(image(&out).pixels(), Pixels::F32(_)));
+        assert!(out.get("mask").is_none());
+    }
+
+    #[test]
+    fn score_normalization_rule() {
+        assert_eq!(score_to_u8(&[1.0, 2.0, 3.0], None), vec![0, 128, 255]);
+        assert_eq!(score_to_u8(&[5.0, 5.0], None), vec![0, 0]);
+        assert_eq!(score_to_u8(&[-1.0, 0.5, 2.0, f32::NAN], Some((0.0, 1.0))), vec![0, 128, 255, 0]);
+    }
+
+    #[test]
+    fn write_png_writes_every_connected_value() {
+        let dir = scratch_dir("write-png");
+        let mut h = StageHarness::with_dirs::<WritePng>(json!({}), Path::new("."), &dir.join("writer")).unwrap();
+        let m = SampleMeta::new("cat/test/crack/000", "cat", "test");
+        let ins = vec![
+            PortValue {
+                port: "image".into(),
+                source: "data.image".into(),
+                value: Image::from_u8(4, 6, 3, vec![9; 72]).unwrap().into(),
+            },
+            PortValue { port: "gt".into(), source: "data.mask".into(), value: Mask::zeros(4, 6).unwrap().into() },
+            PortValue {
+                port: "masks".into(),
+                source: "ttt.mask".into(),
+                value: Mask::new(4, 6, vec![1; 24]).unwrap().into(),
+            },
+            PortValue {
+                port: "scores".into(),
+                source: "scorer.score".into(),
+                value: ScoreMap::new(4, 6, (0..24).map(|v| v as f32).collect()).unwrap().into(),
+            },
+        ];
+        h.consume(&m, ins).unwrap();
+        let report = h.finish(&dir.join("writer")).unwrap();
+        let sample_dir = dir.join("writer/cat/test/crack/000");
+        let names = ["image.png", "gt.png", "mask_ttt.mask.png", "score_scorer.score.png"];
+        for n in names {
+            assert!(sample_dir.join(n).is_file(), "{n}");
+        }
+        assert_eq!(report.files.len(), 4);
+        assert!(report.files.iter().all(|f| f.starts_with("writer/cat/test/crack/000/")), "{:?}", report.files);
+        let mask = anoflow_imaging::read_mask(sample_dir.join("mask_ttt.mask.png"), Some((4, 6))).unwrap();
+        assert_eq!(mask.count_ones(), 24);
+        let score = anoflow_imaging::read_image(sample_dir.join("score_scorer.score.png")).unwrap().to_u8();
+        assert_eq!((score[0], score[23]), (0, 255));
+        // No temporary files left.
+        assert_eq!(std::fs::read_dir(&sample_dir).unwrap().count(), 4);
+    }
+
+    #[test]
+    fn write_png_ids_cannot_escape_the_out_dir() {
+        let dir = scratch_dir("write-png-escape");
+        let mut h = StageHarness::with_dirs::<WritePng>(json!({}), Path::new("."), &dir.join("w")).unwrap();
+        let m = SampleMeta::new("../../etc/x y", "c", "test");
+        let ins =
+            vec![PortValue { port: "gt".into(), source: "d.mask".into(), value: Mask::zeros(2, 2).unwrap().into() }];
+        h.consume(&m, ins).unwrap();
+        assert!(dir.join("w/etc/x_y/gt.png").is_file());
+    }
+}
