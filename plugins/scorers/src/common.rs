@@ -3,7 +3,7 @@
 
 use anoflow_sdk::prelude::*;
 
-use crate::maps::{gaussian_blur, upsample_bilinear};
+use anoflow_imaging::{gaussian_blur, upsample_bilinear};
 
 /// The feature map on port `features`, refused if it holds NaN or infinity.
 pub fn checked_features<'a>(sample: &Sample<'a>, node: &str) -> StageResult<&'a FeatureMap> {
@@ -99,8 +99,8 @@ impl MapShaping {
             None => ((fh as f32 * fm.stride()).round() as usize, (fw as f32 * fm.stride()).round() as usize),
         };
         let (h, w) = (h.max(1), w.max(1));
-        let up = if (h, w) == (fh, fw) { scores.to_vec() } else { upsample_bilinear(scores, fh, fw, h, w) };
-        ScoreMap::new(h as u32, w as u32, gaussian_blur(&up, h, w, self.sigma))
+        let up = if (h, w) == (fh, fw) { scores.to_vec() } else { upsample_bilinear(scores, fh, fw, h, w)? };
+        ScoreMap::new(h as u32, w as u32, gaussian_blur(&up, h, w, self.sigma)?)
     }
 }
 

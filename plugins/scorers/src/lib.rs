@@ -7,7 +7,6 @@
 mod common;
 pub mod coreset;
 pub mod linalg;
-mod maps;
 pub mod padim;
 pub mod patchcore;
 pub mod pca;
