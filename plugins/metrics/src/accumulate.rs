@@ -50,7 +50,8 @@ pub struct SampleRecord {
     pub id: String,
     pub index: u64,
     pub defect: String,
-    /// Anomalous by its label (or, when the label is unknown, by a non-empty ground truth).
+    /// Anomalous by its label, or by a non-empty ground truth (so every GT pixel lies on an
+    /// anomalous image, whatever the label says).
     pub anomalous: bool,
     pub height: u32,
     pub width: u32,
@@ -75,12 +76,16 @@ pub struct ScoreAcc {
 }
 
 impl ScoreAcc {
-    /// Sorts the key lists (idempotent).
+    /// Sorts the key lists (idempotent). The two big lists sort on two threads: this is the
+    /// run's final reduction, not per-sample work.
     pub fn ensure_sorted(&mut self) {
         if !self.sorted {
-            ranking::sort_positives(&mut self.positives);
-            ranking::sort_keys(&mut self.neg_anomalous);
-            ranking::sort_keys(&mut self.neg_good);
+            let (pos, na, ng) = (&mut self.positives, &mut self.neg_anomalous, &mut self.neg_good);
+            std::thread::scope(|scope| {
+                scope.spawn(|| ranking::sort_keys(na));
+                ranking::sort_keys(ng);
+                ranking::sort_positives(pos);
+            });
             self.sorted = true;
         }
     }
@@ -228,7 +233,7 @@ impl Accumulators {
         }
 
         let gt_pixels = gt.iter().filter(|&&v| v != 0).count() as u64;
-        let anomalous = s.label.unwrap_or(gt_pixels > 0);
+        let anomalous = s.label == Some(true) || gt_pixels > 0;
         for (&(_, data, _, _), (_, counts)) in s.masks.iter().zip(cat.masks.0.iter_mut()) {
             counts.push(Counts::of(data, gt));
         }

@@ -107,6 +107,27 @@ pub fn merge_sorted<T: Copy + Ord>(a: &[T], b: &[T]) -> Vec<T> {
     out
 }
 
+/// The negative (non-GT) pixels, sorted ascending: those of anomalous images and those of
+/// good images. Figures "over all images" use both; "over anomalous images" only the first.
+#[derive(Clone, Copy, Debug)]
+pub struct Negatives<'a> {
+    pub anomalous: &'a [u32],
+    pub good: &'a [u32],
+}
+
+impl<'a> Negatives<'a> {
+    /// A single list (as if every negative were on an anomalous image).
+    pub fn one(list: &'a [u32]) -> Self {
+        Self { anomalous: list, good: &[] }
+    }
+    pub fn len(&self) -> u64 {
+        (self.anomalous.len() + self.good.len()) as u64
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Cumulative counts after lowering the threshold to one distinct score: every sample with
 /// score >= `threshold` is predicted positive.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -114,51 +135,59 @@ pub struct SweepStep {
     pub threshold: f32,
     /// Positives at or above the threshold.
     pub tp: u64,
-    /// Negatives at or above the threshold.
-    pub fp: u64,
-    /// Sum over positives at or above the threshold of 1 / (size of their GT component).
-    /// Accumulated in 64.64 fixed point, so the sum does not depend on the order of tied
-    /// entries (merged shards give bit-identical figures); error below 2^-64 per pixel.
-    pub pro_sum: f64,
+    /// Negatives of anomalous images at or above the threshold.
+    pub fp_anomalous: u64,
+    /// Negatives of good images at or above the threshold.
+    pub fp_good: u64,
+    /// Sum over positives at or above the threshold of 1 / (size of their GT component),
+    /// in 64.64 fixed point: the sum does not depend on the order of tied entries (merged
+    /// shards give bit-identical figures); the error is below 2^-64 per pixel.
+    pub pro_fixed: u128,
 }
 
-/// Walks the distinct scores from the highest down, calling `f` once per distinct score with
-/// the cumulative counts. `positives` and each list of `negatives` must be sorted ascending.
-pub fn sweep(positives: &[u64], negatives: &[&[u32]], mut f: impl FnMut(SweepStep)) {
-    let mut pi = positives.len();
-    let mut ni: Vec<usize> = negatives.iter().map(|n| n.len()).collect();
-    let (mut tp, mut fp, mut pro_fixed) = (0u64, 0u64, 0u128);
-    loop {
-        let mut top: Option<u32> = (pi > 0).then(|| pos_key(positives[pi - 1]));
-        for (n, &i) in negatives.iter().zip(&ni) {
-            if i > 0 {
-                top = Some(top.map_or(n[i - 1], |t| t.max(n[i - 1])));
-            }
-        }
-        let Some(t) = top else { break };
-        while pi > 0 && pos_key(positives[pi - 1]) == t {
-            tp += 1;
-            pro_fixed += (1u128 << 64) / u128::from(pos_size(positives[pi - 1]).max(1));
-            pi -= 1;
-        }
-        for (n, i) in negatives.iter().zip(ni.iter_mut()) {
-            let start = *i;
-            while *i > 0 && n[*i - 1] == t {
-                *i -= 1;
-            }
-            fp += (start - *i) as u64;
-        }
-        f(SweepStep { threshold: value(t), tp, fp, pro_sum: pro_fixed as f64 / 18_446_744_073_709_551_616.0 });
+impl SweepStep {
+    pub fn fp(&self) -> u64 {
+        self.fp_anomalous + self.fp_good
+    }
+    pub fn pro_sum(&self) -> f64 {
+        self.pro_fixed as f64 / 18_446_744_073_709_551_616.0
     }
 }
 
-/// Area under the ROC curve, exact: the trapezoid rule over distinct thresholds equals the
-/// Mann-Whitney statistic with ties counted one half (as scikit-learn's `roc_auc_score`).
-/// `None` when either class is empty.
-pub fn auroc(positives: &[u64], negatives: &[&[u32]]) -> Option<f64> {
-    let mut s = Summaries::new(positives, negatives, 0, 0.3);
-    sweep(positives, negatives, |step| s.roc(step));
-    s.auroc()
+/// Walks the distinct scores from the highest down, calling `f` once per distinct score with
+/// the cumulative counts. Every list must be sorted ascending.
+pub fn sweep(positives: &[u64], neg: Negatives<'_>, mut f: impl FnMut(&SweepStep)) {
+    let (pos, na, ng) = (positives, neg.anomalous, neg.good);
+    let (mut pi, mut ai, mut gi) = (pos.len(), na.len(), neg.good.len());
+    let mut s = SweepStep { threshold: 0.0, tp: 0, fp_anomalous: 0, fp_good: 0, pro_fixed: 0 };
+    loop {
+        // The highest remaining score over the three lists; keys are >= 1 for every real
+        // score (key 0 would be NaN's place), so 0 means "exhausted".
+        let tp_key = if pi > 0 { pos_key(pos[pi - 1]) } else { 0 };
+        let ta = if ai > 0 { na[ai - 1] } else { 0 };
+        let tg = if gi > 0 { ng[gi - 1] } else { 0 };
+        let t = tp_key.max(ta).max(tg);
+        if pi == 0 && ai == 0 && gi == 0 {
+            break;
+        }
+        while pi > 0 && pos_key(pos[pi - 1]) == t {
+            s.tp += 1;
+            s.pro_fixed += (1u128 << 64) / u128::from(pos_size(pos[pi - 1]).max(1));
+            pi -= 1;
+        }
+        let a0 = ai;
+        while ai > 0 && na[ai - 1] == t {
+            ai -= 1;
+        }
+        s.fp_anomalous += (a0 - ai) as u64;
+        let g0 = gi;
+        while gi > 0 && ng[gi - 1] == t {
+            gi -= 1;
+        }
+        s.fp_good += (g0 - gi) as u64;
+        s.threshold = value(t);
+        f(&s);
+    }
 }
 
 /// The best F1 over all thresholds (an ORACLE figure: the threshold is chosen with the
@@ -171,10 +200,86 @@ pub struct F1Max {
     pub recall: f64,
 }
 
-pub fn f1_max(positives: &[u64], negatives: &[&[u32]]) -> Option<F1Max> {
-    let mut s = Summaries::new(positives, negatives, 0, 0.3);
-    sweep(positives, negatives, |step| s.f1(step));
-    s.best_f1
+/// Pixel AUROC, AUPRO (over all images), and F1-max over all images and over anomalous
+/// images only, in ONE pass over the thresholds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoreSummary {
+    pub auroc: Option<f64>,
+    pub aupro: Option<f64>,
+    pub f1_max: Option<F1Max>,
+    pub f1_max_anomalous: Option<F1Max>,
+}
+
+pub fn summarize(positives: &[u64], neg: Negatives<'_>, components: u64, fpr_limit: f64) -> ScoreSummary {
+    let p = positives.len() as u64;
+    let n = neg.len();
+    // ROC: twice the area in integer units of (1/p)(1/n), exact up to the final division.
+    let (mut twice_area, mut prev_tp, mut prev_fp) = (0u128, 0u64, 0u64);
+    // PRO curve up to the FPR limit.
+    let pro_valid = components > 0 && n > 0 && fpr_limit > 0.0 && fpr_limit <= 1.0;
+    let (mut pro_area, mut prev_fpr, mut prev_pro, mut pro_done) = (0.0f64, 0.0f64, 0.0f64, !pro_valid);
+    // F1 = 2tp / (2tp + fp + fn) = 2tp / (tp + fp + P); the best kept as an exact fraction.
+    let mut best_all: Option<(u64, u64, SweepStep)> = None;
+    let mut best_anom: Option<(u64, u64, SweepStep)> = None;
+    let better = |best: &Option<(u64, u64, SweepStep)>, num: u64, den: u64| {
+        best.is_none_or(|(bn, bd, _)| u128::from(num) * u128::from(bd) > u128::from(bn) * u128::from(den))
+    };
+    sweep(positives, neg, |s| {
+        let fp = s.fp();
+        twice_area += u128::from(fp - prev_fp) * u128::from(s.tp + prev_tp);
+        prev_tp = s.tp;
+        prev_fp = fp;
+        if !pro_done {
+            let fpr = (fp as f64 / n as f64).min(1.0);
+            let pro = (s.pro_sum() / components as f64).min(1.0);
+            if fpr <= fpr_limit {
+                pro_area += 0.5 * (pro + prev_pro) * (fpr - prev_fpr);
+                prev_fpr = fpr;
+                prev_pro = pro;
+            } else {
+                let at_limit = prev_pro + (pro - prev_pro) * (fpr_limit - prev_fpr) / (fpr - prev_fpr);
+                pro_area += 0.5 * (at_limit + prev_pro) * (fpr_limit - prev_fpr);
+                pro_done = true;
+            }
+        }
+        if p > 0 {
+            if better(&best_all, 2 * s.tp, s.tp + fp + p) {
+                best_all = Some((2 * s.tp, s.tp + fp + p, *s));
+            }
+            if better(&best_anom, 2 * s.tp, s.tp + s.fp_anomalous + p) {
+                best_anom = Some((2 * s.tp, s.tp + s.fp_anomalous + p, *s));
+            }
+        }
+    });
+    let f1 = |best: Option<(u64, u64, SweepStep)>, anomalous_only: bool| {
+        best.map(|(num, den, s)| {
+            let fp = if anomalous_only { s.fp_anomalous } else { s.fp() };
+            F1Max {
+                f1: num as f64 / den as f64,
+                threshold: s.threshold,
+                precision: s.tp as f64 / (s.tp + fp) as f64,
+                recall: s.tp as f64 / p as f64,
+            }
+        })
+    };
+    ScoreSummary {
+        auroc: (p > 0 && n > 0).then(|| twice_area as f64 / (2.0 * p as f64 * n as f64)),
+        aupro: pro_valid.then(|| pro_area / fpr_limit),
+        f1_max: f1(best_all, false),
+        f1_max_anomalous: f1(best_anom, true),
+    }
+}
+
+/// Area under the ROC curve, exact: the trapezoid rule over distinct thresholds equals the
+/// Mann-Whitney statistic with ties counted one half (as scikit-learn's `roc_auc_score`).
+/// `None` when either class is empty.
+pub fn auroc(positives: &[u64], neg: Negatives<'_>) -> Option<f64> {
+    summarize(positives, neg, 0, 0.3).auroc
+}
+
+/// The best F1 over all thresholds, over all the negatives given.
+pub fn f1_max(positives: &[u64], neg: Negatives<'_>) -> Option<F1Max> {
+    summarize(positives, neg, 0, 0.3).f1_max
 }
 
 /// Area under the PRO curve up to `fpr_limit`, divided by `fpr_limit` (so a perfect map
@@ -182,125 +287,19 @@ pub fn f1_max(positives: &[u64], negatives: &[&[u32]]) -> Option<F1Max> {
 /// (0, 0) and every distinct threshold; at the limit the PRO value is interpolated linearly.
 /// PRO = mean over GT components of the fraction of the component above the threshold.
 /// `None` when there is no GT component or no negative pixel.
-pub fn aupro(positives: &[u64], negatives: &[&[u32]], components: u64, fpr_limit: f64) -> Option<f64> {
-    let mut s = Summaries::new(positives, negatives, components, fpr_limit);
-    sweep(positives, negatives, |step| s.pro(step));
-    s.aupro()
-}
-
-/// Pixel AUROC, AUPRO and F1-max of one score source, in ONE pass over the thresholds.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ScoreSummary {
-    pub auroc: Option<f64>,
-    pub aupro: Option<f64>,
-    pub f1_max: Option<F1Max>,
-}
-
-pub fn summarize(positives: &[u64], negatives: &[&[u32]], components: u64, fpr_limit: f64) -> ScoreSummary {
-    let mut s = Summaries::new(positives, negatives, components, fpr_limit);
-    sweep(positives, negatives, |step| {
-        s.roc(step);
-        s.pro(step);
-        s.f1(step);
-    });
-    ScoreSummary { auroc: s.auroc(), aupro: s.aupro(), f1_max: s.best_f1 }
-}
-
-/// Running state of the threshold-sweep figures.
-struct Summaries {
-    p: u64,
-    n: u64,
-    components: u64,
-    fpr_limit: f64,
-    // ROC: twice the area in integer units of (1/p)(1/n), exact up to the final division.
-    twice_area: u128,
-    prev_tp: u64,
-    prev_fp: u64,
-    // PRO curve.
-    pro_area: f64,
-    prev_fpr: f64,
-    prev_pro: f64,
-    pro_done: bool,
-    best_f1: Option<F1Max>,
-}
-
-impl Summaries {
-    fn new(positives: &[u64], negatives: &[&[u32]], components: u64, fpr_limit: f64) -> Self {
-        Self {
-            p: positives.len() as u64,
-            n: negatives.iter().map(|v| v.len() as u64).sum(),
-            components,
-            fpr_limit,
-            twice_area: 0,
-            prev_tp: 0,
-            prev_fp: 0,
-            pro_area: 0.0,
-            prev_fpr: 0.0,
-            prev_pro: 0.0,
-            pro_done: false,
-            best_f1: None,
-        }
-    }
-
-    fn roc(&mut self, s: SweepStep) {
-        self.twice_area += u128::from(s.fp - self.prev_fp) * u128::from(s.tp + self.prev_tp);
-        self.prev_tp = s.tp;
-        self.prev_fp = s.fp;
-    }
-
-    fn auroc(&self) -> Option<f64> {
-        (self.p > 0 && self.n > 0).then(|| self.twice_area as f64 / (2.0 * self.p as f64 * self.n as f64))
-    }
-
-    fn pro(&mut self, s: SweepStep) {
-        if self.pro_done || self.components == 0 || self.n == 0 {
-            return;
-        }
-        let fpr = (s.fp as f64 / self.n as f64).min(1.0);
-        let pro = (s.pro_sum / self.components as f64).min(1.0);
-        if fpr <= self.fpr_limit {
-            self.pro_area += 0.5 * (pro + self.prev_pro) * (fpr - self.prev_fpr);
-            self.prev_fpr = fpr;
-            self.prev_pro = pro;
-        } else {
-            let at_limit =
-                self.prev_pro + (pro - self.prev_pro) * (self.fpr_limit - self.prev_fpr) / (fpr - self.prev_fpr);
-            self.pro_area += 0.5 * (at_limit + self.prev_pro) * (self.fpr_limit - self.prev_fpr);
-            self.pro_done = true;
-        }
-    }
-
-    fn aupro(&self) -> Option<f64> {
-        let valid = self.components > 0 && self.n > 0 && self.fpr_limit > 0.0 && self.fpr_limit <= 1.0;
-        valid.then(|| self.pro_area / self.fpr_limit)
-    }
-
-    fn f1(&mut self, s: SweepStep) {
-        if self.p == 0 {
-            return;
-        }
-        // F1 = 2tp / (2tp + fp + fn) = 2tp / (tp + fp + P).
-        let f1 = 2.0 * s.tp as f64 / (s.tp + s.fp + self.p) as f64;
-        if self.best_f1.is_none_or(|b| f1 > b.f1) {
-            self.best_f1 = Some(F1Max {
-                f1,
-                threshold: s.threshold,
-                precision: s.tp as f64 / (s.tp + s.fp) as f64,
-                recall: s.tp as f64 / self.p as f64,
-            });
-        }
-    }
+pub fn aupro(positives: &[u64], neg: Negatives<'_>, components: u64, fpr_limit: f64) -> Option<f64> {
+    summarize(positives, neg, components, fpr_limit).aupro
 }
 
 /// Points (recall, precision) of the PR curve, at most `max_points` of them (evenly spaced
 /// over the distinct thresholds, always keeping the last). For pictures only.
-pub fn pr_curve(positives: &[u64], negatives: &[&[u32]], max_points: usize) -> Vec<(f64, f64)> {
+pub fn pr_curve(positives: &[u64], neg: Negatives<'_>, max_points: usize) -> Vec<(f64, f64)> {
     let p = positives.len() as u64;
     if p == 0 {
         return Vec::new();
     }
     let mut all = Vec::new();
-    sweep(positives, negatives, |s| all.push((s.tp as f64 / p as f64, s.tp as f64 / (s.tp + s.fp) as f64)));
+    sweep(positives, neg, |s| all.push((s.tp as f64 / p as f64, s.tp as f64 / (s.tp + s.fp()) as f64)));
     if all.len() <= max_points || max_points < 2 {
         return all;
     }
@@ -394,15 +393,15 @@ mod tests {
         // Positives 0.8, 0.4, 0.35; negatives 0.1, 0.4, 0.35, 0.9.
         // Pairs (p > n: 1, tie: 1/2): 0.8 beats 0.1, 0.4, 0.35 -> 3; 0.4 beats 0.1, 0.35, ties 0.4 -> 2.5;
         // 0.35 beats 0.1, ties 0.35 -> 1.5. U = 7 of 12.
-        let a = auroc(&pos(&[0.8, 0.4, 0.35]), &[&neg(&[0.1, 0.4, 0.35, 0.9])]).unwrap();
+        let a = auroc(&pos(&[0.8, 0.4, 0.35]), Negatives::one(&neg(&[0.1, 0.4, 0.35, 0.9]))).unwrap();
         assert!((a - 7.0 / 12.0).abs() < 1e-15, "{a}");
         // Split negatives give the same answer.
-        let b = auroc(&pos(&[0.8, 0.4, 0.35]), &[&neg(&[0.1, 0.9]), &neg(&[0.4, 0.35])]).unwrap();
+        let b = auroc(&pos(&[0.8, 0.4, 0.35]), Negatives { anomalous: &neg(&[0.1, 0.9]), good: &neg(&[0.4, 0.35]) }).unwrap();
         assert_eq!(a, b);
-        assert_eq!(auroc(&pos(&[1.0]), &[&neg(&[0.0])]), Some(1.0));
-        assert_eq!(auroc(&pos(&[0.0]), &[&neg(&[1.0])]), Some(0.0));
-        assert_eq!(auroc(&pos(&[0.5]), &[&neg(&[0.5])]), Some(0.5));
-        assert_eq!(auroc(&pos(&[]), &[&neg(&[0.5])]), None);
+        assert_eq!(auroc(&pos(&[1.0]), Negatives::one(&neg(&[0.0]))), Some(1.0));
+        assert_eq!(auroc(&pos(&[0.0]), Negatives::one(&neg(&[1.0]))), Some(0.0));
+        assert_eq!(auroc(&pos(&[0.5]), Negatives::one(&neg(&[0.5]))), Some(0.5));
+        assert_eq!(auroc(&pos(&[]), Negatives::one(&neg(&[0.5]))), None);
         let f = auroc_f64(&[0.8, 0.4, 0.35, 0.1, 0.4, 0.35, 0.9], &[true, true, true, false, false, false, false]);
         assert!((f.unwrap() - 7.0 / 12.0).abs() < 1e-15);
     }
@@ -412,7 +411,7 @@ mod tests {
         // Positives 0.9, 0.6, 0.2; negatives 0.7, 0.3, 0.1. P = 3.
         // t=0.9: tp1 fp0 -> 2/4 = .5; t=0.7: tp1 fp1 -> 2/5; t=0.6: tp2 fp1 -> 4/6 = .667;
         // t=0.3: tp2 fp2 -> 4/7; t=0.2: tp3 fp2 -> 6/8 = .75; t=0.1: tp3 fp3 -> 6/9.
-        let m = f1_max(&pos(&[0.9, 0.6, 0.2]), &[&neg(&[0.7, 0.3, 0.1])]).unwrap();
+        let m = f1_max(&pos(&[0.9, 0.6, 0.2]), Negatives::one(&neg(&[0.7, 0.3, 0.1]))).unwrap();
         assert!((m.f1 - 0.75).abs() < 1e-15);
         assert_eq!(m.threshold, 0.2);
         assert!((m.precision - 0.6).abs() < 1e-15);
@@ -427,21 +426,21 @@ mod tests {
         let mut p = vec![pos_entry(key(0.9), 2), pos_entry(key(0.5), 2), pos_entry(key(0.7), 1)];
         sort_positives(&mut p);
         let n = neg(&[0.8, 0.6, 0.4, 0.3, 0.2]);
-        let a = aupro(&p, &[&n], 2, 0.3).unwrap();
+        let a = aupro(&p, Negatives::one(&n), 2, 0.3).unwrap();
         assert!((a - 0.125 / 0.3).abs() < 1e-12, "{a}");
         // Full range: ... t=.5: (.4, 1); t=.4: (.6,1); .3: (.8,1); .2: (1,1).
         // Area = .2*.25 + .2*.75 + .6*1 = .8.
-        let full = aupro(&p, &[&n], 2, 1.0).unwrap();
+        let full = aupro(&p, Negatives::one(&n), 2, 1.0).unwrap();
         assert!((full - 0.8).abs() < 1e-12, "{full}");
         // Interpolation inside a rising segment: limit 0.1 lies in (0,.25)->(.2,.25): flat, area .025.
-        assert!((aupro(&p, &[&n], 2, 0.1).unwrap() - 0.25).abs() < 1e-12);
-        assert_eq!(aupro(&p, &[&n], 0, 0.3), None);
+        assert!((aupro(&p, Negatives::one(&n), 2, 0.1).unwrap() - 0.25).abs() < 1e-12);
+        assert_eq!(aupro(&p, Negatives::one(&n), 0, 0.3), None);
     }
 
     #[test]
     fn pr_curve_is_capped_and_keeps_the_end() {
         let scores: Vec<f32> = (0..1000).map(|i| i as f32).collect();
-        let c = pr_curve(&pos(&scores[500..]), &[&neg(&scores[..500])], 50);
+        let c = pr_curve(&pos(&scores[500..]), Negatives::one(&neg(&scores[..500])), 50);
         assert_eq!(c.len(), 50);
         assert_eq!(*c.last().unwrap(), (1.0, 0.5));
         assert_eq!(c[0], (1.0 / 500.0, 1.0));

@@ -138,11 +138,11 @@ fn mask_records(out: &mut Out<'_>, cat: &CategoryAcc, counts: &[Counts]) {
 fn score_records(out: &mut Out<'_>, cat: &CategoryAcc, acc: &ScoreAcc, image_scores: &[f64], fpr_limit: f64) {
     let n_all = cat.samples.len() as u64;
     let n_anom = cat.samples.iter().filter(|s| s.anomalous).count() as u64;
-    let all = ranking::summarize(&acc.positives, &[&acc.neg_anomalous, &acc.neg_good], acc.components, fpr_limit);
-    out.push("pixel_auroc", "all", "pixels", ORACLE, all.auroc, n_all);
-    out.push("aupro", "all", "pixels", ORACLE, all.aupro, n_all);
-    let on_anomalous = ranking::f1_max(&acc.positives, &[&acc.neg_anomalous]);
-    for (subset, best, n) in [("all", all.f1_max, n_all), ("anomalous", on_anomalous, n_anom)] {
+    let neg = ranking::Negatives { anomalous: &acc.neg_anomalous, good: &acc.neg_good };
+    let sum = ranking::summarize(&acc.positives, neg, acc.components, fpr_limit);
+    out.push("pixel_auroc", "all", "pixels", ORACLE, sum.auroc, n_all);
+    out.push("aupro", "all", "pixels", ORACLE, sum.aupro, n_all);
+    for (subset, best, n) in [("all", sum.f1_max, n_all), ("anomalous", sum.f1_max_anomalous, n_anom)] {
         out.push("f1_max", subset, "pixels", ORACLE, best.map(|b| b.f1), n);
         out.push("f1_max_precision", subset, "pixels", ORACLE, best.map(|b| b.precision), n);
         out.push("f1_max_recall", subset, "pixels", ORACLE, best.map(|b| b.recall), n);
