@@ -1,0 +1,160 @@
+use anoflow_imaging::resize_bilinear;
+use anoflow_sdk::{
+    harness::{meta, StageHarness},
+    prelude::*,
+    value::PortValue,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use super::*;
+
+fn random_map(c: usize, h: usize, w: usize, stride: f32, seed: u64) -> FeatureMap {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let data = (0..h * w * c).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+    FeatureMap::new(c as u32, h as u32, w as u32, stride, data).unwrap()
+}
+
+fn constant_map(c: usize, h: usize, w: usize, stride: f32, v: f32) -> FeatureMap {
+    FeatureMap::new(c as u32, h as u32, w as u32, stride, vec![v; h * w * c]).unwrap()
+}
+
+/// Two layers as the backbone's multi-valued output delivers them.
+fn layer_inputs(maps: Vec<(&str, FeatureMap)>) -> Vec<PortValue> {
+    maps.into_iter()
+        .map(|(label, fm)| PortValue {
+            port: "features".into(),
+            source: format!("backbone.features[{label}]").into(),
+            value: fm.into(),
+        })
+        .collect()
+}
+
+#[test]
+fn box_average_counts_padding_as_avg_pool_does() {
+    let ones = vec![1.0f32; 5 * 4 * 2];
+    let with_pad = box_average(&ones, 5, 4, 2, 3, true);
+    let at = |v: &[f32], y: usize, x: usize| v[(y * 4 + x) * 2 + 1];
+    assert!((at(&with_pad, 0, 0) - 4.0 / 9.0).abs() < 1e-6);
+    assert!((at(&with_pad, 0, 1) - 6.0 / 9.0).abs() < 1e-6);
+    assert!((at(&with_pad, 2, 2) - 1.0).abs() < 1e-6);
+    let without = box_average(&ones, 5, 4, 2, 3, false);
+    assert!(without.iter().all(|v| (v - 1.0).abs() < 1e-6));
+
+    // Interior value = mean of the 3x3 neighbourhood, per channel.
+    let fm = random_map(3, 6, 7, 8.0, 1);
+    let avg = box_average(fm.data(), 6, 7, 3, 3, true);
+    let mut expect = [0.0f32; 3];
+    for y in 2..5 {
+        for x in 3..6 {
+            expect.iter_mut().zip(fm.at(y, x)).for_each(|(e, v)| *e += v / 9.0);
+        }
+    }
+    let got = &avg[(3 * 7 + 4) * 3..(3 * 7 + 4) * 3 + 3];
+    assert!(got.iter().zip(&expect).all(|(g, e)| (g - e).abs() < 1e-5), "{got:?} vs {expect:?}");
+}
+
+#[test]
+fn adaptive_pool_uses_torch_windows() {
+    let mut out = [0.0f32; 3];
+    adaptive_avg_pool(&[1.0, 2.0, 3.0, 4.0, 5.0], 3, &mut out);
+    // Windows [0, 2), [1, 4), [3, 5).
+    assert_eq!(out, [1.5, 3.0, 4.5]);
+    let mut up = [0.0f32; 4];
+    adaptive_avg_pool(&[1.0, 3.0], 4, &mut up);
+    assert_eq!(up, [1.0, 1.0, 3.0, 3.0]);
+}
+
+#[test]
+fn patch_aggregate_on_backbone_sized_layers() {
+    // MobileNetV2's default pair at 224x224: 192 channels at stride 8, 576 at stride 16.
+    // Constant layers 1.0 and 3.0: each is pooled to 1024 channels, the 2048 concatenated ones
+    // pooled in pairs to 1024 -> the first half is 1.0, the second 3.0 (border cells are lower
+    // since the padded zeros count).
+    let h = StageHarness::new::<PatchAggregate>(json!({})).unwrap();
+    let inputs = layer_inputs(vec![
+        ("features.7.expand", constant_map(192, 28, 28, 8.0, 1.0)),
+        ("features.14.expand", constant_map(576, 14, 14, 16.0, 3.0)),
+    ]);
+    let out = h.process(&meta("s"), inputs).unwrap();
+    let fm = out.feature_map("features");
+    assert_eq!((fm.channels(), fm.height(), fm.width(), fm.stride()), (1024, 28, 28, 8.0));
+    let inner = fm.at(10, 12);
+    assert!(inner[..512].iter().all(|v| (v - 1.0).abs() < 1e-5), "{}", inner[0]);
+    assert!(inner[512..].iter().all(|v| (v - 3.0).abs() < 1e-5), "{}", inner[600]);
+    assert!((fm.at(0, 0)[0] - 4.0 / 9.0).abs() < 1e-5);
+}
+
+#[test]
+fn no_reduction_is_the_concatenation_of_averaged_upsampled_layers() {
+    let fine = random_map(64, 28, 28, 8.0, 2);
+    let coarse = random_map(96, 14, 14, 16.0, 3);
+    let cfg = AggregateConfig { patch_size: 1, count_include_pad: true, reduction: Reduction::None };
+    let fm = aggregate(&[&fine, &coarse], &cfg).unwrap();
+    assert_eq!((fm.channels(), fm.height()), (160, 28));
+    let up = resize_bilinear(coarse.data(), 14, 14, 96, 28, 28).unwrap();
+    for (y, x) in [(0, 0), (5, 17), (27, 27)] {
+        assert_eq!(&fm.at(y, x)[..64], fine.at(y, x));
+        let p = (y * 28 + x) * 96;
+        assert_eq!(&fm.at(y, x)[64..], &up[p..p + 96]);
+    }
+}
+
+#[test]
+fn random_projection_is_seeded_and_keeps_distances() {
+    let a = random_map(768, 28, 28, 8.0, 4);
+    let cfg = |seed| AggregateConfig {
+        patch_size: 1,
+        count_include_pad: true,
+        reduction: Reduction::RandomProjection { dim: 256, seed },
+    };
+    let p1 = aggregate(&[&a], &cfg(7)).unwrap();
+    let p2 = aggregate(&[&a], &cfg(7)).unwrap();
+    let p3 = aggregate(&[&a], &cfg(8)).unwrap();
+    assert_eq!(p1.channels(), 256);
+    assert_eq!(p1.data(), p2.data());
+    assert_ne!(p1.data(), p3.data());
+    // Johnson-Lindenstrauss: distances between locations survive within a few tens of percent.
+    let dist = |f: &FeatureMap, p: (usize, usize), q: (usize, usize)| {
+        f.at(p.0, p.1).iter().zip(f.at(q.0, q.1)).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+    };
+    for (p, q) in [((0, 0), (3, 4)), ((10, 10), (27, 1)), ((5, 20), (6, 20))] {
+        let ratio = dist(&p1, p, q) / dist(&a, p, q);
+        assert!((0.75..1.25).contains(&ratio), "distance ratio {ratio}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_reported() {
+    let h = StageHarness::new::<PatchAggregate>(json!({})).unwrap();
+    let inputs = layer_inputs(vec![("a", random_map(8, 28, 28, 8.0, 1)), ("b", random_map(8, 14, 14, 8.0, 1))]);
+    let err = h.process(&meta("s-3"), inputs).unwrap_err().to_string();
+    assert!(err.contains("sample `s-3`") && err.contains("different image sizes"), "{err}");
+    let err = h.process(&meta("s-4"), vec![]).unwrap_err().to_string();
+    assert!(err.contains("no feature map"), "{err}");
+    let err = StageHarness::new::<PatchAggregate>(json!({"patch_size": 4})).err().unwrap().to_string();
+    assert!(err.contains("must be odd"), "{err}");
+}
+
+#[test]
+fn sample_bilinear_equals_full_upsampling() {
+    // Integer stride, and a map whose image size is not a whole number of cells (stride 7.5).
+    for (h, w, stride) in [(28usize, 28usize, 8.0f32), (7, 5, 7.5)] {
+        let fm = random_map(48, h, w, stride, 9);
+        let (ih, iw) = ((h as f32 * stride).round() as usize, (w as f32 * stride).round() as usize);
+        let full = resize_bilinear(fm.data(), h, w, 48, ih, iw).unwrap();
+        let mut got = vec![0.0f32; 48];
+        let mut worst = 0.0f32;
+        for y in 0..ih {
+            for x in 0..iw {
+                sample_bilinear(&fm, y as f32, x as f32, &mut got);
+                let p = (y * iw + x) * 48;
+                for (g, f) in got.iter().zip(&full[p..p + 48]) {
+                    worst = worst.max((g - f).abs());
+                }
+            }
+        }
+        assert!(worst < 1e-5, "{h}x{w} stride {stride}: max difference {worst}");
+    }
+}
