@@ -1,29 +1,35 @@
 //! Loading + `resize-crop` throughput: writes N (default 1,000) synthetic 256x256 PNGs in the
 //! MVTec AD layout to a temporary directory, then loads each through the `mvtec-ad` source
-//! and resizes / crops it (256 -> 224) through the `resize-crop` stage, single-threaded and
-//! with rayon over samples (as the host runs them).
+//! and resizes / crops it (shorter side 256, centre crop 224) with the `anoflow-imaging` calls
+//! the `resize-crop` stage makes (image: antialiased bilinear, mask: nearest), single-threaded
+//! and with rayon over samples (as the host runs them). The stage itself lives in another
+//! plugin library, and two plugin rlibs cannot be linked into one binary (each exports the
+//! plugin root symbols), hence the direct calls.
 //!
-//! `cargo bench -p anoflow-plugin-imageops --bench load_resize` (N from `ANOFLOW_BENCH_N`).
+//! `cargo bench -p anoflow-plugin-datasets --bench load_resize` (N from `ANOFLOW_BENCH_N`).
 
 use std::time::Instant;
 
 use anoflow_plugin_datasets::synth::{Category, SynthConfig};
 use anoflow_plugin_datasets::MvtecAd;
-use anoflow_plugin_imageops::ResizeCrop;
 use anoflow_sdk::harness::{scratch_dir, StageHarness};
 use anoflow_sdk::prelude::*;
-use anoflow_sdk::value::PortValue;
 use rayon::prelude::*;
 
-fn load_and_crop(source: &StageHarness, rc: &StageHarness, meta: &SampleMeta) -> usize {
+fn load_and_crop(source: &StageHarness, meta: &SampleMeta) -> usize {
+    use anoflow_imaging::{center_crop, resize, resize_nearest, shorter_side_size, Interp};
     let loaded = source.load(meta).expect("load");
-    let ins: Vec<PortValue> = loaded
-        .0
-        .into_iter()
-        .map(|p| PortValue { port: p.port.clone(), source: format!("data.{}", p.port).into(), value: p.value })
-        .collect();
-    let out = rc.process(meta, ins).expect("resize-crop");
-    out.mask("mask").height()
+    let Some(Value::Image(img)) = loaded.get("image") else { panic!("no image") };
+    let mask = loaded.mask("mask");
+    let (h, w, c) = (img.height(), img.width(), img.channels());
+    let (nh, nw) = shorter_side_size(h, w, 256);
+    let resized = resize(&img.to_f32(), h, w, c, nh, nw, Interp::BilinearAntialias).expect("resize");
+    let cropped = center_crop(&resized, nh, nw, c, 224, 224).expect("crop");
+    let out = Image::from_u8(224, 224, c as u32, cropped.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect())
+        .expect("image");
+    let m = resize_nearest(mask.data(), h, w, 1, nh, nw).expect("mask resize");
+    let m = Mask::new(224, 224, center_crop(&m, nh, nw, 1, 224, 224).expect("mask crop")).expect("mask");
+    out.height() + m.height() - 224
 }
 
 fn main() {
@@ -48,18 +54,17 @@ fn main() {
         "root": dir.to_str().expect("utf-8 temp dir"), "validation_fraction": 0.0
     }))
     .expect("mvtec-ad");
-    let rc = StageHarness::new::<ResizeCrop>(serde_json::json!({"resize": 256, "crop": 224})).expect("resize-crop");
     let t = Instant::now();
     let metas = source.list("train").expect("list");
     println!("listed {} samples in {:.1} ms", metas.len(), t.elapsed().as_secs_f64() * 1e3);
 
     let threads = rayon::current_num_threads();
-    for (label, parallel) in [("1 thread", false), ("rayon", true)] {
+    for (label, parallel) in [("sequential", false), ("rayon", true)] {
         let t = Instant::now();
         let total: usize = if parallel {
-            metas.par_iter().map(|m| load_and_crop(&source, &rc, m)).sum()
+            metas.par_iter().map(|m| load_and_crop(&source, m)).sum()
         } else {
-            metas.iter().map(|m| load_and_crop(&source, &rc, m)).sum()
+            metas.iter().map(|m| load_and_crop(&source, m)).sum()
         };
         assert_eq!(total, 224 * metas.len());
         let s = t.elapsed().as_secs_f64();
