@@ -1,0 +1,285 @@
+//! Score-map post-processing: `gaussian-blur` (a map stage) and `normalize-scores` (fitted on
+//! nominal validation maps: min-max or mean/std), so maps of different scorers share a scale.
+
+use anoflow_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub struct GaussianBlur;
+
+impl StagePlugin for GaussianBlur {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::map(
+            "gaussian-blur",
+            "Gaussian blur of a score map (scipy.ndimage.gaussian_filter, truncate 4)",
+        )
+        .input("score", ValueKind::ScoreMap, "score map")
+        .output("score", ValueKind::ScoreMap, "blurred score map, same size")
+        .output("image_score", ValueKind::Scalar, "maximum of the blurred map")
+        .param(ParamSpec::float("sigma", 4.0, "standard deviation in pixels (0: unchanged)"))
+    }
+
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        Ok(StageImpl::Map(Box::new(BlurStage { sigma: params.f64_in("sigma", 0.0, 1000.0)? as f32 })))
+    }
+}
+
+struct BlurStage {
+    sigma: f32,
+}
+
+fn max_of(data: &[f32]) -> f64 {
+    f64::from(data.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+}
+
+impl Map for BlurStage {
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        let s = sample.score_map("score")?;
+        let out = anoflow_imaging::gaussian_blur(s.data(), s.height(), s.width(), self.sigma)?;
+        let image_score = max_of(&out);
+        Ok(Outputs::new()
+            .with("score", ScoreMap::new(s.height() as u32, s.width() as u32, out)?)
+            .with("image_score", image_score))
+    }
+}
+
+pub struct NormalizeScores;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Method {
+    MinMax,
+    MeanStd,
+}
+
+impl StagePlugin for NormalizeScores {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::fitted(
+            "normalize-scores",
+            "maps scores to (s - a) / b with a, b fitted on the fit split's maps (min-max or mean/std)",
+        )
+        .input("score", ValueKind::ScoreMap, "score map")
+        .output("score", ValueKind::ScoreMap, "normalized score map")
+        .output("image_score", ValueKind::Scalar, "maximum of the normalized map")
+        .param(ParamSpec::choice(
+            "method",
+            &["min-max", "mean-std"],
+            "min-max: a = min, b = max - min over all fit pixels; mean-std: a = mean, b = standard deviation",
+        ))
+    }
+
+    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
+        let method = if params.string("method")? == "mean-std" { Method::MeanStd } else { Method::MinMax };
+        Ok(StageImpl::Fitted(Box::new(NormalizeStage {
+            node: ctx.node_id.to_string(),
+            method,
+            stats: Stats::default(),
+            fitted: None,
+        })))
+    }
+}
+
+/// Running statistics over every pixel of the fit maps.
+#[derive(Debug)]
+struct Stats {
+    count: u64,
+    sum: f64,
+    sum_sq: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self { count: 0, sum: 0.0, sum_sq: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+    }
+}
+
+/// The fitted affine map, `(s - offset) / scale`; also the saved state (JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Affine {
+    version: u32,
+    method: Method,
+    offset: f64,
+    scale: f64,
+}
+
+const STATE_VERSION: u32 = 1;
+
+struct NormalizeStage {
+    node: String,
+    method: Method,
+    stats: Stats,
+    fitted: Option<Affine>,
+}
+
+impl Fitted for NormalizeStage {
+    fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
+        let s = sample.score_map("score")?;
+        // Sums per map in f64, then folded in: keeps precision over many 224x224 maps.
+        let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
+        for &v in s.data() {
+            if !v.is_finite() {
+                return Err(StageError::invalid_input(format!(
+                    "node `{}`, sample `{}`: score map holds {v}",
+                    self.node, sample.meta.id
+                )));
+            }
+            let v = f64::from(v);
+            sum += v;
+            sum_sq += v * v;
+            self.stats.min = self.stats.min.min(v);
+            self.stats.max = self.stats.max.max(v);
+        }
+        self.stats.sum += sum;
+        self.stats.sum_sq += sum_sq;
+        self.stats.count += s.data().len() as u64;
+        Ok(())
+    }
+
+    fn finish_fit(&mut self) -> StageResult<()> {
+        let st = &self.stats;
+        if st.count == 0 {
+            return Err(StageError::invalid_input(format!(
+                "node `{}`: the fit split delivered no score maps; nothing to normalize by",
+                self.node
+            )));
+        }
+        let n = st.count as f64;
+        let (offset, scale) = match self.method {
+            Method::MinMax => (st.min, st.max - st.min),
+            Method::MeanStd => {
+                let mean = st.sum / n;
+                (mean, (st.sum_sq / n - mean * mean).max(0.0).sqrt())
+            }
+        };
+        if !(scale > 0.0 && scale.is_finite()) {
+            return Err(StageError::invalid_input(format!(
+                "node `{}`: every fit score equals {offset}: the {} spread is zero, so scores cannot be normalized",
+                self.node,
+                if self.method == Method::MinMax { "min-max" } else { "standard-deviation" }
+            )));
+        }
+        self.fitted = Some(Affine { version: STATE_VERSION, method: self.method, offset, scale });
+        Ok(())
+    }
+
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        let a = self
+            .fitted
+            .ok_or_else(|| StageError::internal(format!("node `{}`: process called before fitting", self.node)))?;
+        let s = sample.score_map("score")?;
+        let out: Vec<f32> = s.data().iter().map(|&v| ((f64::from(v) - a.offset) / a.scale) as f32).collect();
+        let image_score = max_of(&out);
+        Ok(Outputs::new()
+            .with("score", ScoreMap::new(s.height() as u32, s.width() as u32, out)?)
+            .with("image_score", image_score))
+    }
+
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        let a =
+            self.fitted.ok_or_else(|| StageError::internal(format!("node `{}`: nothing fitted to save", self.node)))?;
+        serde_json::to_vec(&a).map_err(|e| StageError::internal(format!("node `{}`: {e}", self.node)))
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let a: Affine = serde_json::from_slice(state).map_err(|e| {
+            StageError::invalid_input(format!(
+                "node `{}`: fitted state is not a normalize-scores state: {e}",
+                self.node
+            ))
+        })?;
+        if a.version != STATE_VERSION || a.method != self.method || !a.scale.is_finite() || a.scale <= 0.0 {
+            return Err(StageError::invalid_input(format!(
+                "node `{}`: fitted state (version {}, method {:?}, scale {}) does not fit this node (version \
+                 {STATE_VERSION}, method {:?})",
+                self.node, a.version, a.method, a.scale, self.method
+            )));
+        }
+        self.fitted = Some(a);
+        Ok(())
+    }
+}
+
+anoflow_sdk::export_plugin! { stages: [GaussianBlur, NormalizeScores] }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anoflow_sdk::harness::{inputs, meta, StageHarness};
+    use anoflow_sdk::value::PortValue;
+    use serde_json::json;
+
+    fn map(h: usize, w: usize, f: impl Fn(usize) -> f32) -> ScoreMap {
+        ScoreMap::new(h as u32, w as u32, (0..h * w).map(f).collect()).unwrap()
+    }
+
+    fn fit_set() -> Vec<(SampleMeta, Vec<PortValue>)> {
+        // Two 224x224 validation maps: ramps over [0, 1] and [1, 3], ends included.
+        let n = (224 * 224 - 1) as f32;
+        vec![
+            (meta("val/0"), inputs(vec![("score", map(224, 224, |i| i as f32 / n).into())])),
+            (meta("val/1"), inputs(vec![("score", map(224, 224, |i| 1.0 + 2.0 * i as f32 / n).into())])),
+        ]
+    }
+
+    #[test]
+    fn blur_spreads_an_impulse_and_keeps_mass() {
+        let h = StageHarness::new::<GaussianBlur>(json!({"sigma": 4})).unwrap();
+        let m = map(224, 224, |i| if i == 100 * 224 + 100 { 1.0 } else { 0.0 });
+        let out = h.process(&meta("t"), inputs(vec![("score", m.into())])).unwrap();
+        let s = out.score_map("score");
+        assert!((s.data().iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        assert!((s.get(100, 100) - 1.0 / (2.0 * std::f32::consts::PI * 16.0)).abs() < 1e-4, "{}", s.get(100, 100));
+        assert!(s.get(100, 104) < s.get(100, 100) && s.get(100, 104) > 0.0);
+        assert_eq!(out.scalar("image_score"), f64::from(s.get(100, 100)));
+    }
+
+    #[test]
+    fn min_max_and_mean_std_follow_the_validation_maps() {
+        let mut h = StageHarness::new::<NormalizeScores>(json!({"method": "min-max"})).unwrap();
+        h.fit(fit_set()).unwrap();
+        let test = map(2, 2, |i| [0.0, 3.0, 1.5, 6.0][i]);
+        let out = h.process(&meta("t"), inputs(vec![("score", test.clone().into())])).unwrap();
+        assert_eq!(out.score_map("score").data(), &[0.0, 1.0, 0.5, 2.0]);
+        assert_eq!(out.scalar("image_score"), 2.0);
+
+        let mut h = StageHarness::new::<NormalizeScores>(json!({"method": "mean-std"})).unwrap();
+        h.fit(fit_set()).unwrap();
+        // Direct statistics over every fit pixel, in f64.
+        let all: Vec<f64> = fit_set()
+            .iter()
+            .flat_map(|(_, ins)| match &ins[0].value {
+                Value::ScoreMap(m) => m.data().iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+                _ => unreachable!(),
+            })
+            .collect();
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
+        let out = h.process(&meta("t"), inputs(vec![("score", test.into())])).unwrap();
+        for (got, raw) in out.score_map("score").data().iter().zip([0.0, 3.0, 1.5, 6.0]) {
+            assert!((f64::from(*got) - (raw - mean) / std).abs() < 1e-5);
+        }
+
+        let mut again = StageHarness::new::<NormalizeScores>(json!({"method": "mean-std"})).unwrap();
+        again.load_state(h.save_state().unwrap()).unwrap();
+        let probe = map(3, 3, |i| i as f32);
+        let a = h.process(&meta("p"), inputs(vec![("score", probe.clone().into())])).unwrap();
+        let b = again.process(&meta("p"), inputs(vec![("score", probe.into())])).unwrap();
+        assert_eq!(a.score_map("score").data(), b.score_map("score").data());
+        let mut other = StageHarness::new::<NormalizeScores>(json!({"method": "min-max"})).unwrap();
+        assert!(other.load_state(h.save_state().unwrap()).is_err(), "method mismatch is refused");
+    }
+
+    #[test]
+    fn degenerate_fits_are_refused() {
+        let mut h = StageHarness::new::<NormalizeScores>(json!({})).unwrap();
+        assert!(h.fit(Vec::new()).unwrap_err().message.contains("no score maps"));
+        let mut h = StageHarness::new::<NormalizeScores>(json!({})).unwrap();
+        let flat = vec![(meta("v"), inputs(vec![("score", map(8, 8, |_| 0.5).into())]))];
+        assert!(h.fit(flat).unwrap_err().message.contains("spread is zero"));
+        let mut h = StageHarness::new::<NormalizeScores>(json!({})).unwrap();
+        let nan =
+            vec![(meta("val/3"), inputs(vec![("score", map(8, 8, |i| if i == 5 { f32::NAN } else { 0.0 }).into())]))];
+        assert!(h.fit(nan).unwrap_err().message.contains("sample `val/3`: score map holds NaN"));
+    }
+}
