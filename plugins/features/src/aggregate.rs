@@ -110,7 +110,7 @@ pub fn projection_matrix(dim: usize, c: usize, seed: u64) -> Vec<f32> {
 
 /// Writes one layer's features at one location into `dst` (given `channels, src`); returns
 /// how many values it wrote.
-type LayerWriter = dyn Fn(usize, &[f32], &mut [f32]) -> usize;
+type LayerWriter<'a> = dyn Fn(usize, &[f32], &mut [f32]) -> usize + 'a;
 
 /// Aggregates the layers of one sample into one feature map on the finest layer's grid.
 pub fn aggregate(maps: &[&FeatureMap], cfg: &AggregateConfig) -> Result<FeatureMap, String> {
@@ -148,7 +148,7 @@ pub fn aggregate(maps: &[&FeatureMap], cfg: &AggregateConfig) -> Result<FeatureM
         .collect::<Result<_, String>>()?;
     let n = h * w;
     let total: usize = layers.iter().map(|(c, _)| c).sum();
-    let concat = |out_c: usize, per_layer: &LayerWriter| {
+    let concat = |out_c: usize, per_layer: &LayerWriter<'_>| {
         let mut out = vec![0.0f32; n * out_c];
         for (p, row) in out.chunks_exact_mut(out_c).enumerate() {
             let mut at = 0;
