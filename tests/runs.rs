@@ -1,1 +1,184 @@
-//! Real pipeline runs (filled as stages land).
+//! Real runs of real pipeline files through the `anoflow` binary: reports, sweeps, shards
+//! merged exactly, graph drawing, interruption, unwritable outputs.
+
+use std::path::Path;
+
+use anoflow_e2e::{anoflow, workspace_root, write_pipeline};
+use serde_json::Value;
+
+const LIGHT: &str = "name: light
+vars: { seed: 5 }
+nodes:
+  data: { plugin: synthetic, with: { seed: \"{{seed}}\", categories: [woven, washer], train: 10, test_good: 4, test_defective: 8 } }
+  grad: { plugin: gradient-magnitude, inputs: { image: data.image } }
+  eval: { plugin: segmentation-metrics, inputs: { gt: data.mask, scores: [grad.score] } }
+";
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn run(dir: &Path, pipeline: &Path, out: &Path, extra: &[&str]) -> anoflow_e2e::Run {
+    let mut args = vec!["run", pipeline.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"];
+    args.extend_from_slice(extra);
+    anoflow(dir, &args, &[])
+}
+
+#[test]
+fn a_run_writes_its_report_and_reproducibility_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), "light.yaml", LIGHT);
+    let out = dir.path().join("run");
+    let r = run(dir.path(), &p, &out, &["--set", "vars.seed=6"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("ran `light` on 24 test samples"), "{}", r.stdout);
+    assert!(r.stdout.contains("| woven | grad |"), "the metrics table is printed:\n{}", r.stdout);
+    let report = read_json(&out.join("run.json"));
+    assert_eq!(report["status"], "completed");
+    let nodes = report["run"]["nodes"].as_array().unwrap();
+    let grad = nodes.iter().find(|n| n["id"] == "grad").unwrap();
+    assert_eq!(grad["samples"], 24);
+    assert_eq!(grad["library"], "anoflow-plugin-example");
+    let expanded = std::fs::read_to_string(out.join("pipeline.expanded.yaml")).unwrap();
+    assert!(expanded.contains("seed: 6"), "overrides are recorded:\n{expanded}");
+    let plugins = read_json(&out.join("plugins.json"));
+    assert!(plugins["nodes"].as_array().unwrap().iter().any(|n| n["stage"] == "synthetic" && n["version"] == "0.1.0"));
+    assert!(out.join("eval/results.json").exists());
+}
+
+#[test]
+fn shards_merge_to_exactly_the_unsharded_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), "light.yaml", LIGHT);
+    let full = dir.path().join("full");
+    assert_eq!(run(dir.path(), &p, &full, &[]).code, 0);
+    for i in 0..3 {
+        let out = dir.path().join(format!("shard{i}"));
+        let r = run(dir.path(), &p, &out, &["--shard", &format!("{i}/3")]);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let merged = dir.path().join("merged");
+    let shards: Vec<String> = (0..3).map(|i| dir.path().join(format!("shard{i}")).display().to_string()).collect();
+    let mut args = vec!["merge", "--out", merged.to_str().unwrap()];
+    args.extend(shards.iter().map(String::as_str));
+    let r = anoflow(dir.path(), &args, &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let a = read_json(&full.join("eval/results.json"));
+    let b = read_json(&merged.join("eval/results.json"));
+    assert_eq!(a, b, "merged shards must equal the unsharded run");
+    // A missing shard is refused.
+    let r = anoflow(dir.path(), &["merge", "--out", dir.path().join("m2").to_str().unwrap(), &shards[0], &shards[2]], &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("shard 1/3 is missing"), "{}", r.stderr);
+}
+
+#[test]
+fn a_sweep_runs_every_variant_and_tabulates_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{LIGHT}sweep:\n  vars.seed: [1, 2]\n  grad.scale: [1.0, 0.5]\n");
+    let p = write_pipeline(dir.path(), "sweep.yaml", &text);
+    let out = dir.path().join("sweep");
+    let r = run(dir.path(), &p, &out, &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for v in ["seed=1,scale=1.0", "seed=1,scale=0.5", "seed=2,scale=1.0", "seed=2,scale=0.5"] {
+        assert!(out.join(v).join("run.json").exists(), "variant {v} missing");
+    }
+    let table = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert!(table.contains("seed=2,scale=0.5"), "{table}");
+}
+
+#[test]
+fn graph_draws_dot_and_mermaid() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), "light.yaml", LIGHT);
+    let r = anoflow(dir.path(), &["graph", p.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.starts_with("digraph \"light\""), "{}", r.stdout);
+    assert!(r.stdout.contains("\"data\" -> \"grad\" [label=\"image (image)\"]"), "{}", r.stdout);
+    let r = anoflow(dir.path(), &["graph", p.to_str().unwrap(), "--format", "mermaid"], &[]);
+    assert!(r.stdout.contains("grad -->|\"score -> scores (score-map)\"| eval"), "{}", r.stdout);
+}
+
+#[test]
+fn schema_lists_every_stage_and_its_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = anoflow(dir.path(), &["schema"], &[]);
+    assert_eq!(r.code, 0);
+    let schema: Value = serde_json::from_str(&r.stdout).unwrap();
+    let variants = schema["properties"]["nodes"]["additionalProperties"]["oneOf"].as_array().unwrap();
+    let synth = variants.iter().find(|v| v["title"] == "synthetic").expect("synthetic in schema");
+    assert_eq!(synth["properties"]["with"]["properties"]["seed"]["type"], "integer");
+}
+
+#[test]
+fn an_unwritable_output_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), "light.yaml", LIGHT);
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let r = run(dir.path(), &p, &blocker.join("run"), &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("cannot create the run directory") && r.stderr.contains("file/run"), "{}", r.stderr);
+}
+
+#[test]
+fn ctrl_c_stops_between_chunks_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = LIGHT.replace("train: 10, test_good: 4, test_defective: 8", "train: 4, test_good: 200, test_defective: 200, size: 512");
+    let p = write_pipeline(dir.path(), "long.yaml", &text);
+    let out = dir.path().join("run");
+    let child = std::process::Command::new(anoflow_e2e::anoflow_bin())
+        .current_dir(dir.path())
+        .args(["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--in-flight", "4", "--threads", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run has started writing, then interrupt it.
+    let start = std::time::Instant::now();
+    while !out.join("plugins.json").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted after"), "{stderr}");
+    let report = read_json(&out.join("run.json"));
+    assert_eq!(report["status"], "failed");
+    assert!(report["message"].as_str().unwrap().contains("interrupted after"));
+    let leftovers: Vec<_> =
+        walk(&out).into_iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-"))).collect();
+    assert!(leftovers.is_empty(), "half-written files: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_shipped_pipeline_validates() {
+    let dir = workspace_root().join("pipelines");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let r = anoflow(&workspace_root(), &["validate", path.to_str().unwrap(), "--set", "vars.root=/nonexistent"], &[]);
+            assert_eq!(r.code, 0, "{}: {}", path.display(), r.all());
+            count += 1;
+        }
+    }
+    assert!(count >= 1, "no pipelines found in {}", dir.display());
+}
