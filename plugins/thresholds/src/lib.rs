@@ -1,0 +1,630 @@
+//! Threshold baselines: fitted stages that learn one threshold (or one per pixel) from the
+//! score maps of their fit split and binarize every later map with `score > threshold`.
+//!
+//! - `threshold-mean-std`: global mean + k * std over every validation pixel (THR, k = 3);
+//! - `threshold-pixelwise`: per-pixel mean + k * std map (all maps the same size);
+//! - `threshold-percentile`: a percentile of all validation pixels;
+//! - `threshold-max`: the validation maximum;
+//! - `threshold-oracle`: the F1-optimal global threshold chosen WITH the ground truth of the
+//!   split it is fitted on (normally test). It is an upper bound for global thresholds, not a
+//!   deployable method, and says ORACLE in its summary, its ports and its `note` output.
+//!
+//! Statistics are exact: per-map two-pass mean and squared deviations in f64, merged across
+//! maps with Chan's formula (order-independent up to rounding).
+
+use anoflow_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Count, mean and sum of squared deviations of a set of values (f64).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    pub n: f64,
+    pub mean: f64,
+    pub m2: f64,
+}
+
+impl Moments {
+    /// Two-pass moments of one map.
+    pub fn of(values: &[f32]) -> Self {
+        let n = values.len() as f64;
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let m2 = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum();
+        Self { n, mean, m2 }
+    }
+
+    /// Chan et al.'s pairwise merge.
+    pub fn merge(self, o: Self) -> Self {
+        if self.n == 0.0 {
+            return o;
+        }
+        if o.n == 0.0 {
+            return self;
+        }
+        let n = self.n + o.n;
+        let delta = o.mean - self.mean;
+        Self { n, mean: self.mean + delta * o.n / n, m2: self.m2 + o.m2 + delta * delta * self.n * o.n / n }
+    }
+
+    /// Population standard deviation.
+    pub fn std(&self) -> f64 {
+        if self.n > 0.0 {
+            (self.m2 / self.n).sqrt()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The p-th percentile (0-100) with linear interpolation (numpy's default).
+pub fn percentile(values: &mut [f32], p: f64) -> f64 {
+    let rank = p.clamp(0.0, 100.0) / 100.0 * (values.len() - 1) as f64;
+    let k = rank.floor() as usize;
+    let (_, &mut lo, upper) = values.select_nth_unstable_by(k, f32::total_cmp);
+    let frac = rank - k as f64;
+    if frac == 0.0 || upper.is_empty() {
+        return f64::from(lo);
+    }
+    let hi = upper.iter().copied().fold(f32::INFINITY, f32::min);
+    f64::from(lo) + frac * (f64::from(hi) - f64::from(lo))
+}
+
+/// The threshold of `score > t` that maximizes pixel F1 over `(score, gt)` pairs, and that F1.
+/// Ties in score are kept together; `t` is midway between the last kept and the next value.
+pub fn f1_optimal_threshold(mut pairs: Vec<(f32, bool)>) -> (f64, f64) {
+    pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    let positives = pairs.iter().filter(|p| p.1).count() as f64;
+    let (mut tp, mut fp) = (0.0f64, 0.0f64);
+    let mut best = (f64::from(pairs.first().map_or(0.0, |p| p.0)) + 1.0, 0.0);
+    let mut i = 0;
+    while i < pairs.len() {
+        let v = pairs[i].0;
+        while i < pairs.len() && pairs[i].0 == v {
+            if pairs[i].1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            i += 1;
+        }
+        let f1 = if tp > 0.0 { 2.0 * tp / (2.0 * tp + fp + (positives - tp)) } else { 0.0 };
+        if f1 > best.1 {
+            let next = pairs.get(i).map_or(f64::from(v) - 1.0, |p| f64::from(p.0));
+            best = ((f64::from(v) + next) / 2.0, f1);
+        }
+    }
+    best
+}
+
+fn finite_scores<'a>(sample: &Sample<'a>, node: &str) -> StageResult<&'a ScoreMap> {
+    let score = sample.score_map("score")?;
+    if let Some(i) = score.data().iter().position(|v| !v.is_finite()) {
+        return Err(StageError::invalid_input(format!(
+            "node `{node}`, sample `{}`: score map holds {} at pixel (y {}, x {})",
+            sample.meta.id,
+            score.data()[i],
+            i / score.width(),
+            i % score.width()
+        )));
+    }
+    Ok(score)
+}
+
+fn binarize(score: &ScoreMap, threshold: impl Fn(usize) -> f64) -> StageResult<Outputs> {
+    let data = score.data().iter().enumerate().map(|(i, &v)| u8::from(f64::from(v) > threshold(i))).collect();
+    Ok(Outputs::new().with("mask", Mask::new(score.height() as u32, score.width() as u32, data)?))
+}
+
+fn not_fitted(node: &str) -> StageError {
+    StageError::internal(format!("node `{node}`: used before it was fitted (no fit split observed?)"))
+}
+
+fn bad_state(node: &str, e: impl std::fmt::Display) -> StageError {
+    StageError::invalid_input(format!("node `{node}`: saved threshold state is unreadable: {e}"))
+}
+
+/// A stage with one global threshold computed from what it observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobalRule {
+    MeanStd,
+    Percentile,
+    Max,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GlobalState {
+    rule: String,
+    threshold: f64,
+}
+
+struct GlobalStage {
+    node: String,
+    rule: GlobalRule,
+    k: f64,
+    p: f64,
+    moments: Moments,
+    values: Vec<f32>,
+    max: f32,
+    threshold: Option<f64>,
+}
+
+impl GlobalStage {
+    fn new(params: &Params, rule: GlobalRule) -> StageResult<Self> {
+        let (mut k, mut p) = (0.0, 0.0);
+        match rule {
+            GlobalRule::MeanStd => k = params.f64("k")?,
+            GlobalRule::Percentile => p = params.f64_in("percentile", 0.0, 100.0)?,
+            GlobalRule::Max => {}
+        }
+        Ok(Self {
+            node: params.node().to_string(),
+            rule,
+            k,
+            p,
+            moments: Moments::default(),
+            values: Vec::new(),
+            max: f32::NEG_INFINITY,
+            threshold: None,
+        })
+    }
+
+    fn rule_name(&self) -> &'static str {
+        match self.rule {
+            GlobalRule::MeanStd => "mean-std",
+            GlobalRule::Percentile => "percentile",
+            GlobalRule::Max => "max",
+        }
+    }
+}
+
+impl Fitted for GlobalStage {
+    fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
+        let score = finite_scores(sample, &self.node)?;
+        match self.rule {
+            GlobalRule::MeanStd => self.moments = self.moments.merge(Moments::of(score.data())),
+            GlobalRule::Percentile => self.values.extend_from_slice(score.data()),
+            GlobalRule::Max => self.max = score.data().iter().copied().fold(self.max, f32::max),
+        }
+        Ok(())
+    }
+
+    fn finish_fit(&mut self) -> StageResult<()> {
+        let empty = match self.rule {
+            GlobalRule::MeanStd => self.moments.n == 0.0,
+            GlobalRule::Percentile => self.values.is_empty(),
+            GlobalRule::Max => self.max == f32::NEG_INFINITY,
+        };
+        if empty {
+            return Err(StageError::invalid_input(format!(
+                "node `{}`: the fit split held no score map to learn a threshold from",
+                self.node
+            )));
+        }
+        self.threshold = Some(match self.rule {
+            GlobalRule::MeanStd => self.moments.mean + self.k * self.moments.std(),
+            GlobalRule::Percentile => percentile(&mut self.values, self.p),
+            GlobalRule::Max => f64::from(self.max),
+        });
+        self.values = Vec::new();
+        Ok(())
+    }
+
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        let t = self.threshold.ok_or_else(|| not_fitted(&self.node))?;
+        binarize(finite_scores(sample, &self.node)?, |_| t)
+    }
+
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        let t = self.threshold.ok_or_else(|| not_fitted(&self.node))?;
+        serde_json::to_vec(&GlobalState { rule: self.rule_name().into(), threshold: t })
+            .map_err(|e| StageError::internal(e.to_string()))
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let s: GlobalState = serde_json::from_slice(state).map_err(|e| bad_state(&self.node, e))?;
+        if s.rule != self.rule_name() || !s.threshold.is_finite() {
+            return Err(bad_state(&self.node, format!("rule `{}`, threshold {}", s.rule, s.threshold)));
+        }
+        self.threshold = Some(s.threshold);
+        Ok(())
+    }
+}
+
+/// `threshold-mean-std`.
+pub struct ThresholdMeanStd;
+impl StagePlugin for ThresholdMeanStd {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::fitted(
+            "threshold-mean-std",
+            "THR baseline: one threshold = mean + k * std of every pixel of the fit split's score maps",
+        )
+        .input("score", ValueKind::ScoreMap, "anomaly score map")
+        .output("mask", ValueKind::Mask, "score > threshold")
+        .param(ParamSpec::float("k", 3.0, "number of standard deviations above the mean"))
+    }
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::MeanStd)?)))
+    }
+}
+
+/// `threshold-percentile`.
+pub struct ThresholdPercentile;
+impl StagePlugin for ThresholdPercentile {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::fitted("threshold-percentile", "one threshold = a percentile of every fit-split pixel score")
+            .input("score", ValueKind::ScoreMap, "anomaly score map")
+            .output("mask", ValueKind::Mask, "score > threshold")
+            .param(ParamSpec::float("percentile", 99.0, "percentile (0-100), linear interpolation"))
+    }
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::Percentile)?)))
+    }
+}
+
+/// `threshold-max`.
+pub struct ThresholdMax;
+impl StagePlugin for ThresholdMax {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::fitted("threshold-max", "one threshold = the largest pixel score of the fit split")
+            .input("score", ValueKind::ScoreMap, "anomaly score map")
+            .output("mask", ValueKind::Mask, "score > threshold")
+    }
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::Max)?)))
+    }
+}
+
+/// `threshold-pixelwise`.
+pub struct ThresholdPixelwise;
+
+#[derive(Serialize, Deserialize)]
+struct PixelState {
+    height: usize,
+    width: usize,
+    threshold: Vec<f64>,
+}
+
+struct PixelwiseStage {
+    node: String,
+    k: f64,
+    size: Option<(usize, usize)>,
+    moments: Vec<Moments>,
+    threshold: Option<PixelState>,
+}
+
+impl PixelwiseStage {
+    fn check_size(&self, sample: &Sample<'_>, score: &ScoreMap, expected: (usize, usize)) -> StageResult<()> {
+        if (score.height(), score.width()) != expected {
+            return Err(StageError::invalid_input(format!(
+                "node `{}`, sample `{}`: score map is {}x{}, but the per-pixel threshold map is {}x{}: \
+                 every map must have the same size",
+                self.node,
+                sample.meta.id,
+                score.height(),
+                score.width(),
+                expected.0,
+                expected.1
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Fitted for PixelwiseStage {
+    fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
+        let score = finite_scores(sample, &self.node)?;
+        let size = *self.size.get_or_insert((score.height(), score.width()));
+        self.check_size(sample, score, size)?;
+        if self.moments.is_empty() {
+            self.moments = vec![Moments::default(); size.0 * size.1];
+        }
+        for (m, &v) in self.moments.iter_mut().zip(score.data()) {
+            *m = m.merge(Moments { n: 1.0, mean: f64::from(v), m2: 0.0 });
+        }
+        Ok(())
+    }
+
+    fn finish_fit(&mut self) -> StageResult<()> {
+        let (height, width) = self.size.ok_or_else(|| {
+            StageError::invalid_input(format!("node `{}`: the fit split held no score map", self.node))
+        })?;
+        let threshold = self.moments.iter().map(|m| m.mean + self.k * m.std()).collect();
+        self.threshold = Some(PixelState { height, width, threshold });
+        self.moments = Vec::new();
+        Ok(())
+    }
+
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        let t = self.threshold.as_ref().ok_or_else(|| not_fitted(&self.node))?;
+        let score = finite_scores(sample, &self.node)?;
+        self.check_size(sample, score, (t.height, t.width))?;
+        binarize(score, |i| t.threshold[i])
+    }
+
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        let t = self.threshold.as_ref().ok_or_else(|| not_fitted(&self.node))?;
+        serde_json::to_vec(t).map_err(|e| StageError::internal(e.to_string()))
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let s: PixelState = serde_json::from_slice(state).map_err(|e| bad_state(&self.node, e))?;
+        if s.threshold.len() != s.height * s.width {
+            return Err(bad_state(&self.node, "threshold map length does not match its size"));
+        }
+        self.size = Some((s.height, s.width));
+        self.threshold = Some(s);
+        Ok(())
+    }
+}
+
+impl StagePlugin for ThresholdPixelwise {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::fitted(
+            "threshold-pixelwise",
+            "per-pixel threshold map = mean + k * std of each pixel over the fit split's score maps",
+        )
+        .input("score", ValueKind::ScoreMap, "anomaly score map (every map the same size)")
+        .output("mask", ValueKind::Mask, "score > threshold of that pixel")
+        .param(ParamSpec::float("k", 3.0, "number of standard deviations above each pixel's mean"))
+    }
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        Ok(StageImpl::Fitted(Box::new(PixelwiseStage {
+            node: params.node().to_string(),
+            k: params.f64("k")?,
+            size: None,
+            moments: Vec::new(),
+            threshold: None,
+        })))
+    }
+}
+
+/// `threshold-oracle`.
+pub struct ThresholdOracle;
+
+const ORACLE_NOTE: &str =
+    "ORACLE: F1-optimal threshold chosen with the ground truth of the data it is applied to; not deployable";
+
+#[derive(Serialize, Deserialize)]
+struct OracleState {
+    oracle: bool,
+    threshold: f64,
+    fit_f1: f64,
+}
+
+struct OracleStage {
+    node: String,
+    pairs: Vec<(f32, bool)>,
+    state: Option<OracleState>,
+}
+
+impl Fitted for OracleStage {
+    fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
+        let score = finite_scores(sample, &self.node)?;
+        let gt = sample.mask("gt").map_err(|e| e.context(format!("node `{}` (ORACLE needs `gt`)", self.node)))?;
+        if (gt.height(), gt.width()) != (score.height(), score.width()) {
+            return Err(StageError::invalid_input(format!(
+                "node `{}`, sample `{}`: gt is {}x{} but the score map is {}x{}",
+                self.node,
+                sample.meta.id,
+                gt.height(),
+                gt.width(),
+                score.height(),
+                score.width()
+            )));
+        }
+        self.pairs.extend(score.data().iter().zip(gt.data()).map(|(&s, &g)| (s, g != 0)));
+        Ok(())
+    }
+
+    fn finish_fit(&mut self) -> StageResult<()> {
+        if self.pairs.is_empty() {
+            return Err(StageError::invalid_input(format!("node `{}`: the fit split held no score map", self.node)));
+        }
+        let (threshold, fit_f1) = f1_optimal_threshold(std::mem::take(&mut self.pairs));
+        self.state = Some(OracleState { oracle: true, threshold, fit_f1 });
+        Ok(())
+    }
+
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        let t = self.state.as_ref().ok_or_else(|| not_fitted(&self.node))?.threshold;
+        let mut out = binarize(finite_scores(sample, &self.node)?, |_| t)?;
+        out.push("note", ORACLE_NOTE.to_string());
+        Ok(out)
+    }
+
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        let s = self.state.as_ref().ok_or_else(|| not_fitted(&self.node))?;
+        serde_json::to_vec(s).map_err(|e| StageError::internal(e.to_string()))
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let s: OracleState = serde_json::from_slice(state).map_err(|e| bad_state(&self.node, e))?;
+        if !s.oracle || !s.threshold.is_finite() {
+            return Err(bad_state(&self.node, "not an oracle threshold state"));
+        }
+        self.state = Some(s);
+        Ok(())
+    }
+}
+
+impl StagePlugin for ThresholdOracle {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::fitted(
+            "threshold-oracle",
+            "ORACLE (not deployable): the F1-optimal global threshold, chosen WITH ground truth (fit it on test)",
+        )
+        .input("score", ValueKind::ScoreMap, "anomaly score map")
+        .optional_input("gt", ValueKind::Mask, "ground-truth mask; required while fitting (ORACLE)")
+        .output("mask", ValueKind::Mask, "ORACLE mask: score > the F1-optimal threshold")
+        .output("note", ValueKind::Text, "says ORACLE: this mask used the ground truth")
+    }
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        Ok(StageImpl::Fitted(Box::new(OracleStage { node: params.node().to_string(), pairs: Vec::new(), state: None })))
+    }
+}
+
+anoflow_sdk::export_plugin! {
+    stages: [ThresholdMeanStd, ThresholdPixelwise, ThresholdPercentile, ThresholdMax, ThresholdOracle]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anoflow_sdk::harness::{inputs, meta, StageHarness};
+    use serde_json::json;
+
+    /// Deterministic 224x224 validation-like maps with a per-pixel ramp.
+    fn map(seed: u32) -> ScoreMap {
+        let data = (0..224 * 224u32)
+            .map(|i| {
+                let x = i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503)) >> 8;
+                (x % 1000) as f32 / 1000.0 + (i % 224) as f32 * 0.001
+            })
+            .collect();
+        ScoreMap::new(224, 224, data).unwrap()
+    }
+
+    fn fit<T: StagePlugin>(params: serde_json::Value, maps: &[ScoreMap]) -> StageHarness {
+        let mut h = StageHarness::new::<T>(params).unwrap();
+        let samples =
+            maps.iter().enumerate().map(|(i, m)| (meta(&format!("v{i}")), inputs(vec![("score", m.clone().into())])));
+        h.fit(samples.collect()).unwrap();
+        h
+    }
+
+    fn mask_of(h: &StageHarness, m: &ScoreMap) -> Vec<u8> {
+        h.process(&meta("t"), inputs(vec![("score", m.clone().into())])).unwrap().mask("mask").data().to_vec()
+    }
+
+    /// The threshold implied by a mask: the largest value masked 0 and the smallest masked 1.
+    fn bracket(m: &ScoreMap, mask: &[u8]) -> (f32, f32) {
+        let below = m.data().iter().zip(mask).filter(|(_, &k)| k == 0).map(|(&v, _)| v).fold(f32::MIN, f32::max);
+        let above = m.data().iter().zip(mask).filter(|(_, &k)| k == 1).map(|(&v, _)| v).fold(f32::MAX, f32::min);
+        (below, above)
+    }
+
+    #[test]
+    fn mean_std_matches_a_direct_f64_computation_and_round_trips() {
+        let maps: Vec<ScoreMap> = (0..6).map(map).collect();
+        let all: Vec<f64> = maps.iter().flat_map(|m| m.data().iter().map(|&v| f64::from(v))).collect();
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
+        let h = fit::<ThresholdMeanStd>(json!({"k": 1.5}), &maps);
+        let state: serde_json::Value = serde_json::from_slice(&h.save_state().unwrap()).unwrap();
+        assert!((state["threshold"].as_f64().unwrap() - (mean + 1.5 * std)).abs() < 1e-9);
+        let probe = map(99);
+        let mask = mask_of(&h, &probe);
+        let (below, above) = bracket(&probe, &mask);
+        assert!(f64::from(below) <= mean + 1.5 * std && f64::from(above) > mean + 1.5 * std);
+
+        let mut fresh = StageHarness::new::<ThresholdMeanStd>(json!({"k": 1.5})).unwrap();
+        fresh.load_state(h.save_state().unwrap()).unwrap();
+        assert_eq!(mask_of(&fresh, &probe), mask);
+        let mut wrong = StageHarness::new::<ThresholdMax>(json!({})).unwrap();
+        assert!(wrong.load_state(h.save_state().unwrap()).is_err());
+    }
+
+    #[test]
+    fn percentile_and_max() {
+        let maps: Vec<ScoreMap> = (0..3).map(map).collect();
+        let mut all: Vec<f32> = maps.iter().flat_map(|m| m.data().to_vec()).collect();
+        all.sort_by(f32::total_cmp);
+        let h = fit::<ThresholdPercentile>(json!({"percentile": 99}), &maps);
+        let t: serde_json::Value = serde_json::from_slice(&h.save_state().unwrap()).unwrap();
+        let rank = 0.99 * (all.len() - 1) as f64;
+        let (lo, hi) = (f64::from(all[rank.floor() as usize]), f64::from(all[rank.ceil() as usize]));
+        let expected = lo + (rank - rank.floor()) * (hi - lo);
+        assert!((t["threshold"].as_f64().unwrap() - expected).abs() < 1e-9);
+        // The fit maps themselves: about 1% of pixels above.
+        let above: usize = maps.iter().map(|m| mask_of(&h, m).iter().filter(|&&v| v == 1).count()).sum();
+        assert!((above as f64 / all.len() as f64 - 0.01).abs() < 0.001, "{above}");
+
+        let h = fit::<ThresholdMax>(json!({}), &maps);
+        assert!(maps.iter().all(|m| !mask_of(&h, m).contains(&1)), "nothing on the fit split exceeds its maximum");
+        let mut hot = map(0).data().to_vec();
+        hot[7] = *all.last().unwrap() + 0.5;
+        let hot = ScoreMap::new(224, 224, hot).unwrap();
+        assert_eq!(mask_of(&h, &hot).iter().filter(|&&v| v == 1).count(), 1);
+    }
+
+    #[test]
+    fn pixelwise_thresholds_each_pixel_and_rejects_other_sizes() {
+        // Pixel 0 varies a lot, pixel 1 not at all.
+        let maps: Vec<ScoreMap> = [0.0, 1.0, 2.0, 3.0]
+            .iter()
+            .map(|&v| {
+                let mut d = vec![0.5f32; 224 * 224];
+                d[0] = v;
+                ScoreMap::new(224, 224, d).unwrap()
+            })
+            .collect();
+        let h = fit::<ThresholdPixelwise>(json!({"k": 1}), &maps);
+        // Pixel 0: mean 1.5, std sqrt(1.25) -> threshold 2.618; pixel 1: threshold 0.5.
+        let mut probe = vec![0.5f32; 224 * 224];
+        probe[0] = 2.6;
+        probe[1] = 0.51;
+        let mask = mask_of(&h, &ScoreMap::new(224, 224, probe.clone()).unwrap());
+        assert_eq!((mask[0], mask[1], mask[2]), (0, 1, 0));
+        probe[0] = 2.62;
+        assert_eq!(mask_of(&h, &ScoreMap::new(224, 224, probe).unwrap())[0], 1);
+
+        let small = ScoreMap::new(112, 224, vec![0.0; 112 * 224]).unwrap();
+        let err = h.process(&meta("odd"), inputs(vec![("score", small.clone().into())])).unwrap_err();
+        assert!(err.message.contains("sample `odd`: score map is 112x224") && err.message.contains("224x224"));
+        let mut h2 = StageHarness::new::<ThresholdPixelwise>(json!({})).unwrap();
+        let err = h2
+            .fit(vec![
+                (meta("a"), inputs(vec![("score", maps[0].clone().into())])),
+                (meta("b"), inputs(vec![("score", small.into())])),
+            ])
+            .unwrap_err();
+        assert!(err.message.contains("sample `b`"), "{err}");
+        let mut fresh = StageHarness::new::<ThresholdPixelwise>(json!({"k": 1})).unwrap();
+        fresh.load_state(h.save_state().unwrap()).unwrap();
+        assert_eq!(mask_of(&fresh, &maps[3]), mask_of(&h, &maps[3]));
+    }
+
+    #[test]
+    fn oracle_picks_the_f1_optimal_threshold_and_says_oracle() {
+        assert!(ThresholdOracle::descriptor().summary.contains("ORACLE"));
+        // Scores 0..1 along x; ground truth is x >= 150 plus noise pixels: best cut near 150.
+        let score = ScoreMap::new(224, 224, (0..224 * 224).map(|i| (i % 224) as f32 / 224.0).collect()).unwrap();
+        let gt_data: Vec<u8> = (0..224 * 224).map(|i| u8::from(i % 224 >= 150 || i % 97 == 0)).collect();
+        let gt = Mask::new(224, 224, gt_data.clone()).unwrap();
+        let mut h = StageHarness::new::<ThresholdOracle>(json!({})).unwrap();
+        h.fit(vec![(meta("t0"), inputs(vec![("score", score.clone().into()), ("gt", gt.into())]))]).unwrap();
+        let out = h.process(&meta("t0"), inputs(vec![("score", score.clone().into())])).unwrap();
+        let mask = out.mask("mask").data().to_vec();
+        assert!(matches!(out.get("note"), Some(Value::Text(t)) if t.starts_with("ORACLE")));
+        let f1 = |m: &[u8]| {
+            let tp = m.iter().zip(&gt_data).filter(|(&a, &b)| a == 1 && b == 1).count() as f64;
+            let fp = m.iter().zip(&gt_data).filter(|(&a, &b)| a == 1 && b == 0).count() as f64;
+            let fneg = m.iter().zip(&gt_data).filter(|(&a, &b)| a == 0 && b == 1).count() as f64;
+            2.0 * tp / (2.0 * tp + fp + fneg)
+        };
+        let best = f1(&mask);
+        // No column cut does better (brute force over every cut).
+        for cut in 0..224 {
+            let m: Vec<u8> = (0..224 * 224).map(|i| u8::from(i % 224 >= cut)).collect();
+            assert!(f1(&m) <= best + 1e-12, "cut {cut}: {} > {best}", f1(&m));
+        }
+        let err = StageHarness::new::<ThresholdOracle>(json!({}))
+            .unwrap()
+            .fit(vec![(meta("t1"), inputs(vec![("score", score.into())]))])
+            .unwrap_err();
+        assert!(err.message.contains("ORACLE needs `gt`"), "{err}");
+    }
+
+    #[test]
+    fn unfitted_or_nan_inputs_are_errors() {
+        let h = StageHarness::new::<ThresholdMeanStd>(json!({})).unwrap();
+        assert!(h.process(&meta("x"), inputs(vec![("score", map(1).into())])).is_err());
+        let mut h = StageHarness::new::<ThresholdMeanStd>(json!({})).unwrap();
+        let mut d = vec![0.0f32; 224 * 224];
+        d[224 + 3] = f32::NAN;
+        let err =
+            h.fit(vec![(meta("v9"), inputs(vec![("score", ScoreMap::new(224, 224, d).unwrap().into())]))]).unwrap_err();
+        assert!(err.message.contains("sample `v9`") && err.message.contains("pixel (y 1, x 3)"), "{err}");
+        let mut h = StageHarness::new::<ThresholdMeanStd>(json!({})).unwrap();
+        assert!(h.fit(vec![]).is_err());
+    }
+}
