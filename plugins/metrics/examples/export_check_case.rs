@@ -55,7 +55,7 @@ fn main() {
                         gt[y * w + x] = 1;
                     }
                 }
-                if next(&mut st) % 2 == 0 && y0 + dh + 1 < h && x0 + dw + 1 < w {
+                if next(&mut st) & 1 == 0 && y0 + dh + 1 < h && x0 + dw + 1 < w {
                     gt[(y0 + dh) * w + x0 + dw] = 1; // diagonal neighbour of the corner
                 }
             }
@@ -66,8 +66,10 @@ fn main() {
             }
             let thr: Vec<u8> = score.iter().map(|&v| u8::from(v >= 0.6)).collect();
             // A second method that is empty on some images (zero-denominator conventions).
-            let sparse: Vec<u8> = if i % 4 == 1 { vec![0; h * w] } else { score.iter().map(|&v| u8::from(v >= 0.8)).collect() };
-            let image_score = f64::from(score.iter().cloned().fold(f32::MIN, f32::max)) + 0.01 * f64::from(unit(&mut st));
+            let sparse: Vec<u8> =
+                if i % 4 == 1 { vec![0; h * w] } else { score.iter().map(|&v| u8::from(v >= 0.8)).collect() };
+            let image_score =
+                f64::from(score.iter().cloned().fold(f32::MIN, f32::max)) + 0.01 * f64::from(unit(&mut st));
             images.push(Img {
                 id: format!("{category}/{i:02}"),
                 category: category.to_string(),

@@ -19,7 +19,7 @@ pub mod components;
 pub mod confusion;
 pub mod draw;
 pub mod ranking;
-// pub mod report;
+pub mod report;
 pub mod results;
 
 use std::path::Path;
@@ -199,7 +199,7 @@ impl Sink for MetricsSink {
     }
 }
 
-anoflow_sdk::export_plugin! { stages: [SegmentationMetrics] }
+anoflow_sdk::export_plugin! { stages: [SegmentationMetrics, report::Report] }
 
 #[cfg(test)]
 mod tests;

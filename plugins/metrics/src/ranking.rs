@@ -396,7 +396,8 @@ mod tests {
         let a = auroc(&pos(&[0.8, 0.4, 0.35]), Negatives::one(&neg(&[0.1, 0.4, 0.35, 0.9]))).unwrap();
         assert!((a - 7.0 / 12.0).abs() < 1e-15, "{a}");
         // Split negatives give the same answer.
-        let b = auroc(&pos(&[0.8, 0.4, 0.35]), Negatives { anomalous: &neg(&[0.1, 0.9]), good: &neg(&[0.4, 0.35]) }).unwrap();
+        let b = auroc(&pos(&[0.8, 0.4, 0.35]), Negatives { anomalous: &neg(&[0.1, 0.9]), good: &neg(&[0.4, 0.35]) })
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(auroc(&pos(&[1.0]), Negatives::one(&neg(&[0.0]))), Some(1.0));
         assert_eq!(auroc(&pos(&[0.0]), Negatives::one(&neg(&[1.0]))), Some(0.0));
