@@ -100,12 +100,7 @@ pub fn run(
     }
 
     let grids: Vec<Grid> = features.iter().map(|f| Grid::new(f.map.height(), f.map.width(), h, w)).collect();
-    let d: usize = features.iter().map(|f| f.map.channels()).sum();
-    let (mut x, y, weights, class_weight) = training_rows(&labels, w, features, &grids, d, cfg.balance);
-    let standardizer = if cfg.standardize { Standardizer::fit(&x, d, &weights) } else { Standardizer::identity(d) };
-    if cfg.standardize {
-        standardizer.apply(&mut x);
-    }
+    let Training { x, y, d, class_weight, standardizer } = prepare_training(&labels, w, features, &grids, cfg);
     let set = TrainingSet { x: &x, y: &y, d, class_weight };
     let (model, info) = cfg.classifier.fit(&set, seed)?;
     drop(x);
@@ -216,6 +211,33 @@ fn training_rows(
     };
     let weights = y.iter().map(|&l| if l > 0.0 { class_weight.0 } else { class_weight.1 }).collect();
     (x, y, weights, class_weight)
+}
+
+/// Standardized training rows of one image, ready for a classifier.
+#[derive(Debug, Clone)]
+pub struct Training {
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+    pub d: usize,
+    pub class_weight: (f64, f64),
+    pub standardizer: Standardizer,
+}
+
+/// Samples, balances and standardizes the training rows of `labels` (score map width `w`).
+pub fn prepare_training(
+    labels: &PseudoLabels,
+    w: usize,
+    features: &[NamedFeatures<'_>],
+    grids: &[Grid],
+    cfg: &TttConfig,
+) -> Training {
+    let d: usize = features.iter().map(|f| f.map.channels()).sum();
+    let (mut x, y, weights, class_weight) = training_rows(labels, w, features, grids, d, cfg.balance);
+    let standardizer = if cfg.standardize { Standardizer::fit(&x, d, &weights) } else { Standardizer::identity(d) };
+    if cfg.standardize {
+        standardizer.apply(&mut x);
+    }
+    Training { x, y, d, class_weight, standardizer }
 }
 
 /// `b + sum_m up(F_m . w_m)`: per feature map, one dot product per cell, then the
