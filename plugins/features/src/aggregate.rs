@@ -90,14 +90,100 @@ pub fn box_average(data: &[f32], h: usize, w: usize, c: usize, p: usize, count_i
     out
 }
 
-/// `torch.nn.functional.adaptive_avg_pool1d` of one vector to length `dim`: output `i`
+/// `torch.nn.functional.adaptive_avg_pool1d` of one vector to length `out.len()`: output `i`
 /// averages `src[floor(i*L/dim) .. ceil((i+1)*L/dim)]`.
 pub fn adaptive_avg_pool(src: &[f32], dim: usize, out: &mut [f32]) {
-    let l = src.len();
-    for (i, o) in out.iter_mut().enumerate().take(dim) {
-        let start = i * l / dim;
-        let end = ((i + 1) * l).div_ceil(dim);
-        *o = src[start..end].iter().sum::<f32>() / (end - start) as f32;
+    AdaptivePool::new(src.len(), dim).apply(src, &mut out[..dim]);
+}
+
+/// The windows of an adaptive average pooling from `len` to `dim` values, computed once and
+/// applied at every location.
+#[derive(Debug, Clone)]
+pub struct AdaptivePool {
+    windows: Vec<(usize, usize, f32)>,
+}
+
+impl AdaptivePool {
+    pub fn new(len: usize, dim: usize) -> Self {
+        let windows = (0..dim)
+            .map(|i| {
+                let (start, end) = (i * len / dim, ((i + 1) * len).div_ceil(dim));
+                (start, end, 1.0 / (end - start) as f32)
+            })
+            .collect();
+        Self { windows }
+    }
+
+    pub fn apply(&self, src: &[f32], out: &mut [f32]) {
+        for (o, &(start, end, inv)) in out.iter_mut().zip(&self.windows) {
+            *o = src[start..end].iter().sum::<f32>() * inv;
+        }
+    }
+}
+
+/// PatchCore's two poolings (each layer to `layer_dim`, then the concatenation to `dim`) composed
+/// into one sparse linear map from the concatenated channels to `dim`, with a fixed number of
+/// taps per output (zero-weight padding) so applying it has no data-dependent branches.
+#[derive(Debug, Clone)]
+pub struct ChannelReduction {
+    dim: usize,
+    taps: usize,
+    index: Vec<u32>,
+    weight: Vec<f32>,
+}
+
+impl ChannelReduction {
+    /// `channels`: the channel count of each layer, in concatenation order.
+    pub fn new(channels: &[usize], layer_dim: usize, dim: usize) -> Self {
+        // stacked[s] = sum of (input channel, weight)
+        let mut stacked: Vec<Vec<(usize, f32)>> = Vec::new();
+        let mut offset = 0;
+        for &c in channels {
+            if layer_dim == 0 {
+                stacked.extend((0..c).map(|k| vec![(offset + k, 1.0)]));
+            } else {
+                for &(start, end, inv) in &AdaptivePool::new(c, layer_dim).windows {
+                    stacked.push((start..end).map(|k| (offset + k, inv)).collect());
+                }
+            }
+            offset += c;
+        }
+        let rows: Vec<Vec<(usize, f32)>> = AdaptivePool::new(stacked.len(), dim)
+            .windows
+            .iter()
+            .map(|&(start, end, inv)| {
+                let mut row: Vec<(usize, f32)> = Vec::new();
+                for (k, w) in stacked[start..end].iter().flatten() {
+                    match row.iter_mut().find(|(i, _)| i == k) {
+                        Some(entry) => entry.1 += w * inv,
+                        None => row.push((*k, w * inv)),
+                    }
+                }
+                row
+            })
+            .collect();
+        let taps = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut index = vec![0u32; dim * taps];
+        let mut weight = vec![0.0f32; dim * taps];
+        for (j, row) in rows.iter().enumerate() {
+            for (t, &(k, w)) in row.iter().enumerate() {
+                index[j * taps + t] = k as u32;
+                weight[j * taps + t] = w;
+            }
+        }
+        Self { dim, taps, index, weight }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Reduces one location's concatenated features into `out` (`dim` values).
+    pub fn apply(&self, src: &[f32], out: &mut [f32]) {
+        let rows = self.index.chunks_exact(self.taps).zip(self.weight.chunks_exact(self.taps));
+        for (o, (idx, w)) in out.iter_mut().zip(rows) {
+            *o = idx.iter().zip(w).map(|(&k, &w)| src[k as usize] * w).sum();
+        }
     }
 }
 
@@ -107,10 +193,6 @@ pub fn projection_matrix(dim: usize, c: usize, seed: u64) -> Vec<f32> {
     let v = 1.0 / (dim as f32).sqrt();
     (0..dim * c).map(|_| if rng.gen::<bool>() { v } else { -v }).collect()
 }
-
-/// Writes one layer's features at one location into `dst` (given `channels, src`); returns
-/// how many values it wrote.
-type LayerWriter<'a> = dyn Fn(usize, &[f32], &mut [f32]) -> usize + 'a;
 
 /// Aggregates the layers of one sample into one feature map on the finest layer's grid.
 pub fn aggregate(maps: &[&FeatureMap], cfg: &AggregateConfig) -> Result<FeatureMap, String> {
@@ -148,48 +230,31 @@ pub fn aggregate(maps: &[&FeatureMap], cfg: &AggregateConfig) -> Result<FeatureM
         .collect::<Result<_, String>>()?;
     let n = h * w;
     let total: usize = layers.iter().map(|(c, _)| c).sum();
-    let concat = |out_c: usize, per_layer: &LayerWriter<'_>| {
-        let mut out = vec![0.0f32; n * out_c];
-        for (p, row) in out.chunks_exact_mut(out_c).enumerate() {
+    let concat = || {
+        let mut out = vec![0.0f32; n * total];
+        for (p, row) in out.chunks_exact_mut(total).enumerate() {
             let mut at = 0;
             for (c, data) in &layers {
-                let width = per_layer(*c, &data[p * c..(p + 1) * c], &mut row[at..]);
-                at += width;
+                row[at..at + c].copy_from_slice(&data[p * c..(p + 1) * c]);
+                at += c;
             }
         }
         out
     };
     let (dim, data) = match &cfg.reduction {
-        Reduction::None => (
-            total,
-            concat(total, &|c, src, dst| {
-                dst[..c].copy_from_slice(src);
-                c
-            }),
-        ),
+        Reduction::None => (total, concat()),
         Reduction::AdaptiveAvg { layer_dim, dim } => {
-            let ld = *layer_dim;
-            let width = if ld == 0 { total } else { ld * layers.len() };
-            let stacked = concat(width, &|c, src, dst| {
-                if ld == 0 {
-                    dst[..c].copy_from_slice(src);
-                    c
-                } else {
-                    adaptive_avg_pool(src, ld, &mut dst[..ld]);
-                    ld
-                }
-            });
+            let channels: Vec<usize> = layers.iter().map(|(c, _)| *c).collect();
+            let reduction = ChannelReduction::new(&channels, *layer_dim, *dim);
+            let x = concat();
             let mut out = vec![0.0f32; n * dim];
-            for (src, dst) in stacked.chunks_exact(width).zip(out.chunks_exact_mut(*dim)) {
-                adaptive_avg_pool(src, *dim, dst);
+            for (src, dst) in x.chunks_exact(total).zip(out.chunks_exact_mut(*dim)) {
+                reduction.apply(src, dst);
             }
             (*dim, out)
         }
         Reduction::RandomProjection { dim, seed } => {
-            let x = concat(total, &|c, src, dst| {
-                dst[..c].copy_from_slice(src);
-                c
-            });
+            let x = concat();
             let r = projection_matrix(*dim, total, *seed);
             let mut out = vec![0.0f32; n * dim];
             // out (n x dim) = x (n x total) * r^T (total x dim).

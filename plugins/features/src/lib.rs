@@ -8,7 +8,8 @@
 pub mod aggregate;
 
 pub use aggregate::{
-    adaptive_avg_pool, aggregate, box_average, projection_matrix, sample_bilinear, AggregateConfig, Reduction,
+    adaptive_avg_pool, aggregate, box_average, projection_matrix, sample_bilinear, AdaptivePool, AggregateConfig,
+    ChannelReduction, Reduction,
 };
 
 use anoflow_sdk::prelude::*;

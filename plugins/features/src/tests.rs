@@ -67,6 +67,20 @@ fn adaptive_pool_uses_torch_windows() {
 }
 
 #[test]
+fn composed_reduction_equals_the_two_poolings() {
+    let (a, b) = (random_map(192, 1, 1, 8.0, 5), random_map(576, 1, 1, 8.0, 6));
+    let (mut pa, mut pb) = (vec![0.0f32; 1024], vec![0.0f32; 1024]);
+    adaptive_avg_pool(a.data(), 1024, &mut pa);
+    adaptive_avg_pool(b.data(), 1024, &mut pb);
+    let mut expect = vec![0.0f32; 1024];
+    adaptive_avg_pool(&[pa, pb].concat(), 1024, &mut expect);
+    let mut got = vec![0.0f32; 1024];
+    ChannelReduction::new(&[192, 576], 1024, 1024).apply(&[a.data(), b.data()].concat(), &mut got);
+    let worst = got.iter().zip(&expect).map(|(g, e)| (g - e).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "max difference {worst}");
+}
+
+#[test]
 fn patch_aggregate_on_backbone_sized_layers() {
     // MobileNetV2's default pair at 224x224: 192 channels at stride 8, 576 at stride 16.
     // Constant layers 1.0 and 3.0: each is pooled to 1024 channels, the 2048 concatenated ones

@@ -1,0 +1,92 @@
+//! Images/s of the default backbone (MobileNetV2, outputs features.7.expand + features.14.expand)
+//! at 224x224 through the Rust path, batch 1 and 8, and peak RSS. Run by tools/bench_features.sh,
+//! which runs the same model through Python's onnxruntime right after.
+//!
+//! `cargo bench -p anoflow-plugin-onnx --bench features -- [--threads N] [--seconds S]`
+
+use std::time::{Duration, Instant};
+
+use anoflow_plugin_onnx::{config, FeatureExtractor, OnnxFeatures};
+use anoflow_sdk::{
+    harness::{inputs, meta, StageHarness},
+    prelude::*,
+};
+use serde_json::json;
+
+fn arg(name: &str, default: f64) -> f64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Runs `f` (which processes `per_call` images) for about `budget`; returns images/s.
+fn rate(budget: Duration, per_call: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let start = Instant::now();
+    let mut images = 0;
+    while start.elapsed() < budget {
+        f();
+        images += per_call;
+    }
+    images as f64 / start.elapsed().as_secs_f64()
+}
+
+fn photo(i: usize) -> Image {
+    // A deterministic textured 224x224 image (content does not change the cost of a CNN).
+    let px = (0..224 * 224 * 3).map(|p| ((p * 31 + i * 17) % 251) as u8).collect();
+    Image::from_u8(224, 224, 3, px).expect("224x224x3 image")
+}
+
+fn main() {
+    let threads = arg("--threads", 2.0) as usize;
+    let budget = Duration::from_secs_f64(arg("--seconds", 5.0));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let params = json!({"model": "mobilenet_v2", "threads": threads, "execution_provider": "cpu"});
+
+    let ctx = CreateContext {
+        node_id: "bench".into(),
+        params_json: params.to_string().into(),
+        base_dir: root.to_string_lossy().as_ref().into(),
+        work_dir: ".".into(),
+        threads: 1,
+    };
+    let p = Params::new("bench", &root, params.as_object().cloned().unwrap_or_default());
+    let loaded = config::load(&p, &ctx).expect("run tools/fetch_onnxruntime.sh and tools/prepare_default_model.py");
+    let outputs = vec!["features.7.expand".to_string(), "features.14.expand".to_string()];
+    let fx = FeatureExtractor::new(loaded.model, loaded.preprocess, outputs).expect("extractor");
+    let images: Vec<Image> = (0..8).map(photo).collect();
+
+    let b1 = rate(budget, 1, || {
+        fx.extract(&[(&images[0], "b")]).expect("batch 1");
+    });
+    let batch: Vec<(&Image, &str)> = images.iter().map(|i| (i, "b")).collect();
+    let b8 = rate(budget, 8, || {
+        fx.extract(&batch).expect("batch 8");
+    });
+
+    let stage = StageHarness::with_dirs::<OnnxFeatures>(
+        json!({"threads": threads}),
+        &root.join("pipelines"),
+        &std::env::temp_dir(),
+    )
+    .expect("stage");
+    let stage_rate = rate(budget, 1, || {
+        stage.process(&meta("b"), inputs(vec![("image", images[1].clone().into())])).expect("stage");
+    });
+
+    println!("rust  threads={threads} batch=1 images/s={b1:.1} ms/image={:.2}", 1000.0 / b1);
+    println!("rust  threads={threads} batch=8 images/s={b8:.1} ms/image={:.2}", 1000.0 / b8);
+    println!("rust  threads={threads} stage onnx-features (batch 1, via the SDK harness) images/s={stage_rate:.1}");
+    println!("rust  peak RSS MB={:.0}", peak_rss_mb());
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Reference for the onnx-features benchmark: the same ONNX model, the same outputs and the same
+preprocessing (u8 HWC -> normalized NCHW float) through Python's onnxruntime, batch 1 and 8.
+
+Needs: `pip install numpy onnxruntime`.
+Usage: python3 tools/bench_onnx_reference.py [--threads 2] [--seconds 5]
+"""
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+OUTPUTS = ["features.7.expand", "features.14.expand"]
+
+
+def rate(budget: float, per_call: int, f) -> float:
+    for _ in range(3):
+        f()
+    start, images = time.perf_counter(), 0
+    while time.perf_counter() - start < budget:
+        f()
+        images += per_call
+    return images / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "mobilenet_v2.onnx")
+    args = ap.parse_args()
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(str(args.model), opts, providers=["CPUExecutionProvider"])
+    p = np.arange(224 * 224 * 3)
+    images = [((p * 31 + i * 17) % 251).astype(np.uint8).reshape(224, 224, 3) for i in range(8)]
+
+    def run(batch):
+        x = np.stack([((im.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1) for im in batch])
+        maps = session.run(OUTPUTS, {"image": x})
+        # Same output layout as the Rust stage: channels-last, one array per image and layer.
+        return [np.ascontiguousarray(m.transpose(0, 2, 3, 1)) for m in maps]
+
+    b1 = rate(args.seconds, 1, lambda: run(images[:1]))
+    b8 = rate(args.seconds, 8, lambda: run(images))
+    print(f"python threads={args.threads} batch=1 images/s={b1:.1f} ms/image={1000 / b1:.2f}")
+    print(f"python threads={args.threads} batch=8 images/s={b8:.1f} ms/image={1000 / b8:.2f}")
+    print(f"python peak RSS MB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+    print(f"python onnxruntime {ort.__version__}")
+
+
+if __name__ == "__main__":
+    main()
