@@ -40,6 +40,8 @@ pub struct CheckedNode {
     pub params: Map<String, Json>,
     /// Inputs in pipeline order.
     pub inputs: Vec<Edge>,
+    /// Whether the node's per-sample outputs go to the node-output cache.
+    pub cache: bool,
 }
 
 impl CheckedNode {
@@ -126,6 +128,9 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
         for problem in check_params(desc, &node.params) {
             let pos = node.param_pos.get(problem.param()).copied().or(node.with_pos).or(Some(node.pos));
             d.error(pos, Some(&node.id), format!("{problem} (stage `{}`)", desc.name));
+        }
+        if let (Some(true), StageKind::Source | StageKind::Sink) = (node.cache, desc.kind) {
+            d.error(Some(node.pos), Some(&node.id), format!("`cache` applies to map and fitted stages; `{}` is a {} stage", desc.name, desc.kind.name()));
         }
         match (desc.kind, &node.fit) {
             (StageKind::Fitted, None) => d.error(
@@ -297,7 +302,15 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
             let n = &spec.nodes[old];
             let entry = stages[n.id.as_str()].clone();
             let params = with_defaults(&entry.descriptor, &n.params);
-            CheckedNode { id: n.id.clone(), stage: entry, fit: n.fit.as_ref().map(|f| f.0.clone()), params, inputs: Vec::new() }
+            let cache = n.cache.unwrap_or_else(|| default_cache(&entry.descriptor));
+            CheckedNode {
+                id: n.id.clone(),
+                stage: entry,
+                fit: n.fit.as_ref().map(|f| f.0.clone()),
+                params,
+                inputs: Vec::new(),
+                cache,
+            }
         })
         .collect();
     for (from, to, from_port, to_port) in edges {
@@ -305,6 +318,13 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
     }
     let source = nodes.iter().position(|n| n.kind() == StageKind::Source).unwrap_or(0);
     Ok(CheckedPipeline { spec, nodes, source })
+}
+
+/// Map and fitted stages whose outputs are small (score maps, masks, scalars) are cached by
+/// default; stages producing images or feature maps only when the node says `cache: true`.
+fn default_cache(d: &anoflow_sdk::descriptor::StageDescriptor) -> bool {
+    matches!(d.kind, StageKind::Map | StageKind::Fitted)
+        && d.outputs.iter().all(|o| matches!(o.kind, ValueKind::ScoreMap | ValueKind::Mask | ValueKind::Scalar | ValueKind::Text))
 }
 
 fn cycle_chain(graph: &DiGraph<usize, ()>, scc: &[NodeIndex], spec: &PipelineSpec) -> String {

@@ -8,7 +8,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -24,7 +27,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{check::CheckedPipeline, fsutil::write_atomic};
+use crate::{check::CheckedPipeline, codec, fsutil::write_atomic};
+
+/// Set by the Ctrl-C handler; the executor stops between chunks, so every file written so
+/// far is complete (all writes are atomic) and the report says where the run stopped.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -45,7 +52,7 @@ pub struct RunOptions {
 
 /// A failure inside the run, naming where it happened.
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
-#[error("{phase}: node `{node}` (stage `{stage}`){}: {message}", sample.as_ref().map(|s| format!(", sample `{s}`")).unwrap_or_default())]
+#[error("{phase}: {}{}: {message}", if node.is_empty() { "run".to_string() } else { format!("node `{node}` (stage `{stage}`)") }, sample.as_ref().map(|s| format!(", sample `{s}`")).unwrap_or_default())]
 pub struct RunError {
     pub phase: String,
     pub node: String,
@@ -66,6 +73,8 @@ pub struct NodeStats {
     pub errors: u64,
     /// Time spent inside the stage, summed over worker threads.
     pub busy_seconds: f64,
+    /// Samples whose outputs came from the node-output cache.
+    pub cached: u64,
     pub fit_seconds: Option<f64>,
     /// `fitted`, `loaded from cache`, or absent.
     pub fit_state: Option<String>,
@@ -103,6 +112,8 @@ struct Runner<'a> {
     stages: Vec<StageBox>,
     stats: Vec<Mutex<NodeStats>>,
     failures: Mutex<Vec<RunError>>,
+    /// Content address of each fitted node's state, once fitted (part of its signature).
+    fit_keys: Vec<Mutex<Option<String>>>,
 }
 
 /// Runs `p`; the run directory gets each sink's outputs and `run.json`.
@@ -146,7 +157,8 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
             ..Default::default()
         }));
     }
-    let mut runner = Runner { p, opts, stages, stats, failures: Mutex::new(Vec::new()) };
+    let fit_keys = p.nodes.iter().map(|_| Mutex::new(None)).collect();
+    let mut runner = Runner { p, opts, stages, stats, failures: Mutex::new(Vec::new()), fit_keys };
 
     for f in 0..p.nodes.len() {
         if p.nodes[f].kind() == StageKind::Fitted {
@@ -270,11 +282,60 @@ impl Runner<'_> {
         self.p.nodes[node].params.get("batch_size").and_then(serde_json::Value::as_u64).map_or(1, |b| b.max(1) as usize)
     }
 
-    /// Computes `nodes` (topological order; sinks excluded) for every live sample of a chunk.
-    fn compute(&self, phase: &str, nodes: &[usize], chunk: &mut [Slot]) -> Result<(), RunError> {
+    /// Computes what `consumers` (sinks, or the fitted node being fitted) need from `nodes`
+    /// (topological order, consumers excluded) for every live sample of a chunk. A node whose
+    /// outputs are in the cache for a sample is loaded instead of run, and then nothing
+    /// upstream of it runs for that sample unless another node needs it.
+    fn compute(&self, phase: &str, nodes: &[usize], consumers: &[usize], chunk: &mut [Slot]) -> Result<(), RunError> {
+        let n_nodes = self.p.nodes.len();
+        let keys: Vec<Vec<Option<PathBuf>>> = (0..n_nodes)
+            .map(|n| {
+                if nodes.contains(&n) && self.p.nodes[n].cache {
+                    chunk.iter().map(|slot| self.output_cache_path(n, &slot.meta)).collect()
+                } else {
+                    vec![None; chunk.len()]
+                }
+            })
+            .collect();
+        // Demand flows from the consumers up, stopping at cache entries that load.
+        let mut demanded = vec![vec![false; chunk.len()]; n_nodes];
+        let mut preloaded: Vec<Vec<Option<Vec<PortValue>>>> = vec![vec![None; chunk.len()]; n_nodes];
+        for &c in consumers {
+            demanded[c].iter_mut().for_each(|d| *d = true);
+        }
+        for n in (0..n_nodes).rev() {
+            for s in 0..chunk.len() {
+                if !demanded[n][s] || chunk[s].failed {
+                    continue;
+                }
+                if !consumers.contains(&n) {
+                    if !nodes.contains(&n) {
+                        continue;
+                    }
+                    if let Some(values) = keys[n][s].as_ref().filter(|p| p.is_file()).and_then(|p| read_cached_outputs(p)) {
+                        preloaded[n][s] = Some(values);
+                        continue;
+                    }
+                }
+                for e in &self.p.nodes[n].inputs {
+                    demanded[e.from][s] = true;
+                }
+            }
+        }
+
         for &n in nodes {
             let mut work: Vec<(usize, SampleInput)> = Vec::new();
-            for (i, slot) in chunk.iter_mut().enumerate().filter(|(_, s)| !s.failed) {
+            let mut loaded = 0u64;
+            for i in 0..chunk.len() {
+                if chunk[i].failed || !demanded[n][i] {
+                    continue;
+                }
+                if let Some(values) = preloaded[n][i].take() {
+                    chunk[i].outputs[n] = values;
+                    loaded += 1;
+                    continue;
+                }
+                let slot = &mut chunk[i];
                 match self.gather(n, slot) {
                     Ok(inputs) => work.push((i, SampleInput { meta: slot.meta.clone(), inputs: inputs.into() })),
                     Err(msg) => self.sample_failed(phase, n, slot, msg)?,
@@ -295,6 +356,7 @@ impl Runner<'_> {
             drop(work);
             let mut busy = Duration::ZERO;
             let mut ok = 0u64;
+            let mut fresh = Vec::new();
             for (idx, outs, dt) in results {
                 busy += dt;
                 if outs.len() != idx.len() {
@@ -306,6 +368,7 @@ impl Runner<'_> {
                         Ok(values) => match self.check_outputs(n, &values) {
                             Ok(()) => {
                                 slot.outputs[n] = values.into_vec();
+                                fresh.push(i);
                                 ok += 1;
                             }
                             Err(msg) => self.sample_failed(phase, n, slot, msg)?,
@@ -314,9 +377,50 @@ impl Runner<'_> {
                     }
                 }
             }
+            // Cache writes run in parallel; a failed write only costs a recomputation later.
+            fresh.par_iter().for_each(|&i| {
+                if let Some(path) = &keys[n][i] {
+                    let _ = write_atomic(path, &encode_state(&codec::encode(&chunk[i].outputs[n])));
+                }
+            });
             self.with_stats(n, |s| {
                 s.samples += ok;
+                s.cached += loaded;
                 s.busy_seconds += busy.as_secs_f64();
+            });
+        }
+        Ok(())
+    }
+
+    /// Where a node's outputs for one sample are cached: addressed by the node's signature
+    /// (stage, library version, params, inputs, fitted states) and the sample (id, file,
+    /// file size and modification time).
+    fn output_cache_path(&self, n: usize, meta: &SampleMeta) -> Option<PathBuf> {
+        let dir = self.opts.cache_dir.as_ref()?;
+        let mut h = Sha256::new();
+        h.update(self.signature(n).as_bytes());
+        h.update([0]);
+        h.update(meta.id.as_bytes());
+        h.update([0]);
+        h.update(meta.path.as_bytes());
+        if let Ok(md) = std::fs::metadata(meta.path.as_str()) {
+            h.update(md.len().to_le_bytes());
+            if let Ok(t) = md.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other)) {
+                h.update(t.as_nanos().to_le_bytes());
+            }
+        }
+        let key = hex::encode(h.finalize());
+        Some(dir.join("outputs").join(&key[..2]).join(format!("{key}.bin")))
+    }
+
+    fn check_interrupt(&self, phase: &str, done: usize, total: usize) -> Result<(), RunError> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(RunError {
+                phase: phase.to_string(),
+                node: String::new(),
+                stage: String::new(),
+                sample: None,
+                message: format!("interrupted after {done} of {total} samples; no partial output was written"),
             });
         }
         Ok(())
@@ -347,6 +451,9 @@ impl Runner<'_> {
             return Err(self.err(&phase, f, None, format!("the `{split}` split is empty: nothing to fit on")));
         }
         let key = self.cache_key(f, &metas);
+        if let Ok(mut k) = self.fit_keys[f].lock() {
+            *k = Some(key.clone());
+        }
         if let Some(state) = self.cache_read(&key) {
             let t = Instant::now();
             match self.stages[f].load_state(state.into()).into_result() {
@@ -364,9 +471,10 @@ impl Runner<'_> {
         let needed: Vec<usize> = self.p.ancestors(f);
         let bar = progress_bar(self.opts, metas.len(), format!("fit {}", node.id));
         let t = Instant::now();
-        for group in metas.chunks(self.opts.in_flight.max(1)) {
+        for (c, group) in metas.chunks(self.opts.in_flight.max(1)).enumerate() {
+            self.check_interrupt(&phase, c * self.opts.in_flight.max(1), metas.len())?;
             let mut chunk = self.new_chunk(group);
-            self.compute(&phase, &needed, &mut chunk)?;
+            self.compute(&phase, &needed, &[f], &mut chunk)?;
             let batch = self.consumer_batch(&phase, f, &mut chunk)?;
             let count = batch.len() as u64;
             let t0 = Instant::now();
@@ -397,9 +505,10 @@ impl Runner<'_> {
         let compute: Vec<usize> = (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() != StageKind::Sink).collect();
         let sinks: Vec<usize> = (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() == StageKind::Sink).collect();
         let bar = progress_bar(self.opts, metas.len(), "test".to_string());
-        for group in metas.chunks(self.opts.in_flight.max(1)) {
+        for (c, group) in metas.chunks(self.opts.in_flight.max(1)).enumerate() {
+            self.check_interrupt("test", c * self.opts.in_flight.max(1), metas.len())?;
             let mut chunk = self.new_chunk(group);
-            self.compute("test", &compute, &mut chunk)?;
+            self.compute("test", &compute, &sinks, &mut chunk)?;
             for &s in &sinks {
                 let batch = self.consumer_batch("test", s, &mut chunk)?;
                 let count = batch.len() as u64;
@@ -479,8 +588,9 @@ impl Runner<'_> {
         let node = &self.p.nodes[n];
         let inputs: Vec<String> =
             node.inputs.iter().map(|e| format!("{}<-{}:{}", e.to_port, e.from_port, self.signature(e.from))).collect();
+        let fitted = self.fit_keys.get(n).and_then(|k| k.lock().ok().and_then(|k| k.clone())).unwrap_or_default();
         format!(
-            "{}@{}/{}|{}|fit={:?}|[{}]",
+            "{}@{}/{}|{}|fit={:?}:{fitted}|[{}]",
             node.stage.library.name,
             node.stage.library.version,
             node.plugin(),
@@ -527,6 +637,18 @@ fn encode_state(state: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&Sha256::digest(state));
     out.extend_from_slice(state);
     out
+}
+
+/// A cached node output, or `None` when missing or corrupt (a corrupt entry is removed, so
+/// it is recomputed and rewritten).
+fn read_cached_outputs(path: &Path) -> Option<Vec<PortValue>> {
+    let bytes = std::fs::read(path).ok()?;
+    let values = decode_state(&bytes).and_then(|payload| codec::decode(&payload));
+    if values.is_none() {
+        eprintln!("warning: cache entry {} is corrupt; recomputing", path.display());
+        let _ = std::fs::remove_file(path);
+    }
+    values
 }
 
 fn decode_state(bytes: &[u8]) -> Option<Vec<u8>> {
@@ -600,7 +722,8 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
     }
     // Reuse the runner's finishing code with placeholder stages for non-sinks.
     let runner_stages: Vec<StageBox> = merged_stages.into_iter().map(|s| s.unwrap_or_else(placeholder_stage)).collect();
-    let mut runner = Runner { p, opts: &opts, stages: runner_stages, stats, failures: Mutex::new(Vec::new()) };
+    let fit_keys = p.nodes.iter().map(|_| Mutex::new(None)).collect();
+    let mut runner = Runner { p, opts: &opts, stages: runner_stages, stats, failures: Mutex::new(Vec::new()), fit_keys };
     std::fs::create_dir_all(out_dir).map_err(|e| RunError {
         phase: "merge".into(),
         node: String::new(),

@@ -4,6 +4,7 @@
 //! the checked graph ([`check`]), the executor ([`executor`]) and the run report.
 
 pub mod check;
+pub mod codec;
 pub mod diag;
 pub mod executor;
 pub mod fsutil;

@@ -316,6 +316,13 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             let checked = load_checked(&pipeline, &reg)?;
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+            // First Ctrl-C: stop between chunks and report; a second one exits at once.
+            let _ = ctrlc::set_handler(|| {
+                if executor::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+                eprintln!("\ninterrupt: stopping after the samples in flight");
+            });
             let out_dir = out.unwrap_or_else(|| executor::default_run_dir(Path::new("."), &checked.spec.name));
             let cache_dir = (!no_cache).then(|| {
                 cache

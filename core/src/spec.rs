@@ -16,7 +16,7 @@ use crate::{
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "vars", "nodes", "sweep"];
-const NODE_KEYS: &[&str] = &["plugin", "fit", "with", "inputs", "doc"];
+const NODE_KEYS: &[&str] = &["plugin", "fit", "with", "inputs", "cache", "doc"];
 
 /// `node.port` (or `node.port[label]` is not accepted here: edges name whole ports).
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +44,9 @@ pub struct NodeSpec {
     pub param_pos: BTreeMap<String, Pos>,
     pub with_pos: Option<Pos>,
     pub inputs: Vec<InputSpec>,
+    /// `cache: true|false`: keep this node's per-sample outputs in the node-output cache
+    /// (default: yes for stages whose outputs are score maps, masks or scalars).
+    pub cache: Option<bool>,
 }
 
 /// One axis of a sweep: a `vars.NAME` or `NODE.PARAM` path and the values it takes.
@@ -82,6 +85,9 @@ impl PipelineSpec {
                 }
                 if let Some((f, _)) = &n.fit {
                     m.insert("fit".into(), f.clone().into());
+                }
+                if let Some(c) = n.cache {
+                    m.insert("cache".into(), c.into());
                 }
                 if !n.params.is_empty() {
                     m.insert("with".into(), Json::Object(n.params.clone()));
@@ -304,6 +310,7 @@ fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<Node
         param_pos: BTreeMap::new(),
         with_pos: None,
         inputs: Vec::new(),
+        cache: None,
     };
     for (k, v) in entries {
         match k.text.as_str() {
@@ -316,6 +323,10 @@ fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<Node
                 None => d.error(Some(v.pos()), Some(&id), format!("`fit` must be a split name, found {}", v.kind_name())),
             },
             "doc" => {}
+            "cache" => match v {
+                Node::Scalar { value: Json::Bool(b), .. } => node.cache = Some(*b),
+                other => d.error(Some(other.pos()), Some(&id), format!("`cache` must be true or false, found {}", other.kind_name())),
+            },
             "with" => {
                 node.with_pos = Some(k.pos);
                 match v {

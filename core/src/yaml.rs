@@ -103,12 +103,28 @@ enum Frame {
     Map { entries: Vec<(Key, Node)>, pending_key: Option<Key>, pos: Pos, anchor: usize },
 }
 
+/// Most nodes that aliases may add to a document: a pipeline file needs a handful, while a
+/// "billion laughs" file (aliases of aliases) would otherwise expand exponentially and
+/// exhaust memory.
+const MAX_ALIAS_NODES: usize = 100_000;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node with its size in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes added by aliases so far.
+    alias_nodes: usize,
     error: Option<YamlError>,
+}
+
+fn node_count(node: &Node) -> usize {
+    match node {
+        Node::Scalar { .. } => 1,
+        Node::Seq { items, .. } => 1 + items.iter().map(node_count).sum::<usize>(),
+        Node::Map { entries, .. } => 1 + entries.iter().map(|(_, v)| 1 + node_count(v)).sum::<usize>(),
+    }
 }
 
 impl Builder {
@@ -120,7 +136,8 @@ impl Builder {
 
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = node_count(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -172,8 +189,16 @@ impl MarkedEventReceiver for Builder {
                 Some(Frame::Map { entries, pos, anchor, .. }) => self.push_value(Node::Map { entries, pos }, anchor),
                 None => self.fail(pos, "unbalanced collection end".to_string()),
             },
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(node) => self.push_value(node, 0),
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some((_, size)) if self.alias_nodes + size > MAX_ALIAS_NODES => self.fail(
+                    pos,
+                    format!("aliases expand to more than {MAX_ALIAS_NODES} nodes; write the values out or use fewer aliases"),
+                ),
+                Some((node, size)) => {
+                    let node = node.clone();
+                    self.alias_nodes += size;
+                    self.push_value(node, 0)
+                }
                 None => self.fail(pos, "alias to an unknown anchor".to_string()),
             },
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
@@ -224,6 +249,17 @@ mod tests {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1, "{err:?}");
         assert!(parse("").unwrap().is_none());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 10].join(", ")));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("aliases expand to more than"), "{err:?}");
+        assert!(err.pos.line >= 5, "{err:?}");
     }
 
     #[test]

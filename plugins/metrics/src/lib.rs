@@ -119,6 +119,28 @@ pub fn merge_files(inputs: &[&Path], dir: &Path, fpr_limit: f64) -> Result<(Resu
     finish_outputs(&mut merged, dir, fpr_limit, true)
 }
 
+/// The figures a sweep puts side by side (mean over categories): each mask source's pixel F1
+/// and IoU on anomalous images (the paper's protocol) and F1 on all images; each score
+/// source's pixel AUROC and AUPRO.
+fn headline(res: &Results) -> serde_json::Value {
+    let mut h = serde_json::Map::new();
+    let mut put = |name: String, v: Option<f64>| {
+        if let Some(v) = v {
+            h.insert(name, v.into());
+        }
+    };
+    for m in &res.mask_sources {
+        put(format!("{m} F1"), res.get("mean", m, "f1", "anomalous", "pixels"));
+        put(format!("{m} IoU"), res.get("mean", m, "iou", "anomalous", "pixels"));
+        put(format!("{m} F1 (all images)"), res.get("mean", m, "f1", "all", "pixels"));
+    }
+    for s in &res.score_sources {
+        put(format!("{s} pixel AUROC"), res.get("mean", s, "pixel_auroc", "all", "pixels"));
+        put(format!("{s} AUPRO"), res.get("mean", s, "aupro", "all", "pixels"));
+    }
+    serde_json::Value::Object(h)
+}
+
 /// Files relative to the run directory: the sink's out_dir is `<run>/<node>`.
 fn relative_files(out_dir: &Path, files: Vec<String>) -> abi_stable::std_types::RVec<abi_stable::std_types::RString> {
     let prefix = out_dir.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -153,8 +175,8 @@ impl StagePlugin for SegmentationMetrics {
         .param(ParamSpec::float("fpr_limit", 0.3, "AUPRO integrates the PRO curve up to this false-positive rate"))
         .param(ParamSpec::bool(
             "save_accumulators",
-            true,
-            "write accumulators.bin (every pixel score, compact) so runs or shards can be merged exactly",
+            false,
+            "also write accumulators.bin (every pixel score, compact); the host keeps the same state as sink.state for `anoflow merge`",
         ))
     }
 
@@ -186,11 +208,23 @@ impl Sink for MetricsSink {
         Ok(self.acc.add(&view)?)
     }
 
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        Ok(self.acc.clone().to_bytes())
+    }
+
+    fn merge_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let other = Accumulators::from_bytes(state, "merged state")?;
+        self.acc = accumulate::merge(std::mem::take(&mut self.acc), other)?;
+        Ok(())
+    }
+
     fn finish(&mut self, ctx: &FinishContext) -> StageResult<SinkReport> {
         let dir = Path::new(ctx.out_dir.as_str());
         let (res, files) = finish_outputs(&mut self.acc, dir, self.fpr_limit, self.save_accumulators)
             .map_err(|e| StageError::from(e).context(format!("node `{}`", ctx.node_id)))?;
-        let json = serde_json::to_string(&res).map_err(|e| StageError::internal(e.to_string()))?;
+        let mut value = serde_json::to_value(&res).map_err(|e| StageError::internal(e.to_string()))?;
+        value["headline"] = headline(&res);
+        let json = value.to_string();
         Ok(SinkReport {
             markdown: results::markdown(&res).into(),
             json: json.into(),

@@ -78,7 +78,7 @@ use std::path::PathBuf;
 
 #[test]
 fn hand_computed_figures() {
-    let (res, report, dir) = run(serde_json::json!({}), hand_case());
+    let (res, report, dir) = run(serde_json::json!({"save_accumulators": true}), hand_case());
     let g =
         |cat: &str, src: &str, metric: &str, subset: &str, pooling: &str| res.get(cat, src, metric, subset, pooling);
     // Mask, category a. Anomalous image: tp 1, fp 1, fn 1, tn 3. Good image: fp 1, tn 5.
