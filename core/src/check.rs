@@ -42,6 +42,8 @@ pub struct CheckedNode {
     pub inputs: Vec<Edge>,
     /// Whether the node's per-sample outputs go to the node-output cache.
     pub cache: bool,
+    /// Fitted nodes: one model per category (`fit_scope: category`, the default) or one for all.
+    pub fit_per_category: bool,
 }
 
 impl CheckedNode {
@@ -131,6 +133,13 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
         }
         if let (Some(true), StageKind::Source | StageKind::Sink) = (node.cache, desc.kind) {
             d.error(Some(node.pos), Some(&node.id), format!("`cache` applies to map and fitted stages; `{}` is a {} stage", desc.name, desc.kind.name()));
+        }
+        if let Some((scope, pos)) = &node.fit_scope {
+            if desc.kind != StageKind::Fitted {
+                d.error(Some(*pos), Some(&node.id), format!("`fit_scope` applies to fitted stages only; `{}` is a {} stage", desc.name, desc.kind.name()));
+            } else if scope != "category" && scope != "all" {
+                d.error(Some(*pos), Some(&node.id), format!("`fit_scope` must be `category` (one model per category) or `all`, found `{scope}`"));
+            }
         }
         match (desc.kind, &node.fit) {
             (StageKind::Fitted, None) => d.error(
@@ -310,6 +319,7 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
                 params,
                 inputs: Vec::new(),
                 cache,
+                fit_per_category: n.fit_scope.as_ref().is_none_or(|(scope, _)| scope == "category"),
             }
         })
         .collect();

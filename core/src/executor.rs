@@ -7,6 +7,7 @@
 //! does not grow with the number of samples.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -114,6 +115,8 @@ struct Runner<'a> {
     failures: Mutex<Vec<RunError>>,
     /// Content address of each fitted node's state, once fitted (part of its signature).
     fit_keys: Vec<Mutex<Option<String>>>,
+    /// Fitted nodes with `fit_scope: category`: one fitted instance per category.
+    per_category: Vec<BTreeMap<String, StageBox>>,
 }
 
 /// Runs `p`; the run directory gets each sink's outputs and `run.json`.
@@ -131,23 +134,8 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
 
     let mut stages = Vec::with_capacity(p.nodes.len());
     let mut stats = Vec::with_capacity(p.nodes.len());
-    for node in &p.nodes {
-        let work_dir = opts.out_dir.join(&node.id);
-        let ctx = CreateContext {
-            node_id: node.id.as_str().into(),
-            params_json: serde_json::Value::Object(node.params.clone()).to_string().into(),
-            base_dir: p.spec.base_dir.to_string_lossy().as_ref().into(),
-            work_dir: work_dir.to_string_lossy().as_ref().into(),
-            threads: opts.threads as u32,
-        };
-        let stage = (node.stage.factory.create)(&ctx).into_result().map_err(|e| RunError {
-            phase: "create".into(),
-            node: node.id.clone(),
-            stage: node.plugin().to_string(),
-            sample: None,
-            message: e.to_string(),
-        })?;
-        stages.push(stage);
+    for (n, node) in p.nodes.iter().enumerate() {
+        stages.push(create_stage(p, n, opts)?);
         stats.push(Mutex::new(NodeStats {
             id: node.id.clone(),
             stage: node.plugin().to_string(),
@@ -158,7 +146,8 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
         }));
     }
     let fit_keys = p.nodes.iter().map(|_| Mutex::new(None)).collect();
-    let mut runner = Runner { p, opts, stages, stats, failures: Mutex::new(Vec::new()), fit_keys };
+    let per_category = p.nodes.iter().map(|_| BTreeMap::new()).collect();
+    let mut runner = Runner { p, opts, stages, stats, failures: Mutex::new(Vec::new()), fit_keys, per_category };
 
     for f in 0..p.nodes.len() {
         if p.nodes[f].kind() == StageKind::Fitted {
@@ -342,10 +331,36 @@ impl Runner<'_> {
                 }
             }
             let batch = self.batch_size(n);
-            let stage = &self.stages[n];
-            let results: Vec<(Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>, Duration)> = work
-                .par_chunks(batch)
-                .map(|group| {
+            // Route each sample to its stage instance (one per category for nodes fitted per
+            // category), then batch within each instance.
+            let mut routed: BTreeMap<String, (Option<&StageBox>, Vec<(usize, SampleInput)>)> = BTreeMap::new();
+            for (i, input) in work {
+                let category = if self.per_category[n].is_empty() { String::new() } else { input.meta.category.to_string() };
+                let entry = routed.entry(category.clone()).or_insert_with(|| {
+                    let stage = if category.is_empty() { Some(&self.stages[n]) } else { self.per_category[n].get(&category) };
+                    (stage, Vec::new())
+                });
+                entry.1.push((i, input));
+            }
+            let mut tasks: Vec<(&StageBox, &[(usize, SampleInput)])> = Vec::new();
+            for (category, (stage, items)) in &routed {
+                match stage {
+                    Some(stage) => tasks.extend(items.chunks(batch).map(|c| (*stage, c))),
+                    None => {
+                        let known: Vec<&str> = self.per_category[n].keys().map(String::as_str).collect();
+                        let message = format!(
+                            "no model of this node was fitted for category `{category}` (the fit split has: {})",
+                            known.join(", ")
+                        );
+                        for (i, _) in items {
+                            self.sample_failed(phase, n, &mut chunk[*i], message.clone())?;
+                        }
+                    }
+                }
+            }
+            let results: Vec<(Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>, Duration)> = tasks
+                .par_iter()
+                .map(|(stage, group)| {
                     let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
                     let input: RVec<SampleInput> = group.iter().map(|(_, s)| s.clone()).collect();
                     let t = Instant::now();
@@ -353,7 +368,8 @@ impl Runner<'_> {
                     (idx, out, t.elapsed())
                 })
                 .collect();
-            drop(work);
+            drop(tasks);
+            drop(routed);
             let mut busy = Duration::ZERO;
             let mut ok = 0u64;
             let mut fresh = Vec::new();
@@ -450,16 +466,44 @@ impl Runner<'_> {
         if metas.is_empty() {
             return Err(self.err(&phase, f, None, format!("the `{split}` split is empty: nothing to fit on")));
         }
-        let key = self.cache_key(f, &metas);
-        if let Ok(mut k) = self.fit_keys[f].lock() {
-            *k = Some(key.clone());
+        if !node.fit_per_category {
+            let key = self.cache_key(f, &metas);
+            let mut stage = create_stage(self.p, f, self.opts)?;
+            self.fit_instance(f, &phase, &metas, &key, &mut stage)?;
+            self.stages[f] = stage;
+            if let Ok(mut k) = self.fit_keys[f].lock() {
+                *k = Some(key);
+            }
+            return Ok(());
         }
-        if let Some(state) = self.cache_read(&key) {
+        // One instance per category, each fitted on that category's samples only.
+        let mut by_category: BTreeMap<String, Vec<SampleMeta>> = BTreeMap::new();
+        for m in metas {
+            by_category.entry(m.category.to_string()).or_default().push(m);
+        }
+        let mut keys = Vec::new();
+        for (category, metas) in by_category {
+            let key = self.cache_key(f, &metas);
+            let mut stage = create_stage(self.p, f, self.opts)?;
+            self.fit_instance(f, &format!("{phase} [{category}]"), &metas, &key, &mut stage)?;
+            self.per_category[f].insert(category, stage);
+            keys.push(key);
+        }
+        if let Ok(mut k) = self.fit_keys[f].lock() {
+            *k = Some(hex::encode(Sha256::digest(keys.join(",").as_bytes())));
+        }
+        Ok(())
+    }
+
+    /// Fits one instance of node `f` on `metas` (or loads its cached state).
+    fn fit_instance(&self, f: usize, phase: &str, metas: &[SampleMeta], key: &str, stage: &mut StageBox) -> Result<(), RunError> {
+        let node = &self.p.nodes[f];
+        if let Some(state) = self.cache_read(key) {
             let t = Instant::now();
-            match self.stages[f].load_state(state.into()).into_result() {
+            match stage.load_state(state.into()).into_result() {
                 Ok(()) => {
                     self.with_stats(f, |s| {
-                        s.fit_seconds = Some(t.elapsed().as_secs_f64());
+                        *s.fit_seconds.get_or_insert(0.0) += t.elapsed().as_secs_f64();
                         s.fit_state = Some("loaded from cache".into());
                     });
                     return Ok(());
@@ -467,30 +511,27 @@ impl Runner<'_> {
                 Err(e) => eprintln!("warning: node `{}`: cached state rejected ({e}); fitting again", node.id),
             }
         }
-
         let needed: Vec<usize> = self.p.ancestors(f);
-        let bar = progress_bar(self.opts, metas.len(), format!("fit {}", node.id));
+        let bar = progress_bar(self.opts, metas.len(), phase.to_string());
         let t = Instant::now();
         for (c, group) in metas.chunks(self.opts.in_flight.max(1)).enumerate() {
-            self.check_interrupt(&phase, c * self.opts.in_flight.max(1), metas.len())?;
+            self.check_interrupt(phase, c * self.opts.in_flight.max(1), metas.len())?;
             let mut chunk = self.new_chunk(group);
-            self.compute(&phase, &needed, &[f], &mut chunk)?;
-            let batch = self.consumer_batch(&phase, f, &mut chunk)?;
-            let count = batch.len() as u64;
+            self.compute(phase, &needed, &[f], &mut chunk)?;
+            let batch = self.consumer_batch(phase, f, &mut chunk)?;
             let t0 = Instant::now();
-            self.stages[f].fit_observe(batch).into_result().map_err(|e| self.err(&phase, f, None, e.to_string()))?;
+            stage.fit_observe(batch).into_result().map_err(|e| self.err(phase, f, None, e.to_string()))?;
             self.with_stats(f, |s| s.busy_seconds += t0.elapsed().as_secs_f64());
-            let _ = count;
             bar.inc(group.len() as u64);
         }
-        self.stages[f].fit_finish().into_result().map_err(|e| self.err(&phase, f, None, e.to_string()))?;
+        stage.fit_finish().into_result().map_err(|e| self.err(phase, f, None, e.to_string()))?;
         bar.finish_and_clear();
         self.with_stats(f, |s| {
-            s.fit_seconds = Some(t.elapsed().as_secs_f64());
+            *s.fit_seconds.get_or_insert(0.0) += t.elapsed().as_secs_f64();
             s.fit_state = Some("fitted".into());
         });
-        match self.stages[f].save_state().into_result() {
-            Ok(state) => self.cache_write(&key, &state),
+        match stage.save_state().into_result() {
+            Ok(state) => self.cache_write(key, &state),
             Err(e) if e.kind == anoflow_sdk::error::ErrorKind::Unsupported => {}
             Err(e) => eprintln!("warning: node `{}`: could not save its fitted state: {e}", node.id),
         }
@@ -723,7 +764,9 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
     // Reuse the runner's finishing code with placeholder stages for non-sinks.
     let runner_stages: Vec<StageBox> = merged_stages.into_iter().map(|s| s.unwrap_or_else(placeholder_stage)).collect();
     let fit_keys = p.nodes.iter().map(|_| Mutex::new(None)).collect();
-    let mut runner = Runner { p, opts: &opts, stages: runner_stages, stats, failures: Mutex::new(Vec::new()), fit_keys };
+    let per_category = p.nodes.iter().map(|_| BTreeMap::new()).collect();
+    let mut runner =
+        Runner { p, opts: &opts, stages: runner_stages, stats, failures: Mutex::new(Vec::new()), fit_keys, per_category };
     std::fs::create_dir_all(out_dir).map_err(|e| RunError {
         phase: "merge".into(),
         node: String::new(),
@@ -742,6 +785,25 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
         nodes: Vec::new(),
         failures: Vec::new(),
         sinks,
+    })
+}
+
+/// Creates the stage of node `n` with its checked params.
+fn create_stage(p: &CheckedPipeline, n: usize, opts: &RunOptions) -> Result<StageBox, RunError> {
+    let node = &p.nodes[n];
+    let ctx = CreateContext {
+        node_id: node.id.as_str().into(),
+        params_json: serde_json::Value::Object(node.params.clone()).to_string().into(),
+        base_dir: p.spec.base_dir.to_string_lossy().as_ref().into(),
+        work_dir: opts.out_dir.join(&node.id).to_string_lossy().as_ref().into(),
+        threads: opts.threads as u32,
+    };
+    (node.stage.factory.create)(&ctx).into_result().map_err(|e| RunError {
+        phase: "create".into(),
+        node: node.id.clone(),
+        stage: node.plugin().to_string(),
+        sample: None,
+        message: e.to_string(),
     })
 }
 

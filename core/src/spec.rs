@@ -16,7 +16,7 @@ use crate::{
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "vars", "nodes", "sweep"];
-const NODE_KEYS: &[&str] = &["plugin", "fit", "with", "inputs", "cache", "doc"];
+const NODE_KEYS: &[&str] = &["plugin", "fit", "fit_scope", "with", "inputs", "cache", "doc"];
 
 /// `node.port` (or `node.port[label]` is not accepted here: edges name whole ports).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,8 @@ pub struct NodeSpec {
     /// `cache: true|false`: keep this node's per-sample outputs in the node-output cache
     /// (default: yes for stages whose outputs are score maps, masks or scalars).
     pub cache: Option<bool>,
+    /// `fit_scope: category` (default: one model per category) or `all`.
+    pub fit_scope: Option<(String, Pos)>,
 }
 
 /// One axis of a sweep: a `vars.NAME` or `NODE.PARAM` path and the values it takes.
@@ -85,6 +87,9 @@ impl PipelineSpec {
                 }
                 if let Some((f, _)) = &n.fit {
                     m.insert("fit".into(), f.clone().into());
+                }
+                if let Some((scope, _)) = &n.fit_scope {
+                    m.insert("fit_scope".into(), scope.clone().into());
                 }
                 if let Some(c) = n.cache {
                     m.insert("cache".into(), c.into());
@@ -311,6 +316,7 @@ fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<Node
         with_pos: None,
         inputs: Vec::new(),
         cache: None,
+        fit_scope: None,
     };
     for (k, v) in entries {
         match k.text.as_str() {
@@ -323,6 +329,10 @@ fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<Node
                 None => d.error(Some(v.pos()), Some(&id), format!("`fit` must be a split name, found {}", v.kind_name())),
             },
             "doc" => {}
+            "fit_scope" => match v.as_str() {
+                Some(scope) => node.fit_scope = Some((scope.to_string(), v.pos())),
+                None => d.error(Some(v.pos()), Some(&id), format!("`fit_scope` must be `category` or `all`, found {}", v.kind_name())),
+            },
             "cache" => match v {
                 Node::Scalar { value: Json::Bool(b), .. } => node.cache = Some(*b),
                 other => d.error(Some(other.pos()), Some(&id), format!("`cache` must be true or false, found {}", other.kind_name())),

@@ -91,7 +91,9 @@ pub struct YamlError {
 pub fn resolve_plain(text: &str) -> Json {
     match Yaml::from_str(text) {
         Yaml::Integer(i) => Json::from(i),
-        Yaml::Real(r) => r.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Json::String(r), Json::Number),
+        Yaml::Real(r) => {
+            r.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Json::String(r), Json::Number)
+        }
         Yaml::Boolean(b) => Json::Bool(b),
         Yaml::Null => Json::Null,
         _ => Json::String(text.to_string()),
@@ -146,7 +148,10 @@ impl Builder {
                 Some(key) => {
                     if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == key.text) {
                         let (line, col) = (first.pos.line, first.pos.col);
-                        self.fail(key.pos, format!("duplicate key `{}` (first defined at line {line}, column {col})", key.text));
+                        self.fail(
+                            key.pos,
+                            format!("duplicate key `{}` (first defined at line {line}, column {col})", key.text),
+                        );
                         return;
                     }
                     entries.push((key, node));
@@ -210,10 +215,9 @@ impl MarkedEventReceiver for Builder {
 pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, false).map_err(|e| YamlError {
-        pos: Pos::from_marker(*e.marker()),
-        message: e.info().to_string(),
-    })?;
+    parser
+        .load(&mut builder, false)
+        .map_err(|e| YamlError { pos: Pos::from_marker(*e.marker()), message: e.info().to_string() })?;
     if let Some(err) = builder.error {
         return Err(err);
     }

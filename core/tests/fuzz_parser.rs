@@ -154,11 +154,75 @@ fn corpus() -> Vec<String> {
 
 /// Fragments that matter to a YAML scanner or to the pipeline schema.
 const TOKENS: &[&str] = &[
-    "{", "}", "[", "]", ":", ": ", ",", "- ", "-", "?", "? ", "#", "&a ", "*a", "&b ", "*b", "!", "!!str ", "!!map ",
-    "|", ">", "|-", "'", "\"", "\\", "\\u", "\t", "\n", "\r\n", "  ", "    ", "---\n", "...\n", "%YAML 1.2\n",
-    "%TAG ! x\n", "{{", "}}", "{{root}}", "{{ k }}", "${", "${ROOT}", "${NOPE}", "${X:-", ":-", "nodes:", "plugin: ",
-    "inputs: ", "with: ", "fit: ", "sweep:", "vars:", "cache: ", "data.image", "a.b.c", ".", "null", "~", "true",
-    "0x1F", "1e999", "-.inf", ".nan", "9999999999999999999999", "é", "\u{feff}", "\u{0}", "\u{2028}", "🦀", "<<: *a",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ": ",
+    ",",
+    "- ",
+    "-",
+    "?",
+    "? ",
+    "#",
+    "&a ",
+    "*a",
+    "&b ",
+    "*b",
+    "!",
+    "!!str ",
+    "!!map ",
+    "|",
+    ">",
+    "|-",
+    "'",
+    "\"",
+    "\\",
+    "\\u",
+    "\t",
+    "\n",
+    "\r\n",
+    "  ",
+    "    ",
+    "---\n",
+    "...\n",
+    "%YAML 1.2\n",
+    "%TAG ! x\n",
+    "{{",
+    "}}",
+    "{{root}}",
+    "{{ k }}",
+    "${",
+    "${ROOT}",
+    "${NOPE}",
+    "${X:-",
+    ":-",
+    "nodes:",
+    "plugin: ",
+    "inputs: ",
+    "with: ",
+    "fit: ",
+    "sweep:",
+    "vars:",
+    "cache: ",
+    "data.image",
+    "a.b.c",
+    ".",
+    "null",
+    "~",
+    "true",
+    "0x1F",
+    "1e999",
+    "-.inf",
+    ".nan",
+    "9999999999999999999999",
+    "é",
+    "\u{feff}",
+    "\u{0}",
+    "\u{2028}",
+    "🦀",
+    "<<: *a",
 ];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
@@ -203,19 +267,124 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
 }
 
 const KEYS: &[&str] = &[
-    "name", "description", "vars", "nodes", "sweep", "plugin", "fit", "with", "inputs", "cache", "doc", "data", "grad",
-    "thr", "eval", "k", "seed", "root", "masks", "score", "image", "gt", "", "a b", "1", "-", "vars.root", "thr.k",
+    "name",
+    "description",
+    "vars",
+    "nodes",
+    "sweep",
+    "plugin",
+    "fit",
+    "with",
+    "inputs",
+    "cache",
+    "doc",
+    "data",
+    "grad",
+    "thr",
+    "eval",
+    "k",
+    "seed",
+    "root",
+    "masks",
+    "score",
+    "image",
+    "gt",
+    "",
+    "a b",
+    "1",
+    "-",
+    "vars.root",
+    "thr.k",
 ];
 const SCALARS: &[&str] = &[
-    "synthetic", "data.image", "grad.score", "validation", "train", "3", "-1", "2.5", "1e400", "true", "null", "~",
-    "\"{{root}}\"", "\"${ROOT}\"", "\"${NOPE}\"", "'{{k}}'", "\"{{\"", "\"${\"", "\"a\\u00e9\"", "'it''s'", "x.y.z",
-    "*a", "[]", "{}", "\"\"", ".inf", "0o17", "é",
+    "synthetic",
+    "data.image",
+    "grad.score",
+    "validation",
+    "train",
+    "3",
+    "-1",
+    "2.5",
+    "1e400",
+    "true",
+    "null",
+    "~",
+    "\"{{root}}\"",
+    "\"${ROOT}\"",
+    "\"${NOPE}\"",
+    "'{{k}}'",
+    "\"{{\"",
+    "\"${\"",
+    "\"a\\u00e9\"",
+    "'it''s'",
+    "x.y.z",
+    "*a",
+    "[]",
+    "{}",
+    "\"\"",
+    ".inf",
+    "0o17",
+    "é",
 ];
 
-/// A random document from a YAML-ish grammar, in block or flow style.
+/// A random document: half the time a pipeline-shaped one (top-level keys and node keys of
+/// the schema, random values), else a YAML-ish mapping from the grammar below.
 fn gen_doc(rng: &mut Rng) -> String {
     let mut out = String::new();
-    gen_block_map(rng, &mut out, 0, 0);
+    if rng.chance(50) {
+        gen_block_map(rng, &mut out, 0, 0);
+        return out;
+    }
+    out.push_str("name: g\n");
+    if rng.chance(50) {
+        out.push_str("vars: { root: \"${ROOT}\", k: 3, s: \"{{root}}/x\" }\n");
+    }
+    out.push_str("nodes:\n");
+    for n in 0..1 + rng.below(5) {
+        out.push_str(&format!(
+            "  n{n}:\n    plugin: {}\n",
+            rng.pick(&["synthetic", "gaussian-blur", "x", "synthetic", "gaussian-blur", "{{k}}"])
+        ));
+        if rng.chance(40) {
+            out.push_str(&format!(
+                "    fit: {}\n",
+                rng.pick(&["train", "validation", "train", "validation", "[a]", "{{s}}"])
+            ));
+        }
+        if rng.chance(15) {
+            out.push_str("    with:\n");
+            gen_block_map(rng, &mut out, 6, 3);
+        } else if rng.chance(70) {
+            // Mostly well-formed params, so the checks past YAML are reached.
+            let params: Vec<String> = (0..rng.below(4))
+                .map(|i| {
+                    format!("p{i}: {}", rng.pick(&["1", "2.5", "true", "x", "[1, 2]", "{ a: b }", "\"{{k}}\"", "~"]))
+                })
+                .collect();
+            out.push_str(&format!("    with: {{ {} }}\n", params.join(", ")));
+        }
+        if rng.chance(15) {
+            out.push_str(&format!("    inputs: {{ {}: ", rng.pick(&["image", "score", "masks"])));
+            gen_flow(rng, &mut out, 4);
+            out.push_str(" }\n");
+        } else if rng.chance(60) {
+            let edges: Vec<String> =
+                (0..1 + rng.below(3)).map(|i| format!("n{i}.{}", rng.pick(&["image", "score", "mask"]))).collect();
+            out.push_str(&format!(
+                "    inputs: {{ {}: [{}] }}\n",
+                rng.pick(&["image", "score", "masks"]),
+                edges.join(", ")
+            ));
+        }
+        if rng.chance(20) {
+            out.push_str(&format!("    cache: {}\n", rng.pick(&["true", "no", "1"])));
+        }
+    }
+    if rng.chance(20) {
+        out.push_str("sweep:\n  n0.k: ");
+        gen_flow(rng, &mut out, 4);
+        out.push('\n');
+    }
     out
 }
 
@@ -302,10 +471,11 @@ fn env() -> BTreeMap<String, String> {
 }
 
 /// Checks one input; returns a description of what went wrong, if anything.
-fn check_one(text: &str, overrides: &[Override]) -> Option<String> {
+fn check_one(text: &str, overrides: &[Override]) -> (Option<String>, bool) {
     let file = Path::new("fuzz/p.yaml");
     let result = catch_unwind(AssertUnwindSafe(|| {
         let mut problems = Vec::new();
+        let mut accepted = false;
         match yaml::parse(text) {
             Err(e) => {
                 if e.message.trim().is_empty() {
@@ -341,6 +511,7 @@ fn check_one(text: &str, overrides: &[Override]) -> Option<String> {
                 }
             }
             Ok(s) => {
+                accepted = true;
                 let json = s.to_json();
                 // Parsing is a function of the text: a second parse agrees.
                 match spec::parse(file, text, overrides, &env()) {
@@ -349,18 +520,18 @@ fn check_one(text: &str, overrides: &[Override]) -> Option<String> {
                 }
             }
         }
-        problems
+        (problems, accepted)
     }));
     match result {
-        Ok(problems) if problems.is_empty() => None,
-        Ok(problems) => Some(problems.join("; ")),
+        Ok((problems, accepted)) if problems.is_empty() => (None, accepted),
+        Ok((problems, accepted)) => (Some(problems.join("; ")), accepted),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            Some(format!("PANIC: {msg}"))
+            (Some(format!("PANIC: {msg}")), false)
         }
     }
 }
@@ -368,18 +539,22 @@ fn check_one(text: &str, overrides: &[Override]) -> Option<String> {
 struct Tally {
     target: &'static str,
     cases: usize,
+    /// Inputs that parsed into a pipeline (the rest were refused with diagnostics).
+    accepted: usize,
     failures: Vec<String>,
     started: Instant,
 }
 
 impl Tally {
     fn new(target: &'static str) -> Self {
-        Self { target, cases: 0, failures: Vec::new(), started: Instant::now() }
+        Self { target, cases: 0, accepted: 0, failures: Vec::new(), started: Instant::now() }
     }
 
     fn run(&mut self, seed: u64, text: &str, overrides: &[Override]) {
         self.cases += 1;
-        if let Some(problem) = check_one(text, overrides) {
+        let (problem, accepted) = check_one(text, overrides);
+        self.accepted += usize::from(accepted);
+        if let Some(problem) = problem {
             if self.failures.len() < 5 {
                 self.failures.push(format!("seed {seed}: {problem}\n--- input ({} bytes) ---\n{text:?}", text.len()));
             } else {
@@ -390,7 +565,13 @@ impl Tally {
 
     fn finish(self) {
         // The count is what docs/RELIABILITY.md records.
-        eprintln!("{}: {} cases in {:.1?}", self.target, self.cases, self.started.elapsed());
+        eprintln!(
+            "{}: {} cases ({} accepted) in {:.1?}",
+            self.target,
+            self.cases,
+            self.accepted,
+            self.started.elapsed()
+        );
         let n = self.failures.len();
         assert!(n == 0, "{}: {n} failing inputs; first ones:\n{}", self.target, self.failures.join("\n\n"));
     }
@@ -415,13 +596,15 @@ fn mutated_real_pipelines_never_panic() {
     }
     let mut t = Tally::new("parser/mutated");
     quiet_panics(|| {
-        for seed in 0..(6000 * scale()) as u64 {
+        for seed in 0..(20_000 * scale()) as u64 {
             let mut rng = Rng(seed);
             let base = rng.pick(&corpus).clone();
             let text = mutate(&mut rng, &base);
             t.run(seed, &text, &[]);
         }
     });
+    // Many mutations must still be pipelines, or the checks past YAML are never reached.
+    assert!(t.accepted * 20 > t.cases, "only {} of {} mutated inputs parsed", t.accepted, t.cases);
     t.finish();
 }
 
@@ -429,12 +612,13 @@ fn mutated_real_pipelines_never_panic() {
 fn generated_documents_never_panic() {
     let mut t = Tally::new("parser/generated");
     quiet_panics(|| {
-        for seed in 0..(4000 * scale()) as u64 {
+        for seed in 0..(10_000 * scale()) as u64 {
             let mut rng = Rng(seed ^ 0xdead_beef);
             let text = gen_doc(&mut rng);
             t.run(seed, &text, &[]);
         }
     });
+    assert!(t.accepted * 20 > t.cases, "only {} of {} generated inputs parsed", t.accepted, t.cases);
     t.finish();
 }
 
@@ -442,7 +626,7 @@ fn generated_documents_never_panic() {
 fn random_bytes_never_panic() {
     let mut t = Tally::new("parser/random-bytes");
     quiet_panics(|| {
-        for seed in 0..(4000 * scale()) as u64 {
+        for seed in 0..(20_000 * scale()) as u64 {
             let mut rng = Rng(seed.wrapping_mul(31) ^ 0x5eed);
             let text = random_bytes(&mut rng);
             t.run(seed, &text, &[]);
@@ -457,7 +641,7 @@ fn random_overrides_never_panic() {
     let mut t = Tally::new("parser/overrides");
     let mut parsed = 0;
     quiet_panics(|| {
-        for seed in 0..(2000 * scale()) as u64 {
+        for seed in 0..(5000 * scale()) as u64 {
             let mut rng = Rng(seed ^ 0x05e7);
             // `--set PATH=VALUE` text, then the file with whatever overrides parsed.
             let path = [*rng.pick(KEYS), *rng.pick(KEYS), *rng.pick(KEYS)][..1 + rng.below(3)].join(".");
