@@ -31,8 +31,7 @@ impl FeatureExtractor {
         model.check_input_size(preprocess.height, preprocess.width)?;
         let (h, w) = (preprocess.height, preprocess.width);
         model.run(1, h, w, vec![0.0; 3 * h * w], &outputs)?;
-        let this = Self { model, preprocess, outputs };
-        Ok(this)
+        Ok(Self { model, preprocess, outputs })
     }
 
     pub fn outputs(&self) -> &[String] {

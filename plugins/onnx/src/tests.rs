@@ -180,6 +180,10 @@ fn bad_models_layers_and_sizes_are_reported_clearly() {
     assert!(err.contains("refuses input size 64x64"), "{err}");
     assert!(err.contains("only 32x32"), "{err}");
 
+    // The runtime from the onnxruntime (CPU) wheel has no CUDA provider.
+    let err = error_of::<OnnxFeatures>(json!({"execution_provider": "cuda"}));
+    assert!(err.contains("has no CUDA execution provider") && err.contains("onnxruntime-gpu"), "{err}");
+
     let err = error_of::<OnnxFeatures>(json!({"std": [0.2, 0.2]}));
     assert!(err.contains("`std`: expected 3 numbers"), "{err}");
 
