@@ -432,7 +432,7 @@ fn gen_block_map(rng: &mut Rng, out: &mut String, indent: usize, depth: usize) {
 
 fn gen_flow(rng: &mut Rng, out: &mut String, depth: usize) {
     match rng.below(if depth > 5 { 1 } else { 4 }) {
-        0 | 1 => out.push_str(*rng.pick(SCALARS)),
+        0 | 1 => out.push_str(rng.pick::<&str>(SCALARS)),
         2 => {
             out.push('[');
             for i in 0..rng.below(4) {
@@ -449,7 +449,7 @@ fn gen_flow(rng: &mut Rng, out: &mut String, depth: usize) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                out.push_str(*rng.pick(KEYS));
+                out.push_str(rng.pick::<&str>(KEYS));
                 out.push_str(": ");
                 gen_flow(rng, out, depth + 1);
             }
