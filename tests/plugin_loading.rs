@@ -38,7 +38,8 @@ fn the_default_path_loads_every_standard_library() {
     let dir = tempfile::tempdir().unwrap();
     let run = anoflow(dir.path(), &["doctor"], &[]);
     assert!(run.stdout.contains(&build_dir().display().to_string()), "{}", run.stdout);
-    for lib in ["anoflow-plugin-example", "anoflow-plugin-datasets", "anoflow-plugin-ttt4as", "anoflow-plugin-metrics"] {
+    for lib in ["anoflow-plugin-example", "anoflow-plugin-datasets", "anoflow-plugin-ttt4as", "anoflow-plugin-metrics"]
+    {
         assert!(run.stdout.contains(&format!("ok   {lib} ")), "{lib} missing:\n{}", run.stdout);
     }
     assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
@@ -96,7 +97,11 @@ fn keep_going_skips_failing_samples_and_reports_them() {
 fn undeclared_outputs_and_wrong_sizes_are_caught() {
     let (run, _dir) = run_faulty("undeclared-output", &[]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("node `bad` (stage `faulty`)") && run.stderr.contains("undeclared output `surprise`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("node `bad` (stage `faulty`)") && run.stderr.contains("undeclared output `surprise`"),
+        "{}",
+        run.stderr
+    );
     // The threshold node sees a map of another size than it was fitted on.
     let (run, _dir) = run_faulty("wrong-size", &[]);
     assert_eq!(run.code, 1, "{}", run.all());

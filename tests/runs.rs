@@ -68,7 +68,8 @@ fn shards_merge_to_exactly_the_unsharded_result() {
     let b = read_json(&merged.join("eval/results.json"));
     assert_eq!(a, b, "merged shards must equal the unsharded run");
     // A missing shard is refused.
-    let r = anoflow(dir.path(), &["merge", "--out", dir.path().join("m2").to_str().unwrap(), &shards[0], &shards[2]], &[]);
+    let r =
+        anoflow(dir.path(), &["merge", "--out", dir.path().join("m2").to_str().unwrap(), &shards[0], &shards[2]], &[]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("shard 1/3 is missing"), "{}", r.stderr);
 }
@@ -125,7 +126,10 @@ fn an_unwritable_output_directory_is_a_clear_error() {
 #[test]
 fn ctrl_c_stops_between_chunks_and_says_where() {
     let dir = tempfile::tempdir().unwrap();
-    let text = LIGHT.replace("train: 10, test_good: 4, test_defective: 8", "train: 4, test_good: 200, test_defective: 200, size: 512");
+    let text = LIGHT.replace(
+        "train: 10, test_good: 4, test_defective: 8",
+        "train: 4, test_good: 200, test_defective: 200, size: 512",
+    );
     let p = write_pipeline(dir.path(), "long.yaml", &text);
     let out = dir.path().join("run");
     let child = std::process::Command::new(anoflow_e2e::anoflow_bin())
@@ -150,8 +154,10 @@ fn ctrl_c_stops_between_chunks_and_says_where() {
     let report = read_json(&out.join("run.json"));
     assert_eq!(report["status"], "failed");
     assert!(report["message"].as_str().unwrap().contains("interrupted after"));
-    let leftovers: Vec<_> =
-        walk(&out).into_iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-"))).collect();
+    let leftovers: Vec<_> = walk(&out)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-")))
+        .collect();
     assert!(leftovers.is_empty(), "half-written files: {leftovers:?}");
 }
 
@@ -175,7 +181,11 @@ fn every_shipped_pipeline_validates() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let r = anoflow(&workspace_root(), &["validate", path.to_str().unwrap(), "--set", "vars.root=/nonexistent"], &[]);
+            let r = anoflow(
+                &workspace_root(),
+                &["validate", path.to_str().unwrap(), "--set", "vars.root=/nonexistent"],
+                &[],
+            );
             assert_eq!(r.code, 0, "{}: {}", path.display(), r.all());
             count += 1;
         }
@@ -200,7 +210,9 @@ nodes:
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| (n["id"].as_str().unwrap().to_string(), n["samples"].as_u64().unwrap(), n["cached"].as_u64().unwrap()))
+            .map(|n| {
+                (n["id"].as_str().unwrap().to_string(), n["samples"].as_u64().unwrap(), n["cached"].as_u64().unwrap())
+            })
             .collect()
     };
     let cache_arg = cache.to_str().unwrap();
@@ -209,7 +221,10 @@ nodes:
     let s2 = stats("r2");
     assert_eq!(s2[1], ("grad".to_string(), 0, 0), "grad is not needed: blur comes from the cache");
     assert_eq!(s2[2], ("blur".to_string(), 0, 12));
-    assert_eq!(read_json(&dir.path().join("r1/eval/results.json")), read_json(&dir.path().join("r2/eval/results.json")));
+    assert_eq!(
+        read_json(&dir.path().join("r1/eval/results.json")),
+        read_json(&dir.path().join("r2/eval/results.json"))
+    );
 
     // Changing only the blur re-runs only the blur, on cached gradients.
     let r = run(dir.path(), &p, &dir.path().join("r3"), &["--cache", cache_arg, "--set", "blur.sigma=4"]);
@@ -228,5 +243,66 @@ nodes:
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stderr.contains("is corrupt; recomputing"), "{}", r.stderr);
     assert_eq!(stats("r4")[2], ("blur".to_string(), 12, 0));
-    assert_eq!(read_json(&dir.path().join("r1/eval/results.json")), read_json(&dir.path().join("r4/eval/results.json")));
+    assert_eq!(
+        read_json(&dir.path().join("r1/eval/results.json")),
+        read_json(&dir.path().join("r4/eval/results.json"))
+    );
+}
+
+#[test]
+fn quickstart_compares_thr_and_ttt4as_and_caches_the_fitted_bank() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = workspace_root().join("pipelines/quickstart.yaml");
+    let cache = dir.path().join("cache");
+    let small = [
+        "--set",
+        "data.categories=[washer]",
+        "--set",
+        "data.train=15",
+        "--set",
+        "data.test_good=3",
+        "--set",
+        "data.test_defective=6",
+        "--cache",
+        cache.to_str().unwrap(),
+    ];
+    let r = run(dir.path(), &p, &dir.path().join("q1"), &small);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let results = read_json(&dir.path().join("q1/eval/results.json"));
+    let get = |source: &str, metric: &str| {
+        results["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| {
+                x["category"] == "mean"
+                    && x["source"] == source
+                    && x["metric"] == metric
+                    && x["subset"] == "anomalous"
+                    && x["pooling"] == "pixels"
+            })
+            .and_then(|x| x["value"].as_f64())
+    };
+    let ttt_recall = get("ttt.mask", "recall").expect("ttt recall");
+    assert!(ttt_recall > 0.0, "TTT4AS masks must not be all empty");
+    assert!(get("thr.mask", "f1").is_some());
+    let auroc = results["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["category"] == "mean" && x["source"] == "scorer.score" && x["metric"] == "pixel_auroc")
+        .and_then(|x| x["value"].as_f64())
+        .unwrap();
+    assert!(auroc > 0.9, "PatchCore pixel AUROC {auroc}");
+    assert!(dir.path().join("q1/report/index.html").exists());
+
+    let r = run(dir.path(), &p, &dir.path().join("q2"), &small);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let nodes = read_json(&dir.path().join("q2/run.json"))["run"]["nodes"].clone();
+    let scorer = nodes.as_array().unwrap().iter().find(|n| n["id"] == "scorer").unwrap().clone();
+    assert_eq!(scorer["fit_state"], "loaded from cache", "{scorer}");
+    assert_eq!(
+        read_json(&dir.path().join("q1/eval/results.json")),
+        read_json(&dir.path().join("q2/eval/results.json"))
+    );
 }

@@ -42,7 +42,7 @@ fn unknown_plugin_with_suggestion() {
 fn unknown_param_wrong_type_and_missing() {
     let (code, out) = validate(&with("with: { scale: 2.0 }", "with: { scal: 2.0 }"));
     assert_eq!(code, 1);
-    assert!(out.contains("p.yaml:4:45: error: node `grad`: unknown param `scal` (did you mean `scale`?)"), "{out}");
+    assert!(out.contains("p.yaml:4:47: error: node `grad`: unknown param `scal` (did you mean `scale`?)"), "{out}");
     let (_, out) = validate(&with("with: { k: 3 }", "with: { k: high }"));
     assert!(out.contains("node `thr`: param `k`: expected number, found string \"high\""), "{out}");
 }
@@ -52,7 +52,10 @@ fn unknown_and_unconnected_ports() {
     let (code, out) = validate(&with("inputs: { image: data.image }", "inputs: { img: data.image }"));
     assert_eq!(code, 1);
     assert!(out.contains("node `grad`: stage `gradient-magnitude` has no input port `img`"), "{out}");
-    assert!(out.contains("node `grad`: required input `image` (image) of stage `gradient-magnitude` is not connected"), "{out}");
+    assert!(
+        out.contains("node `grad`: required input `image` (image) of stage `gradient-magnitude` is not connected"),
+        "{out}"
+    );
     let (_, out) = validate(&with("image: data.image", "image: data.picture"));
     assert!(out.contains("node `data` (stage `synthetic`) has no output `picture`"), "{out}");
 }
@@ -101,9 +104,15 @@ nodes:
     assert_eq!(code, 1, "{out}");
     let lines: Vec<&str> = out.lines().filter(|l| l.contains(": error: ")).collect();
     assert_eq!(lines.len(), 4, "{out}");
-    assert!(lines[0].contains("p.yaml:3:38") && lines[0].contains("unknown param `sed` (did you mean `seed`?)"), "{out}");
-    assert!(lines[1].contains("p.yaml:4:59") && lines[1].contains("has no output `imag` (did you mean `image`?)"), "{out}");
-    assert!(lines[2].contains("p.yaml:5:50") && lines[2].contains("fit split `tuning`"), "{out}");
+    assert!(
+        lines[0].contains("p.yaml:3:38") && lines[0].contains("unknown param `sed` (did you mean `seed`?)"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("p.yaml:4:56") && lines[1].contains("has no output `imag` (did you mean `image`?)"),
+        "{out}"
+    );
+    assert!(lines[2].contains("p.yaml:5:44") && lines[2].contains("fit split `tuning`"), "{out}");
     assert!(lines[3].contains("p.yaml:6:19") && lines[3].contains("did you mean `segmentation-metrics`?"), "{out}");
     assert!(out.contains("4 errors found"), "{out}");
 }
@@ -118,7 +127,10 @@ fn broken_files() {
     let (_, out) = validate(&format!("{GOOD}stages: {{}}\n"));
     assert!(out.contains("unknown top-level key `stages`"), "{out}");
     let (_, out) = validate(&format!("{GOOD}  grad: {{ plugin: gradient-magnitude }}\n"));
-    assert!(out.contains("p.yaml:7:3: error: duplicate key `grad` (first defined at line 4, column 3)"), "{out}");
+    assert!(
+        out.contains("p.yaml:7:3: error: not valid YAML: duplicate key `grad` (first defined at line 4, column 3)"),
+        "{out}"
+    );
     let (_, out) = validate(&with("gt: data.mask", "gt: dta.mask"));
     assert!(out.contains("input `gt`: no node `dta` (did you mean `data`?)"), "{out}");
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +143,8 @@ fn broken_files() {
 fn overrides_are_checked_like_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_pipeline(dir.path(), "p.yaml", GOOD);
-    let run = anoflow(dir.path(), &["validate", p.to_str().unwrap(), "--set", "thr.k=\"x\"", "--set", "grd.scale=1"], &[]);
+    let run =
+        anoflow(dir.path(), &["validate", p.to_str().unwrap(), "--set", "thr.k=\"x\"", "--set", "grd.scale=1"], &[]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stderr.contains("--set grd.scale: no node `grd` (did you mean `grad`?)"), "{}", run.stderr);
 }

@@ -132,13 +132,29 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
             d.error(pos, Some(&node.id), format!("{problem} (stage `{}`)", desc.name));
         }
         if let (Some(true), StageKind::Source | StageKind::Sink) = (node.cache, desc.kind) {
-            d.error(Some(node.pos), Some(&node.id), format!("`cache` applies to map and fitted stages; `{}` is a {} stage", desc.name, desc.kind.name()));
+            d.error(
+                Some(node.pos),
+                Some(&node.id),
+                format!("`cache` applies to map and fitted stages; `{}` is a {} stage", desc.name, desc.kind.name()),
+            );
         }
         if let Some((scope, pos)) = &node.fit_scope {
             if desc.kind != StageKind::Fitted {
-                d.error(Some(*pos), Some(&node.id), format!("`fit_scope` applies to fitted stages only; `{}` is a {} stage", desc.name, desc.kind.name()));
+                d.error(
+                    Some(*pos),
+                    Some(&node.id),
+                    format!(
+                        "`fit_scope` applies to fitted stages only; `{}` is a {} stage",
+                        desc.name,
+                        desc.kind.name()
+                    ),
+                );
             } else if scope != "category" && scope != "all" {
-                d.error(Some(*pos), Some(&node.id), format!("`fit_scope` must be `category` (one model per category) or `all`, found `{scope}`"));
+                d.error(
+                    Some(*pos),
+                    Some(&node.id),
+                    format!("`fit_scope` must be `category` (one model per category) or `all`, found `{scope}`"),
+                );
             }
         }
         match (desc.kind, &node.fit) {
@@ -164,9 +180,17 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
         .map(|n| n.id.as_str())
         .collect();
     if sources.len() > 1 {
-        d.error(None, None, format!("a pipeline has exactly one source node, found {}: {}", sources.len(), sources.join(", ")));
+        d.error(
+            None,
+            None,
+            format!("a pipeline has exactly one source node, found {}: {}", sources.len(), sources.join(", ")),
+        );
     } else if sources.is_empty() && !stages.is_empty() && stages.len() == spec.nodes.len() {
-        d.error(None, None, "the pipeline has no source node (a stage that yields samples, e.g. `synthetic` or `mvtec-ad`)");
+        d.error(
+            None,
+            None,
+            "the pipeline has no source node (a stage that yields samples, e.g. `synthetic` or `mvtec-ad`)",
+        );
     }
 
     // Edges.
@@ -180,7 +204,11 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
                 let hint = did_you_mean(&input.port, desc.inputs.iter().map(|p| p.name.as_str()))
                     .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
                 let list: Vec<&str> = desc.inputs.iter().map(|p| p.name.as_str()).collect();
-                let have = if list.is_empty() { "it has no inputs".to_string() } else { format!("it has: {}", list.join(", ")) };
+                let have = if list.is_empty() {
+                    "it has no inputs".to_string()
+                } else {
+                    format!("it has: {}", list.join(", "))
+                };
                 d.error(
                     Some(input.pos),
                     Some(&node.id),
@@ -200,7 +228,11 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
                 let Some(from_idx) = ids.iter().position(|i| *i == edge.node) else {
                     let hint = did_you_mean(&edge.node, ids.iter().copied())
                         .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
-                    d.error(Some(edge.pos), Some(&node.id), format!("input `{}`: no node `{}`{hint}", input.port, edge.node));
+                    d.error(
+                        Some(edge.pos),
+                        Some(&node.id),
+                        format!("input `{}`: no node `{}`{hint}", input.port, edge.node),
+                    );
                     continue;
                 };
                 let Some(from_entry) = stages.get(edge.node.as_str()) else { continue };
@@ -245,7 +277,11 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
                     );
                 }
                 if from_desc.kind == StageKind::Sink {
-                    d.error(Some(edge.pos), Some(&node.id), format!("node `{}` is a sink: it has no outputs", edge.node));
+                    d.error(
+                        Some(edge.pos),
+                        Some(&node.id),
+                        format!("node `{}` is a sink: it has no outputs", edge.node),
+                    );
                     continue;
                 }
                 edges.push((from_idx, to_idx, edge.port.clone(), input.port.clone()));
@@ -272,22 +308,24 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
         let self_loop = scc.len() == 1 && graph.find_edge(scc[0], scc[0]).is_some();
         if scc.len() > 1 || self_loop {
             let chain = cycle_chain(&graph, &scc, &spec);
-            let first = graph[scc[0]];
+            let first = scc.iter().map(|n| graph[*n]).min().unwrap_or(0);
             d.error(Some(spec.nodes[first].pos), None, format!("cycle: {chain}"));
         }
     }
 
     // Fit splits must be provided by the source.
     if let [source_id] = sources.as_slice() {
-        let splits: Vec<String> =
-            stages[source_id].descriptor.splits.iter().map(|s| s.to_string()).collect();
+        let splits: Vec<String> = stages[source_id].descriptor.splits.iter().map(|s| s.to_string()).collect();
         for node in &spec.nodes {
             if let Some((split, pos)) = &node.fit {
                 if !splits.iter().any(|s| s == split) {
                     d.error(
                         Some(*pos),
                         Some(&node.id),
-                        format!("fit split `{split}` is not provided by source `{source_id}`; it provides: {}", splits.join(", ")),
+                        format!(
+                            "fit split `{split}` is not provided by source `{source_id}`; it provides: {}",
+                            splits.join(", ")
+                        ),
                     );
                 }
             }
@@ -334,7 +372,9 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
 /// default; stages producing images or feature maps only when the node says `cache: true`.
 fn default_cache(d: &anoflow_sdk::descriptor::StageDescriptor) -> bool {
     matches!(d.kind, StageKind::Map | StageKind::Fitted)
-        && d.outputs.iter().all(|o| matches!(o.kind, ValueKind::ScoreMap | ValueKind::Mask | ValueKind::Scalar | ValueKind::Text))
+        && d.outputs
+            .iter()
+            .all(|o| matches!(o.kind, ValueKind::ScoreMap | ValueKind::Mask | ValueKind::Scalar | ValueKind::Text))
 }
 
 fn cycle_chain(graph: &DiGraph<usize, ()>, scc: &[NodeIndex], spec: &PipelineSpec) -> String {

@@ -240,7 +240,11 @@ impl Runner<'_> {
                 } else {
                     format!("{from}.{}[{}]", e.from_port, pv.source)
                 };
-                inputs.push(PortValue { port: e.to_port.as_str().into(), source: source.into(), value: pv.value.clone() });
+                inputs.push(PortValue {
+                    port: e.to_port.as_str().into(),
+                    source: source.into(),
+                    value: pv.value.clone(),
+                });
             }
             if !found {
                 return Err(format!("input `{}` got no value: node `{from}` produced no `{}`", e.to_port, e.from_port));
@@ -257,7 +261,12 @@ impl Runner<'_> {
                 return Err(format!("the stage produced an undeclared output `{}`", o.port));
             };
             if !spec.kind.accepts(o.value.kind()) {
-                return Err(format!("output `{}` is declared {} but the stage produced {}", o.port, spec.kind, o.value.kind()));
+                return Err(format!(
+                    "output `{}` is declared {} but the stage produced {}",
+                    o.port,
+                    spec.kind,
+                    o.value.kind()
+                ));
             }
             if !spec.multiple && outs[..i].iter().any(|prev| prev.port == o.port) {
                 return Err(format!("output `{}` takes one value per sample, the stage produced several", o.port));
@@ -301,7 +310,9 @@ impl Runner<'_> {
                     if !nodes.contains(&n) {
                         continue;
                     }
-                    if let Some(values) = keys[n][s].as_ref().filter(|p| p.is_file()).and_then(|p| read_cached_outputs(p)) {
+                    if let Some(values) =
+                        keys[n][s].as_ref().filter(|p| p.is_file()).and_then(|p| read_cached_outputs(p))
+                    {
                         preloaded[n][s] = Some(values);
                         continue;
                     }
@@ -335,9 +346,11 @@ impl Runner<'_> {
             // category), then batch within each instance.
             let mut routed: BTreeMap<String, (Option<&StageBox>, Vec<(usize, SampleInput)>)> = BTreeMap::new();
             for (i, input) in work {
-                let category = if self.per_category[n].is_empty() { String::new() } else { input.meta.category.to_string() };
+                let category =
+                    if self.per_category[n].is_empty() { String::new() } else { input.meta.category.to_string() };
                 let entry = routed.entry(category.clone()).or_insert_with(|| {
-                    let stage = if category.is_empty() { Some(&self.stages[n]) } else { self.per_category[n].get(&category) };
+                    let stage =
+                        if category.is_empty() { Some(&self.stages[n]) } else { self.per_category[n].get(&category) };
                     (stage, Vec::new())
                 });
                 entry.1.push((i, input));
@@ -376,7 +389,12 @@ impl Runner<'_> {
             for (idx, outs, dt) in results {
                 busy += dt;
                 if outs.len() != idx.len() {
-                    return Err(self.err(phase, n, None, format!("the stage returned {} results for {} samples", outs.len(), idx.len())));
+                    return Err(self.err(
+                        phase,
+                        n,
+                        None,
+                        format!("the stage returned {} results for {} samples", outs.len(), idx.len()),
+                    ));
                 }
                 for (i, out) in idx.into_iter().zip(outs) {
                     let slot = &mut chunk[i];
@@ -421,7 +439,9 @@ impl Runner<'_> {
         h.update(meta.path.as_bytes());
         if let Ok(md) = std::fs::metadata(meta.path.as_str()) {
             h.update(md.len().to_le_bytes());
-            if let Ok(t) = md.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other)) {
+            if let Ok(t) =
+                md.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other))
+            {
                 h.update(t.as_nanos().to_le_bytes());
             }
         }
@@ -443,7 +463,10 @@ impl Runner<'_> {
     }
 
     fn new_chunk(&self, metas: &[SampleMeta]) -> Vec<Slot> {
-        metas.iter().map(|m| Slot { meta: m.clone(), outputs: vec![Vec::new(); self.p.nodes.len()], failed: false }).collect()
+        metas
+            .iter()
+            .map(|m| Slot { meta: m.clone(), outputs: vec![Vec::new(); self.p.nodes.len()], failed: false })
+            .collect()
     }
 
     /// Inputs of a consuming node (fitted observer or sink) for the live samples, in order.
@@ -496,7 +519,14 @@ impl Runner<'_> {
     }
 
     /// Fits one instance of node `f` on `metas` (or loads its cached state).
-    fn fit_instance(&self, f: usize, phase: &str, metas: &[SampleMeta], key: &str, stage: &mut StageBox) -> Result<(), RunError> {
+    fn fit_instance(
+        &self,
+        f: usize,
+        phase: &str,
+        metas: &[SampleMeta],
+        key: &str,
+        stage: &mut StageBox,
+    ) -> Result<(), RunError> {
         let node = &self.p.nodes[f];
         if let Some(state) = self.cache_read(key) {
             let t = Instant::now();
@@ -543,8 +573,10 @@ impl Runner<'_> {
         if let Some((i, n)) = self.opts.shard {
             metas.retain(|m| m.index as usize % n == i);
         }
-        let compute: Vec<usize> = (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() != StageKind::Sink).collect();
-        let sinks: Vec<usize> = (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() == StageKind::Sink).collect();
+        let compute: Vec<usize> =
+            (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() != StageKind::Sink).collect();
+        let sinks: Vec<usize> =
+            (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() == StageKind::Sink).collect();
         let bar = progress_bar(self.opts, metas.len(), "test".to_string());
         for (c, group) in metas.chunks(self.opts.in_flight.max(1)).enumerate() {
             self.check_interrupt("test", c * self.opts.in_flight.max(1), metas.len())?;
@@ -595,7 +627,10 @@ impl Runner<'_> {
             let out_dir = self.opts.out_dir.join(&id);
             std::fs::create_dir_all(&out_dir)
                 .map_err(|e| self.err("finish", s, None, format!("cannot create {}: {e}", out_dir.display())))?;
-            let ctx = FinishContext { node_id: RString::from(id.as_str()), out_dir: out_dir.to_string_lossy().as_ref().into() };
+            let ctx = FinishContext {
+                node_id: RString::from(id.as_str()),
+                out_dir: out_dir.to_string_lossy().as_ref().into(),
+            };
             let t0 = Instant::now();
             let report: SinkReport =
                 self.stages[s].finish(&ctx).into_result().map_err(|e| self.err("finish", s, None, e.to_string()))?;
@@ -726,7 +761,11 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
             work_dir: out_dir.join(&node.id).to_string_lossy().as_ref().into(),
             threads: threads as u32,
         };
-        stats.push(Mutex::new(NodeStats { id: node.id.clone(), stage: node.plugin().to_string(), ..Default::default() }));
+        stats.push(Mutex::new(NodeStats {
+            id: node.id.clone(),
+            stage: node.plugin().to_string(),
+            ..Default::default()
+        }));
         if node.kind() != StageKind::Sink {
             continue;
         }
@@ -765,8 +804,15 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
     let runner_stages: Vec<StageBox> = merged_stages.into_iter().map(|s| s.unwrap_or_else(placeholder_stage)).collect();
     let fit_keys = p.nodes.iter().map(|_| Mutex::new(None)).collect();
     let per_category = p.nodes.iter().map(|_| BTreeMap::new()).collect();
-    let mut runner =
-        Runner { p, opts: &opts, stages: runner_stages, stats, failures: Mutex::new(Vec::new()), fit_keys, per_category };
+    let mut runner = Runner {
+        p,
+        opts: &opts,
+        stages: runner_stages,
+        stats,
+        failures: Mutex::new(Vec::new()),
+        fit_keys,
+        per_category,
+    };
     std::fs::create_dir_all(out_dir).map_err(|e| RunError {
         phase: "merge".into(),
         node: String::new(),

@@ -4,12 +4,12 @@
 //! the checked graph ([`check`]), the executor ([`executor`]) and the run report.
 
 pub mod check;
+pub mod cli_support;
 pub mod codec;
 pub mod diag;
 pub mod executor;
 pub mod fsutil;
 pub mod registry;
+pub mod report;
 pub mod spec;
 pub mod yaml;
-pub mod cli_support;
-pub mod report;

@@ -258,7 +258,8 @@ fn check_shards(runs: &[PathBuf]) -> Result<()> {
     for run in runs {
         let path = run.join("run.json");
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
         if v["status"] != "completed" {
             bail!("{}: that run did not complete; run it again before merging", run.display());
         }

@@ -99,7 +99,8 @@ impl Registry {
             let entries = match std::fs::read_dir(dir) {
                 Ok(e) => e,
                 Err(e) => {
-                    reg.failures.push(LoadFailure { path: dir.clone(), reason: format!("cannot read plugin directory: {e}") });
+                    reg.failures
+                        .push(LoadFailure { path: dir.clone(), reason: format!("cannot read plugin directory: {e}") });
                     continue;
                 }
             };

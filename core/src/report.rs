@@ -21,7 +21,8 @@ fn write_json(path: &Path, value: &Json) -> Result<()> {
 /// Files that let anyone reproduce the run: the pipeline with vars and overrides applied,
 /// and the version of every library and model it used.
 pub fn write_run_inputs(p: &CheckedPipeline, reg: &Registry, out_dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
     let yaml = serde_yaml::to_string(&p.spec.to_json())?;
     write_atomic(&out_dir.join("pipeline.expanded.yaml"), yaml.as_bytes())
         .with_context(|| format!("cannot write into {}", out_dir.display()))?;
@@ -122,7 +123,12 @@ pub fn compare(a: &Path, b: &Path) -> Result<String> {
     }
     let only_a = ma.keys().filter(|k| !mb.contains_key(*k)).count();
     let only_b = mb.keys().filter(|k| !ma.contains_key(*k)).count();
-    let _ = writeln!(s, "\n{same} metrics equal; {only_a} only in A ({}), {only_b} only in B ({})", a.display(), b.display());
+    let _ = writeln!(
+        s,
+        "\n{same} metrics equal; {only_a} only in A ({}), {only_b} only in B ({})",
+        a.display(),
+        b.display()
+    );
     Ok(s)
 }
 
@@ -162,8 +168,10 @@ pub fn sweep_table(variants: &[(String, RunSummary)]) -> String {
         let _ = writeln!(s, "|---|{}", "---:|".repeat(columns.len()));
         for (name, run) in variants {
             let h = run.sinks.iter().find(|x| x.node == sink).map(|x| x.json["headline"].clone()).unwrap_or(Json::Null);
-            let cells: Vec<String> =
-                columns.iter().map(|c| h[c.as_str()].as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.4}"))).collect();
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| h[c.as_str()].as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.4}")))
+                .collect();
             let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
         }
         s.push('\n');

@@ -127,7 +127,8 @@ pub struct Override {
 impl std::str::FromStr for Override {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (path, value) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected PATH=VALUE, e.g. ttt.percentile=98"))?;
+        let (path, value) =
+            s.split_once('=').ok_or_else(|| format!("`{s}`: expected PATH=VALUE, e.g. ttt.percentile=98"))?;
         let path: Vec<String> = path.trim().split('.').map(str::to_string).collect();
         if path.len() < 2 || path.iter().any(String::is_empty) {
             return Err(format!("`{s}`: the path must be `vars.NAME` or `NODE.PARAM`"));
@@ -187,7 +188,11 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
         }
     };
     let Some(entries) = root.entries() else {
-        d.error(Some(root.pos()), None, format!("expected a mapping with `name` and `nodes`, found {}", root.kind_name()));
+        d.error(
+            Some(root.pos()),
+            None,
+            format!("expected a mapping with `name` and `nodes`, found {}", root.kind_name()),
+        );
         return Err(d);
     };
 
@@ -206,7 +211,9 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
         match key.text.as_str() {
             "name" => match value.as_str() {
                 Some(s) => spec.name = s.to_string(),
-                None => d.error(Some(value.pos()), None, format!("`name` must be a string, found {}", value.kind_name())),
+                None => {
+                    d.error(Some(value.pos()), None, format!("`name` must be a string, found {}", value.kind_name()))
+                }
             },
             "description" => spec.description = value.as_str().unwrap_or_default().to_string(),
             "vars" => match value.to_json() {
@@ -322,20 +329,32 @@ fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<Node
         match k.text.as_str() {
             "plugin" => match v.as_str() {
                 Some(s) => node.plugin = Some((s.to_string(), v.pos())),
-                None => d.error(Some(v.pos()), Some(&id), format!("`plugin` must be a stage name, found {}", v.kind_name())),
+                None => {
+                    d.error(Some(v.pos()), Some(&id), format!("`plugin` must be a stage name, found {}", v.kind_name()))
+                }
             },
             "fit" => match v.as_str() {
                 Some(s) => node.fit = Some((s.to_string(), v.pos())),
-                None => d.error(Some(v.pos()), Some(&id), format!("`fit` must be a split name, found {}", v.kind_name())),
+                None => {
+                    d.error(Some(v.pos()), Some(&id), format!("`fit` must be a split name, found {}", v.kind_name()))
+                }
             },
             "doc" => {}
             "fit_scope" => match v.as_str() {
                 Some(scope) => node.fit_scope = Some((scope.to_string(), v.pos())),
-                None => d.error(Some(v.pos()), Some(&id), format!("`fit_scope` must be `category` or `all`, found {}", v.kind_name())),
+                None => d.error(
+                    Some(v.pos()),
+                    Some(&id),
+                    format!("`fit_scope` must be `category` or `all`, found {}", v.kind_name()),
+                ),
             },
             "cache" => match v {
                 Node::Scalar { value: Json::Bool(b), .. } => node.cache = Some(*b),
-                other => d.error(Some(other.pos()), Some(&id), format!("`cache` must be true or false, found {}", other.kind_name())),
+                other => d.error(
+                    Some(other.pos()),
+                    Some(&id),
+                    format!("`cache` must be true or false, found {}", other.kind_name()),
+                ),
             },
             "with" => {
                 node.with_pos = Some(k.pos);
@@ -442,7 +461,14 @@ fn substitute_vars(vars: &Map<String, Json>, env: &dyn Env, d: &mut Diagnostics)
 
 /// Replaces `${ENV}`, `${ENV:-default}` and `{{var}}` in every string of `v`. A string that
 /// is exactly one `{{var}}` takes the var's value with its type (so numbers stay numbers).
-fn substitute(v: &mut Json, vars: &Map<String, Json>, env: &dyn Env, d: &mut Diagnostics, pos: Option<Pos>, node: &str) {
+fn substitute(
+    v: &mut Json,
+    vars: &Map<String, Json>,
+    env: &dyn Env,
+    d: &mut Diagnostics,
+    pos: Option<Pos>,
+    node: &str,
+) {
     let node_ref = (!node.is_empty()).then_some(node);
     match v {
         Json::String(s) => {
@@ -468,8 +494,8 @@ fn substitute(v: &mut Json, vars: &Map<String, Json>, env: &dyn Env, d: &mut Dia
 }
 
 fn unknown_var(name: &str, vars: &Map<String, Json>) -> String {
-    let hint =
-        did_you_mean(name, vars.keys().map(String::as_str)).map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+    let hint = did_you_mean(name, vars.keys().map(String::as_str))
+        .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
     format!("unknown variable `{{{{{name}}}}}`{hint}; define it under `vars:` or with --set vars.{name}=...")
 }
 
@@ -559,13 +585,19 @@ nodes:
         assert_eq!(s.node("thr").unwrap().fit.as_ref().unwrap().0, "validation");
         let eval = s.node("eval").unwrap();
         assert_eq!(eval.inputs[0].edges.len(), 2);
-        assert_eq!(eval.inputs[0].edges[1], EdgeRef { node: "data".into(), port: "mask".into(), pos: Pos { line: 6, col: 69 } });
+        assert_eq!(
+            eval.inputs[0].edges[1],
+            EdgeRef { node: "data".into(), port: "mask".into(), pos: Pos { line: 6, col: 69 } }
+        );
     }
 
     #[test]
     fn overrides_apply_to_vars_and_params() {
-        let o: Vec<Override> =
-            vec!["vars.category=carpet".parse().unwrap(), "thr.k=2.5".parse().unwrap(), "thr.extra.c=1".parse().unwrap()];
+        let o: Vec<Override> = vec![
+            "vars.category=carpet".parse().unwrap(),
+            "thr.k=2.5".parse().unwrap(),
+            "thr.extra.c=1".parse().unwrap(),
+        ];
         let s = parse_ok(PIPE, &o);
         assert_eq!(s.node("data").unwrap().params["category"], "carpet");
         assert_eq!(s.node("thr").unwrap().params["k"], 2.5);
@@ -579,7 +611,10 @@ nodes:
             "name: t\nnodez: {}\nnodes:\n  a: { plugn: x }\n  b: { plugin: y, inputs: { i: nodot } }\n  c: { plugin: z, with: { p: \"{{nope}}\" } }\n",
         );
         assert_eq!(errs.len(), 5, "{errs:#?}");
-        assert!(errs[0].starts_with("p.yaml:2:1: error: unknown top-level key `nodez` (did you mean `nodes`?)"), "{errs:#?}");
+        assert!(
+            errs[0].starts_with("p.yaml:2:1: error: unknown top-level key `nodez` (did you mean `nodes`?)"),
+            "{errs:#?}"
+        );
         assert!(errs.iter().any(|e| e.contains("node `a`: unknown key `plugn` (did you mean `plugin`?)")));
         assert!(errs.iter().any(|e| e.contains("node `a`: missing `plugin")));
         assert!(errs.iter().any(|e| e.contains("node `b`: input `i`: expected an edge `node.port`")));

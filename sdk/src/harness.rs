@@ -144,6 +144,20 @@ impl StageHarness {
         }
     }
 
+    /// Map and fitted stages: processes several samples in one call, as the host does for a
+    /// stage with a `batch_size` param.
+    pub fn process_batch(&self, samples: Vec<(SampleMeta, Vec<PortValue>)>) -> Vec<StageResult<HarnessOutputs>> {
+        let metas: Vec<SampleMeta> = samples.iter().map(|(m, _)| m.clone()).collect();
+        let batch: RVec<SampleInput> =
+            samples.into_iter().map(|(meta, inputs)| SampleInput { meta, inputs: inputs.into() }).collect();
+        self.stage
+            .process(batch)
+            .into_iter()
+            .zip(metas)
+            .map(|(r, meta)| r.into_result().and_then(|outs| self.check_outputs(&meta, outs.into_vec())))
+            .collect()
+    }
+
     /// Sources: loads one sample.
     pub fn load(&self, meta: &SampleMeta) -> StageResult<HarnessOutputs> {
         self.process(meta, Vec::new())
@@ -229,6 +243,26 @@ mod tests {
         let map = ScoreMap::new(1, 2, vec![1.0, 2.0]).unwrap();
         let out = h.process(&meta("a"), inputs(vec![("score", map.into())])).unwrap();
         assert_eq!(out.score_map("score").data(), &[3.0, 6.0]);
+    }
+
+    #[test]
+    fn batches_give_one_result_per_sample() {
+        let h = StageHarness::new::<Doubler>(serde_json::json!({})).unwrap();
+        let ok = ScoreMap::new(1, 1, vec![2.0]).unwrap();
+        let bad = ScoreMap::new(1, 1, vec![f32::NAN]).unwrap();
+        let out = h.process_batch(vec![
+            (meta("a"), inputs(vec![("score", ok.into())])),
+            (meta("b"), inputs(vec![("score", Value::Scalar(1.0))])),
+        ]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].as_ref().unwrap().score_map("score").data(), &[4.0]);
+        assert!(out[1].as_ref().unwrap_err().message.contains("sample `b`"));
+        // A panic inside a batch fails every sample of that batch, never the host.
+        let out = h.process_batch(vec![
+            (meta("c"), inputs(vec![("score", bad.clone().into())])),
+            (meta("d"), inputs(vec![("score", bad.into())])),
+        ]);
+        assert!(out.iter().all(|r| r.as_ref().unwrap_err().kind == ErrorKind::Panic));
     }
 
     #[test]

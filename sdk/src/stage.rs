@@ -126,6 +126,13 @@ pub trait Source: Send + Sync {
 /// A per-sample stage without state across samples.
 pub trait Map: Send + Sync {
     fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs>;
+
+    /// Several samples at once. The host sends batches of `batch_size` samples to a stage
+    /// that declares a `batch_size` param (e.g. to run a network on a batch); by default each
+    /// sample is processed alone. One result per sample, in order.
+    fn process_batch(&self, samples: &[Sample<'_>]) -> Vec<StageResult<Outputs>> {
+        samples.iter().map(|s| self.process(s)).collect()
+    }
 }
 
 /// A stage that learns from one split, then maps samples.
@@ -250,6 +257,28 @@ impl StageFfi for StageAdapter {
     fn process(&self, batch: RVec<SampleInput>) -> RVec<SampleOutputs> {
         match &self.inner {
             StageImpl::Source(s) => self.per_sample(&batch, |x| s.load(&x.meta)),
+            StageImpl::Map(m) if batch.len() > 1 => {
+                let samples: Vec<Sample<'_>> = batch.iter().map(|x| Sample::new(&x.meta, &x.inputs)).collect();
+                match guard(&self.name, || Ok(m.process_batch(&samples))) {
+                    Ok(results) if results.len() == batch.len() => results
+                        .into_iter()
+                        .map(|r| match r {
+                            Ok(o) => RResult::ROk(RVec::from(o.into_vec())),
+                            Err(e) => RResult::RErr(e),
+                        })
+                        .collect(),
+                    Ok(results) => {
+                        let e = StageError::internal(format!(
+                            "stage `{}` returned {} results for a batch of {}",
+                            self.name,
+                            results.len(),
+                            batch.len()
+                        ));
+                        batch.iter().map(|_| RResult::RErr(e.clone())).collect()
+                    }
+                    Err(e) => batch.iter().map(|_| RResult::RErr(e.clone())).collect(),
+                }
+            }
             StageImpl::Map(m) => self.per_sample(&batch, |x| m.process(&Sample::new(&x.meta, &x.inputs))),
             StageImpl::Fitted(m) => self.per_sample(&batch, |x| m.process(&Sample::new(&x.meta, &x.inputs))),
             StageImpl::Sink(_) => {

@@ -13,8 +13,13 @@ use crate::registry::{Registry, PLUGIN_PATH_ENV};
 pub fn report(reg: &Registry) -> (String, bool) {
     let mut s = String::new();
     let mut healthy = true;
-    let _ = writeln!(s, "anoflow {} (SDK ABI {}, data contract {})", env!("CARGO_PKG_VERSION"),
-        anoflow_sdk::abi::SDK_ABI_VERSION, anoflow_sdk::abi::DATA_CONTRACT_VERSION);
+    let _ = writeln!(
+        s,
+        "anoflow {} (SDK ABI {}, data contract {})",
+        env!("CARGO_PKG_VERSION"),
+        anoflow_sdk::abi::SDK_ABI_VERSION,
+        anoflow_sdk::abi::DATA_CONTRACT_VERSION
+    );
     let _ = writeln!(s, "\nplugin search path ({PLUGIN_PATH_ENV} and --plugins add to it):");
     for d in &reg.search_path {
         let _ = writeln!(s, "  {}{}", d.display(), if d.is_dir() { "" } else { "  (missing)" });
@@ -61,7 +66,8 @@ fn runtime_section(s: &mut String) -> bool {
 
 /// The first `models/manifest.yaml` above the current directory or the executable.
 fn find_manifest() -> Option<PathBuf> {
-    let starts = [std::env::current_dir().ok(), std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))];
+    let starts =
+        [std::env::current_dir().ok(), std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))];
     for start in starts.into_iter().flatten() {
         let mut cur = Some(start);
         while let Some(d) = cur {
@@ -104,7 +110,11 @@ fn models_section(s: &mut String) -> bool {
                     let _ = writeln!(s, "  ok   {name}: {}", file.display());
                 } else {
                     healthy = false;
-                    let _ = writeln!(s, "  FAIL {name}: {} has sha256 {found}, the manifest expects {expected}", file.display());
+                    let _ = writeln!(
+                        s,
+                        "  FAIL {name}: {} has sha256 {found}, the manifest expects {expected}",
+                        file.display()
+                    );
                 }
             }
             // Optional models (exported by users with internet) are reported, not required.

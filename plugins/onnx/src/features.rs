@@ -136,11 +136,13 @@ impl StagePlugin for OnnxFeatures {
             json!(null),
             "model outputs to return (layer names), e.g. [features.7.expand, features.14.expand]; default: the \
              manifest's default_outputs",
-        ));
+        ))
+        .param(ParamSpec::int("batch_size", 8, "images per network run (the host sends batches of this size)"));
         common_params(desc, Some("mobilenet_v2"))
     }
 
     fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
+        params.positive("batch_size")?;
         let loaded = config::load(params, ctx)?;
         let outputs: Vec<String> = if params.has("outputs") {
             params.get("outputs")?
@@ -166,5 +168,25 @@ impl Map for OnnxFeaturesStage {
             out.push_labeled("features", &name, fm);
         }
         Ok(out)
+    }
+
+    /// One network run for the whole batch; a failing batch fails each of its samples.
+    fn process_batch(&self, samples: &[Sample<'_>]) -> Vec<StageResult<Outputs>> {
+        let images: Result<Vec<(&Image, &str)>, StageError> =
+            samples.iter().map(|s| s.image("image").map(|i| (i, s.meta.id.as_str()))).collect();
+        let maps = images.and_then(|images| self.extractor.extract(&images).map_err(StageError::from));
+        match maps {
+            Ok(maps) => maps
+                .into_iter()
+                .map(|layers| {
+                    let mut out = Outputs::new();
+                    for (name, fm) in layers {
+                        out.push_labeled("features", &name, fm);
+                    }
+                    Ok(out)
+                })
+                .collect(),
+            Err(e) => samples.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 }

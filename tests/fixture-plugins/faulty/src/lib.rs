@@ -10,7 +10,11 @@ impl StagePlugin for Faulty {
         StageDescriptor::map("faulty", "misbehaves on purpose (test fixture)")
             .input("score", ValueKind::ScoreMap, "any score map")
             .output("score", ValueKind::ScoreMap, "the misbehaving output")
-            .param(ParamSpec::choice("mode", &["panic", "nan", "wrong-size", "undeclared-output", "error"], "how to fail"))
+            .param(ParamSpec::choice(
+                "mode",
+                &["panic", "nan", "wrong-size", "undeclared-output", "error"],
+                "how to fail",
+            ))
             .param(ParamSpec::string("only", "", "fail only on samples whose id contains this (empty: all)"))
     }
 
@@ -34,7 +38,9 @@ impl Map for FaultyStage {
         match self.mode.as_str() {
             "panic" => panic!("deliberate panic on sample {}", sample.meta.id),
             "nan" => Ok(Outputs::new().with("score", ScoreMap::new(h, w, vec![f32::NAN; (h * w) as usize])?)),
-            "wrong-size" => Ok(Outputs::new().with("score", ScoreMap::new(h / 2, w / 2, vec![0.0; (h / 2 * w / 2) as usize])?)),
+            "wrong-size" => {
+                Ok(Outputs::new().with("score", ScoreMap::new(h / 2, w / 2, vec![0.0; (h / 2 * w / 2) as usize])?))
+            }
             "undeclared-output" => Ok(Outputs::new().with("surprise", s.clone())),
             _ => Err(StageError::invalid_input(format!("deliberate error on sample {}", sample.meta.id))),
         }
