@@ -16,6 +16,11 @@ use crate::{invalid, ImagingError, Result};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
+/// Most bytes a decoded PNG may take (1 GiB: a 16k x 16k RGB image). The header's size is
+/// checked against it before allocating, so a corrupt header claiming a huge image is an
+/// error, not an allocation failure that aborts the process.
+pub const MAX_DECODED_BYTES: usize = 1 << 30;
+
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| ImagingError::Io { path: path.to_path_buf(), source })
 }
@@ -47,7 +52,12 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<Decoded> {
     // Palette and low-bit-depth images expand to 8 bits; 16-bit samples keep their high byte.
     dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = dec.read_info().map_err(|e| err(e.to_string()))?;
-    let mut buf = vec![0; reader.output_buffer_size()];
+    let size = reader.output_buffer_size();
+    if size > MAX_DECODED_BYTES {
+        let (w, h) = reader.info().size();
+        return Err(err(format!("{w}x{h} image would decode to {size} bytes, over the limit of {MAX_DECODED_BYTES}")));
+    }
+    let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(|e| err(e.to_string()))?;
     buf.truncate(info.buffer_size());
     let (color, depth) = reader.output_color_type();
