@@ -9,3 +9,11 @@ export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(tools/fetch_onnxruntime.sh)}"
 cargo build --release --workspace
 cargo test --release --workspace
 tools/check_new_plugin.sh
+
+# The visual report of a small quickstart run must render in a real browser.
+report_run=$(mktemp -d)
+trap 'rm -rf "$report_run"' EXIT
+target/release/anoflow run pipelines/quickstart.yaml -q --no-cache --out "$report_run" \
+    --set 'data.categories=[pill]' --set data.train=15 --set data.test_good=3 --set data.test_defective=6 >/dev/null
+tools/check_report_html.sh "$report_run/report"
+echo "report render check: 1 passed, 0 failed"

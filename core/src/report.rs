@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, fmt::Write, path::Path};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
 
 use crate::{
     check::CheckedPipeline,
@@ -42,6 +43,7 @@ pub fn write_run_inputs(p: &CheckedPipeline, reg: &Registry, out_dir: &Path) -> 
         .collect();
     let libraries: Vec<Json> =
         reg.libraries.iter().map(|l| json!({"name": l.name, "version": l.version, "path": l.path})).collect();
+    let files = referenced_files(p);
     let manifest = json!({
         "anoflow": env!("CARGO_PKG_VERSION"),
         "sdk_abi": anoflow_sdk::abi::SDK_ABI_VERSION,
@@ -49,8 +51,52 @@ pub fn write_run_inputs(p: &CheckedPipeline, reg: &Registry, out_dir: &Path) -> 
         "pipeline_file": p.spec.file,
         "nodes": used,
         "libraries": libraries,
+        "files": files,
     });
     write_json(&out_dir.join("plugins.json"), &manifest)
+}
+
+/// Every file a node's params point at (models, datasets' single files, score maps...) with
+/// its SHA-256, and every model named through `models/manifest.yaml` with the manifest's
+/// hash, so a run records exactly which weights it used.
+fn referenced_files(p: &CheckedPipeline) -> Vec<Json> {
+    let mut out = Vec::new();
+    let manifest = find_manifest(&p.spec.base_dir);
+    for n in &p.nodes {
+        for (param, value) in &n.params {
+            let Some(text) = value.as_str() else { continue };
+            let path = p.spec.base_dir.join(text);
+            if path.is_file() {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    out.push(json!({"node": n.id, "param": param, "path": path, "sha256": hex::encode(Sha256::digest(&bytes))}));
+                }
+            } else if param == "model" {
+                if let Some((file, sha)) = manifest.as_ref().and_then(|m| manifest_entry(m, text)) {
+                    out.push(json!({"node": n.id, "param": param, "model": text, "path": file, "sha256": sha}));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn find_manifest(start: &Path) -> Option<(std::path::PathBuf, Json)> {
+    let start = std::fs::canonicalize(start).ok()?;
+    let mut dirs: Vec<std::path::PathBuf> = start.ancestors().map(Path::to_path_buf).collect();
+    if let Ok(cwd) = std::env::current_dir() {
+        dirs.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    dirs.into_iter().find_map(|d| {
+        let m = d.join("models/manifest.yaml");
+        let text = std::fs::read_to_string(&m).ok()?;
+        let v: Json = serde_yaml::from_str(&text).ok()?;
+        Some((d.join("models"), v))
+    })
+}
+
+fn manifest_entry((dir, manifest): &(std::path::PathBuf, Json), name: &str) -> Option<(std::path::PathBuf, String)> {
+    let entry = manifest["models"].as_array()?.iter().find(|m| m["name"] == name)?;
+    Some((dir.join(entry["file"].as_str()?), entry["sha256"].as_str()?.to_string()))
 }
 
 pub fn write_run_report(summary: &RunSummary) -> Result<()> {
