@@ -17,4 +17,4 @@ mkdir -p "$tmp/plugins"
 mv target/release/libanoflow_plugin_score_scaler.so "$tmp/plugins/"
 out=$(target/release/anoflow plugins inspect score-scaler --plugins "$tmp/plugins")
 echo "$out" | grep -q "score-scaler (map stage)" || { echo "new plugin did not load: $out" >&2; exit 1; }
-echo "new plugin check: 1 passed, 0 failed"
+echo "new-plugin: 1 passed, 0 failed"

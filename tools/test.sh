@@ -16,4 +16,4 @@ trap 'rm -rf "$report_run"' EXIT
 target/release/anoflow run pipelines/quickstart.yaml -q --no-cache --out "$report_run" \
     --set 'data.categories=[pill]' --set data.train=15 --set data.test_good=3 --set data.test_defective=6 >/dev/null
 tools/check_report_html.sh "$report_run/report"
-echo "report render check: 1 passed, 0 failed"
+echo "report-render: 1 passed, 0 failed"

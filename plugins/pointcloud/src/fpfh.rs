@@ -115,57 +115,88 @@ fn bin(value: f32, lo: f32, hi: f32) -> usize {
     (b.max(0.0) as usize).min(BINS - 1)
 }
 
+/// Per-pixel SPFH (`None`: no normal or no neighbour with one). Each unordered pair is
+/// computed once and counted for both points: with the source/target swap, the pair features
+/// of (p, q) and (q, p) are the same (up to exact ties of the two angles).
+pub fn spfh_per_point(cloud: &Organized, normals: &[Option<[f32; 3]>], radius: usize) -> Vec<Option<[f32; DIM]>> {
+    let (h, w) = (cloud.height, cloud.width);
+    let mut hist = vec![[0.0f32; DIM]; h * w];
+    let mut count = vec![0u32; h * w];
+    let r = radius as isize;
+    for i in 0..h * w {
+        let Some(ni) = normals[i] else { continue };
+        let (y, x) = ((i / w) as isize, (i % w) as isize);
+        let pi = cloud.points[i];
+        // The half of the window after `i` in row-major order.
+        for dy in 0..=r {
+            let yy = y + dy;
+            if yy >= h as isize {
+                break;
+            }
+            let dx_start = if dy == 0 { 1 } else { -r };
+            for dx in dx_start..=r {
+                let xx = x + dx;
+                if xx < 0 || xx >= w as isize {
+                    continue;
+                }
+                let j = yy as usize * w + xx as usize;
+                let Some(nj) = normals[j] else { continue };
+                let Some([theta, alpha, phi]) = pair_features(pi, ni, cloud.points[j], nj) else { continue };
+                let bins = [
+                    bin(theta, -std::f32::consts::PI, std::f32::consts::PI),
+                    BINS + bin(alpha, -1.0, 1.0),
+                    2 * BINS + bin(phi, -1.0, 1.0),
+                ];
+                for b in bins {
+                    hist[i][b] += 1.0;
+                    hist[j][b] += 1.0;
+                }
+                count[i] += 1;
+                count[j] += 1;
+            }
+        }
+    }
+    hist.into_iter()
+        .zip(count)
+        .map(|(mut hi, c)| {
+            if c == 0 {
+                return None;
+            }
+            let incr = 100.0 / c as f32;
+            hi.iter_mut().for_each(|v| *v *= incr);
+            Some(hi)
+        })
+        .collect()
+}
+
 /// Per-pixel FPFH (`None`: no feature, see the module docs).
 pub fn fpfh_per_point(cloud: &Organized, normals: &[Option<[f32; 3]>], radius: usize) -> Vec<Option<[f32; DIM]>> {
     let (h, w) = (cloud.height, cloud.width);
-    let has = |j: usize| normals[j].is_some();
-    // SPFH first.
-    let spfh: Vec<Option<[f32; DIM]>> = (0..h * w)
-        .map(|i| {
-            let ni = normals[i]?;
-            let pi = cloud.points[i];
-            let mut hist = [0.0f32; DIM];
-            let mut count = 0usize;
-            for j in window(i, h, w, radius).filter(|&j| j != i && has(j)) {
-                let Some(nj) = normals[j] else { continue };
-                let Some([theta, alpha, phi]) = pair_features(pi, ni, cloud.points[j], nj) else { continue };
-                hist[bin(theta, -std::f32::consts::PI, std::f32::consts::PI)] += 1.0;
-                hist[BINS + bin(alpha, -1.0, 1.0)] += 1.0;
-                hist[2 * BINS + bin(phi, -1.0, 1.0)] += 1.0;
-                count += 1;
-            }
-            if count == 0 {
-                return None;
-            }
-            let incr = 100.0 / count as f32;
-            hist.iter_mut().for_each(|v| *v *= incr);
-            Some(hist)
-        })
-        .collect();
-    // Then the weighted neighbourhood sum.
+    let spfh = spfh_per_point(cloud, normals, radius);
     (0..h * w)
         .map(|i| {
             let own = spfh[i]?;
             let pi = cloud.points[i];
-            let mut acc = [0.0f64; DIM];
+            let mut acc = [0.0f32; DIM];
             for j in window(i, h, w, radius).filter(|&j| j != i) {
                 let Some(sj) = &spfh[j] else { continue };
-                let d = f64::from(norm(sub(cloud.points[j], pi)));
+                let d = norm(sub(cloud.points[j], pi));
                 if d == 0.0 {
                     continue;
                 }
                 let wgt = 1.0 / d;
                 for (a, &s) in acc.iter_mut().zip(sj.iter()) {
-                    *a += wgt * f64::from(s);
+                    *a += wgt * s;
                 }
             }
             let mut out = own;
             for part in 0..3 {
                 let range = part * BINS..(part + 1) * BINS;
-                let sum: f64 = acc[range.clone()].iter().sum();
+                let sum: f32 = acc[range.clone()].iter().sum();
                 if sum > 0.0 {
+                    let scale = 100.0 / sum;
                     for k in range {
-                        out[k] += (acc[k] * 100.0 / sum) as f32;
+                        out[k] += acc[k] * scale;
                     }
                 }
             }
@@ -268,6 +299,48 @@ mod tests {
         let diff = |cell: usize| -> f32 { (0..DIM).map(|k| (bmap[cell * DIM + k] - map[cell * DIM + k]).abs()).sum() };
         assert!(diff(3 * 8 + 3) > 50.0, "centre cell changes: {}", diff(27));
         assert!(diff(0) < 1e-3, "corner cell unchanged: {}", diff(0));
+    }
+
+    /// SPFH straight from the definition: every neighbour of every point, one by one.
+    fn spfh_reference(cloud: &Organized, normals: &[Option<[f32; 3]>], radius: usize) -> Vec<Option<[f32; DIM]>> {
+        let (h, w) = (cloud.height, cloud.width);
+        (0..h * w)
+            .map(|i| {
+                let ni = normals[i]?;
+                let mut hist = [0.0f32; DIM];
+                let mut count = 0;
+                for j in window(i, h, w, radius).filter(|&j| j != i) {
+                    let Some(nj) = normals[j] else { continue };
+                    let Some([t, a, p]) = pair_features(cloud.points[i], ni, cloud.points[j], nj) else { continue };
+                    hist[bin(t, -std::f32::consts::PI, std::f32::consts::PI)] += 1.0;
+                    hist[BINS + bin(a, -1.0, 1.0)] += 1.0;
+                    hist[2 * BINS + bin(p, -1.0, 1.0)] += 1.0;
+                    count += 1;
+                }
+                (count > 0).then(|| hist.map(|v| v * 100.0 / count as f32))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pairwise_spfh_matches_the_per_point_definition() {
+        // A wavy surface with holes, so angles vary and some neighbours are missing.
+        let c = surface(48, |x, y| {
+            ((x * 3.0 + y).sin() > -0.9).then(|| 400.0 + (x * 2.0).sin() * 0.4 + (y * 1.5).cos() * 0.3)
+        });
+        let normals = estimate_normals(&c, 2);
+        let fast = spfh_per_point(&c, &normals, 3);
+        let slow = spfh_reference(&c, &normals, 3);
+        let mut compared = 0;
+        for (f, s) in fast.iter().zip(&slow) {
+            assert_eq!(f.is_some(), s.is_some());
+            if let (Some(f), Some(s)) = (f, s) {
+                let d: f32 = f.iter().zip(s).map(|(a, b)| (a - b).abs()).sum();
+                assert!(d < 1e-3, "{f:?} vs {s:?}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 1500, "{compared}");
     }
 
     #[test]

@@ -462,8 +462,40 @@ impl StagePlugin for ThresholdOracle {
     }
 }
 
+/// `threshold-fixed`: a constant threshold, no fitting. Turns any score map (a TTT4AS
+/// decision map, its pseudo-label map, a normalized map) into a mask, e.g. to measure how
+/// many anomalous pseudo-labels fall inside the ground truth (`value: 0.5` on `pseudo_labels`).
+pub struct ThresholdFixed;
+
+struct FixedStage {
+    node: String,
+    value: f64,
+}
+
+impl Map for FixedStage {
+    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        binarize(finite_scores(sample, &self.node)?, |_| self.value)
+    }
+}
+
+impl StagePlugin for ThresholdFixed {
+    fn descriptor() -> StageDescriptor {
+        StageDescriptor::map("threshold-fixed", "mask = score > a given constant (no fitting)")
+            .input("score", ValueKind::ScoreMap, "any score map")
+            .output("mask", ValueKind::Mask, "score > value")
+            .param(ParamSpec::float("value", 0.0, "the threshold"))
+    }
+    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+        let value = params.f64("value")?;
+        if !value.is_finite() {
+            return Err(StageError::invalid_param(format!("node `{}`: param `value` must be finite", params.node())));
+        }
+        Ok(StageImpl::Map(Box::new(FixedStage { node: params.node().to_string(), value })))
+    }
+}
+
 anoflow_sdk::export_plugin! {
-    stages: [ThresholdMeanStd, ThresholdPixelwise, ThresholdPercentile, ThresholdMax, ThresholdOracle]
+    stages: [ThresholdMeanStd, ThresholdPixelwise, ThresholdPercentile, ThresholdMax, ThresholdOracle, ThresholdFixed]
 }
 
 #[cfg(test)]
@@ -612,6 +644,16 @@ mod tests {
             .fit(vec![(meta("t1"), inputs(vec![("score", score.into())]))])
             .unwrap_err();
         assert!(err.message.contains("ORACLE needs `gt`"), "{err}");
+    }
+
+    #[test]
+    fn fixed_threshold_binarizes_pseudo_label_maps() {
+        let labels: Vec<f32> = (0..224 * 224).map(|i| [1.0, -1.0, 0.0][i % 3]).collect();
+        let h = StageHarness::new::<ThresholdFixed>(json!({"value": 0.5})).unwrap();
+        let out = h.process(&meta("x"), inputs(vec![("score", ScoreMap::new(224, 224, labels).unwrap().into())]));
+        let mask = out.unwrap().mask("mask").data().to_vec();
+        assert!(mask.iter().enumerate().all(|(i, &m)| m == u8::from(i % 3 == 0)));
+        assert!(StageHarness::new::<ThresholdFixed>(json!({"value": "high"})).is_err());
     }
 
     #[test]
