@@ -16,9 +16,10 @@ use crate::{invalid, ImagingError, Result};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-/// Most bytes a decoded PNG may take (1 GiB: a 16k x 16k RGB image). The header's size is
-/// checked against it before allocating, so a corrupt header claiming a huge image is an
-/// error, not an allocation failure that aborts the process.
+/// Most bytes a decoded PNG or float32 point-cloud TIFF may take (1 GiB: a 16k x 16k RGB
+/// image, a 9k x 9k cloud). The header's size is checked against it before allocating, so a
+/// corrupt header claiming a huge image is an error, not an allocation failure that aborts
+/// the process.
 pub const MAX_DECODED_BYTES: usize = 1 << 30;
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
@@ -211,6 +212,17 @@ pub fn read_mask(path: impl AsRef<Path>, expected: Option<(usize, usize)>) -> Re
     Mask::new(d.height as u32, d.width as u32, grey).map_err(|e| sdk_err(path, e))
 }
 
+/// Decoder limits for point clouds: the decoded cloud up to [`MAX_DECODED_BYTES`] (the
+/// default 256 MiB would refuse large clouds), so a header claiming a huge cloud is refused
+/// before anything that size is allocated.
+fn xyz_limits() -> tiff::decoder::Limits {
+    let mut limits = tiff::decoder::Limits::default();
+    limits.decoding_buffer_size = MAX_DECODED_BYTES;
+    limits.intermediate_buffer_size = MAX_DECODED_BYTES;
+    limits.ifd_value_size = 16 << 20;
+    limits
+}
+
 /// Reads an organized point cloud from a 3-channel 32-bit float TIFF (x, y, z per pixel,
 /// zeros where there is no point), as in MVTec 3D-AD.
 pub fn read_tiff_f32_xyz(path: impl AsRef<Path>) -> Result<PointCloud> {
@@ -220,9 +232,8 @@ pub fn read_tiff_f32_xyz(path: impl AsRef<Path>) -> Result<PointCloud> {
     if !is_tiff(&bytes) {
         return Err(tiff_err(path, "missing TIFF header"));
     }
-    let mut dec = tiff::decoder::Decoder::new(Cursor::new(&bytes[..]))
-        .map_err(|e| tiff_err(path, e))?
-        .with_limits(tiff::decoder::Limits::unlimited());
+    let mut dec =
+        tiff::decoder::Decoder::new(Cursor::new(&bytes[..])).map_err(|e| tiff_err(path, e))?.with_limits(xyz_limits());
     let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
     let color = dec.colortype().map_err(|e| tiff_err(path, e))?;
     if color != ColorType::RGB(32) {
