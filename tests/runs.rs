@@ -296,7 +296,12 @@ fn quickstart_compares_thr_and_ttt4as_and_caches_the_fitted_bank() {
     assert!(auroc > 0.9, "PatchCore pixel AUROC {auroc}");
     assert!(dir.path().join("q1/report/index.html").exists());
     let plugins = read_json(&dir.path().join("q1/plugins.json"));
-    let model = plugins["files"].as_array().unwrap().iter().find(|f| f["model"] == "mobilenet_v2").expect("model hash recorded");
+    let model = plugins["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["model"] == "mobilenet_v2")
+        .expect("model hash recorded");
     assert_eq!(model["sha256"].as_str().unwrap().len(), 64);
 
     let r = run(dir.path(), &p, &dir.path().join("q2"), &small);

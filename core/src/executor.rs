@@ -101,6 +101,11 @@ pub struct RunSummary {
     pub sinks: Vec<SinkResult>,
 }
 
+/// The stage instance a group of samples goes to, and the samples (index in chunk, input).
+type Route<'a> = (Option<&'a StageBox>, Vec<(usize, SampleInput)>);
+/// Chunk indices of a batch, the stage's per-sample results, and the time it took.
+type BatchResult = (Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>, Duration);
+
 struct Slot {
     meta: SampleMeta,
     outputs: Vec<Vec<PortValue>>,
@@ -344,7 +349,7 @@ impl Runner<'_> {
             let batch = self.batch_size(n);
             // Route each sample to its stage instance (one per category for nodes fitted per
             // category), then batch within each instance.
-            let mut routed: BTreeMap<String, (Option<&StageBox>, Vec<(usize, SampleInput)>)> = BTreeMap::new();
+            let mut routed: BTreeMap<String, Route<'_>> = BTreeMap::new();
             for (i, input) in work {
                 let category =
                     if self.per_category[n].is_empty() { String::new() } else { input.meta.category.to_string() };
@@ -371,7 +376,7 @@ impl Runner<'_> {
                     }
                 }
             }
-            let results: Vec<(Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>, Duration)> = tasks
+            let results: Vec<BatchResult> = tasks
                 .par_iter()
                 .map(|(stage, group)| {
                     let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
