@@ -2,7 +2,7 @@
 
 use anoflow_plugin_pointcloud::{
     cloud::Organized,
-    fpfh::{fpfh_feature_map, FpfhConfig},
+    fpfh::{estimate_normals, fpfh_feature_map, fpfh_per_point, spfh_per_point, FpfhConfig},
     plane::{fit_plane, remove_plane, RansacConfig},
     sampling::{farthest_point_sampling, knn_group},
 };
@@ -32,6 +32,16 @@ fn bench(c: &mut Criterion) {
     let cfg = FpfhConfig::default();
     c.bench_function("fpfh 224x224 (normal r 2, feature r 3, stride 8), full cloud", |b| {
         b.iter(|| fpfh_feature_map(black_box(&cloud), &cfg))
+    });
+    c.bench_function("  part: normals (PCA, 5x5 window), full cloud", |b| {
+        b.iter(|| estimate_normals(black_box(&cloud), 2))
+    });
+    let normals = estimate_normals(&cloud, 2);
+    c.bench_function("  part: SPFH (7x7 window), full cloud", |b| {
+        b.iter(|| spfh_per_point(black_box(&cloud), &normals, 3))
+    });
+    c.bench_function("  part: SPFH + FPFH weighting, full cloud", |b| {
+        b.iter(|| fpfh_per_point(black_box(&cloud), &normals, 3))
     });
     let ransac = RansacConfig { distance: 0.05, ..RansacConfig::default() };
     c.bench_function("ransac plane fit + removal 224x224 (1000 iterations)", |b| {
