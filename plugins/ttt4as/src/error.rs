@@ -21,6 +21,8 @@ pub enum TttError {
         score_h: usize,
         score_w: usize,
     },
+    #[error("the prior decision map has {len} values, expected {h}x{w} like the score map")]
+    PriorSize { len: usize, h: usize, w: usize },
     #[error("no feature map on input `features`: TTT4AS needs at least one")]
     NoFeatures,
     #[error("invalid classifier setting: {0}")]

@@ -14,6 +14,7 @@
 
 pub mod classifier;
 pub mod error;
+pub mod labelers;
 pub mod pseudo_labels;
 pub mod resample;
 pub mod standardize;
@@ -25,6 +26,7 @@ use serde_json::json;
 
 use crate::{
     classifier::ClassifierSpec,
+    labelers::Labeler,
     pseudo_labels::{sample_seed, NominalRegion, PseudoLabelConfig},
     ttt::{Balance, NamedFeatures, TttConfig},
 };
@@ -45,13 +47,54 @@ impl StagePlugin for Ttt4as {
             "one or more feature maps of the same image, any stride (e.g. RGB and 3D); interpolated bilinearly \
              to the score map's pixels and concatenated",
         )
+        .optional_input(
+            "prior",
+            ValueKind::ScoreMap,
+            "self-training: a previous TTT4AS `decision` map; when connected, labels come from its confident \
+             pixels (see `prior_confidence`) instead of the score map",
+        )
         .output("mask", ValueKind::Mask, "decision > 0, at the score map's resolution")
         .output("decision", ValueKind::ScoreMap, "the classifier's decision value per pixel (-1 when none was trained)")
         .output("pseudo_labels", ValueKind::ScoreMap, "+1 anomalous, -1 nominal, 0 unlabelled")
+        .param(ParamSpec::choice(
+            "labeler",
+            &["maxima", "hysteresis", "components", "persistence", "adaptive", "level"],
+            "anomalous pseudo-labels: maxima (the paper: local maxima >= percentile, plus radius) | hysteresis \
+             (those maxima grown through pixels >= low_percentile) | components (connected components of the \
+             pixels >= percentile, weighted by size x contrast, kept within `keep` of the heaviest) | persistence \
+             (peaks of the super-level sets whose persistence >= min_persistence x (max - median), with their \
+             half-height region) | adaptive (local maxima above median + adaptive_k x robust std) | level (local \
+             maxima >= `level`, an absolute score: use on maps normalized on nominal validation data)",
+        ))
         .param(ParamSpec::float(
             "percentile",
             99.0,
             "local maxima at or above this percentile of the map are anomalous",
+        ))
+        .param(ParamSpec::float("low_percentile", 95.0, "hysteresis: grow through pixels at or above this percentile"))
+        .param(ParamSpec::float("keep", 0.5, "components: keep those weighing at least this fraction of the heaviest"))
+        .param(ParamSpec::float(
+            "min_persistence",
+            0.5,
+            "persistence: keep peaks whose persistence is at least this fraction of (max - median)",
+        ))
+        .param(ParamSpec::float("adaptive_k", 8.0, "adaptive: level = median + k x 1.4826 x MAD of the map"))
+        .param(ParamSpec::float(
+            "level",
+            1.0,
+            "level: the absolute score a local maximum must reach (1 = the validation maximum after \
+             normalize-scores min-max)",
+        ))
+        .param(ParamSpec::int(
+            "max_anomalous",
+            1000,
+            "at most this many anomalous pixels train the classifier (a seeded sample that keeps the seeds)",
+        ))
+        .param(ParamSpec::float(
+            "prior_confidence",
+            0.5,
+            "self-training: anomalous = positive prior pixels at or above this quantile of the positive values; \
+             nominal candidates = negative ones at or below the (1 - this) quantile of the negative values",
         ))
         .param(ParamSpec::int("radius", 1, "Chebyshev radius of the square of pixels labelled around each maximum"))
         .param(ParamSpec::int("nominal_samples", 500, "nominal pixels drawn at random (seeded by sample id)"))
@@ -97,8 +140,18 @@ impl StagePlugin for Ttt4as {
         };
         let classifier = ClassifierSpec::from_json(params.object("classifier")?.raw())
             .map_err(|e| StageError::invalid_param(format!("node `{}`: param `classifier`: {e}", params.node())))?;
+        let labeler = match params.string("labeler")?.as_str() {
+            "hysteresis" => Labeler::Hysteresis { low_percentile: params.f64_in("low_percentile", 0.0, 100.0)? },
+            "components" => Labeler::Components { keep: params.f64_in("keep", 0.0, 1.0)? },
+            "persistence" => Labeler::Persistence { min_persistence: params.f64_in("min_persistence", 0.0, 1.0)? },
+            "adaptive" => Labeler::Adaptive { k: params.f64_in("adaptive_k", 0.0, 1000.0)? },
+            "level" => Labeler::Level { level: params.f64("level")? },
+            _ => Labeler::Maxima,
+        };
         let cfg = TttConfig {
             labels: PseudoLabelConfig {
+                labeler,
+                max_anomalous: params.positive("max_anomalous")?,
                 percentile,
                 radius: params.usize("radius")?,
                 nominal_samples: params.positive("nominal_samples")?,
@@ -108,6 +161,7 @@ impl StagePlugin for Ttt4as {
             balance,
             standardize: params.bool("standardize")?,
             classifier,
+            prior_confidence: params.f64_in("prior_confidence", 0.0, 1.0)?,
         };
         let seed: u64 = params.get("seed")?;
         Ok(StageImpl::Map(Box::new(Ttt4asStage { node: params.node().to_string(), cfg, seed })))
@@ -138,7 +192,21 @@ impl Map for Ttt4asStage {
             }
         }
         let (h, w) = (score.height(), score.width());
-        let out = ttt::run(score.data(), h, w, &features, &self.cfg, sample_seed(id, self.seed))
+        let prior = match sample.maybe("prior") {
+            None => None,
+            Some(Value::ScoreMap(m)) if (m.height(), m.width()) == (h, w) => Some(m.data()),
+            Some(other) => {
+                return Err(StageError::invalid_input(format!(
+                    "node `{}`, sample `{id}`: input `prior` must be a {h}x{w} score map like `score`, found {}",
+                    self.node,
+                    match other.spatial_size() {
+                        Some((ph, pw)) => format!("a {} of {ph}x{pw}", other.kind()),
+                        None => format!("a {}", other.kind()),
+                    }
+                )))
+            }
+        };
+        let out = ttt::run_with_prior(score.data(), prior, h, w, &features, &self.cfg, sample_seed(id, self.seed))
             .map_err(|e| e.into_stage_error(&self.node, id))?;
         let labels = out.labels.to_map(h * w);
         Ok(Outputs::new()

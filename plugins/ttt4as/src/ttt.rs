@@ -13,7 +13,7 @@ use anoflow_sdk::prelude::FeatureMap;
 use crate::{
     classifier::{ClassifierSpec, FitInfo, LinearModel, Model, TrainingSet},
     error::TttError,
-    pseudo_labels::{pseudo_labels, PseudoLabelConfig, PseudoLabels},
+    pseudo_labels::{labels_from_prior, pseudo_labels, PseudoLabelConfig, PseudoLabels},
     resample::{sample_into, upsample_into, Grid},
     standardize::Standardizer,
 };
@@ -35,6 +35,9 @@ pub struct TttConfig {
     pub balance: Balance,
     pub standardize: bool,
     pub classifier: ClassifierSpec,
+    /// Self-training: the quantile of a prior decision map's positive (and negative) values
+    /// above (below) which pixels become labels.
+    pub prior_confidence: f64,
 }
 
 impl Default for TttConfig {
@@ -44,6 +47,7 @@ impl Default for TttConfig {
             balance: Balance::ClassWeights,
             standardize: true,
             classifier: ClassifierSpec::default(),
+            prior_confidence: 0.5,
         }
     }
 }
@@ -86,8 +90,37 @@ pub fn run(
     cfg: &TttConfig,
     seed: u64,
 ) -> Result<TttOutput, TttError> {
+    run_with_prior(score, None, h, w, features, cfg, seed)
+}
+
+/// [`run`], with labels taken from a previous decision map `prior` (self-training: TTT4AS
+/// chained after itself) instead of the score map when one is given.
+pub fn run_with_prior(
+    score: &[f32],
+    prior: Option<&[f32]>,
+    h: usize,
+    w: usize,
+    features: &[NamedFeatures<'_>],
+    cfg: &TttConfig,
+    seed: u64,
+) -> Result<TttOutput, TttError> {
     check_inputs(score, h, w, features)?;
-    let labels = pseudo_labels(score, h, w, &cfg.labels, seed);
+    let labels = match prior {
+        Some(prior) => {
+            if prior.len() != h * w {
+                return Err(TttError::PriorSize { len: prior.len(), h, w });
+            }
+            if let Some(i) = prior.iter().position(|v| !v.is_finite()) {
+                return Err(TttError::NonFinite {
+                    what: "prior decision map".into(),
+                    value: prior[i],
+                    place: format!("pixel (y {}, x {})", i / w, i % w),
+                });
+            }
+            labels_from_prior(prior, h, w, &cfg.labels, cfg.prior_confidence, seed)
+        }
+        None => pseudo_labels(score, h, w, &cfg.labels, seed),
+    };
     let degenerate = if labels.anomalous.is_empty() {
         Some(Outcome::NoAnomalousLabel)
     } else if labels.nominal.is_empty() {
