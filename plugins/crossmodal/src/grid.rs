@@ -8,12 +8,12 @@ pub fn extent(fm: &FeatureMap) -> (f32, f32) {
     (fm.height() as f32 * fm.stride(), fm.width() as f32 * fm.stride())
 }
 
-/// Refuses two maps that do not cover the same image: their extents may differ by less than
-/// the larger stride (a grid that rounds the image size up or down), no more.
+/// Refuses two maps that do not cover the same image: their extents may differ by up to the
+/// larger stride (one grid rounds the image size up, the other down), no more.
 pub fn check_same_image(what: impl Fn() -> String, a: &FeatureMap, b: &FeatureMap) -> StageResult<()> {
     let (ea, eb) = (extent(a), extent(b));
     let tol = a.stride().max(b.stride());
-    if (ea.0 - eb.0).abs() >= tol || (ea.1 - eb.1).abs() >= tol {
+    if (ea.0 - eb.0).abs() > tol || (ea.1 - eb.1).abs() > tol {
         return Err(StageError::invalid_input(format!(
             "{}: the feature maps come from images of different sizes: {}x{} cells at stride {} cover {}x{} px, \
              {}x{} cells at stride {} cover {}x{} px (is the point cloud another size than the RGB image?)",

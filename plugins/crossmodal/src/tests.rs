@@ -110,6 +110,10 @@ fn state_round_trips_and_errors_are_named() {
     let big = FeatureMap::new(D3 as u32, 32, 32, 8.0, vec![1.0; 32 * 32 * D3]).unwrap();
     let err = h.process(&meta("cat/test/x/003"), pair(a.clone(), big)).unwrap_err();
     assert!(err.message.contains("sample `cat/test/x/003`") && err.message.contains("different sizes"), "{err}");
+    // A 250 px image: 3D grid rounded up (32 cells, 256 px), 2D grid rounded down (31, 248 px).
+    let up = FeatureMap::new(D3 as u32, 32, 32, 8.0, vec![1.0; 32 * 32 * D3]).unwrap();
+    let down = FeatureMap::new(D2 as u32, 31, 31, 8.0, vec![1.0; 31 * 31 * D2]).unwrap();
+    assert!(h.process(&meta("250px"), pair(down, up)).is_ok());
     // The same image at another stride is fine (resized to the 2D grid).
     let coarse = FeatureMap::new(D3 as u32, 14, 14, 16.0, vec![1.0; 14 * 14 * D3]).unwrap();
     assert!(h.process(&meta("ok"), pair(a.clone(), coarse)).is_ok());
