@@ -1,0 +1,12 @@
+//! PNG / TIFF image decoding from bytes.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(e) = anoflow_imaging::decode_image(data, Path::new("fuzz-input.png")) {
+        assert!(e.to_string().contains("fuzz-input.png"), "an error that does not name the file: {e}");
+    }
+});
