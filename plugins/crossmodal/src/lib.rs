@@ -16,7 +16,7 @@ pub mod mapping;
 pub mod ridge;
 pub mod state;
 
-use anoflow_imaging::{gaussian_blur, upsample_bilinear};
+use anoflow_imaging::scoremap::cells_to_image_map;
 use anoflow_sdk::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -219,21 +219,8 @@ impl MappingStage {
     }
 
     fn shape_map(&self, sample: &Sample<'_>, fm: &FeatureMap, scores: &[f32]) -> StageResult<ScoreMap> {
-        let (fh, fw) = (fm.height(), fm.width());
-        let (h, w) = match sample.maybe("like") {
-            Some(v) => v.spatial_size().ok_or_else(|| {
-                StageError::invalid_input(format!(
-                    "node `{}`, sample `{}`: input `like` is a {}, which has no height and width",
-                    self.node,
-                    sample.meta.id,
-                    v.kind()
-                ))
-            })?,
-            None => ((fh as f32 * fm.stride()).round() as usize, (fw as f32 * fm.stride()).round() as usize),
-        };
-        let (h, w) = (h.max(1), w.max(1));
-        let up = if (h, w) == (fh, fw) { scores.to_vec() } else { upsample_bilinear(scores, fh, fw, h, w)? };
-        ScoreMap::new(h as u32, w as u32, gaussian_blur(&up, h, w, self.sigma)?)
+        cells_to_image_map(scores, fm, sample.maybe("like"), self.sigma, &sample.meta.id)
+            .map_err(|e| e.context(format!("node `{}`", self.node)))
     }
 }
 

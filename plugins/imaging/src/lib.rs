@@ -7,6 +7,7 @@
 
 pub mod geometry;
 pub mod io;
+pub mod scoremap;
 
 pub use geometry::{
     center_crop, center_crop_offsets, gaussian_blur, resize, resize_bilinear, resize_bilinear_antialias,

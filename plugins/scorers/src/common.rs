@@ -3,7 +3,7 @@
 
 use anoflow_sdk::prelude::*;
 
-use anoflow_imaging::{gaussian_blur, upsample_bilinear};
+use anoflow_imaging::scoremap::cells_to_image_map;
 
 /// The feature map on port `features`, refused if it holds NaN or infinity.
 pub fn checked_features<'a>(sample: &Sample<'a>, node: &str) -> StageResult<&'a FeatureMap> {
@@ -87,20 +87,7 @@ impl MapShaping {
     /// Upsamples `scores` (`fm.height() x fm.width()`) to the image size, then blurs it. The
     /// image size is that of the optional `like` input, else the feature size times its stride.
     pub fn shape_map(&self, sample: &Sample<'_>, fm: &FeatureMap, scores: &[f32]) -> StageResult<ScoreMap> {
-        let (fh, fw) = (fm.height(), fm.width());
-        let (h, w) = match sample.maybe("like") {
-            Some(v) => v.spatial_size().ok_or_else(|| {
-                StageError::invalid_input(format!(
-                    "sample `{}`: input `like` is a {}, which has no height and width",
-                    sample.meta.id,
-                    v.kind()
-                ))
-            })?,
-            None => ((fh as f32 * fm.stride()).round() as usize, (fw as f32 * fm.stride()).round() as usize),
-        };
-        let (h, w) = (h.max(1), w.max(1));
-        let up = if (h, w) == (fh, fw) { scores.to_vec() } else { upsample_bilinear(scores, fh, fw, h, w)? };
-        ScoreMap::new(h as u32, w as u32, gaussian_blur(&up, h, w, self.sigma)?)
+        cells_to_image_map(scores, fm, sample.maybe("like"), self.sigma, &sample.meta.id)
     }
 }
 
