@@ -102,8 +102,72 @@ fn undeclared_outputs_and_wrong_sizes_are_caught() {
         "{}",
         run.stderr
     );
-    // The threshold node sees a map of another size than it was fitted on.
+    // The mask comes out at half size; the metrics sink names the sample and both sizes.
     let (run, _dir) = run_faulty("wrong-size", &[]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("sample `"), "{}", run.stderr);
+    assert!(run.stderr.contains("node `eval` (stage `segmentation-metrics`)"), "{}", run.stderr);
+    assert!(run.stderr.contains("is 128x128") && run.stderr.contains("256x256"), "{}", run.stderr);
+}
+
+#[test]
+fn nan_from_a_stage_is_blamed_on_that_stage() {
+    let (run, _dir) = run_faulty("nan", &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("test: node `bad` (stage `faulty`), sample `"), "{}", run.stderr);
+    assert!(run.stderr.contains("output `score` holds NaN at (y 0, x 0)"), "{}", run.stderr);
+}
+
+#[test]
+fn a_pipeline_names_stages_never_library_files() {
+    // Whatever a pipeline writes in `plugin:`, the host only looks it up among the stages of
+    // the libraries on its plugin path: a file path is just an unknown stage.
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("libanoflow_plugin_evil.so");
+    std::fs::copy(build_dir().join(anoflow_e2e::library_file("anoflow-fixture-faulty")), &evil).unwrap();
+    let text = format!(
+        "nodes:\n  data: {{ plugin: synthetic }}\n  bad: {{ plugin: \"{}\", inputs: {{ score: data.image }} }}\n",
+        evil.display()
+    );
+    let p = write_pipeline(dir.path(), "p.yaml", &text);
+    let run = anoflow(dir.path(), &["validate", p.to_str().unwrap()], &[]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("unknown plugin stage"), "{}", run.stderr);
+    assert!(!run.all().contains("faulty"), "the library must not have been loaded: {}", run.all());
+}
+
+#[test]
+fn outputs_go_under_the_run_directory_only() {
+    // Sinks write into the directory the host gives them; no stage has a param for an output path.
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    let text = format!(
+        "nodes:\n  data: {{ plugin: synthetic }}\n  out: {{ plugin: write-png, with: {{ out_dir: \"{}\" }}, inputs: {{ gt: data.mask }} }}\n",
+        outside.display()
+    );
+    let p = write_pipeline(dir.path(), "p.yaml", &text);
+    let run = anoflow(dir.path(), &["validate", p.to_str().unwrap()], &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("unknown param `out_dir`"), "{}", run.stderr);
+    assert!(!outside.exists());
+}
+
+#[test]
+fn a_failing_write_stops_the_run_and_names_the_path() {
+    // The sink's output directory cannot be created: a file stands where it would go.
+    let dir = tempfile::tempdir().unwrap();
+    let text = "nodes:
+  data: { plugin: synthetic, with: { categories: [washer], train: 5, test_good: 2, test_defective: 2 } }
+  eval: { plugin: segmentation-metrics, inputs: { gt: data.mask } }
+";
+    let p = write_pipeline(dir.path(), "p.yaml", text);
+    let out = dir.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("eval"), b"in the way").unwrap();
+    let run =
+        anoflow(dir.path(), &["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--no-cache"], &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("node `eval`") && run.stderr.contains("run/eval"), "{}", run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "failed");
 }

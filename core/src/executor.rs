@@ -276,6 +276,9 @@ impl Runner<'_> {
             if !spec.multiple && outs[..i].iter().any(|prev| prev.port == o.port) {
                 return Err(format!("output `{}` takes one value per sample, the stage produced several", o.port));
             }
+            if let Some(msg) = non_finite(&o.value) {
+                return Err(format!("output `{}` {msg}", o.port));
+            }
         }
         Ok(())
     }
@@ -718,6 +721,21 @@ fn encode_state(state: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&Sha256::digest(state));
     out.extend_from_slice(state);
     out
+}
+
+/// Where a score map, feature map or scalar holds NaN or infinity: no stage downstream can
+/// do anything sensible with it, so the producer is blamed at once.
+fn non_finite(v: &anoflow_sdk::value::Value) -> Option<String> {
+    use anoflow_sdk::value::Value;
+    let (data, w, c) = match v {
+        Value::ScoreMap(m) => (m.data(), m.width(), 1),
+        Value::FeatureMap(f) => (f.data(), f.width(), f.channels()),
+        Value::Scalar(x) if !x.is_finite() => return Some(format!("is {x}")),
+        _ => return None,
+    };
+    let i = data.iter().position(|x| !x.is_finite())?;
+    let cell = i / c;
+    Some(format!("holds {} at (y {}, x {})", data[i], cell / w.max(1), cell % w.max(1)))
 }
 
 /// A cached node output, or `None` when missing or corrupt (a corrupt entry is removed, so

@@ -177,17 +177,12 @@ impl StagePlugin for WritePng {
     fn descriptor() -> StageDescriptor {
         StageDescriptor::sink(
             "write-png",
-            "Writes each test sample's connected images, masks and score maps as PNG files (atomically)",
+            "Writes each test sample's connected images, masks and score maps as PNG files (atomically) under <run>/<node>/<sample id>/",
         )
         .optional_input("image", ValueKind::Image, "the input image, written as image.png")
         .optional_input("gt", ValueKind::Mask, "ground truth, written as gt.png (0/255)")
         .optional_multi_input("masks", ValueKind::Mask, "binary masks, written as mask_<node.port>.png (0/255)")
         .optional_multi_input("scores", ValueKind::ScoreMap, "score maps, written as score_<node.port>.png (8-bit, see `score_range`)")
-        .param(ParamSpec::string(
-            "out_dir",
-            "",
-            "directory to write into (empty: this node's directory in the run directory); files go to <out_dir>/<sample id>/",
-        ))
         .param(ParamSpec::choice(
             "score_range",
             &["per-map", "fixed"],
@@ -199,9 +194,9 @@ impl StagePlugin for WritePng {
     }
 
     fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let out_dir: String = params.string("out_dir")?;
-        let out_dir =
-            if out_dir.is_empty() { PathBuf::from(ctx.work_dir.as_str()) } else { params.resolve_path(&out_dir) };
+        // Files go to this node's directory inside the run directory, never elsewhere: a
+        // pipeline file cannot direct writes outside the run.
+        let out_dir = PathBuf::from(ctx.work_dir.as_str());
         let range = match params.string("score_range")?.as_str() {
             "fixed" => {
                 let (lo, hi) = (params.f64("score_min")? as f32, params.f64("score_max")? as f32);
