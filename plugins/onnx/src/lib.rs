@@ -9,16 +9,16 @@
 //! `tools/export_torch_models.py`) or given as paths; a file whose sha256 differs from its
 //! manifest entry is refused. The runtime library is found by `anoflow-ort-locate`
 //! (ORT_DYLIB_PATH, the project's `.cache/onnxruntime/`, an installed onnxruntime package) and
-//! loaded once per process.
+//! loaded once per process; runtime, manifest and errors live in `anoflow-ort-session`.
 
 pub mod config;
-pub mod error;
 pub mod features;
-pub mod manifest;
 pub mod preprocess;
-pub mod runtime;
 pub mod scorer;
 pub mod session;
+
+// The runtime, the manifest and the errors are shared with the other ONNX plugins.
+pub use anoflow_ort_session::{error, manifest, runtime};
 
 #[cfg(test)]
 mod tests;

@@ -5,30 +5,16 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use ort::{
-    ep::ExecutionProvider,
-    session::{OutputSelector, RunOptions, Session},
-    value::Tensor,
+use anoflow_ort_session::{
+    open_session,
+    ort::{
+        session::{OutputSelector, RunOptions, Session},
+        value::Tensor,
+    },
 };
 
-use crate::{error::OnnxError, runtime::environment};
-
-/// Where ONNX Runtime runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Cpu,
-    Cuda,
-}
-
-impl Provider {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "cpu" => Some(Provider::Cpu),
-            "cuda" => Some(Provider::Cuda),
-            _ => None,
-        }
-    }
-}
+use crate::error::OnnxError;
+pub use anoflow_ort_session::Provider;
 
 /// An output tensor: its shape and row-major data.
 #[derive(Debug, Clone)]
@@ -57,31 +43,7 @@ impl OnnxModel {
         threads: usize,
         provider: Provider,
     ) -> Result<Self, OnnxError> {
-        let (lib, env) = environment()?;
-        let ort_err = |e: &dyn std::fmt::Display| OnnxError::Ort { model: label.into(), reason: e.to_string() };
-        let mut builder = Session::builder(env).map_err(|e| ort_err(&e))?;
-        if threads > 0 {
-            builder = builder.with_intra_threads(threads).map_err(|e| ort_err(&e))?;
-        }
-        if provider == Provider::Cuda {
-            let available = <ort::ep::CUDA as ExecutionProvider>::is_available().unwrap_or(false);
-            if !available {
-                return Err(OnnxError::BadParam {
-                    model: label.into(),
-                    reason: format!(
-                        "execution_provider `cuda`: the ONNX Runtime library {} has no CUDA execution provider; \
-                         use the library of the onnxruntime-gpu wheel (ORT_DYLIB_PATH) or execution_provider: cpu",
-                        lib.path.display()
-                    ),
-                });
-            }
-            builder = builder
-                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-                .map_err(|e| ort_err(&e))?;
-        }
-        let session = builder
-            .commit_from_file(path)
-            .map_err(|e| OnnxError::Ort { model: label.into(), reason: format!("cannot load the model: {e}") })?;
+        let session = open_session(path, label, threads, provider)?;
 
         let inputs = session.inputs();
         let input = match input_name {
@@ -167,14 +129,13 @@ impl OnnxModel {
         let selector = outputs.iter().fold(OutputSelector::no_default(), |s, name| s.with(name.as_str()));
         let options = RunOptions::new().map_err(|e| ort_err(&e))?.with_outputs(selector);
         let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
-        let result =
-            session.run_with_options(ort::inputs![self.input_name.as_str() => input], &options).map_err(|e| {
-                OnnxError::InputSize {
-                    model: self.label.clone(),
-                    height: h,
-                    width: w,
-                    reason: format!("ONNX Runtime: {e}"),
-                }
+        let result = session
+            .run_with_options(anoflow_ort_session::ort::inputs![self.input_name.as_str() => input], &options)
+            .map_err(|e| OnnxError::InputSize {
+                model: self.label.clone(),
+                height: h,
+                width: w,
+                reason: format!("ONNX Runtime: {e}"),
             })?;
         outputs
             .iter()

@@ -17,10 +17,7 @@ pub struct Organized {
     pub valid: Vec<bool>,
 }
 
-/// Whether a raw point is a measurement: finite and not all zeros.
-pub fn is_valid_point(p: [f32; 3]) -> bool {
-    p.iter().all(|v| v.is_finite()) && p != [0.0, 0.0, 0.0]
-}
+pub use anoflow_pointops::is_valid_point;
 
 impl Organized {
     /// From a raw `h x w x 3` buffer; non-finite points become invalid (zeros).

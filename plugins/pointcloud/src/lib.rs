@@ -10,14 +10,15 @@
 //! - `fpfh-features`: FPFH per point, pooled to a `stride`-pixel grid aligned with an RGB
 //!   backbone's feature map (see [`fpfh`]).
 //!
-//! The maths lives in plain modules ([`cloud`], [`plane`], [`fpfh`], [`sampling`]: farthest
-//! point sampling and kNN grouping for a Point-MAE tokenizer) usable from benches and tests.
+//! The maths lives in plain modules ([`cloud`], [`plane`], [`fpfh`]) usable from benches and
+//! tests; [`sampling`] (farthest point sampling and kNN grouping for a Point-MAE tokenizer) is
+//! the `anoflow-pointops` library, re-exported.
 
 pub mod cloud;
 pub mod eigen3;
 pub mod fpfh;
 pub mod plane;
-pub mod sampling;
+pub use anoflow_pointops as sampling;
 
 use anoflow_sdk::prelude::*;
 

@@ -112,6 +112,10 @@ fn read_manifest(path: &Path) -> Result<Vec<ModelEntry>, OnnxError> {
 fn how_to_make(name: &str) -> String {
     if name == "mobilenet_v2" {
         "run `python3 tools/prepare_default_model.py` in the project (needs `pip install numpy onnx`)".into()
+    } else if name.contains("point_mae") {
+        "export it with `python3 tools/export_point_mae.py --checkpoint <Point-MAE pretrain.pth>` (needs torch), \
+         or give a path to an .onnx file"
+            .into()
     } else {
         "export it with `python3 tools/export_torch_models.py` (needs torch and internet), or fix the manifest".into()
     }

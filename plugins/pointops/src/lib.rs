@@ -1,7 +1,23 @@
+//! # anoflow-pointops
+//!
 //! Point-MAE's tokenizer, in Rust: farthest point sampling picks group centres, k nearest
 //! neighbours form each group, and each group is expressed relative to its centre. This is
 //! the input a Point-MAE encoder exported to ONNX (`tools/export_point_mae.py`) takes:
 //! `[1, G, k, 3]` patches and `[1, G, 3]` centres.
+//!
+//! A plain library (no stages) so that several plugin crates can share it: a plugin crate may
+//! not depend on another one.
+
+/// Whether a raw point is a measurement: finite and not all zeros (MVTec 3D-AD stores missing
+/// points as zeros; a non-finite point is treated as missing too).
+pub fn is_valid_point(p: [f32; 3]) -> bool {
+    p.iter().all(|v| v.is_finite()) && p != [0.0, 0.0, 0.0]
+}
+
+/// Squared Euclidean distance.
+pub fn dist2(a: [f32; 3], b: [f32; 3]) -> f32 {
+    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)
+}
 
 /// Indices of `n` points chosen by farthest point sampling, starting from `first`. Each
 /// next point is the one farthest from every point chosen so far (ties: the lowest index).
@@ -19,7 +35,7 @@ pub fn farthest_point_sampling(points: &[[f32; 3]], n: usize, first: usize) -> V
         let c = points[current];
         let mut far = (0usize, -1.0f32);
         for (i, (p, d)) in points.iter().zip(nearest.iter_mut()).enumerate() {
-            let dd = (p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2);
+            let dd = dist2(*p, c);
             if dd < *d {
                 *d = dd;
             }
@@ -41,12 +57,7 @@ pub fn knn_group(points: &[[f32; 3]], centres: &[usize], k: usize) -> Vec<usize>
     for &c in centres {
         let cp = points[c];
         dist.clear();
-        dist.extend(
-            points
-                .iter()
-                .enumerate()
-                .map(|(i, p)| ((p[0] - cp[0]).powi(2) + (p[1] - cp[1]).powi(2) + (p[2] - cp[2]).powi(2), i)),
-        );
+        dist.extend(points.iter().enumerate().map(|(i, p)| (dist2(*p, cp), i)));
         let cmp = |a: &(f32, usize), b: &(f32, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         if k < dist.len() {
             dist.select_nth_unstable_by(k - 1, cmp);

@@ -1,0 +1,68 @@
+//! # anoflow-ort-session
+//!
+//! What every ONNX plugin shares: ONNX Runtime loaded once per plugin library ([`runtime`]),
+//! a session opened on CPU or CUDA ([`open_session`]), the model manifest (`models/manifest.yaml`,
+//! [`manifest`]) and the errors ([`OnnxError`]). A plain library, not a plugin, so several
+//! plugin crates can use it (a plugin crate may not depend on another).
+//!
+//! Each plugin library links its own copy of this crate and of `ort`, so each initializes
+//! `ort` once from the same runtime file; ONNX Runtime keeps one environment per process and
+//! hands the existing one to a second `CreateEnv`.
+
+pub mod error;
+pub mod manifest;
+pub mod runtime;
+
+use std::path::Path;
+
+use ort::{ep::ExecutionProvider, session::Session};
+
+pub use error::OnnxError;
+pub use ort;
+
+/// Where ONNX Runtime runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+}
+
+impl Provider {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cpu" => Some(Provider::Cpu),
+            "cuda" => Some(Provider::Cuda),
+            _ => None,
+        }
+    }
+}
+
+/// Opens `path` in the process-wide runtime. `threads` = 0 keeps ONNX Runtime's default (one
+/// per physical core). `label` names the model in errors.
+pub fn open_session(path: &Path, label: &str, threads: usize, provider: Provider) -> Result<Session, OnnxError> {
+    let (lib, env) = runtime::environment()?;
+    let ort_err = |e: &dyn std::fmt::Display| OnnxError::Ort { model: label.into(), reason: e.to_string() };
+    let mut builder = Session::builder(env).map_err(|e| ort_err(&e))?;
+    if threads > 0 {
+        builder = builder.with_intra_threads(threads).map_err(|e| ort_err(&e))?;
+    }
+    if provider == Provider::Cuda {
+        let available = <ort::ep::CUDA as ExecutionProvider>::is_available().unwrap_or(false);
+        if !available {
+            return Err(OnnxError::BadParam {
+                model: label.into(),
+                reason: format!(
+                    "execution_provider `cuda`: the ONNX Runtime library {} has no CUDA execution provider; use the \
+                     library of the onnxruntime-gpu wheel (ORT_DYLIB_PATH) or execution_provider: cpu",
+                    lib.path.display()
+                ),
+            });
+        }
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| ort_err(&e))?;
+    }
+    builder
+        .commit_from_file(path)
+        .map_err(|e| OnnxError::Ort { model: label.into(), reason: format!("cannot load the model: {e}") })
+}
