@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """Exports a Point-MAE encoder (Pang et al., ECCV 2022) to ONNX, for users WITH internet and torch.
 
-The exported graph takes point patches that anoflow groups in Rust
-(`anoflow_plugin_pointcloud::sampling`: farthest point sampling of G centres, k nearest
-neighbours per centre, each patch relative to its centre) and returns one feature per patch:
+The exported graph takes point patches that anoflow's `point-mae-features` stage groups in Rust
+(`anoflow-pointops`: farthest point sampling of G centres, k nearest neighbours per centre, each
+patch relative to its centre) and returns one feature per patch:
 
     inputs:  neighborhood [1, G, k, 3]   (float32, points minus their centre)
              center       [1, G, 3]      (float32)
     output:  features     [1, G, 1152]   (LayerNorm-ed outputs of blocks 4, 8 and 12, concatenated,
                                           as M3DM reads Point-MAE)
 
-G and k are dynamic axes (M3DM uses G = 1024 groups of k = 128 points).
+G and k are dynamic axes (M3DM uses G = 1024 groups of k = 128 points). These names are the
+interface `point-mae-features` checks (plugins/pointmae/src/encoder.rs); keep them in step.
+
+With --checkpoint, the model gets the entry `point_mae` (named after --out's file) in the
+models/manifest.yaml beside --out, so pipelines can say `model: point_mae`. A --random-init
+export gets no manifest entry: pass its path to the stage instead.
 
 Architecture (Point-MAE's pre-training encoder `MAE_encoder`): a mini-PointNet patch embedding
 (Conv1d 3-128-256, max-pool, concat, Conv1d 512-512-384, max-pool), a positional MLP on the
@@ -34,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -43,6 +47,8 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from prepare_default_model import update_manifest  # noqa: E402
 FETCH_BLOCKS = (3, 7, 11)
 
 
@@ -172,11 +178,15 @@ def main() -> None:
     tmp = args.out.with_suffix(".onnx.tmp")
     with torch.no_grad():
         expected = model(neighborhood, center).numpy()
-        torch.onnx.export(
-            model, (neighborhood, center), tmp, input_names=["neighborhood", "center"], output_names=["features"],
+        kwargs = dict(
+            input_names=["neighborhood", "center"], output_names=["features"],
             dynamic_axes={"neighborhood": {1: "groups", 2: "group_size"}, "center": {1: "groups"}, "features": {1: "groups"}},
             opset_version=17,
         )
+        try:
+            torch.onnx.export(model, (neighborhood, center), str(tmp), dynamo=False, **kwargs)
+        except TypeError:  # torch without the `dynamo` switch
+            torch.onnx.export(model, (neighborhood, center), str(tmp), **kwargs)
     tmp.replace(args.out)  # atomic: a half-written model never carries the final name
 
     try:
@@ -192,16 +202,28 @@ def main() -> None:
             sys.exit("the exported model disagrees with torch")
 
     sha = hashlib.sha256(args.out.read_bytes()).hexdigest()
-    info = {
-        "name": args.out.stem, "file": args.out.name, "sha256": sha,
-        "source": str(args.checkpoint) if args.checkpoint else "random initialisation (not for results)",
-        "inputs": {"neighborhood": ["1", "G", "k", "3"], "center": ["1", "G", "3"]},
-        "output": {"name": "features", "channels": 384 * len(FETCH_BLOCKS)},
-        "grouping": {"groups": g, "group_size": k, "sampling": "farthest point sampling, k nearest neighbours"},
-    }
-    side = args.out.with_suffix(".json")
-    side.write_text(json.dumps(info, indent=2) + "\n")
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]}...) and {side}")
+    channels = 384 * len(FETCH_BLOCKS)
+    size = f"{args.out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]}..."
+    if args.random_init:
+        print(f"wrote {args.out} ({size}); random weights: no manifest entry, give the stage its path")
+        return
+    name = args.out.stem
+    block = "\n".join([
+        f"  - name: {name}",
+        f"    file: {args.out.name}",
+        f"    sha256: {sha}",
+        f"    source: Point-MAE pre-training checkpoint {args.checkpoint.name}, exported by tools/export_point_mae.py "
+        f"with torch {torch.__version__}",
+        "    architecture: Point-MAE encoder (mini-PointNet patch embedding, 12 blocks, 384 wide), LayerNorm-ed "
+        "outputs of blocks 4, 8 and 12 concatenated (M3DM)",
+        "    input: {name: neighborhood}",
+        "    default_outputs: [features]",
+        "    outputs:",
+        f"      - {{name: features, channels: {channels}}}",
+    ]) + "\n"
+    manifest = args.out.parent / "manifest.yaml"
+    update_manifest(manifest, {"name": name}, block)
+    print(f"wrote {args.out} ({size}) and its entry `{name}` in {manifest}")
 
 
 if __name__ == "__main__":

@@ -255,9 +255,10 @@ def build_model(weights: dict[str, np.ndarray]) -> tuple[bytes, list[tuple[str, 
 # starts with `  - name: <name>`; updating a model replaces its block and keeps the others.
 
 MANIFEST_HEADER = """\
-# Models that pipelines name with `model: <name>` (onnx-features, onnx-scorer).
+# Models that pipelines name with `model: <name>` (onnx-features, onnx-scorer, point-mae-features).
 # `file` is relative to this directory; `sha256` catches a wrong or corrupted file.
-# Entries are written by tools/prepare_default_model.py and tools/export_torch_models.py.
+# Entries are written by tools/prepare_default_model.py, tools/export_torch_models.py and
+# tools/export_point_mae.py.
 # Normalization: pixel / scale, then (x - mean) / std per channel (RGB).
 models:
 """
@@ -282,7 +283,9 @@ def manifest_block(entry: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_manifest(path: Path, entry: dict) -> None:
+def update_manifest(path: Path, entry: dict, block: str | None = None) -> None:
+    """Adds or replaces the entry named entry["name"]; `block` is its YAML text when it is not an
+    image model's (default: manifest_block(entry))."""
     blocks: list[tuple[str, str]] = []
     if path.exists():
         body = path.read_text().split("models:\n", 1)
@@ -294,7 +297,7 @@ def update_manifest(path: Path, entry: dict) -> None:
             elif current is not None and line.strip():
                 current[1] += line
     blocks = [(n, b) for n, b in blocks if n != entry["name"]]
-    blocks.append((entry["name"], manifest_block(entry)))
+    blocks.append((entry["name"], block if block is not None else manifest_block(entry)))
     blocks.sort(key=lambda nb: nb[0])
     text = MANIFEST_HEADER + "".join(b for _, b in blocks)
     write_atomic(path, text.encode())
