@@ -119,7 +119,7 @@ struct Runner<'a> {
     stats: Vec<Mutex<NodeStats>>,
     failures: Mutex<Vec<RunError>>,
     /// Content address of each fitted node's state, once fitted (part of its signature).
-    fit_keys: Vec<Mutex<Option<String>>>,
+    fit_keys: Vec<Option<String>>,
     /// Fitted nodes with `fit_scope: category`: one fitted instance per category.
     per_category: Vec<BTreeMap<String, StageBox>>,
 }
@@ -137,22 +137,8 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| setup_err(format!("cannot create the run directory {}: {e}", opts.out_dir.display())))?;
 
-    let mut stages = Vec::with_capacity(p.nodes.len());
-    let mut stats = Vec::with_capacity(p.nodes.len());
-    for (n, node) in p.nodes.iter().enumerate() {
-        stages.push(create_stage(p, n, opts)?);
-        stats.push(Mutex::new(NodeStats {
-            id: node.id.clone(),
-            stage: node.plugin().to_string(),
-            library: node.stage.library.name.clone(),
-            library_version: node.stage.library.version.clone(),
-            kind: node.kind().name().to_string(),
-            ..Default::default()
-        }));
-    }
-    let fit_keys = p.nodes.iter().map(|_| Mutex::new(None)).collect();
-    let per_category = p.nodes.iter().map(|_| BTreeMap::new()).collect();
-    let mut runner = Runner { p, opts, stages, stats, failures: Mutex::new(Vec::new()), fit_keys, per_category };
+    let stages = (0..p.nodes.len()).map(|n| create_stage(p, n, opts)).collect::<Result<Vec<_>, _>>()?;
+    let mut runner = Runner::new(p, opts, stages);
 
     for f in 0..p.nodes.len() {
         if p.nodes[f].kind() == StageKind::Fitted {
@@ -188,7 +174,33 @@ fn progress_bar(opts: &RunOptions, len: usize, prefix: String) -> ProgressBar {
     bar
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    fn new(p: &'a CheckedPipeline, opts: &'a RunOptions, stages: Vec<StageBox>) -> Self {
+        let stats = p
+            .nodes
+            .iter()
+            .map(|node| {
+                Mutex::new(NodeStats {
+                    id: node.id.clone(),
+                    stage: node.plugin().to_string(),
+                    library: node.stage.library.name.clone(),
+                    library_version: node.stage.library.version.clone(),
+                    kind: node.kind().name().to_string(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        Runner {
+            p,
+            opts,
+            stages,
+            stats,
+            failures: Mutex::new(Vec::new()),
+            fit_keys: vec![None; p.nodes.len()],
+            per_category: p.nodes.iter().map(|_| BTreeMap::new()).collect(),
+        }
+    }
+
     fn err(&self, phase: &str, node: usize, sample: Option<&SampleMeta>, message: impl Into<String>) -> RunError {
         RunError {
             phase: phase.to_string(),
@@ -294,15 +306,21 @@ impl Runner<'_> {
     /// upstream of it runs for that sample unless another node needs it.
     fn compute(&self, phase: &str, nodes: &[usize], consumers: &[usize], chunk: &mut [Slot]) -> Result<(), RunError> {
         let n_nodes = self.p.nodes.len();
-        let keys: Vec<Vec<Option<PathBuf>>> = (0..n_nodes)
-            .map(|n| {
-                if nodes.contains(&n) && self.p.nodes[n].cache {
-                    chunk.iter().map(|slot| self.output_cache_path(n, &slot.meta)).collect()
-                } else {
-                    vec![None; chunk.len()]
-                }
-            })
-            .collect();
+        let keys: Vec<Vec<Option<PathBuf>>> = match &self.opts.cache_dir {
+            Some(dir) => {
+                let samples: Vec<Vec<u8>> = chunk.iter().map(|slot| sample_key(&slot.meta)).collect();
+                (0..n_nodes)
+                    .map(|n| {
+                        if !(nodes.contains(&n) && self.p.nodes[n].cache) {
+                            return vec![None; chunk.len()];
+                        }
+                        let node = Sha256::digest(self.signature(n).as_bytes());
+                        samples.iter().map(|sample| Some(output_cache_path(dir, &node, sample))).collect()
+                    })
+                    .collect()
+            }
+            None => vec![vec![None; chunk.len()]; n_nodes],
+        };
         // Demand flows from the consumers up, stopping at cache entries that load.
         let mut demanded = vec![vec![false; chunk.len()]; n_nodes];
         let mut preloaded: Vec<Vec<Option<Vec<PortValue>>>> = vec![vec![None; chunk.len()]; n_nodes];
@@ -434,29 +452,6 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Where a node's outputs for one sample are cached: addressed by the node's signature
-    /// (stage, library version, params, inputs, fitted states) and the sample (id, file,
-    /// file size and modification time).
-    fn output_cache_path(&self, n: usize, meta: &SampleMeta) -> Option<PathBuf> {
-        let dir = self.opts.cache_dir.as_ref()?;
-        let mut h = Sha256::new();
-        h.update(self.signature(n).as_bytes());
-        h.update([0]);
-        h.update(meta.id.as_bytes());
-        h.update([0]);
-        h.update(meta.path.as_bytes());
-        if let Ok(md) = std::fs::metadata(meta.path.as_str()) {
-            h.update(md.len().to_le_bytes());
-            if let Ok(t) =
-                md.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other))
-            {
-                h.update(t.as_nanos().to_le_bytes());
-            }
-        }
-        let key = hex::encode(h.finalize());
-        Some(dir.join("outputs").join(&key[..2]).join(format!("{key}.bin")))
-    }
-
     fn check_interrupt(&self, phase: &str, done: usize, total: usize) -> Result<(), RunError> {
         if INTERRUPTED.load(Ordering::SeqCst) {
             return Err(RunError {
@@ -497,14 +492,15 @@ impl Runner<'_> {
         if metas.is_empty() {
             return Err(self.err(&phase, f, None, format!("the `{split}` split is empty: nothing to fit on")));
         }
+        // The instance created with the others (so bad params failed before any work) is
+        // fitted first; further categories get fresh instances.
+        let mut unfitted = Some(std::mem::replace(&mut self.stages[f], placeholder_stage()));
         if !node.fit_per_category {
             let key = self.cache_key(f, &metas);
-            let mut stage = create_stage(self.p, f, self.opts)?;
+            let mut stage = unfitted.take().map_or_else(|| create_stage(self.p, f, self.opts), Ok)?;
             self.fit_instance(f, &phase, &metas, &key, &mut stage)?;
             self.stages[f] = stage;
-            if let Ok(mut k) = self.fit_keys[f].lock() {
-                *k = Some(key);
-            }
+            self.fit_keys[f] = Some(key);
             return Ok(());
         }
         // One instance per category, each fitted on that category's samples only.
@@ -515,14 +511,12 @@ impl Runner<'_> {
         let mut keys = Vec::new();
         for (category, metas) in by_category {
             let key = self.cache_key(f, &metas);
-            let mut stage = create_stage(self.p, f, self.opts)?;
+            let mut stage = unfitted.take().map_or_else(|| create_stage(self.p, f, self.opts), Ok)?;
             self.fit_instance(f, &format!("{phase} [{category}]"), &metas, &key, &mut stage)?;
             self.per_category[f].insert(category, stage);
             keys.push(key);
         }
-        if let Ok(mut k) = self.fit_keys[f].lock() {
-            *k = Some(hex::encode(Sha256::digest(keys.join(",").as_bytes())));
-        }
+        self.fit_keys[f] = Some(hex::encode(Sha256::digest(keys.join(",").as_bytes())));
         Ok(())
     }
 
@@ -672,7 +666,7 @@ impl Runner<'_> {
         let node = &self.p.nodes[n];
         let inputs: Vec<String> =
             node.inputs.iter().map(|e| format!("{}<-{}:{}", e.to_port, e.from_port, self.signature(e.from))).collect();
-        let fitted = self.fit_keys.get(n).and_then(|k| k.lock().ok().and_then(|k| k.clone())).unwrap_or_default();
+        let fitted = self.fit_keys[n].as_deref().unwrap_or_default();
         format!(
             "{}@{}/{}|{}|fit={:?}:{fitted}|[{}]",
             node.stage.library.name,
@@ -721,6 +715,35 @@ fn encode_state(state: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&Sha256::digest(state));
     out.extend_from_slice(state);
     out
+}
+
+/// What identifies a sample for the node-output cache: its id, its file, and the file's size
+/// and modification time (so an edited file is not served stale outputs).
+fn sample_key(meta: &SampleMeta) -> Vec<u8> {
+    let mut key = Vec::with_capacity(meta.id.len() + meta.path.len() + 26);
+    key.extend_from_slice(meta.id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(meta.path.as_bytes());
+    if let Ok(md) = std::fs::metadata(meta.path.as_str()) {
+        key.extend_from_slice(&md.len().to_le_bytes());
+        if let Ok(t) =
+            md.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other))
+        {
+            key.extend_from_slice(&t.as_nanos().to_le_bytes());
+        }
+    }
+    key
+}
+
+/// Where a node's outputs for one sample are cached: addressed by the hash of the node's
+/// signature (stage, library version, params, inputs, fitted states) and the sample's key.
+fn output_cache_path(dir: &Path, node: &[u8], sample: &[u8]) -> PathBuf {
+    let mut h = Sha256::new();
+    h.update(node);
+    h.update([0]);
+    h.update(sample);
+    let key = hex::encode(h.finalize());
+    dir.join("outputs").join(&key[..2]).join(format!("{key}.bin"))
 }
 
 /// Where a score map, feature map or scalar holds NaN or infinity: no stage downstream can
@@ -772,42 +795,12 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
         cache_dir: None,
         progress: false,
     };
-    let sinks: Vec<usize> = (0..p.nodes.len()).filter(|&n| p.nodes[n].kind() == StageKind::Sink).collect();
-    let mut stages = Vec::new();
-    let mut stats = Vec::new();
-    for node in &p.nodes {
-        // Only sinks are created: merging needs no data.
-        let ctx = CreateContext {
-            node_id: node.id.as_str().into(),
-            params_json: serde_json::Value::Object(node.params.clone()).to_string().into(),
-            base_dir: p.spec.base_dir.to_string_lossy().as_ref().into(),
-            work_dir: out_dir.join(&node.id).to_string_lossy().as_ref().into(),
-            threads: threads as u32,
-        };
-        stats.push(Mutex::new(NodeStats {
-            id: node.id.clone(),
-            stage: node.plugin().to_string(),
-            ..Default::default()
-        }));
-        if node.kind() != StageKind::Sink {
-            continue;
-        }
-        let stage = (node.stage.factory.create)(&ctx).into_result().map_err(|e| RunError {
-            phase: "merge".into(),
-            node: node.id.clone(),
-            stage: node.plugin().to_string(),
-            sample: None,
-            message: e.to_string(),
-        })?;
-        stages.push(stage);
+    // Only sinks are created (merging needs no data); other nodes get a stage never called.
+    let mut stages = Vec::with_capacity(p.nodes.len());
+    for (n, node) in p.nodes.iter().enumerate() {
+        stages.push(if node.kind() == StageKind::Sink { create_stage(p, n, &opts)? } else { placeholder_stage() });
     }
-    let mut merged_stages: Vec<Option<StageBox>> = Vec::new();
-    let mut it = stages.into_iter();
-    for node in &p.nodes {
-        merged_stages.push(if node.kind() == StageKind::Sink { it.next() } else { None });
-    }
-    for &s in &sinks {
-        let node = &p.nodes[s];
+    for (s, node) in p.nodes.iter().enumerate().filter(|(_, node)| node.kind() == StageKind::Sink) {
         let fail = |message: String| RunError {
             phase: "merge".into(),
             node: node.id.clone(),
@@ -815,27 +808,14 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
             sample: None,
             message,
         };
-        let stage = merged_stages[s].as_mut().ok_or_else(|| fail("sink was not created".into()))?;
         for run in runs {
             let path = run.join(&node.id).join(SINK_STATE_FILE);
             let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
             let state = decode_state(&bytes).ok_or_else(|| fail(format!("{} is corrupt", path.display())))?;
-            stage.load_state(state.into()).into_result().map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            stages[s].load_state(state.into()).into_result().map_err(|e| fail(format!("{}: {e}", path.display())))?;
         }
     }
-    // Reuse the runner's finishing code with placeholder stages for non-sinks.
-    let runner_stages: Vec<StageBox> = merged_stages.into_iter().map(|s| s.unwrap_or_else(placeholder_stage)).collect();
-    let fit_keys = p.nodes.iter().map(|_| Mutex::new(None)).collect();
-    let per_category = p.nodes.iter().map(|_| BTreeMap::new()).collect();
-    let mut runner = Runner {
-        p,
-        opts: &opts,
-        stages: runner_stages,
-        stats,
-        failures: Mutex::new(Vec::new()),
-        fit_keys,
-        per_category,
-    };
+    let mut runner = Runner::new(p, &opts, stages);
     std::fs::create_dir_all(out_dir).map_err(|e| RunError {
         phase: "merge".into(),
         node: String::new(),
