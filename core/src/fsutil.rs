@@ -2,7 +2,7 @@
 
 use std::{
     io::Write,
-    path::Path,
+    path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -23,6 +23,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The first directory, going up from each start in turn, for which `found(dir)` holds.
+pub fn find_upward(starts: impl IntoIterator<Item = PathBuf>, found: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    starts.into_iter().find_map(|start| start.ancestors().find(|d| found(d)).map(Path::to_path_buf))
+}
+
+/// The directory of the running executable.
+pub fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC.
@@ -56,6 +66,17 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_785), (2026, 11, 28));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn find_upward_tries_each_start() {
+        let dir = std::env::temp_dir().join(format!("anoflow-upward-{}", std::process::id()));
+        let deep = dir.join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(dir.join("a/marker"), b"").unwrap();
+        let found = find_upward([PathBuf::from("/nonexistent-start"), deep], |d| d.join("marker").is_file());
+        assert_eq!(found, Some(dir.join("a")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub fn search_path(explicit: &[PathBuf]) -> Vec<PathBuf> {
         dirs.extend(std::env::split_paths(&p).filter(|p| !p.as_os_str().is_empty()));
     }
     if explicit.is_empty() {
-        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        if let Some(dir) = crate::fsutil::exe_dir() {
             dirs.push(dir);
         }
     }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     check::CheckedPipeline,
     executor::{RunError, RunSummary},
-    fsutil::write_atomic,
+    fsutil::{find_upward, write_atomic},
     registry::Registry,
 };
 
@@ -81,17 +81,10 @@ fn referenced_files(p: &CheckedPipeline) -> Vec<Json> {
 }
 
 fn find_manifest(start: &Path) -> Option<(std::path::PathBuf, Json)> {
-    let start = std::fs::canonicalize(start).ok()?;
-    let mut dirs: Vec<std::path::PathBuf> = start.ancestors().map(Path::to_path_buf).collect();
-    if let Ok(cwd) = std::env::current_dir() {
-        dirs.extend(cwd.ancestors().map(Path::to_path_buf));
-    }
-    dirs.into_iter().find_map(|d| {
-        let m = d.join("models/manifest.yaml");
-        let text = std::fs::read_to_string(&m).ok()?;
-        let v: Json = serde_yaml::from_str(&text).ok()?;
-        Some((d.join("models"), v))
-    })
+    let starts = [std::fs::canonicalize(start).ok(), std::env::current_dir().ok()].into_iter().flatten();
+    let models = find_upward(starts, |d| d.join("models/manifest.yaml").is_file())?.join("models");
+    let text = std::fs::read_to_string(models.join("manifest.yaml")).ok()?;
+    Some((models, serde_yaml::from_str(&text).ok()?))
 }
 
 fn manifest_entry((dir, manifest): &(std::path::PathBuf, Json), name: &str) -> Option<(std::path::PathBuf, String)> {

@@ -7,6 +7,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use crate::fsutil::{exe_dir, find_upward};
+
 use crate::registry::{Registry, PLUGIN_PATH_ENV};
 
 /// The report text and whether everything needed was found.
@@ -66,19 +68,8 @@ fn runtime_section(s: &mut String) -> bool {
 
 /// The first `models/manifest.yaml` above the current directory or the executable.
 fn find_manifest() -> Option<PathBuf> {
-    let starts =
-        [std::env::current_dir().ok(), std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))];
-    for start in starts.into_iter().flatten() {
-        let mut cur = Some(start);
-        while let Some(d) = cur {
-            let m = d.join("models/manifest.yaml");
-            if m.is_file() {
-                return Some(m);
-            }
-            cur = d.parent().map(Path::to_path_buf);
-        }
-    }
-    None
+    let starts = [std::env::current_dir().ok(), exe_dir()].into_iter().flatten();
+    find_upward(starts, |d| d.join("models/manifest.yaml").is_file()).map(|d| d.join("models/manifest.yaml"))
 }
 
 fn models_section(s: &mut String) -> bool {

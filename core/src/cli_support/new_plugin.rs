@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{exe_dir, find_upward, write_atomic};
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -104,21 +104,11 @@ mod tests {{
 /// Inside the anoflow workspace the SDK is a path dependency; elsewhere a version.
 /// The workspace is looked for above the target dir, the current dir and this executable.
 fn sdk_dependency(dir: &Path) -> String {
-    let starts = [
-        std::fs::canonicalize(dir).ok(),
-        std::env::current_dir().ok(),
-        std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)),
-    ];
-    for start in starts.into_iter().flatten() {
-        let mut cur = Some(start);
-        while let Some(d) = cur {
-            if d.join("sdk/Cargo.toml").exists() && d.join("core/Cargo.toml").exists() {
-                return format!("anoflow-sdk = {{ path = \"{}\" }}", d.join("sdk").display());
-            }
-            cur = d.parent().map(Path::to_path_buf);
-        }
+    let starts = [std::fs::canonicalize(dir).ok(), std::env::current_dir().ok(), exe_dir()].into_iter().flatten();
+    match find_upward(starts, |d| d.join("sdk/Cargo.toml").exists() && d.join("core/Cargo.toml").exists()) {
+        Some(root) => format!("anoflow-sdk = {{ path = \"{}\" }}", root.join("sdk").display()),
+        None => format!("anoflow-sdk = \"{}\"", env!("CARGO_PKG_VERSION")),
     }
-    format!("anoflow-sdk = \"{}\"", env!("CARGO_PKG_VERSION"))
 }
 
 #[cfg(test)]
