@@ -99,7 +99,7 @@ impl Outputs {
     }
     /// Adds a value on an output port.
     pub fn with(mut self, port: &str, value: impl Into<Value>) -> Self {
-        self.0.push(PortValue { port: port.into(), source: RString::new(), value: value.into() });
+        self.push(port, value);
         self
     }
     pub fn push(&mut self, port: &str, value: impl Into<Value>) {
@@ -205,6 +205,14 @@ pub fn guard<T>(stage: &str, f: impl FnOnce() -> StageResult<T>) -> StageResult<
     }
 }
 
+/// One sample's result in its ABI-stable form.
+fn to_ffi(result: StageResult<Outputs>) -> SampleOutputs {
+    match result {
+        Ok(o) => RResult::ROk(RVec::from(o.into_vec())),
+        Err(e) => RResult::RErr(e),
+    }
+}
+
 /// Wraps an author's stage into the FFI trait.
 pub struct StageAdapter {
     name: String,
@@ -235,13 +243,7 @@ impl StageAdapter {
         batch: &[SampleInput],
         f: impl Fn(&SampleInput) -> StageResult<Outputs>,
     ) -> RVec<SampleOutputs> {
-        batch
-            .iter()
-            .map(|s| match guard(&self.name, || f(s)) {
-                Ok(o) => RResult::ROk(RVec::from(o.into_vec())),
-                Err(e) => RResult::RErr(e),
-            })
-            .collect()
+        batch.iter().map(|s| to_ffi(guard(&self.name, || f(s)))).collect()
     }
 }
 
@@ -260,13 +262,7 @@ impl StageFfi for StageAdapter {
             StageImpl::Map(m) if batch.len() > 1 => {
                 let samples: Vec<Sample<'_>> = batch.iter().map(|x| Sample::new(&x.meta, &x.inputs)).collect();
                 match guard(&self.name, || Ok(m.process_batch(&samples))) {
-                    Ok(results) if results.len() == batch.len() => results
-                        .into_iter()
-                        .map(|r| match r {
-                            Ok(o) => RResult::ROk(RVec::from(o.into_vec())),
-                            Err(e) => RResult::RErr(e),
-                        })
-                        .collect(),
+                    Ok(results) if results.len() == batch.len() => results.into_iter().map(to_ffi).collect(),
                     Ok(results) => {
                         let e = StageError::internal(format!(
                             "stage `{}` returned {} results for a batch of {}",
