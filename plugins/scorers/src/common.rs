@@ -91,6 +91,11 @@ impl MapShaping {
     }
 }
 
+/// The fitted model, or an internal error naming the node (`what` says what went wrong).
+pub fn fitted<'a, T>(model: &'a Option<T>, node: &str, what: &str) -> StageResult<&'a T> {
+    model.as_ref().ok_or_else(|| StageError::internal(format!("node `{node}`: {what}")))
+}
+
 /// The descriptor parts every scorer shares: ports and the map-shaping param.
 pub fn scorer_ports(desc: StageDescriptor) -> StageDescriptor {
     desc.input("features", ValueKind::FeatureMap, "patch features, channels-last (one row per cell)")

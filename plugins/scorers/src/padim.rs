@@ -6,7 +6,7 @@ use anoflow_sdk::prelude::*;
 use rand::{seq::index::sample as sample_indices, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::common::{check_dim, checked_features, scorer_ports, MapShaping};
+use crate::common::{check_dim, checked_features, fitted, scorer_ports, MapShaping};
 use crate::linalg::{cholesky_packed, solve_lower_sq_norm};
 use crate::state::{expect_rank, StateReader, StateWriter};
 
@@ -209,10 +209,7 @@ impl Fitted for PadimStage {
     }
 
     fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
-        let model = self
-            .model
-            .as_ref()
-            .ok_or_else(|| StageError::internal(format!("node `{}`: process called before fitting", self.node)))?;
+        let model = fitted(&self.model, &self.node, "process called before fitting")?;
         let fm = checked_features(sample, &self.node)?;
         check_dim(&self.node, sample, model.grid.c, fm.channels())?;
         let grid = Grid { h: fm.height(), w: fm.width(), c: fm.channels() };
@@ -226,10 +223,7 @@ impl Fitted for PadimStage {
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
-        let m = self
-            .model
-            .as_ref()
-            .ok_or_else(|| StageError::internal(format!("node `{}`: no fitted model to save", self.node)))?;
+        let m = fitted(&self.model, &self.node, "no fitted model to save")?;
         let picked: Vec<f64> = m.picked.iter().map(|&c| c as f64).collect();
         let (cells, d) = (m.grid.h * m.grid.w, m.picked.len());
         Ok(StateWriter::new(STATE_NAME)

@@ -3,7 +3,7 @@
 
 use anoflow_sdk::prelude::*;
 
-use crate::common::{check_dim, checked_features, scorer_ports, FitRows, MapShaping};
+use crate::common::{check_dim, checked_features, fitted, scorer_ports, FitRows, MapShaping};
 use crate::coreset;
 use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
 use crate::state::{expect_rank, StateReader, StateWriter};
@@ -138,10 +138,7 @@ impl Fitted for PatchCoreStage {
     }
 
     fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
-        let bank = self
-            .bank
-            .as_ref()
-            .ok_or_else(|| StageError::internal(format!("node `{}`: process called before fitting", self.node)))?;
+        let bank = fitted(&self.bank, &self.node, "process called before fitting")?;
         let fm = checked_features(sample, &self.node)?;
         check_dim(&self.node, sample, bank.dim, fm.channels())?;
         let nn = bank.score_patches(fm.data(), true);
@@ -152,10 +149,7 @@ impl Fitted for PatchCoreStage {
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
-        let bank = self
-            .bank
-            .as_ref()
-            .ok_or_else(|| StageError::internal(format!("node `{}`: no fitted bank to save", self.node)))?;
+        let bank = fitted(&self.bank, &self.node, "no fitted bank to save")?;
         Ok(StateWriter::new(STATE_NAME).f32s("bank", &[bank.len(), bank.dim], &bank.rows).finish())
     }
 

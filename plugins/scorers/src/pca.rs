@@ -4,7 +4,7 @@
 
 use anoflow_sdk::prelude::*;
 
-use crate::common::{check_dim, checked_features, scorer_ports, FitRows, MapShaping};
+use crate::common::{check_dim, checked_features, fitted, scorer_ports, FitRows, MapShaping};
 use crate::linalg::{sgemm, symmetric_eigen, View};
 use crate::state::{expect_rank, StateReader, StateWriter};
 
@@ -134,10 +134,7 @@ impl Fitted for PcaStage {
     }
 
     fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
-        let model = self
-            .model
-            .as_ref()
-            .ok_or_else(|| StageError::internal(format!("node `{}`: process called before fitting", self.node)))?;
+        let model = fitted(&self.model, &self.node, "process called before fitting")?;
         let fm = checked_features(sample, &self.node)?;
         check_dim(&self.node, sample, model.dim, fm.channels())?;
         let scores = model.score(fm.data());
@@ -147,10 +144,7 @@ impl Fitted for PcaStage {
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
-        let m = self
-            .model
-            .as_ref()
-            .ok_or_else(|| StageError::internal(format!("node `{}`: no fitted model to save", self.node)))?;
+        let m = fitted(&self.model, &self.node, "no fitted model to save")?;
         Ok(StateWriter::new(STATE_NAME)
             .f32s("mean", &[m.dim], &m.mean)
             .f32s("basis", &[m.components(), m.dim], &m.basis)
