@@ -22,7 +22,10 @@ pub mod ranking;
 pub mod report;
 pub mod results;
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{Mutex, PoisonError},
+};
 
 use anoflow_sdk::prelude::*;
 
@@ -189,7 +192,7 @@ impl StagePlugin for SegmentationMetrics {
             )));
         }
         Ok(StageImpl::Sink(Box::new(MetricsSink {
-            acc: Accumulators::new(),
+            acc: Mutex::new(Accumulators::new()),
             fpr_limit,
             save_accumulators: params.bool("save_accumulators")?,
         })))
@@ -197,30 +200,40 @@ impl StagePlugin for SegmentationMetrics {
 }
 
 struct MetricsSink {
-    acc: Accumulators,
+    /// Behind a lock only so that `save_state` (which takes `&self`) can sort the score
+    /// lists in place: `finish` then finds them sorted, and nothing is copied.
+    acc: Mutex<Accumulators>,
     fpr_limit: f64,
     save_accumulators: bool,
+}
+
+impl MetricsSink {
+    fn acc(&mut self) -> &mut Accumulators {
+        self.acc.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Sink for MetricsSink {
     fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()> {
         let view = sample_view(sample)?;
-        Ok(self.acc.add(&view)?)
+        Ok(self.acc().add(&view)?)
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
-        Ok(self.acc.clone().to_bytes())
+        Ok(self.acc.lock().unwrap_or_else(PoisonError::into_inner).to_bytes())
     }
 
     fn merge_state(&mut self, state: &[u8]) -> StageResult<()> {
         let other = Accumulators::from_bytes(state, "merged state")?;
-        self.acc = accumulate::merge(std::mem::take(&mut self.acc), other)?;
+        let acc = self.acc();
+        *acc = accumulate::merge(std::mem::take(acc), other)?;
         Ok(())
     }
 
     fn finish(&mut self, ctx: &FinishContext) -> StageResult<SinkReport> {
         let dir = Path::new(ctx.out_dir.as_str());
-        let (res, files) = finish_outputs(&mut self.acc, dir, self.fpr_limit, self.save_accumulators)
+        let (fpr_limit, save) = (self.fpr_limit, self.save_accumulators);
+        let (res, files) = finish_outputs(self.acc(), dir, fpr_limit, save)
             .map_err(|e| StageError::from(e).context(format!("node `{}`", ctx.node_id)))?;
         let mut value = serde_json::to_value(&res).map_err(|e| StageError::internal(e.to_string()))?;
         value["headline"] = headline(&res);
