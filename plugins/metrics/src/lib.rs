@@ -7,7 +7,8 @@
 //!   and per image, on anomalous and on all test images, and false-positive area on good
 //!   images (all `deployable`); per score source, pixel AUROC, AUPRO, image AUROC and F1-max
 //!   (all `oracle`). Per category and the mean over categories. Writes results.json,
-//!   results.csv, results.md and accumulators.bin (for `anoflow merge`).
+//!   results.csv, results.md, samples.csv (each test image's scores and mask counts) and
+//!   accumulators.bin (for `anoflow merge`).
 //! - `report` (sink): PNG panels per sample, PR curves, per-category F1 bars, index.html.
 //!
 //! The maths lives in plain modules ([`ranking`], [`confusion`], [`components`],
@@ -34,6 +35,8 @@ use results::Results;
 
 /// Name of the accumulator file next to the results.
 pub const ACCUMULATORS_FILE: &str = "accumulators.bin";
+/// Name of the per-sample table next to the results.
+pub const SAMPLES_FILE: &str = "samples.csv";
 
 impl From<MetricsError> for StageError {
     fn from(e: MetricsError) -> Self {
@@ -95,7 +98,7 @@ pub fn sample_view<'a>(sample: &Sample<'a>) -> StageResult<SampleView<'a>> {
     })
 }
 
-/// Computes the figures and writes results.json / .csv / .md (and, if asked, the
+/// Computes the figures and writes results.json / .csv / .md, samples.csv (and, if asked, the
 /// accumulators) into `dir`. Used by the sink and by `anoflow merge`. Returns the results and
 /// the names of the files written (relative to `dir`).
 pub fn finish_outputs(
@@ -106,6 +109,7 @@ pub fn finish_outputs(
 ) -> Result<(Results, Vec<String>), MetricsError> {
     let res = results::compute(acc, fpr_limit);
     let mut files = results::write_results(dir, &res)?;
+    files.push(results::write(dir, SAMPLES_FILE, results::samples_csv(acc).as_bytes())?);
     if save_accumulators {
         acc.write(&dir.join(ACCUMULATORS_FILE))?;
         files.push(ACCUMULATORS_FILE.to_string());

@@ -368,7 +368,45 @@ pub fn csv(res: &Results) -> String {
     out
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, MetricsError> {
+/// One line per test sample and figure: each image-score source's score, each score map's
+/// maximum and each mask's confusion counts, beside the sample's label, defect type and
+/// ground-truth area. Says which images a scorer missed, which a whole-run AUROC cannot.
+pub fn samples_csv(acc: &Accumulators) -> String {
+    let mut out = String::from("category,sample,defect,anomalous,gt_pixels,source,figure,value\n");
+    for (category, cat) in &acc.categories {
+        let mut order: Vec<usize> = (0..cat.samples.len()).collect();
+        order.sort_by(|&a, &b| cat.samples[a].id.cmp(&cat.samples[b].id));
+        for i in order {
+            let s = &cat.samples[i];
+            let head = format!(
+                "{},{},{},{},{}",
+                csv_field(category),
+                csv_field(&s.id),
+                csv_field(&s.defect),
+                s.anomalous,
+                s.gt_pixels
+            );
+            let mut line = |source: &str, figure: &str, value: String| {
+                let _ = writeln!(out, "{head},{},{figure},{value}", csv_field(source));
+            };
+            for (source, scores) in cat.image_scores.iter() {
+                line(source, "image_score", format!("{}", scores[i]));
+            }
+            for (source, acc) in cat.scores.iter() {
+                line(source, "map_max", format!("{}", acc.image_max[i]));
+            }
+            for (source, counts) in cat.masks.iter() {
+                let c = counts[i];
+                line(source, "tp", c.tp.to_string());
+                line(source, "fp", c.fp.to_string());
+                line(source, "fn", c.fn_.to_string());
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, MetricsError> {
     let path = dir.join(name);
     anoflow_imaging::write_atomic(&path, bytes)
         .map_err(|e| MetricsError::Format { path: path.display().to_string(), reason: e.to_string() })?;

@@ -120,7 +120,7 @@ fn hand_computed_figures() {
         assert_eq!(r.regime, expected, "{r:?}");
     }
     // Files and the printed table.
-    for f in ["results.json", "results.csv", "results.md", ACCUMULATORS_FILE] {
+    for f in ["results.json", "results.csv", "results.md", SAMPLES_FILE, ACCUMULATORS_FILE] {
         assert!(dir.join(f).is_file(), "{f}");
     }
     let md = report.markdown.as_str();
@@ -130,6 +130,24 @@ fn hand_computed_figures() {
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     assert!(csv.contains("a,thr.mask,mask,f1,anomalous,pixels,deployable,0.5,1\n"), "{csv}");
     assert!(report.files.iter().any(|f| f.ends_with("/results.json")));
+
+    // Per-sample table: a/1 has GT 2 px, map max 0.9, mask tp 1 fp 1 fn 1.
+    let rows = std::fs::read_to_string(dir.join(SAMPLES_FILE)).unwrap();
+    let expected = [
+        "category,sample,defect,anomalous,gt_pixels,source,figure,value",
+        "a,a/1,crack,true,2,scorer.score,map_max,0.9",
+        "a,a/1,crack,true,2,thr.mask,tp,1",
+        "a,a/1,crack,true,2,thr.mask,fp,1",
+        "a,a/1,crack,true,2,thr.mask,fn,1",
+        "a,a/2,good,false,0,scorer.score,map_max,0.6",
+        "a,a/2,good,false,0,thr.mask,tp,0",
+        "a,a/2,good,false,0,thr.mask,fp,1",
+        "a,a/2,good,false,0,thr.mask,fn,0",
+        "b,b/1,crack,true,1,scorer.score,map_max,0.2",
+    ];
+    let lines: Vec<&str> = rows.lines().collect();
+    assert_eq!(lines[..expected.len()], expected, "{rows}");
+    assert!(report.files.iter().any(|f| f.ends_with("/samples.csv")));
 }
 
 #[test]
@@ -142,11 +160,13 @@ fn paired_image_scores_are_used_and_lone_ones_reported() {
     samples[0].1.push(port("image_scores", "other.image_score", Value::Scalar(0.9)));
     samples[1].1.push(port("image_scores", "other.image_score", Value::Scalar(0.2)));
     samples[2].1.push(port("image_scores", "other.image_score", Value::Scalar(0.5)));
-    let (res, report, _) = run(serde_json::json!({}), samples);
+    let (res, report, dir) = run(serde_json::json!({}), samples);
     assert_eq!(res.get("a", "scorer.score", "image_auroc", "all", "images"), Some(0.0));
     assert_eq!(res.image_score_origin["scorer.score"], "scorer.image_score");
     assert_eq!(res.get("a", "other.image_score", "image_auroc", "all", "images"), Some(1.0));
     assert!(report.markdown.contains("| other.image_score | 1.000 |"), "{}", report.markdown);
+    let rows = std::fs::read_to_string(dir.join(SAMPLES_FILE)).unwrap();
+    assert!(rows.contains("a,a/2,good,false,0,scorer.image_score,image_score,0.7\n"), "{rows}");
 }
 
 #[test]
