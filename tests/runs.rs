@@ -250,6 +250,34 @@ nodes:
 }
 
 #[test]
+fn fitted_nodes_on_one_split_share_one_pass_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two thresholds fitted on train, each per category, share a pass; the normalization
+    // (validation) and the threshold fitted on its output (a level below) get passes of their own.
+    let text = "name: passes
+nodes:
+  data: { plugin: synthetic, with: { seed: 2, categories: [woven, washer], train: 10, test_good: 2, test_defective: 4 } }
+  grad: { plugin: gradient-magnitude, inputs: { image: data.image } }
+  thr_a: { plugin: threshold-mean-std, fit: train, inputs: { score: grad.score } }
+  thr_b: { plugin: threshold-percentile, fit: train, inputs: { score: grad.score } }
+  norm: { plugin: normalize-scores, fit: validation, inputs: { score: grad.score } }
+  thr_n: { plugin: threshold-mean-std, fit: validation, inputs: { score: norm.score } }
+  eval: { plugin: segmentation-metrics, inputs: { gt: data.mask, masks: [thr_a.mask, thr_b.mask, thr_n.mask] } }
+";
+    let p = write_pipeline(dir.path(), "passes.yaml", text);
+    let r = run(dir.path(), &p, &dir.path().join("r"), &["--no-cache"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let nodes = read_json(&dir.path().join("r/run.json"))["run"]["nodes"].as_array().unwrap().clone();
+    let node = |id: &str| nodes.iter().find(|n| n["id"] == id).unwrap().clone();
+    // 2 categories x (8 train + 2 validation for `norm` + 2 validation for `thr_n` + 6 test).
+    // One pass per fitted node would stream train twice: 52.
+    assert_eq!(node("grad")["samples"], 2 * (8 + 2 + 2 + 6), "{nodes:?}");
+    for id in ["thr_a", "thr_b", "norm", "thr_n"] {
+        assert_eq!(node(id)["fit_state"], "fitted", "{id}");
+    }
+}
+
+#[test]
 fn quickstart_compares_thr_and_ttt4as_and_caches_the_fitted_bank() {
     let dir = tempfile::tempdir().unwrap();
     let p = workspace_root().join("pipelines/quickstart.yaml");

@@ -1,13 +1,14 @@
 //! Runs a checked pipeline.
 //!
-//! Phases are derived from the graph: each fitted node (in topological order) gets its fit
-//! split streamed through the nodes it depends on, then fits; then the test split streams
+//! Phases are derived from the graph: fitted nodes are grouped into fit passes (same split,
+//! same scope, none upstream of another); each pass streams its split once through the nodes
+//! its members depend on, every member observes it, then each fits; then the test split streams
 //! through every node, and sinks consume it in sample order. Samples move in chunks of
 //! bounded size (`in_flight`), computed node by node with rayon across samples, so memory
 //! does not grow with the number of samples.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -140,10 +141,8 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
     let stages = (0..p.nodes.len()).map(|n| create_stage(p, n, opts)).collect::<Result<Vec<_>, _>>()?;
     let mut runner = Runner::new(p, opts, stages);
 
-    for f in 0..p.nodes.len() {
-        if p.nodes[f].kind() == StageKind::Fitted {
-            runner.fit(f)?;
-        }
+    for pass in fit_passes(p) {
+        runner.fit(&pass)?;
     }
     let test_samples = runner.test()?;
     runner.save_sink_states()?;
@@ -484,90 +483,129 @@ impl<'a> Runner<'a> {
         Ok(batch)
     }
 
-    fn fit(&mut self, f: usize) -> Result<(), RunError> {
-        let node = &self.p.nodes[f];
-        let split = node.fit.clone().unwrap_or_else(|| "train".into());
-        let phase = format!("fit {} on {split}", node.id);
+    /// Fits the nodes of one pass (see [`fit_passes`]): their split streams once through
+    /// the union of their ancestors, and every node of the pass observes each chunk.
+    fn fit(&mut self, pass: &[usize]) -> Result<(), RunError> {
+        let first = &self.p.nodes[pass[0]];
+        let split = first.fit.clone().unwrap_or_else(|| "train".into());
+        let ids: Vec<&str> = pass.iter().map(|&f| self.p.nodes[f].id.as_str()).collect();
+        let phase = format!("fit {} on {split}", ids.join(", "));
         let metas = self.list(&split)?;
         if metas.is_empty() {
-            return Err(self.err(&phase, f, None, format!("the `{split}` split is empty: nothing to fit on")));
+            return Err(self.err(&phase, pass[0], None, format!("the `{split}` split is empty: nothing to fit on")));
         }
-        // The instance created with the others (so bad params failed before any work) is
+        // The instances created with the others (so bad params failed before any work) are
         // fitted first; further categories get fresh instances.
-        let mut unfitted = Some(std::mem::replace(&mut self.stages[f], placeholder_stage()));
-        if !node.fit_per_category {
-            let key = self.cache_key(f, &metas);
-            let mut stage = unfitted.take().map_or_else(|| create_stage(self.p, f, self.opts), Ok)?;
-            self.fit_instance(f, &phase, &metas, &key, &mut stage)?;
-            self.stages[f] = stage;
-            self.fit_keys[f] = Some(key);
+        let mut unfitted: Vec<Option<StageBox>> =
+            pass.iter().map(|&f| Some(std::mem::replace(&mut self.stages[f], placeholder_stage()))).collect();
+        if !first.fit_per_category {
+            let fitted = self.fit_instances(pass, &phase, &metas, &mut unfitted)?;
+            for (&f, (stage, key)) in pass.iter().zip(fitted) {
+                self.stages[f] = stage;
+                self.fit_keys[f] = Some(key);
+            }
             return Ok(());
         }
-        // One instance per category, each fitted on that category's samples only.
+        // One instance per node and category, each fitted on that category's samples only.
         let mut by_category: BTreeMap<String, Vec<SampleMeta>> = BTreeMap::new();
         for m in metas {
             by_category.entry(m.category.to_string()).or_default().push(m);
         }
-        let mut keys = Vec::new();
+        let mut keys = vec![Vec::new(); pass.len()];
         for (category, metas) in by_category {
-            let key = self.cache_key(f, &metas);
-            let mut stage = unfitted.take().map_or_else(|| create_stage(self.p, f, self.opts), Ok)?;
-            self.fit_instance(f, &format!("{phase} [{category}]"), &metas, &key, &mut stage)?;
-            self.per_category[f].insert(category, stage);
-            keys.push(key);
+            let fitted = self.fit_instances(pass, &format!("{phase} [{category}]"), &metas, &mut unfitted)?;
+            for (j, (stage, key)) in fitted.into_iter().enumerate() {
+                self.per_category[pass[j]].insert(category.clone(), stage);
+                keys[j].push(key);
+            }
         }
-        self.fit_keys[f] = Some(hex::encode(Sha256::digest(keys.join(",").as_bytes())));
+        for (&f, keys) in pass.iter().zip(keys) {
+            self.fit_keys[f] = Some(hex::encode(Sha256::digest(keys.join(",").as_bytes())));
+        }
         Ok(())
     }
 
-    /// Fits one instance of node `f` on `metas` (or loads its cached state).
-    fn fit_instance(
+    /// Fits one instance of each node of `pass` on `metas` (or loads its cached state);
+    /// returns the instances with their cache keys, in the order of `pass`.
+    fn fit_instances(
         &self,
-        f: usize,
+        pass: &[usize],
         phase: &str,
         metas: &[SampleMeta],
-        key: &str,
-        stage: &mut StageBox,
-    ) -> Result<(), RunError> {
-        let node = &self.p.nodes[f];
-        if let Some(state) = self.cache_read(key) {
-            let t = Instant::now();
-            match stage.load_state(state.into()).into_result() {
-                Ok(()) => {
-                    self.with_stats(f, |s| {
-                        *s.fit_seconds.get_or_insert(0.0) += t.elapsed().as_secs_f64();
-                        s.fit_state = Some("loaded from cache".into());
-                    });
-                    return Ok(());
-                }
-                Err(e) => eprintln!("warning: node `{}`: cached state rejected ({e}); fitting again", node.id),
+        unfitted: &mut [Option<StageBox>],
+    ) -> Result<Vec<(StageBox, String)>, RunError> {
+        let mut instances = Vec::with_capacity(pass.len());
+        let mut pending = Vec::new();
+        for (j, &f) in pass.iter().enumerate() {
+            let key = self.cache_key(f, metas);
+            let mut stage = unfitted[j].take().map_or_else(|| create_stage(self.p, f, self.opts), Ok)?;
+            if !self.load_cached_state(f, &key, &mut stage) {
+                pending.push(j);
             }
+            instances.push((stage, key));
         }
-        let needed: Vec<usize> = self.p.ancestors(f);
+        if pending.is_empty() {
+            return Ok(instances);
+        }
+        let targets: Vec<usize> = pending.iter().map(|&j| pass[j]).collect();
+        let needed: Vec<usize> =
+            targets.iter().flat_map(|&f| self.p.ancestors(f)).collect::<BTreeSet<_>>().into_iter().collect();
         let bar = progress_bar(self.opts, metas.len(), phase.to_string());
         let t = Instant::now();
-        for (c, group) in metas.chunks(self.opts.in_flight.max(1)).enumerate() {
-            self.check_interrupt(phase, c * self.opts.in_flight.max(1), metas.len())?;
+        let in_flight = self.opts.in_flight.max(1);
+        for (c, group) in metas.chunks(in_flight).enumerate() {
+            self.check_interrupt(phase, c * in_flight, metas.len())?;
             let mut chunk = self.new_chunk(group);
-            self.compute(phase, &needed, &[f], &mut chunk)?;
-            let batch = self.consumer_batch(phase, f, &mut chunk)?;
-            let t0 = Instant::now();
-            stage.fit_observe(batch).into_result().map_err(|e| self.err(phase, f, None, e.to_string()))?;
-            self.with_stats(f, |s| s.busy_seconds += t0.elapsed().as_secs_f64());
+            self.compute(phase, &needed, &targets, &mut chunk)?;
+            for &j in &pending {
+                let f = pass[j];
+                let batch = self.consumer_batch(phase, f, &mut chunk)?;
+                let t0 = Instant::now();
+                instances[j].0.fit_observe(batch).into_result().map_err(|e| self.err(phase, f, None, e.to_string()))?;
+                self.with_stats(f, |s| s.busy_seconds += t0.elapsed().as_secs_f64());
+            }
             bar.inc(group.len() as u64);
         }
-        stage.fit_finish().into_result().map_err(|e| self.err(phase, f, None, e.to_string()))?;
         bar.finish_and_clear();
-        self.with_stats(f, |s| {
-            *s.fit_seconds.get_or_insert(0.0) += t.elapsed().as_secs_f64();
-            s.fit_state = Some("fitted".into());
-        });
-        match stage.save_state().into_result() {
-            Ok(state) => self.cache_write(key, &state),
-            Err(e) if e.kind == anoflow_sdk::error::ErrorKind::Unsupported => {}
-            Err(e) => eprintln!("warning: node `{}`: could not save its fitted state: {e}", node.id),
+        let streamed = t.elapsed().as_secs_f64();
+        for &j in &pending {
+            let f = pass[j];
+            let (stage, key) = &mut instances[j];
+            let t0 = Instant::now();
+            stage.fit_finish().into_result().map_err(|e| self.err(phase, f, None, e.to_string()))?;
+            self.with_stats(f, |s| {
+                *s.fit_seconds.get_or_insert(0.0) += streamed + t0.elapsed().as_secs_f64();
+                s.fit_state = Some("fitted".into());
+            });
+            match stage.save_state().into_result() {
+                Ok(state) => self.cache_write(key, &state),
+                Err(e) if e.kind == anoflow_sdk::error::ErrorKind::Unsupported => {}
+                Err(e) => eprintln!("warning: node `{}`: could not save its fitted state: {e}", self.p.nodes[f].id),
+            }
         }
-        Ok(())
+        Ok(instances)
+    }
+
+    /// Loads node `f`'s fitted state from the cache into `stage`; false when there is none
+    /// (or it was rejected: then the node is fitted again).
+    fn load_cached_state(&self, f: usize, key: &str, stage: &mut StageBox) -> bool {
+        let Some(state) = self.cache_read(key) else {
+            return false;
+        };
+        let t = Instant::now();
+        match stage.load_state(state.into()).into_result() {
+            Ok(()) => {
+                self.with_stats(f, |s| {
+                    *s.fit_seconds.get_or_insert(0.0) += t.elapsed().as_secs_f64();
+                    s.fit_state = Some("loaded from cache".into());
+                });
+                true
+            }
+            Err(e) => {
+                eprintln!("warning: node `{}`: cached state rejected ({e}); fitting again", self.p.nodes[f].id);
+                false
+            }
+        }
     }
 
     fn test(&mut self) -> Result<usize, RunError> {
@@ -838,6 +876,32 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
 }
 
 /// Creates the stage of node `n` with its checked params.
+/// The fitted nodes grouped into fit passes, in the order they run. Nodes share a pass when
+/// they learn from the same split with the same scope and have the same number of fitted
+/// nodes above them on their longest path (so none feeds another): the split then streams
+/// once through their common ancestors instead of once per node.
+fn fit_passes(p: &CheckedPipeline) -> Vec<Vec<usize>> {
+    let fitted = |n: usize| p.nodes[n].kind() == StageKind::Fitted;
+    // Node indices are topological, so every input's depth is known when it is read.
+    let mut depth = vec![0usize; p.nodes.len()];
+    for n in 0..p.nodes.len() {
+        depth[n] = p.nodes[n].inputs.iter().map(|e| depth[e.from] + usize::from(fitted(e.from))).max().unwrap_or(0);
+    }
+    /// Depth, split, per category.
+    type PassKey<'a> = (usize, &'a str, bool);
+    let mut passes: Vec<(PassKey, Vec<usize>)> = Vec::new();
+    for f in (0..p.nodes.len()).filter(|&n| fitted(n)) {
+        let key = (depth[f], p.nodes[f].fit.as_deref().unwrap_or("train"), p.nodes[f].fit_per_category);
+        match passes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, nodes)) => nodes.push(f),
+            None => passes.push((key, vec![f])),
+        }
+    }
+    // Stable: passes of one depth keep the order of their first node.
+    passes.sort_by_key(|((depth, ..), _)| *depth);
+    passes.into_iter().map(|(_, nodes)| nodes).collect()
+}
+
 fn create_stage(p: &CheckedPipeline, n: usize, opts: &RunOptions) -> Result<StageBox, RunError> {
     let node = &p.nodes[n];
     let ctx = CreateContext {
