@@ -70,24 +70,25 @@ mod tests {
 
     #[test]
     fn find_upward_tries_each_start() {
-        let dir = std::env::temp_dir().join(format!("anoflow-upward-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let deep = dir.join("a/b/c");
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::write(dir.join("a/marker"), b"").unwrap();
         let found = find_upward([PathBuf::from("/nonexistent-start"), deep], |d| d.join("marker").is_file());
         assert_eq!(found, Some(dir.join("a")));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn atomic_write_replaces() {
-        let dir = std::env::temp_dir().join(format!("anoflow-fsutil-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        // A directory that does not exist yet: write_atomic creates it.
+        let dir = tmp.path().join("out");
         let p = dir.join("a.json");
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let leftovers = std::fs::read_dir(&dir).unwrap().count();
         assert_eq!(leftovers, 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

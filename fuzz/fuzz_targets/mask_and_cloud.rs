@@ -5,14 +5,27 @@ use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("anoflow-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// This input's scratch directory, removed when dropped: libFuzzer ends the process with
+/// `exit`, so a directory kept for the whole run would never be removed.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("anoflow-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let dir = scratch();
+    let scratch = Scratch::new();
+    let dir = &scratch.0;
     let mask = dir.join("mask.png");
     std::fs::write(&mask, data).expect("write input");
     let expected = data.first().map(|&b| (usize::from(b % 8) + 1, usize::from(b / 32) + 1));

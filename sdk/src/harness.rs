@@ -195,15 +195,54 @@ impl StageHarness {
     }
 }
 
-/// A fresh scratch directory under the system temp dir (removed by the caller if wanted).
-pub fn scratch_dir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("anoflow-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::create_dir_all(&dir);
-    dir
+/// A fresh scratch directory under the system temp dir, `anoflow-<tag>-<pid>-<n>`. It is removed
+/// with everything in it when the guard is dropped, so tests leave nothing behind: hold the guard
+/// as long as the directory is used (it derefs to its `Path`).
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("anoflow-{tag}-{}-{n}", std::process::id()));
+        // A leftover of an earlier process with the same pid would mix into this test's files.
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::create_dir_all(&path);
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // Best effort: a failed removal must not turn into a panic while a test unwinds.
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A fresh scratch directory, removed when the returned guard is dropped.
+pub fn scratch_dir(tag: &str) -> ScratchDir {
+    ScratchDir::new(tag)
 }
 
 #[cfg(test)]
@@ -281,5 +320,19 @@ mod tests {
         let h = StageHarness::new::<Doubler>(serde_json::json!({})).unwrap();
         let err = h.process(&meta("s1"), inputs(vec![("score", Value::Scalar(1.0))])).unwrap_err();
         assert!(err.message.contains("sample `s1`: input port `score` expected ScoreMap, found scalar"), "{err}");
+    }
+
+    #[test]
+    fn scratch_dirs_are_distinct_and_removed_on_drop() {
+        let a = scratch_dir("harness-scratch");
+        let b = scratch_dir("harness-scratch");
+        assert_ne!(a.path(), b.path());
+        assert!(a.is_dir() && b.is_dir());
+        std::fs::create_dir_all(a.join("sub/deeper")).unwrap();
+        std::fs::write(a.join("sub/deeper/f"), b"x").unwrap();
+        let gone = a.to_path_buf();
+        drop(a);
+        assert!(!gone.exists(), "{} was left behind", gone.display());
+        assert!(b.is_dir(), "dropping one guard removed another's directory");
     }
 }

@@ -34,6 +34,7 @@ fn load_and_crop(source: &StageHarness, meta: &SampleMeta) -> usize {
 
 fn main() {
     let n: usize = std::env::var("ANOFLOW_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    // Removed, with the dataset, when `dir` is dropped at the end of main.
     let dir = scratch_dir("bench-load-resize");
     let cfg = SynthConfig {
         seed: 1,
@@ -76,5 +77,4 @@ fn main() {
             s * 1e3 * threads as f64 / metas.len() as f64
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

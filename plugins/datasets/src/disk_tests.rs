@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anoflow_sdk::harness::{scratch_dir, StageHarness};
+use anoflow_sdk::harness::{scratch_dir, ScratchDir, StageHarness};
 use anoflow_sdk::prelude::*;
 use serde_json::json;
 
@@ -14,7 +14,7 @@ fn small_cfg(categories: Vec<Category>) -> SynthConfig {
     SynthConfig { seed: 11, categories, train: 5, test_good: 1, test_defective: 3, size: 64, ..SynthConfig::default() }
 }
 
-fn ad_fixture(tag: &str) -> PathBuf {
+fn ad_fixture(tag: &str) -> ScratchDir {
     let dir = scratch_dir(tag);
     write_mvtec_ad(&small_cfg(vec![Category::Tiles]), &dir).unwrap();
     dir
@@ -217,7 +217,7 @@ fn missing_train_dir_is_named() {
     assert!(err.contains("missing directory") && err.contains("tiles/train/good"), "{err}");
 }
 
-fn ad3_fixture(tag: &str) -> PathBuf {
+fn ad3_fixture(tag: &str) -> ScratchDir {
     let root = scratch_dir(tag);
     write_mvtec_3d(&SynthConfig { xyz: true, ..small_cfg(vec![Category::Washer]) }, &root).unwrap();
     root
@@ -277,8 +277,9 @@ fn missing_3d_gt_for_a_defect_is_named() {
 
 // ---- folder ----
 
-/// A folder dataset: train/*.png, test/good/*.png, test/bad/*.png with masks/bad/*_m.png.
-fn folder_fixture(tag: &str) -> PathBuf {
+/// A folder dataset: train/*.png, test/good/*.png, test/bad/*.png with masks/bad/*_m.png. The
+/// guard comes along with the dataset's path: the files go when it is dropped.
+fn folder_fixture(tag: &str) -> (ScratchDir, PathBuf) {
     let root = scratch_dir(tag);
     let ad = root.join("src");
     write_mvtec_ad(&SynthConfig { test_defective: 2, ..small_cfg(vec![Category::Woven]) }, &ad).unwrap();
@@ -295,12 +296,13 @@ fn folder_fixture(tag: &str) -> PathBuf {
     copy("woven/ground_truth/crack/000_mask.png", "line/masks/bad/b_m.png");
     copy("woven/test/scratch/000.png", "line/test/bad/c.png");
     copy("woven/ground_truth/scratch/000_mask.png", "line/masks/bad/c_m.png");
-    root.join("line")
+    let line = root.join("line");
+    (root, line)
 }
 
 #[test]
 fn folder_matches_masks_by_relative_stem_and_suffix() {
-    let root = folder_fixture("folder-ok");
+    let (_dir, root) = folder_fixture("folder-ok");
     let r = root.to_str().unwrap();
     let h = StageHarness::new::<Folder>(json!({
         "train": [format!("{r}/train/*.png")], "test": [format!("{r}/test")],
@@ -318,7 +320,7 @@ fn folder_matches_masks_by_relative_stem_and_suffix() {
 
 #[test]
 fn folder_missing_mask_policies() {
-    let root = folder_fixture("folder-missing");
+    let (_dir, root) = folder_fixture("folder-missing");
     std::fs::remove_file(root.join("masks/bad/c_m.png")).unwrap();
     let r = root.to_str().unwrap();
     let params = |policy: &str| {
@@ -337,7 +339,7 @@ fn folder_missing_mask_policies() {
 
 #[test]
 fn folder_missing_dir_and_empty_glob() {
-    let root = folder_fixture("folder-bad");
+    let (_dir, root) = folder_fixture("folder-bad");
     let r = root.to_str().unwrap();
     let h =
         StageHarness::new::<Folder>(json!({"train": [format!("{r}/nope")], "test": [format!("{r}/test")]})).unwrap();

@@ -3,13 +3,13 @@
 //! truncated point-cloud TIFFs, grey and wrongly sized MVTec AD masks, missing masks and
 //! point clouds, and empty train/validation splits).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anoflow_plugin_datasets::{
     synth::{Category, SynthConfig},
     write_mvtec_3d, write_mvtec_ad, Folder, Mvtec3d, MvtecAd, Synthetic,
 };
-use anoflow_sdk::harness::{scratch_dir, StageHarness};
+use anoflow_sdk::harness::{scratch_dir, ScratchDir, StageHarness};
 use anoflow_sdk::prelude::*;
 use serde_json::json;
 
@@ -17,13 +17,13 @@ fn cfg(categories: Vec<Category>) -> SynthConfig {
     SynthConfig { seed: 5, categories, train: 4, test_good: 1, test_defective: 2, size: 64, ..SynthConfig::default() }
 }
 
-fn ad_root(tag: &str) -> PathBuf {
+fn ad_root(tag: &str) -> ScratchDir {
     let dir = scratch_dir(&format!("bad-input-{tag}"));
     write_mvtec_ad(&cfg(vec![Category::Tiles]), &dir).unwrap();
     dir
 }
 
-fn ad3_root(tag: &str) -> PathBuf {
+fn ad3_root(tag: &str) -> ScratchDir {
     let dir = scratch_dir(&format!("bad-input-{tag}"));
     write_mvtec_3d(&SynthConfig { xyz: true, ..cfg(vec![Category::Washer]) }, &dir).unwrap();
     dir

@@ -357,7 +357,7 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn scratch(tag: &str) -> PathBuf {
+    fn scratch(tag: &str) -> anoflow_sdk::harness::ScratchDir {
         anoflow_sdk::harness::scratch_dir(&format!("imaging-{tag}"))
     }
 

@@ -352,7 +352,7 @@ fn quiet_panics<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn scratch(tag: &str) -> PathBuf {
+fn scratch(tag: &str) -> anoflow_sdk::harness::ScratchDir {
     anoflow_sdk::harness::scratch_dir(&format!("fuzz-readers-{tag}"))
 }
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use accumulate::merge;
-use anoflow_sdk::harness::{scratch_dir, StageHarness};
+use anoflow_sdk::harness::{scratch_dir, ScratchDir, StageHarness};
 use anoflow_sdk::value::PortValue;
 use results::MEAN;
 
@@ -63,7 +63,7 @@ fn hand_case() -> Vec<(SampleMeta, Vec<PortValue>)> {
     ]
 }
 
-fn run(params: serde_json::Value, samples: Vec<(SampleMeta, Vec<PortValue>)>) -> (Results, SinkReport, PathBuf) {
+fn run(params: serde_json::Value, samples: Vec<(SampleMeta, Vec<PortValue>)>) -> (Results, SinkReport, ScratchDir) {
     let mut h = StageHarness::new::<SegmentationMetrics>(params).unwrap();
     for (m, inputs) in samples {
         h.consume(&m, inputs).unwrap();
@@ -73,8 +73,6 @@ fn run(params: serde_json::Value, samples: Vec<(SampleMeta, Vec<PortValue>)>) ->
     let res: Results = serde_json::from_str(&report.json).unwrap();
     (res, report, dir)
 }
-
-use std::path::PathBuf;
 
 #[test]
 fn hand_computed_figures() {

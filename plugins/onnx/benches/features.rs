@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anoflow_plugin_onnx::{config, FeatureExtractor, OnnxFeatures};
 use anoflow_sdk::{
-    harness::{inputs, meta, StageHarness},
+    harness::{inputs, meta, scratch_dir, StageHarness},
     prelude::*,
 };
 use serde_json::json;
@@ -82,12 +82,10 @@ fn main() {
         fx.extract(&batch).expect("batch 8");
     });
 
-    let stage = StageHarness::with_dirs::<OnnxFeatures>(
-        json!({"threads": threads}),
-        &root.join("pipelines"),
-        &std::env::temp_dir(),
-    )
-    .expect("stage");
+    // A work directory of its own, not the shared temp dir: removed when `work` is dropped.
+    let work = scratch_dir("bench-onnx-features");
+    let stage = StageHarness::with_dirs::<OnnxFeatures>(json!({"threads": threads}), &root.join("pipelines"), &work)
+        .expect("stage");
     let stage_rate = rate(budget, 1, || {
         stage.process(&meta("b"), inputs(vec![("image", images[1].clone().into())])).expect("stage");
     });

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anoflow_sdk::{
-    harness::{inputs, meta, StageHarness},
+    harness::{inputs, meta, scratch_dir, ScratchDir, StageHarness},
     prelude::*,
 };
 use serde_json::json;
@@ -32,10 +32,24 @@ fn anoflow_ort_locate_check() -> Result<(), String> {
     anoflow_ort_session::runtime::environment().map(|_| ()).map_err(|e| e.to_string())
 }
 
-fn stage(params: serde_json::Value) -> StageResult<StageHarness> {
+/// A stage with its scratch work directory, which is removed when the stage is dropped.
+struct TestStage {
+    harness: StageHarness,
+    _work: ScratchDir,
+}
+
+impl std::ops::Deref for TestStage {
+    type Target = StageHarness;
+    fn deref(&self) -> &StageHarness {
+        &self.harness
+    }
+}
+
+fn stage(params: serde_json::Value) -> StageResult<TestStage> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let work = anoflow_sdk::harness::scratch_dir("pointmae-test");
-    StageHarness::with_dirs::<PointMaeFeatures>(params, &root.join("pipelines"), &work)
+    let work = scratch_dir("pointmae-test");
+    let harness = StageHarness::with_dirs::<PointMaeFeatures>(params, &root.join("pipelines"), &work)?;
+    Ok(TestStage { harness, _work: work })
 }
 
 /// A 224x224 cloud in metres: a dome (radius 70 px) with a bump, on nothing (background removed);
