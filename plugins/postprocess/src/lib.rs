@@ -1,5 +1,6 @@
 //! Score-map post-processing: `gaussian-blur` (a map stage) and `normalize-scores` (fitted on
-//! nominal validation maps: min-max or mean/std), so maps of different scorers share a scale.
+//! nominal validation maps: min-max, mean/std, or min to the median image maximum), so maps of
+//! different scorers share a scale.
 
 use anoflow_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -49,26 +50,33 @@ pub struct NormalizeScores;
 enum Method {
     MinMax,
     MeanStd,
+    MinMedianMax,
 }
 
 impl StagePlugin for NormalizeScores {
     fn descriptor() -> StageDescriptor {
         StageDescriptor::fitted(
             "normalize-scores",
-            "maps scores to (s - a) / b with a, b fitted on the fit split's maps (min-max or mean/std)",
+            "maps scores to (s - a) / b with a, b fitted on the fit split's maps (min-max, mean/std or min to median image maximum)",
         )
         .input("score", ValueKind::ScoreMap, "score map")
         .output("score", ValueKind::ScoreMap, "normalized score map")
         .output("image_score", ValueKind::Scalar, "maximum of the normalized map")
         .param(ParamSpec::choice(
             "method",
-            &["min-max", "mean-std"],
-            "min-max: a = min, b = max - min over all fit pixels; mean-std: a = mean, b = standard deviation",
+            &["min-max", "mean-std", "min-median-max"],
+            "min-max: a = min, b = max - min over all fit pixels; mean-std: a = mean, b = standard deviation; \
+             min-median-max: a = min, b = median of the fit images' maxima - min (1 = a typical nominal image's \
+             peak, which unlike the overall maximum does not grow with the number of fit images)",
         ))
     }
 
     fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let method = if params.string("method")? == "mean-std" { Method::MeanStd } else { Method::MinMax };
+        let method = match params.string("method")?.as_str() {
+            "mean-std" => Method::MeanStd,
+            "min-median-max" => Method::MinMedianMax,
+            _ => Method::MinMax,
+        };
         Ok(StageImpl::Fitted(Box::new(NormalizeStage {
             node: ctx.node_id.to_string(),
             method,
@@ -86,11 +94,24 @@ struct Stats {
     sum_sq: f64,
     min: f64,
     max: f64,
+    /// Each fit map's maximum.
+    image_max: Vec<f64>,
 }
 
 impl Default for Stats {
     fn default() -> Self {
-        Self { count: 0, sum: 0.0, sum_sq: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+        Self { count: 0, sum: 0.0, sum_sq: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, image_max: Vec::new() }
+    }
+}
+
+/// Median of `v` (mean of the two middle values for an even count); `v` is non-empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
     }
 }
 
@@ -116,7 +137,7 @@ impl Fitted for NormalizeStage {
     fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
         let s = sample.score_map("score")?;
         // Sums per map in f64, then folded in: keeps precision over many 224x224 maps.
-        let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
+        let (mut sum, mut sum_sq, mut peak) = (0.0f64, 0.0f64, f64::NEG_INFINITY);
         for &v in s.data() {
             if !v.is_finite() {
                 return Err(StageError::invalid_input(format!(
@@ -127,17 +148,19 @@ impl Fitted for NormalizeStage {
             let v = f64::from(v);
             sum += v;
             sum_sq += v * v;
+            peak = peak.max(v);
             self.stats.min = self.stats.min.min(v);
             self.stats.max = self.stats.max.max(v);
         }
         self.stats.sum += sum;
         self.stats.sum_sq += sum_sq;
         self.stats.count += s.data().len() as u64;
+        self.stats.image_max.push(peak);
         Ok(())
     }
 
     fn finish_fit(&mut self) -> StageResult<()> {
-        let st = &self.stats;
+        let st = &mut self.stats;
         if st.count == 0 {
             return Err(StageError::invalid_input(format!(
                 "node `{}`: the fit split delivered no score maps; nothing to normalize by",
@@ -147,6 +170,7 @@ impl Fitted for NormalizeStage {
         let n = st.count as f64;
         let (offset, scale) = match self.method {
             Method::MinMax => (st.min, st.max - st.min),
+            Method::MinMedianMax => (st.min, median(&mut st.image_max) - st.min),
             Method::MeanStd => {
                 let mean = st.sum / n;
                 (mean, (st.sum_sq / n - mean * mean).max(0.0).sqrt())
@@ -156,7 +180,11 @@ impl Fitted for NormalizeStage {
             return Err(StageError::invalid_input(format!(
                 "node `{}`: every fit score equals {offset}: the {} spread is zero, so scores cannot be normalized",
                 self.node,
-                if self.method == Method::MinMax { "min-max" } else { "standard-deviation" }
+                match self.method {
+                    Method::MinMax => "min-max",
+                    Method::MeanStd => "standard-deviation",
+                    Method::MinMedianMax => "min to median image maximum",
+                }
             )));
         }
         self.fitted = Some(Affine { version: STATE_VERSION, method: self.method, offset, scale });
@@ -268,6 +296,34 @@ mod tests {
         assert_eq!(a.score_map("score").data(), b.score_map("score").data());
         let mut other = StageHarness::new::<NormalizeScores>(json!({"method": "min-max"})).unwrap();
         assert!(other.load_state(h.save_state().unwrap()).is_err(), "method mismatch is refused");
+    }
+
+    #[test]
+    fn min_median_max_scales_by_the_typical_image_peak() {
+        // Peaks 1, 2, 4 and 100 (one outlier image); minimum 0 -> scale = median(1, 2, 4, 100) = 3.
+        let fit = |peaks: &[f32]| -> Vec<(SampleMeta, Vec<PortValue>)> {
+            peaks
+                .iter()
+                .enumerate()
+                .map(|(k, &p)| {
+                    (meta(&format!("v{k}")), inputs(vec![("score", map(2, 2, |i| [0.0, p / 2.0, p, 0.5][i]).into())]))
+                })
+                .collect()
+        };
+        let mut h = StageHarness::new::<NormalizeScores>(json!({"method": "min-median-max"})).unwrap();
+        h.fit(fit(&[1.0, 100.0, 2.0, 4.0])).unwrap();
+        let out = h.process(&meta("t"), inputs(vec![("score", map(1, 2, |i| [3.0, 6.0][i]).into())])).unwrap();
+        assert_eq!(out.score_map("score").data(), &[1.0, 2.0]);
+        // More fit images with the same spread of peaks leave the scale where it was; min-max's grows.
+        let many: Vec<f32> = (0..40).map(|k| [1.0, 2.0, 4.0, 100.0, 3.0][k % 5]).collect();
+        let mut h = StageHarness::new::<NormalizeScores>(json!({"method": "min-median-max"})).unwrap();
+        h.fit(fit(&many)).unwrap();
+        let out = h.process(&meta("t"), inputs(vec![("score", map(1, 1, |_| 3.0).into())])).unwrap();
+        assert_eq!(out.score_map("score").data(), &[1.0]);
+        let mut again = StageHarness::new::<NormalizeScores>(json!({"method": "min-median-max"})).unwrap();
+        again.load_state(h.save_state().unwrap()).unwrap();
+        let out = again.process(&meta("t"), inputs(vec![("score", map(1, 1, |_| 3.0).into())])).unwrap();
+        assert_eq!(out.score_map("score").data(), &[1.0]);
     }
 
     #[test]
