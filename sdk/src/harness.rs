@@ -21,6 +21,9 @@ pub struct StageHarness {
     desc: StageDescriptor,
     stage: StageBox,
     node: String,
+    /// The work directory when the harness owns it; declared last so that the stage is
+    /// dropped before its directory is removed.
+    _scratch: Option<ScratchDir>,
 }
 
 /// Outputs of one sample, checked against the descriptor.
@@ -99,7 +102,20 @@ impl StageHarness {
             threads: 1,
         };
         let stage = create_shim::<T>(&ctx).into_result()?;
-        Ok(Self { desc, stage, node })
+        Ok(Self { desc, stage, node, _scratch: None })
+    }
+
+    /// Creates stage `T` with a scratch work directory of its own, removed with the harness;
+    /// relative paths in params resolve against `base_dir`.
+    pub fn with_scratch_work_dir<T: StagePlugin>(
+        params: serde_json::Value,
+        base_dir: &Path,
+        tag: &str,
+    ) -> StageResult<Self> {
+        let work = scratch_dir(tag);
+        let mut harness = Self::with_dirs::<T>(params, base_dir, &work)?;
+        harness._scratch = Some(work);
+        Ok(harness)
     }
 
     pub fn descriptor(&self) -> &StageDescriptor {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anoflow_sdk::{
-    harness::{inputs, meta, scratch_dir, HarnessOutputs, ScratchDir, StageHarness},
+    harness::{inputs, meta, HarnessOutputs, StageHarness},
     prelude::*,
 };
 use serde_json::json;
@@ -45,23 +45,9 @@ fn photo(name: &str) -> Image {
     anoflow_imaging::read_image_rgb(test_data(&format!("{name}.png"))).unwrap()
 }
 
-/// A stage with its scratch work directory, which is removed when the stage is dropped.
-struct TestStage {
-    harness: StageHarness,
-    _work: ScratchDir,
-}
-
-impl std::ops::Deref for TestStage {
-    type Target = StageHarness;
-    fn deref(&self) -> &StageHarness {
-        &self.harness
-    }
-}
-
-fn stage<T: StagePlugin>(params: serde_json::Value) -> StageResult<TestStage> {
-    let work = scratch_dir("onnx-test");
-    let harness = StageHarness::with_dirs::<T>(params, &project_root().join("pipelines"), &work)?;
-    Ok(TestStage { harness, _work: work })
+/// A stage with a scratch work directory of its own.
+fn stage<T: StagePlugin>(params: serde_json::Value) -> StageResult<StageHarness> {
+    StageHarness::with_scratch_work_dir::<T>(params, &project_root().join("pipelines"), "onnx-test")
 }
 
 fn labelled_maps(out: &HarnessOutputs) -> Vec<(String, FeatureMap)> {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anoflow_sdk::{
-    harness::{inputs, meta, scratch_dir, ScratchDir, StageHarness},
+    harness::{inputs, meta, StageHarness},
     prelude::*,
 };
 use serde_json::json;
@@ -32,24 +32,10 @@ fn anoflow_ort_locate_check() -> Result<(), String> {
     anoflow_ort_session::runtime::environment().map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// A stage with its scratch work directory, which is removed when the stage is dropped.
-struct TestStage {
-    harness: StageHarness,
-    _work: ScratchDir,
-}
-
-impl std::ops::Deref for TestStage {
-    type Target = StageHarness;
-    fn deref(&self) -> &StageHarness {
-        &self.harness
-    }
-}
-
-fn stage(params: serde_json::Value) -> StageResult<TestStage> {
+/// A stage with a scratch work directory of its own.
+fn stage(params: serde_json::Value) -> StageResult<StageHarness> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let work = scratch_dir("pointmae-test");
-    let harness = StageHarness::with_dirs::<PointMaeFeatures>(params, &root.join("pipelines"), &work)?;
-    Ok(TestStage { harness, _work: work })
+    StageHarness::with_scratch_work_dir::<PointMaeFeatures>(params, &root.join("pipelines"), "pointmae-test")
 }
 
 /// A 224x224 cloud in metres: a dome (radius 70 px) with a bump, on nothing (background removed);
