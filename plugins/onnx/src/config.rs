@@ -1,16 +1,15 @@
 //! The parameters both stages share (model, input size, normalization, threads, provider),
 //! resolved against the manifest once, when the stage is created.
 
-use std::path::PathBuf;
-
+use anoflow_ort_session::params::{resolve_model, runtime_params, RuntimeParams};
 use anoflow_sdk::prelude::*;
 use serde_json::json;
 
 use crate::{
     error::OnnxError,
-    manifest::{self, ResolvedModel, Size, IMAGENET_MEAN, IMAGENET_STD},
+    manifest::{ResolvedModel, Size, IMAGENET_MEAN, IMAGENET_STD},
     preprocess::Preprocess,
-    session::{OnnxModel, Provider},
+    session::OnnxModel,
 };
 
 /// The shared parameter specs, appended to each stage's descriptor.
@@ -21,36 +20,28 @@ pub fn common_params(desc: StageDescriptor, model_default: Option<&str>) -> Stag
         Some(d) => ParamSpec::string("model", d, model_doc),
         None => ParamSpec::required("model", ParamType::String, model_doc),
     };
-    desc.param(model)
-        .param(ParamSpec::with_default(
-            "input_size",
-            ParamType::Any,
-            json!(null),
-            "model input size, one number (square) or [height, width]; images of another size are resized \
+    runtime_params(
+        desc.param(model)
+            .param(ParamSpec::with_default(
+                "input_size",
+                ParamType::Any,
+                json!(null),
+                "model input size, one number (square) or [height, width]; images of another size are resized \
              (default: the manifest's, else the model's fixed size)",
-        ))
-        .param(ParamSpec::with_default(
-            "mean",
-            ParamType::FloatList,
-            json!(null),
-            "per-channel (RGB) mean after dividing pixels by 255 (default: the manifest's, else ImageNet's)",
-        ))
-        .param(ParamSpec::with_default(
-            "std",
-            ParamType::FloatList,
-            json!(null),
-            "per-channel (RGB) standard deviation (default: the manifest's, else ImageNet's)",
-        ))
-        .param(ParamSpec::int(
-            "threads",
-            0,
-            "ONNX Runtime intra-op threads per inference (0: its default, one per physical core)",
-        ))
-        .param(ParamSpec::choice(
-            "execution_provider",
-            &["cpu", "cuda"],
-            "where ONNX Runtime runs the model; cuda needs the library of the onnxruntime-gpu wheel",
-        ))
+            ))
+            .param(ParamSpec::with_default(
+                "mean",
+                ParamType::FloatList,
+                json!(null),
+                "per-channel (RGB) mean after dividing pixels by 255 (default: the manifest's, else ImageNet's)",
+            ))
+            .param(ParamSpec::with_default(
+                "std",
+                ParamType::FloatList,
+                json!(null),
+                "per-channel (RGB) standard deviation (default: the manifest's, else ImageNet's)",
+            )),
+    )
 }
 
 /// A model opened with its preprocessing.
@@ -77,17 +68,12 @@ fn triple(model: &ResolvedModel, params: &Params, name: &str) -> Result<Option<[
 
 /// Resolves and opens the model named by the params.
 pub fn load(params: &Params, ctx: &CreateContext) -> Result<LoadedModel, StageError> {
-    let spec = params.string("model")?;
-    let base_dir = PathBuf::from(ctx.base_dir.as_str());
-    let cwd: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
-    let resolved = manifest::resolve(&spec, &base_dir, &cwd).map_err(|e| StageError::from(e).context(params.node()))?;
+    let resolved = resolve_model(params, ctx)?;
     let entry = resolved.entry.as_ref().map(|(e, _)| e);
 
-    let provider_name = params.string("execution_provider")?;
-    let provider = Provider::parse(&provider_name)
-        .ok_or_else(|| bad(&resolved, format!("unknown execution_provider `{provider_name}`; expected cpu or cuda")))?;
+    let runtime = RuntimeParams::from_params(params)?;
     let input_name = entry.and_then(|e| e.input.name.as_deref());
-    let model = OnnxModel::open(&resolved.path, &resolved.label(), input_name, params.usize("threads")?, provider)?;
+    let model = OnnxModel::open(&resolved.path, &resolved.label(), input_name, runtime.threads, runtime.provider)?;
 
     let size = if params.has("input_size") {
         let s: Size = params.get("input_size")?;

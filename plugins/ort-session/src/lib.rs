@@ -2,7 +2,7 @@
 //!
 //! What every ONNX plugin shares: ONNX Runtime loaded once per plugin library ([`runtime`]),
 //! a session opened on CPU or CUDA ([`open_session`]), the model manifest (`models/manifest.yaml`,
-//! [`manifest`]) and the errors ([`OnnxError`]). A plain library, not a plugin, so several
+//! [`manifest`]), the params every ONNX stage takes ([`params`]) and the errors ([`OnnxError`]). A plain library, not a plugin, so several
 //! plugin crates can use it (a plugin crate may not depend on another).
 //!
 //! Each plugin library links its own copy of this crate and of `ort`, so each initializes
@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod manifest;
+pub mod params;
 pub mod runtime;
 
 use std::path::Path;

@@ -17,9 +17,7 @@
 pub mod encoder;
 pub mod spread;
 
-use std::path::PathBuf;
-
-use anoflow_ort_session::{manifest, Provider};
+use anoflow_ort_session::params::{resolve_model, runtime_params, RuntimeParams};
 use anoflow_sdk::prelude::*;
 
 use crate::encoder::Encoder;
@@ -34,6 +32,7 @@ pub struct PointMaeFeatures;
 
 impl StagePlugin for PointMaeFeatures {
     fn descriptor() -> StageDescriptor {
+        runtime_params(
         StageDescriptor::map(
             "point-mae-features",
             "Point-MAE features of an organized point cloud (FPS + kNN groups, one ONNX encoder run), spread back to \
@@ -61,16 +60,7 @@ impl StagePlugin for PointMaeFeatures {
         .param(ParamSpec::int("k", 32, "points per group (nearest neighbours of each centre, the centre included)"))
         .param(ParamSpec::int("stride", 8, "pixels per output cell (8 aligns with a stride-8 RGB backbone map)"))
         .param(ParamSpec::int("seed", 0, "mixed with the sample id to pick the first FPS centre"))
-        .param(ParamSpec::int(
-            "threads",
-            0,
-            "ONNX Runtime intra-op threads per inference (0: its default, one per physical core)",
-        ))
-        .param(ParamSpec::choice(
-            "execution_provider",
-            &["cpu", "cuda"],
-            "where ONNX Runtime runs the model; cuda needs the library of the onnxruntime-gpu wheel",
-        ))
+        )
     }
 
     fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -79,17 +69,9 @@ impl StagePlugin for PointMaeFeatures {
         let k = params.positive("k")?;
         let stride = params.positive("stride")?;
         let seed: u64 = params.get("seed")?;
-        let spec = params.string("model")?;
-        let base_dir = PathBuf::from(ctx.base_dir.as_str());
-        let cwd: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
-        let resolved = manifest::resolve(&spec, &base_dir, &cwd).map_err(|e| StageError::from(e).context(&node))?;
-        let provider_name = params.string("execution_provider")?;
-        let provider = Provider::parse(&provider_name).ok_or_else(|| {
-            StageError::invalid_param(format!(
-                "node `{node}`: param `execution_provider`: expected cpu or cuda, found `{provider_name}`"
-            ))
-        })?;
-        let encoder = Encoder::open(&resolved.path, &resolved.label(), params.usize("threads")?, provider)
+        let resolved = resolve_model(params, ctx)?;
+        let runtime = RuntimeParams::from_params(params)?;
+        let encoder = Encoder::open(&resolved.path, &resolved.label(), runtime.threads, runtime.provider)
             .map_err(|e| StageError::from(e).context(&node))?;
         for (name, value, fixed) in [("groups", groups, encoder.fixed_groups), ("k", k, encoder.fixed_k)] {
             if let Some(f) = fixed.filter(|&f| f != value) {
