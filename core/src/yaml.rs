@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::Value as Json;
 use yaml_rust2::{
     parser::{Event, MarkedEventReceiver, Parser},
-    scanner::{Marker, TScalarStyle},
+    scanner::{Marker, ScanError, TScalarStyle},
     Yaml,
 };
 
@@ -211,17 +211,44 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
+/// The byte-order mark some editors put at the start of a UTF-8 file.
+const BOM: char = '\u{feff}';
+
 /// Parses one YAML document. An empty document is `None`.
+///
+/// A leading byte-order mark is skipped. A NUL character is an error (the YAML scanner would
+/// take it for the end of the text and drop everything after it), and so is a second
+/// document after `---` (it would be ignored). The scanner stops at the first syntax error,
+/// so only that one is reported; it carries its line and column.
 pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
+    let text = text.strip_prefix(BOM).unwrap_or(text);
+    if let Some(at) = text.find('\0') {
+        return Err(YamlError {
+            pos: pos_of_byte(text, at),
+            message: "NUL character: a pipeline file is text, and everything after a NUL would be lost".into(),
+        });
+    }
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser
-        .load(&mut builder, false)
-        .map_err(|e| YamlError { pos: Pos::from_marker(*e.marker()), message: e.info().to_string() })?;
+    let syntax = |e: ScanError| YamlError { pos: Pos::from_marker(*e.marker()), message: e.info().to_string() };
+    parser.load(&mut builder, false).map_err(syntax)?;
     if let Some(err) = builder.error {
         return Err(err);
     }
-    Ok(builder.root)
+    match parser.peek().map_err(syntax)? {
+        (Event::StreamEnd, _) => Ok(builder.root),
+        (_, mark) => Err(YamlError {
+            pos: Pos::from_marker(*mark),
+            message: "a second YAML document starts here (after `---`); a pipeline file holds one document".into(),
+        }),
+    }
+}
+
+/// The 1-based line and column (in characters) of byte offset `at` in `text`.
+fn pos_of_byte(text: &str, at: usize) -> Pos {
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Pos { line: before.matches('\n').count() + 1, col: before[line_start..].chars().count() + 1 }
 }
 
 #[cfg(test)]
@@ -264,6 +291,31 @@ mod tests {
         let err = parse(&text).unwrap_err();
         assert!(err.message.contains("aliases expand to more than"), "{err:?}");
         assert!(err.pos.line >= 5, "{err:?}");
+    }
+
+    #[test]
+    fn a_nul_character_is_an_error_at_its_position() {
+        let err = parse("name: v\nnodes:\n  a: { plugin: x }\u{0}\n  b: { plugin: y }\n").unwrap_err();
+        assert_eq!(err.pos, Pos { line: 3, col: 19 }, "{err:?}");
+        assert!(err.message.contains("NUL character"), "{err:?}");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let root = parse("\u{feff}name: v\nnodes: {}\n").unwrap().unwrap();
+        let entries = root.entries().unwrap();
+        assert_eq!(entries[0].0.text, "name");
+        assert_eq!(entries[0].0.pos, Pos { line: 1, col: 1 });
+    }
+
+    #[test]
+    fn a_second_document_is_an_error_at_its_start() {
+        let err = parse("name: v\nnodes: {}\n---\nname: w\n").unwrap_err();
+        assert_eq!(err.pos.line, 3, "{err:?}");
+        assert!(err.message.contains("second YAML document"), "{err:?}");
+        // An explicit start or end marker around the only document is fine.
+        assert!(parse("---\nname: v\n...\n").unwrap().is_some());
+        assert!(parse("name: v\n---\n").is_err(), "an empty second document is still a second document");
     }
 
     #[test]
