@@ -200,7 +200,7 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
     let mut spec = PipelineSpec {
         file: file.to_path_buf(),
         base_dir,
-        name: file.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned()),
+        name: name_from_file(file),
         description: String::new(),
         vars: Map::new(),
         nodes: Vec::new(),
@@ -210,7 +210,10 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
     for (key, value) in entries {
         match key.text.as_str() {
             "name" => match value.as_str() {
-                Some(s) => spec.name = s.to_string(),
+                Some(s) => match run_name_problem(s) {
+                    None => spec.name = s.to_string(),
+                    Some(problem) => d.error(Some(value.pos()), None, problem),
+                },
                 None => {
                     d.error(Some(value.pos()), None, format!("`name` must be a string, found {}", value.kind_name()))
                 }
@@ -346,6 +349,47 @@ fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<Node
                     Some(v.pos()),
                     Some(&id),
                     format!("`fit_scope` must be `category` or `all`, found {}", v.kind_name()),
+/// Longest pipeline `name`: it is one path component of the run directory.
+const MAX_NAME_LEN: usize = 128;
+
+/// Why `name` cannot name the run directory `runs/<name>/`, if it cannot: it must be one
+/// path component of letters, digits, `_`, `-` and `.` (not `.` or `..`), like node ids and
+/// sweep labels, so that a pipeline file cannot make a run write outside `runs/`.
+fn run_name_problem(name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name == "." || name == ".." {
+        "is a relative directory"
+    } else if name.len() > MAX_NAME_LEN {
+        "is too long"
+    } else if !name.chars().all(allowed) {
+        "holds characters other than letters, digits, `_`, `-` and `.`"
+    } else {
+        return None;
+    };
+    let shown: String = name.chars().take(60).flat_map(char::escape_debug).collect();
+    Some(format!(
+        "`name` \"{shown}\" {problem}: it names the run directory runs/<name>/, so it must be one path component \
+         of letters, digits, `_`, `-` and `.` (not `.` or `..`, at most {MAX_NAME_LEN} characters)"
+    ))
+}
+
+/// The run name when the file gives none: its file stem, cleaned as sweep labels are.
+fn name_from_file(file: &Path) -> String {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let cleaned: String = stem
+        .chars()
+        .take(MAX_NAME_LEN)
+        .map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' })
+        .collect();
+    if run_name_problem(&cleaned).is_some() {
+        "pipeline".to_string()
+    } else {
+        cleaned
+    }
+}
+
                 ),
             },
             "cache" => match v {
@@ -636,3 +680,25 @@ nodes:
         assert!(errors("just a string")[0].contains("expected a mapping"));
     }
 }
+    #[test]
+    fn names_that_leave_the_runs_directory_are_refused_at_their_position() {
+        for bad in ["/tmp/x", "../..", "..", ".", "a/b", "", "a\\b", "tab\there"] {
+            let text = format!("name: \"{}\"\nnodes:\n  a: {{ plugin: x }}\n", bad.escape_default());
+            let errs = errors(&text);
+            assert_eq!(errs.len(), 1, "{bad:?}: {errs:#?}");
+            assert!(errs[0].starts_with("p.yaml:1:7: error: `name`"), "{bad:?}: {errs:#?}");
+            assert!(errs[0].contains("one path component"), "{bad:?}: {errs:#?}");
+        }
+        let errs = errors("name: ../../etc\nnodes:\n  a: { plugin: x }\n");
+        assert!(errs[0].starts_with("p.yaml:1:7: error: `name` \"../../etc\""), "{errs:#?}");
+        assert_eq!(parse_ok("name: run-1.v2_x\nnodes:\n  a: { plugin: x }\n", &[]).name, "run-1.v2_x");
+    }
+
+    #[test]
+    fn a_name_from_the_file_stem_is_cleaned() {
+        assert_eq!(name_from_file(Path::new("dir/my pipeline.yaml")), "my_pipeline");
+        assert_eq!(name_from_file(Path::new("..yaml")), "pipeline");
+        assert_eq!(name_from_file(Path::new("/")), "pipeline");
+        assert_eq!(name_from_file(Path::new("a/qc-v2.yaml")), "qc-v2");
+    }
+
