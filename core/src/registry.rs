@@ -23,6 +23,14 @@ pub struct LoadFailure {
     pub reason: String,
 }
 
+/// An entry of a plugin directory that was not loaded, and why (a FIFO named like a plugin,
+/// a library whose name does not follow the plugin naming rule). `anoflow doctor` lists them.
+#[derive(Debug, Clone)]
+pub struct SkippedEntry {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
 /// A loaded plugin library.
 #[derive(Debug, Clone)]
 pub struct Library {
@@ -52,6 +60,7 @@ pub struct Registry {
     pub search_path: Vec<PathBuf>,
     pub libraries: Vec<Arc<Library>>,
     pub failures: Vec<LoadFailure>,
+    pub skipped: Vec<SkippedEntry>,
     pub stages: BTreeMap<String, StageEntry>,
     /// Stage names exported by more than one library: (stage, the libraries' paths).
     pub conflicts: Vec<(String, Vec<PathBuf>)>,
@@ -67,6 +76,53 @@ fn is_plugin_file(name: &str) -> bool {
         ("libanoflow_plugin_", ".so")
     };
     name.starts_with(prefix) && name.ends_with(ext)
+}
+
+/// The plugin naming rule, for messages.
+fn plugin_naming_rule() -> &'static str {
+    if cfg!(target_os = "windows") {
+        "anoflow_plugin_*.dll"
+    } else if cfg!(target_os = "macos") {
+        "libanoflow_plugin_*.dylib"
+    } else {
+        "libanoflow_plugin_*.so"
+    }
+}
+
+/// Whether a file name looks like a shared library of any kind (`libx.so`, `libx.so.1`,
+/// `x.dylib`, `x.dll`).
+fn looks_like_library(name: &str) -> bool {
+    let versioned_so = name
+        .split_once(".so.")
+        .is_some_and(|(_, v)| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    [".so", ".dylib", ".dll"].iter().any(|ext| name.ends_with(ext)) || versioned_so
+}
+
+/// Why an entry that is not a regular file is skipped. Opening a FIFO would block until
+/// something writes to it, so every command would hang: the type is checked (following
+/// symlinks) before a library is opened.
+fn not_regular_reason(ty: &std::fs::FileType) -> String {
+    let what = if ty.is_dir() { "a directory" } else { special_file_kind(ty) };
+    format!("{what}, not a regular file; not opened")
+}
+
+#[cfg(unix)]
+fn special_file_kind(ty: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ty.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ty.is_socket() {
+        "a socket"
+    } else if ty.is_block_device() || ty.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_file_kind(_ty: &std::fs::FileType) -> &'static str {
+    "a special file"
 }
 
 /// The default search path: `--plugins` dirs, then `ANOFLOW_PLUGIN_PATH`, then the
@@ -104,14 +160,25 @@ impl Registry {
                     continue;
                 }
             };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(is_plugin_file))
-                .collect();
-            files.sort();
-            for file in files {
-                reg.load_library(&file);
+            let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            paths.sort();
+            for path in paths {
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+                if !is_plugin_file(name) {
+                    if looks_like_library(name) && path.is_file() {
+                        let reason = format!("does not match the plugin naming rule {}; not loaded", plugin_naming_rule());
+                        reg.skipped.push(SkippedEntry { path, reason });
+                    }
+                    continue;
+                }
+                match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => reg.load_library(&path),
+                    Ok(meta) => {
+                        let reason = not_regular_reason(&meta.file_type());
+                        reg.skipped.push(SkippedEntry { path, reason });
+                    }
+                    Err(e) => reg.failures.push(LoadFailure { path, reason: format!("cannot read it: {e}") }),
+                }
             }
         }
         reg
@@ -199,4 +266,67 @@ fn first_lines(s: &str, n: usize) -> String {
 /// The root-module name abi_stable uses, for messages.
 pub fn root_module_name() -> &'static str {
     PluginModuleRef::NAME
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::mpsc, time::Duration};
+
+    use super::*;
+
+    /// Discovery on another thread, so a test fails instead of hanging when it blocks.
+    fn discover_within(dir: &Path, limit: Duration) -> Registry {
+        let (tx, rx) = mpsc::channel();
+        let dirs = vec![dir.to_path_buf()];
+        std::thread::spawn(move || {
+            let _ = tx.send(Registry::discover(&dirs));
+        });
+        rx.recv_timeout(limit).expect("plugin discovery blocked (did it open a FIFO?)")
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_named_like_a_plugin_is_skipped_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("libanoflow_plugin_fifo.so");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        std::fs::create_dir(dir.path().join("libanoflow_plugin_dir.so")).unwrap();
+        let reg = discover_within(dir.path(), Duration::from_secs(10));
+        let reasons: Vec<(String, String)> = reg
+            .skipped
+            .iter()
+            .map(|s| (s.path.file_name().unwrap().to_string_lossy().into_owned(), s.reason.clone()))
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert_eq!(reasons[0].0, "libanoflow_plugin_dir.so");
+        assert!(reasons[0].1.starts_with("a directory, not a regular file"), "{reasons:?}");
+        assert_eq!(reasons[1].0, "libanoflow_plugin_fifo.so");
+        assert!(reasons[1].1.starts_with("a FIFO (named pipe), not a regular file"), "{reasons:?}");
+        assert!(reg.failures.is_empty() && reg.libraries.is_empty(), "{:?}", reg.failures);
+    }
+
+    #[test]
+    fn libraries_outside_the_naming_rule_are_listed_as_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["libhelper.so", "libonnxruntime.so.1.32.0", "notes.txt", "plugin.so.d"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let reg = discover_within(dir.path(), Duration::from_secs(10));
+        let names: Vec<String> =
+            reg.skipped.iter().map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["libhelper.so", "libonnxruntime.so.1.32.0"]);
+        assert!(reg.skipped[0].reason.contains("does not match the plugin naming rule"), "{:?}", reg.skipped);
+        assert!(reg.failures.is_empty(), "{:?}", reg.failures);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_broken_plugin_symlink_is_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("libanoflow_plugin_gone.so")).unwrap();
+        let reg = discover_within(dir.path(), Duration::from_secs(10));
+        assert_eq!(reg.failures.len(), 1, "{:?}", reg.failures);
+        assert!(reg.failures[0].reason.starts_with("cannot read it"), "{:?}", reg.failures);
+    }
 }

@@ -46,6 +46,12 @@ pub fn report(reg: &Registry) -> (String, bool) {
         let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let _ = writeln!(s, "  CONFLICT stage `{stage}` exported by: {}", list.join(", "));
     }
+    if !reg.skipped.is_empty() {
+        let _ = writeln!(s, "\nskipped on the plugin path:");
+        for entry in &reg.skipped {
+            let _ = writeln!(s, "  SKIP {}: {}", entry.path.display(), entry.reason);
+        }
+    }
     healthy &= runtime_section(&mut s);
     healthy &= models_section(&mut s);
     (s, healthy)
