@@ -151,6 +151,7 @@ fn main() -> ExitCode {
                 eprintln!("error: {e:#}");
             }
             ExitCode::FAILURE
+    restore_default_sigpipe();
         }
     }
 }
@@ -172,6 +173,18 @@ fn parse_cli() -> (Cli, PluginArgs) {
         }
     }
     (Cli::parse_from(rest), PluginArgs { plugins })
+}
+
+/// Lets a closed standard output (`anoflow schema | head`) end the process quietly, as it
+/// does other command-line tools, instead of every `println!` panicking with "Broken pipe":
+/// the Rust runtime ignores SIGPIPE, this puts the default action back.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Runs one checked pipeline into `opts.out_dir`, with its bookkeeping files.
