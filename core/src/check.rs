@@ -17,6 +17,7 @@ use petgraph::{
 use serde_json::{Map, Value as Json};
 
 use crate::{
+    calibration_plan::{self, CalibrationPlan},
     diag::{Diagnostics, PipelineErrors},
     registry::{Registry, StageEntry},
     spec::PipelineSpec,
@@ -63,6 +64,8 @@ pub struct CheckedPipeline {
     pub nodes: Vec<CheckedNode>,
     /// Index of the source node.
     pub source: usize,
+    /// The `calibrate:` section, resolved.
+    pub calibration: Option<CalibrationPlan>,
 }
 
 impl CheckedPipeline {
@@ -365,7 +368,11 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
         nodes[position[to]].inputs.push(Edge { from: position[from], from_port, to_port });
     }
     let source = nodes.iter().position(|n| n.kind() == StageKind::Source).unwrap_or(0);
-    Ok(CheckedPipeline { spec, nodes, source })
+    let calibration = calibration_plan::resolve(&spec, &nodes, &mut d);
+    if !d.is_empty() {
+        return Err(PipelineErrors(d.into_vec()));
+    }
+    Ok(CheckedPipeline { spec, nodes, source, calibration })
 }
 
 /// Map and fitted stages whose outputs are small (score maps, masks, scalars) are cached by

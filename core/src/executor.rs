@@ -31,6 +31,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{check::CheckedPipeline, codec, fsutil::write_atomic};
 
+mod calibrate;
+pub use calibrate::{markdown as calibration_markdown, CalibrationReport};
+
 /// Set by the Ctrl-C handler; the executor stops between chunks, so every file written so
 /// far is complete (all writes are atomic) and the report says where the run stopped.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -100,6 +103,9 @@ pub struct RunSummary {
     pub nodes: Vec<NodeStats>,
     pub failures: Vec<RunError>,
     pub sinks: Vec<SinkResult>,
+    /// What the `calibrate:` phase chose per category, when the pipeline has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationReport>,
 }
 
 /// The stage instance a group of samples goes to, and the samples (index in chunk, input).
@@ -144,6 +150,16 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
     for pass in fit_passes(p) {
         runner.fit(&pass)?;
     }
+    let calibration = match &p.calibration {
+        Some(plan) => {
+            let report = runner.calibrate(plan)?;
+            let path = opts.out_dir.join("calibration.md");
+            write_atomic(&path, calibrate::markdown(&report, true).as_bytes())
+                .map_err(|e| setup_err(format!("cannot write {}: {e}", path.display())))?;
+            Some(report)
+        }
+        None => None,
+    };
     let test_samples = runner.test()?;
     runner.save_sink_states()?;
     let sinks = runner.finish_sinks()?;
@@ -157,6 +173,7 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
         nodes: runner.stats.iter().map(|s| s.lock().map(|s| s.clone()).unwrap_or_default()).collect(),
         failures: runner.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         sinks,
+        calibration,
     };
     Ok(summary)
 }
@@ -872,6 +889,7 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
         nodes: Vec::new(),
         failures: Vec::new(),
         sinks,
+        calibration: None,
     })
 }
 
@@ -903,10 +921,21 @@ fn fit_passes(p: &CheckedPipeline) -> Vec<Vec<usize>> {
 }
 
 fn create_stage(p: &CheckedPipeline, n: usize, opts: &RunOptions) -> Result<StageBox, RunError> {
+    create_stage_with(p, n, &p.nodes[n].params, opts)
+}
+
+/// Creates the stage of node `n` with `params` in place of its checked ones (calibration
+/// candidates).
+fn create_stage_with(
+    p: &CheckedPipeline,
+    n: usize,
+    params: &serde_json::Map<String, serde_json::Value>,
+    opts: &RunOptions,
+) -> Result<StageBox, RunError> {
     let node = &p.nodes[n];
     let ctx = CreateContext {
         node_id: node.id.as_str().into(),
-        params_json: serde_json::Value::Object(node.params.clone()).to_string().into(),
+        params_json: serde_json::Value::Object(params.clone()).to_string().into(),
         base_dir: p.spec.base_dir.to_string_lossy().as_ref().into(),
         work_dir: opts.out_dir.join(&node.id).to_string_lossy().as_ref().into(),
         threads: opts.threads as u32,

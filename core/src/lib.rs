@@ -3,6 +3,7 @@
 //! The host side of anoflow: pipeline files ([`spec`]), plugin discovery ([`registry`]),
 //! the checked graph ([`check`]), the executor ([`executor`]) and the run report.
 
+pub mod calibration_plan;
 pub mod check;
 pub mod cli_support;
 pub mod codec;

@@ -206,6 +206,9 @@ fn run_one(checked: &CheckedPipeline, reg: &Registry, opts: &RunOptions) -> Resu
 fn finish_run(summaries: &[executor::RunSummary]) -> ExitCode {
     let mut failed = 0;
     for summary in summaries {
+        if let Some(c) = &summary.calibration {
+            println!("{}\n", executor::calibration_markdown(c, false).trim_end().replacen("# Calibration", "## calibration", 1));
+        }
         for sink in &summary.sinks {
             if !sink.markdown.trim().is_empty() {
                 println!("## {}\n\n{}\n", sink.node, sink.markdown.trim_end());

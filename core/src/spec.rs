@@ -15,7 +15,8 @@ use crate::{
     yaml::{self, Node, Pos},
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "vars", "nodes", "sweep"];
+const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "vars", "nodes", "sweep", "calibrate"];
+const CALIBRATE_KEYS: &[&str] = &["defects", "variants", "max_samples", "min_images", "max_good_fp_area", "search"];
 const NODE_KEYS: &[&str] = &["plugin", "fit", "fit_scope", "with", "inputs", "cache", "doc"];
 
 /// `node.port` (or `node.port[label]` is not accepted here: edges name whole ports).
@@ -68,6 +69,57 @@ pub struct PipelineSpec {
     pub vars: Map<String, Json>,
     pub nodes: Vec<NodeSpec>,
     pub sweep: Vec<SweepAxis>,
+    pub calibrate: Option<CalibrateSpec>,
+}
+
+/// `calibrate:`: per category, binarizer params chosen on the clean validation images with
+/// synthetic defects pasted into them (the executor's calibration phase).
+#[derive(Debug, Clone)]
+pub struct CalibrateSpec {
+    pub pos: Pos,
+    /// The node that makes defect images; what its `image` input reads is what they replace.
+    pub defects: Option<(String, Pos)>,
+    /// Defect images made from each clean validation image.
+    pub variants: usize,
+    /// At most this many defect images per category.
+    pub max_samples: usize,
+    /// Fewer clean validation images than this in a category: no calibration there (the
+    /// params as written are used, and the results say so).
+    pub min_images: usize,
+    /// A candidate may mark at most this share of the clean validation images' pixels.
+    pub max_good_fp_area: f64,
+    /// Searched in the order written; each group scores the `mask` of its target node.
+    pub groups: Vec<CalibrationGroup>,
+}
+
+/// One calibration: the node whose `mask` is scored and the params searched for it.
+#[derive(Debug, Clone)]
+pub struct CalibrationGroup {
+    pub target: String,
+    pub pos: Pos,
+    pub axes: Vec<SweepAxis>,
+}
+
+impl CalibrateSpec {
+    fn to_json(&self) -> Json {
+        let search: Map<String, Json> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let axes: Map<String, Json> =
+                    g.axes.iter().map(|a| (a.path.clone(), Json::Array(a.values.clone()))).collect();
+                (g.target.clone(), Json::Object(axes))
+            })
+            .collect();
+        serde_json::json!({
+            "defects": self.defects.as_ref().map(|(d, _)| d.clone()),
+            "variants": self.variants,
+            "max_samples": self.max_samples,
+            "min_images": self.min_images,
+            "max_good_fp_area": self.max_good_fp_area,
+            "search": search,
+        })
+    }
 }
 
 impl PipelineSpec {
@@ -113,7 +165,12 @@ impl PipelineSpec {
                 (n.id.clone(), Json::Object(m))
             })
             .collect();
-        serde_json::json!({ "name": self.name, "description": self.description, "vars": self.vars, "nodes": nodes })
+        let mut out =
+            serde_json::json!({ "name": self.name, "description": self.description, "vars": self.vars, "nodes": nodes });
+        if let (Some(c), Json::Object(m)) = (&self.calibrate, &mut out) {
+            m.insert("calibrate".into(), c.to_json());
+        }
+        out
     }
 }
 
@@ -205,6 +262,7 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
         vars: Map::new(),
         nodes: Vec::new(),
         sweep: Vec::new(),
+        calibrate: None,
     };
     let mut nodes_node = None;
     for (key, value) in entries {
@@ -226,6 +284,7 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
             },
             "nodes" => nodes_node = Some(value),
             "sweep" => spec.sweep = parse_sweep(value, &mut d),
+            "calibrate" => spec.calibrate = parse_calibrate(value, &mut d),
             other => {
                 let hint = did_you_mean(other, TOP_LEVEL_KEYS.iter().copied())
                     .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
@@ -304,6 +363,78 @@ fn parse_sweep(value: &Node, d: &mut Diagnostics) -> Vec<SweepAxis> {
         }
     }
     axes
+}
+
+fn parse_calibrate(value: &Node, d: &mut Diagnostics) -> Option<CalibrateSpec> {
+    let Some(entries) = value.entries() else {
+        d.error(Some(value.pos()), None, format!("`calibrate` must be a mapping, found {}", value.kind_name()));
+        return None;
+    };
+    let mut spec = CalibrateSpec {
+        pos: value.pos(),
+        defects: None,
+        variants: 4,
+        max_samples: 160,
+        min_images: 3,
+        max_good_fp_area: 0.01,
+        groups: Vec::new(),
+    };
+    let count = |v: &Node, key: &str, min: u64, d: &mut Diagnostics| match v.to_json().as_u64() {
+        Some(n) if n >= min => Some(n as usize),
+        _ => {
+            d.error(Some(v.pos()), None, format!("calibrate `{key}`: expected a whole number >= {min}, found {}", describe_node(v)));
+            None
+        }
+    };
+    for (key, v) in entries {
+        match key.text.as_str() {
+            "defects" => match v.as_str() {
+                Some(id) => spec.defects = Some((id.to_string(), v.pos())),
+                None => d.error(Some(v.pos()), None, "calibrate `defects`: expected the id of a node that makes defect images"),
+            },
+            "variants" => spec.variants = count(v, "variants", 1, d).unwrap_or(spec.variants),
+            "max_samples" => spec.max_samples = count(v, "max_samples", 1, d).unwrap_or(spec.max_samples),
+            "min_images" => spec.min_images = count(v, "min_images", 1, d).unwrap_or(spec.min_images),
+            "max_good_fp_area" => match v.to_json().as_f64() {
+                Some(x) if (0.0..=1.0).contains(&x) => spec.max_good_fp_area = x,
+                _ => d.error(
+                    Some(v.pos()),
+                    None,
+                    format!("calibrate `max_good_fp_area`: expected a share of pixels in [0, 1], found {}", describe_node(v)),
+                ),
+            },
+            "search" => match v.entries() {
+                Some(groups) if !groups.is_empty() => {
+                    for (target, axes) in groups {
+                        let axes = parse_sweep(axes, d);
+                        spec.groups.push(CalibrationGroup { target: target.text.clone(), pos: target.pos, axes });
+                    }
+                }
+                _ => d.error(
+                    Some(v.pos()),
+                    None,
+                    "calibrate `search`: expected a mapping from a node whose `mask` is scored to its searched params, \
+                     e.g. `thr: { thr.k: [2, 3, 4] }`",
+                ),
+            },
+            other => {
+                let hint = did_you_mean(other, CALIBRATE_KEYS.iter().copied())
+                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                d.error(
+                    Some(key.pos),
+                    None,
+                    format!("unknown calibrate key `{other}`{hint}; expected one of: {}", CALIBRATE_KEYS.join(", ")),
+                );
+            }
+        }
+    }
+    if spec.defects.is_none() {
+        d.error(Some(spec.pos), None, "calibrate: missing `defects: <node>`, the node that pastes synthetic defects");
+    }
+    if spec.groups.is_empty() {
+        d.error(Some(spec.pos), None, "calibrate: missing `search`: nothing to calibrate");
+    }
+    Some(spec)
 }
 
 fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<NodeSpec> {

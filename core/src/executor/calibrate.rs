@@ -1,0 +1,612 @@
+//! The calibration phase: per category, binarizer params chosen on the clean validation images
+//! with synthetic defects pasted into them, never on test data.
+//!
+//! After the fit passes, for each category:
+//! 1. the clean images of the calibration split and `variants` defect images made from them
+//!    (the `defects` node's `image` stands in for the output it reads) go through everything
+//!    upstream of the searched nodes once; only the values the searched nodes read are kept;
+//! 2. for each search group in the order written, every candidate (a combination of the axes'
+//!    values) re-creates the group's nodes with those params, re-fits its fitted ones on the
+//!    clean images, and maps every calibration sample;
+//! 3. the candidate with the best pooled F1 of the target's `mask` against the defects' masks,
+//!    among those marking at most `max_good_fp_area` of the clean images' pixels, is kept: its
+//!    instances serve that category in the test phase, and its outputs feed later groups.
+//!
+//! Categories with too few clean images, maps that cannot tell candidates apart, or no
+//! candidate under the false-positive bound fall back or are flagged, and the report says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anoflow_sdk::value::{Mask, Value, LABEL_ANOMALOUS};
+use serde_json::{Map, Value as Json};
+
+use super::*;
+use crate::calibration_plan::{CalibrationPlan, SearchGroup};
+
+/// What calibration chose, and why: kept in `run.json` and written as `calibration.md`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CalibrationReport {
+    pub seconds: f64,
+    pub objective: String,
+    pub groups: Vec<GroupReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    /// The node whose mask was scored.
+    pub target: String,
+    pub categories: Vec<CategoryChoice>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryChoice {
+    pub category: String,
+    pub clean_images: usize,
+    pub defect_images: usize,
+    /// `node.param` -> the value used in the test phase.
+    pub chosen: Map<String, Json>,
+    /// Index into `candidates` of the chosen one; `None` when the params as written are used.
+    pub chosen_index: Option<usize>,
+    /// Why calibration did not (fully) apply here; `None` when it did.
+    pub flag: Option<String>,
+    pub candidates: Vec<CandidateScore>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateScore {
+    pub params: Map<String, Json>,
+    /// Pooled pixel F1 of the target mask against the defects' masks.
+    pub f1: f64,
+    pub precision: f64,
+    pub recall: f64,
+    /// Share of the clean images' pixels the mask marks.
+    pub good_fp_area: f64,
+    /// Whether `good_fp_area` is within the bound.
+    pub feasible: bool,
+}
+
+/// Pixel counts of one candidate over the calibration samples.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    tp: u64,
+    fp: u64,
+    fn_: u64,
+    good_fp: u64,
+    good_pixels: u64,
+}
+
+impl Counts {
+    fn score(&self, params: Map<String, Json>, bound: f64) -> CandidateScore {
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let good_fp_area = ratio(self.good_fp, self.good_pixels);
+        CandidateScore {
+            params,
+            f1: ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn_),
+            precision: ratio(self.tp, self.tp + self.fp),
+            recall: ratio(self.tp, self.tp + self.fn_),
+            good_fp_area,
+            feasible: good_fp_area <= bound,
+        }
+    }
+}
+
+/// The calibration samples of one category, with the values the searched nodes read.
+struct CategorySamples {
+    clean: Vec<Slot>,
+    defect: Vec<Slot>,
+}
+
+impl<'a> Runner<'a> {
+    /// Runs the calibration phase; afterwards every searched node has one instance per category.
+    pub(super) fn calibrate(&mut self, plan: &CalibrationPlan) -> Result<CalibrationReport, RunError> {
+        let started = Instant::now();
+        let phase = format!("calibrate on {}", plan.split);
+        let searched: BTreeSet<usize> = plan.groups.iter().flat_map(|g| g.nodes.iter().copied()).collect();
+        let upstream: Vec<usize> = searched
+            .iter()
+            .flat_map(|&n| self.p.ancestors(n))
+            .filter(|n| !searched.contains(n))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut keep: BTreeSet<usize> = searched
+            .iter()
+            .flat_map(|&n| self.p.nodes[n].inputs.iter().map(|e| e.from))
+            .filter(|n| !searched.contains(n))
+            .collect();
+        keep.insert(plan.defects);
+
+        let mut by_category: BTreeMap<String, Vec<SampleMeta>> = BTreeMap::new();
+        for m in self.list(&plan.split)? {
+            by_category.entry(m.category.to_string()).or_default().push(m);
+        }
+        let mut report = CalibrationReport {
+            objective: format!(
+                "pooled pixel F1 of the target's mask on synthetic defect images, among candidates marking at most {} \
+                 of the clean {} images' pixels",
+                plan.max_good_fp_area, plan.split
+            ),
+            groups: plan
+                .groups
+                .iter()
+                .map(|g| GroupReport { target: self.p.nodes[g.target].id.clone(), categories: Vec::new() })
+                .collect(),
+            ..Default::default()
+        };
+        let mut choices: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (category, clean) in &by_category {
+            let cat_phase = format!("{phase} [{category}]");
+            let mut samples = if clean.len() < plan.min_images {
+                None
+            } else {
+                Some(self.calibration_samples(plan, &cat_phase, category, clean, &upstream, &keep)?)
+            };
+            for (g, group) in plan.groups.iter().enumerate() {
+                let choice = match samples.as_mut() {
+                    Some(samples) => self.search(plan, group, &cat_phase, category, samples)?,
+                    None => {
+                        let flag = format!(
+                            "only {} clean {} image(s), fewer than min_images {}: the params as written are used",
+                            clean.len(),
+                            plan.split,
+                            plan.min_images
+                        );
+                        eprintln!("warning: calibration of `{}` [{category}]: {flag}", self.p.nodes[group.target].id);
+                        self.use_written_params(group, category)?;
+                        CategoryChoice {
+                            category: category.clone(),
+                            clean_images: clean.len(),
+                            defect_images: 0,
+                            chosen: written_params(self.p, group),
+                            chosen_index: None,
+                            flag: Some(flag),
+                            candidates: Vec::new(),
+                        }
+                    }
+                };
+                for &n in &group.nodes {
+                    choices.entry(n).or_default().push(format!("{category}={}", Json::Object(choice.chosen.clone())));
+                }
+                report.groups[g].categories.push(choice);
+            }
+        }
+        // The choices are part of each searched node's signature, so cached outputs of an
+        // earlier calibration (or none) are never served for this one.
+        for (n, lines) in choices {
+            let mut h = Sha256::new();
+            h.update(self.fit_keys[n].as_deref().unwrap_or_default().as_bytes());
+            h.update(lines.join("\n").as_bytes());
+            self.fit_keys[n] = Some(hex::encode(h.finalize()));
+            self.with_stats(n, |s| s.fit_state = Some("calibrated".into()));
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// The clean images of one category and the defect images made from them, carried through
+    /// everything upstream of the searched nodes; only the values in `keep` are kept.
+    fn calibration_samples(
+        &self,
+        plan: &CalibrationPlan,
+        phase: &str,
+        category: &str,
+        clean: &[SampleMeta],
+        upstream: &[usize],
+        keep: &BTreeSet<usize>,
+    ) -> Result<CategorySamples, RunError> {
+        let searched: Vec<usize> = plan.groups.iter().flat_map(|g| g.nodes.iter().copied()).collect();
+        let in_flight = self.opts.in_flight.max(1);
+        let prune = |slot: &mut Slot| {
+            for (n, out) in slot.outputs.iter_mut().enumerate() {
+                if !keep.contains(&n) {
+                    out.clear();
+                }
+            }
+        };
+        let mut clean_slots = Vec::with_capacity(clean.len());
+        for group in clean.chunks(in_flight) {
+            self.check_interrupt(phase, clean_slots.len(), clean.len())?;
+            let mut chunk = self.new_chunk(group);
+            self.compute(phase, upstream, &searched, &mut chunk)?;
+            for mut slot in chunk.into_iter().filter(|s| !s.failed) {
+                prune(&mut slot);
+                clean_slots.push(slot);
+            }
+        }
+
+        // Defect images: the sample id names the clean image, the variant and the defects
+        // node's signature, so the node-output cache never mixes them with other defects.
+        let (r, r_port) = (plan.replaces.0, plan.replaces.1.as_str());
+        let tag = hex::encode(&Sha256::digest(self.signature(plan.defects).as_bytes())[..4]);
+        let mut pairs: Vec<(SampleMeta, SampleMeta)> = Vec::new();
+        for k in 0..plan.variants {
+            for m in clean {
+                let mut d = m.clone();
+                d.id = format!("{}#defect{k}~{tag}", m.id).into();
+                d.split = "calibration".into();
+                d.defect = "synthetic".into();
+                d.label = LABEL_ANOMALOUS;
+                pairs.push((m.clone(), d));
+            }
+        }
+        pairs.truncate(plan.max_samples);
+        let mut before_replace = self.p.ancestors(r);
+        before_replace.push(r);
+        let after_replace: Vec<usize> = upstream.iter().copied().filter(|n| !before_replace.contains(n)).collect();
+        let defects_stage = self.per_category[plan.defects].get(category).ok_or_else(|| {
+            self.err(phase, plan.defects, None, format!("no fitted instance for category `{category}`"))
+        })?;
+        let mut defect_slots = Vec::with_capacity(pairs.len());
+        for group in pairs.chunks(in_flight) {
+            self.check_interrupt(phase, defect_slots.len(), pairs.len())?;
+            let originals: Vec<SampleMeta> = group.iter().map(|(m, _)| m.clone()).collect();
+            let mut chunk = self.new_chunk(&originals);
+            self.compute(phase, &before_replace, &[plan.defects], &mut chunk)?;
+            let mut batch = self.consumer_batch(phase, plan.defects, &mut chunk)?;
+            let live: Vec<usize> = (0..chunk.len()).filter(|&i| !chunk[i].failed).collect();
+            for (input, &i) in batch.iter_mut().zip(&live) {
+                input.meta = group[i].1.clone();
+            }
+            let t0 = Instant::now();
+            let results = defects_stage.process(batch).into_vec();
+            self.with_stats(plan.defects, |s| {
+                s.samples += results.len() as u64;
+                s.busy_seconds += t0.elapsed().as_secs_f64();
+            });
+            for (&i, result) in live.iter().zip(results) {
+                let slot = &mut chunk[i];
+                slot.meta = group[i].1.clone();
+                let outputs = match result.into_result() {
+                    Ok(values) => values.into_vec(),
+                    Err(e) => {
+                        self.sample_failed(phase, plan.defects, slot, e.to_string())?;
+                        continue;
+                    }
+                };
+                if let Err(msg) = self.check_outputs(plan.defects, &outputs) {
+                    self.sample_failed(phase, plan.defects, slot, msg)?;
+                    continue;
+                }
+                let Some(image) = outputs.iter().find(|pv| pv.port == "image").map(|pv| pv.value.clone()) else {
+                    self.sample_failed(phase, plan.defects, slot, "the stage produced no `image`".into())?;
+                    continue;
+                };
+                for pv in slot.outputs[r].iter_mut().filter(|pv| pv.port == r_port) {
+                    pv.value = image.clone();
+                }
+                slot.outputs[plan.defects] = outputs;
+            }
+            self.compute(phase, &after_replace, &searched, &mut chunk)?;
+            for mut slot in chunk.into_iter().filter(|s| !s.failed) {
+                prune(&mut slot);
+                defect_slots.push(slot);
+            }
+        }
+        Ok(CategorySamples { clean: clean_slots, defect: defect_slots })
+    }
+
+    /// Tries every candidate of `group` on one category's samples and keeps the best.
+    fn search(
+        &mut self,
+        plan: &CalibrationPlan,
+        group: &SearchGroup,
+        phase: &str,
+        category: &str,
+        samples: &mut CategorySamples,
+    ) -> Result<CategoryChoice, RunError> {
+        let target = self.p.nodes[group.target].id.clone();
+        let candidates = group.candidates();
+        let bar = progress_bar(self.opts, candidates.len(), format!("calibrate {target} [{category}]"));
+        let mut scores = Vec::with_capacity(candidates.len());
+        let mut best: Option<(usize, Vec<StageBox>, Vec<Vec<Vec<PortValue>>>)> = None;
+        for (c, candidate) in candidates.iter().enumerate() {
+            self.check_interrupt(phase, c, candidates.len())?;
+            let (instances, outputs) = self.try_candidate(phase, group, candidate, samples)?;
+            let counts = self.count(plan, group, samples, &outputs);
+            let score = counts.score(candidate_params(self.p, candidate), plan.max_good_fp_area);
+            let better = match &best {
+                None => true,
+                Some((b, ..)) => ranks_above(&score, &scores[*b]),
+            };
+            scores.push(score);
+            if better {
+                best = Some((c, instances, outputs));
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let Some((chosen, instances, outputs)) = best else {
+            return Err(self.err(phase, group.target, None, "the search has no candidate"));
+        };
+        let mut flag = None;
+        let first = &scores[0];
+        if scores.iter().all(|s| s.f1 == first.f1 && s.good_fp_area == first.good_fp_area) {
+            let constant = self.constant_score_inputs(group, samples);
+            let why = if constant.is_empty() {
+                "every candidate scores the same on the synthetic defects".to_string()
+            } else {
+                format!("the score maps of {} are constant", constant.join(", "))
+            };
+            flag = Some(format!("{why}: the params as written are used"));
+        } else if !scores[chosen].feasible {
+            flag = Some(format!(
+                "no candidate kept the clean images' false-positive area within {}: the one marking the least was chosen",
+                plan.max_good_fp_area
+            ));
+        }
+        if let Some(f) = &flag {
+            eprintln!("warning: calibration of `{target}` [{category}]: {f}");
+        }
+        let written = flag.as_deref().is_some_and(|f| f.ends_with("the params as written are used"));
+        let choice = CategoryChoice {
+            category: category.to_string(),
+            clean_images: samples.clean.len(),
+            defect_images: samples.defect.len(),
+            chosen: if written { written_params(self.p, group) } else { scores[chosen].params.clone() },
+            chosen_index: (!written).then_some(chosen),
+            flag,
+            candidates: scores,
+        };
+        if written {
+            self.use_written_params(group, category)?;
+            // Later groups read what the written params produce.
+            let candidate: Vec<(usize, String, Json)> = Vec::new();
+            let (_, outputs) = self.try_candidate(phase, group, &candidate, samples)?;
+            store_outputs(group, samples, outputs);
+        } else {
+            for (&n, stage) in group.nodes.iter().zip(instances) {
+                self.per_category[n].insert(category.to_string(), stage);
+            }
+            store_outputs(group, samples, outputs);
+        }
+        Ok(choice)
+    }
+
+    /// Creates the group's nodes with one candidate's params, fits the fitted ones on the clean
+    /// samples, and maps every sample. Returns the instances and, per sample (clean first),
+    /// each group node's outputs.
+    #[allow(clippy::type_complexity)]
+    fn try_candidate(
+        &self,
+        phase: &str,
+        group: &SearchGroup,
+        candidate: &[(usize, String, Json)],
+        samples: &mut CategorySamples,
+    ) -> Result<(Vec<StageBox>, Vec<Vec<Vec<PortValue>>>), RunError> {
+        let mut instances = Vec::with_capacity(group.nodes.len());
+        for &n in &group.nodes {
+            let mut params = self.p.nodes[n].params.clone();
+            for (_, param, value) in candidate.iter().filter(|(m, ..)| *m == n) {
+                params.insert(param.clone(), value.clone());
+            }
+            let mut stage = create_stage_with(self.p, n, &params, self.opts)?;
+            if self.p.nodes[n].kind() == StageKind::Fitted {
+                let batch = self.consumer_batch(phase, n, &mut samples.clean)?;
+                stage.fit_observe(batch).into_result().map_err(|e| self.err(phase, n, None, e.to_string()))?;
+                stage.fit_finish().into_result().map_err(|e| self.err(phase, n, None, e.to_string()))?;
+            }
+            for slots in [&mut samples.clean, &mut samples.defect] {
+                self.map_all(phase, n, &stage, slots)?;
+            }
+            instances.push(stage);
+        }
+        let outputs = samples
+            .clean
+            .iter_mut()
+            .chain(samples.defect.iter_mut())
+            .map(|slot| group.nodes.iter().map(|&n| std::mem::take(&mut slot.outputs[n])).collect())
+            .collect();
+        Ok((instances, outputs))
+    }
+
+    /// Maps every live slot through `stage` (node `n`), in parallel batches.
+    fn map_all(&self, phase: &str, n: usize, stage: &StageBox, slots: &mut [Slot]) -> Result<(), RunError> {
+        let batch = self.batch_size(n);
+        let mut work: Vec<(usize, SampleInput)> = Vec::new();
+        for (i, slot) in slots.iter_mut().enumerate().filter(|(_, s)| !s.failed) {
+            match self.gather(n, slot) {
+                Ok(inputs) => work.push((i, SampleInput { meta: slot.meta.clone(), inputs: inputs.into() })),
+                Err(msg) => self.sample_failed(phase, n, slot, msg)?,
+            }
+        }
+        let t = Instant::now();
+        let results: Vec<(Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>)> = work
+            .par_chunks(batch)
+            .map(|group| {
+                let idx = group.iter().map(|(i, _)| *i).collect();
+                let input: RVec<SampleInput> = group.iter().map(|(_, s)| s.clone()).collect();
+                (idx, stage.process(input).into_vec())
+            })
+            .collect();
+        self.with_stats(n, |s| s.busy_seconds += t.elapsed().as_secs_f64());
+        for (idx, outs) in results {
+            if outs.len() != idx.len() {
+                return Err(self.err(
+                    phase,
+                    n,
+                    None,
+                    format!("the stage returned {} results for {} samples", outs.len(), idx.len()),
+                ));
+            }
+            for (i, out) in idx.into_iter().zip(outs) {
+                let slot = &mut slots[i];
+                match out.into_result() {
+                    Ok(values) => match self.check_outputs(n, &values) {
+                        Ok(()) => slot.outputs[n] = values.into_vec(),
+                        Err(msg) => self.sample_failed(phase, n, slot, msg)?,
+                    },
+                    Err(e) => self.sample_failed(phase, n, slot, e.to_string())?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pixel counts of the target's mask: against the defects' masks on defect samples, and
+    /// marked pixels on clean ones. Samples that failed count as nothing found.
+    fn count(
+        &self,
+        plan: &CalibrationPlan,
+        group: &SearchGroup,
+        samples: &CategorySamples,
+        outputs: &[Vec<Vec<PortValue>>],
+    ) -> Counts {
+        let t = group.nodes.iter().position(|&n| n == group.target).unwrap_or(group.nodes.len() - 1);
+        let mask_of = |values: &[PortValue]| -> Option<Mask> {
+            values.iter().find(|pv| pv.port == "mask").and_then(|pv| match &pv.value {
+                Value::Mask(m) => Some(m.clone()),
+                _ => None,
+            })
+        };
+        let mut counts = Counts::default();
+        for (slot, out) in samples.clean.iter().zip(outputs) {
+            if let Some(m) = mask_of(&out[t]) {
+                counts.good_fp += m.data().iter().map(|&v| u64::from(v)).sum::<u64>();
+                counts.good_pixels += m.data().len() as u64;
+            } else if !slot.failed {
+                counts.good_pixels += 1;
+            }
+        }
+        for (slot, out) in samples.defect.iter().zip(&outputs[samples.clean.len()..]) {
+            let Some(gt) = mask_of(&slot.outputs[plan.defects]) else { continue };
+            match mask_of(&out[t]) {
+                Some(m) if m.data().len() == gt.data().len() => {
+                    for (&p, &g) in m.data().iter().zip(gt.data()) {
+                        match (p != 0, g != 0) {
+                            (true, true) => counts.tp += 1,
+                            (true, false) => counts.fp += 1,
+                            (false, true) => counts.fn_ += 1,
+                            (false, false) => {}
+                        }
+                    }
+                }
+                _ => counts.fn_ += gt.data().iter().map(|&v| u64::from(v)).sum::<u64>(),
+            }
+        }
+        counts
+    }
+
+    /// Nodes feeding the group whose score maps hold one value over every calibration sample.
+    fn constant_score_inputs(&self, group: &SearchGroup, samples: &CategorySamples) -> Vec<String> {
+        let feeding: BTreeSet<usize> = group
+            .nodes
+            .iter()
+            .flat_map(|&n| self.p.nodes[n].inputs.iter().map(|e| e.from))
+            .filter(|n| !group.nodes.contains(n))
+            .collect();
+        feeding
+            .into_iter()
+            .filter(|&n| {
+                let mut range: Option<(f32, f32)> = None;
+                let mut any = false;
+                for slot in samples.clean.iter().chain(&samples.defect) {
+                    for pv in &slot.outputs[n] {
+                        if let Value::ScoreMap(m) = &pv.value {
+                            any = true;
+                            for &v in m.data() {
+                                let (lo, hi) = range.get_or_insert((v, v));
+                                *lo = lo.min(v);
+                                *hi = hi.max(v);
+                            }
+                        }
+                    }
+                }
+                any && range.is_some_and(|(lo, hi)| lo == hi)
+            })
+            .map(|n| format!("`{}`", self.p.nodes[n].id))
+            .collect()
+    }
+
+    /// The group's nodes serve `category` with the params as written (already fitted
+    /// instances of fitted nodes stay).
+    fn use_written_params(&mut self, group: &SearchGroup, category: &str) -> Result<(), RunError> {
+        for &n in &group.nodes {
+            if self.p.nodes[n].kind() != StageKind::Fitted {
+                let stage = create_stage(self.p, n, self.opts)?;
+                self.per_category[n].insert(category.to_string(), stage);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Puts a group's outputs back into the samples, for the groups after it.
+fn store_outputs(group: &SearchGroup, samples: &mut CategorySamples, outputs: Vec<Vec<Vec<PortValue>>>) {
+    for (slot, values) in samples.clean.iter_mut().chain(samples.defect.iter_mut()).zip(outputs) {
+        for (&n, v) in group.nodes.iter().zip(values) {
+            slot.outputs[n] = v;
+        }
+    }
+}
+
+/// Whether `a` beats `b`: feasible first, then higher F1; among infeasible ones, less area.
+/// Ties keep the earlier candidate.
+fn ranks_above(a: &CandidateScore, b: &CandidateScore) -> bool {
+    match (a.feasible, b.feasible) {
+        (true, false) => true,
+        (false, true) => false,
+        (true, true) => a.f1 > b.f1,
+        (false, false) => a.good_fp_area < b.good_fp_area || (a.good_fp_area == b.good_fp_area && a.f1 > b.f1),
+    }
+}
+
+fn candidate_params(p: &CheckedPipeline, candidate: &[(usize, String, Json)]) -> Map<String, Json> {
+    candidate.iter().map(|(n, param, v)| (format!("{}.{param}", p.nodes[*n].id), v.clone())).collect()
+}
+
+fn written_params(p: &CheckedPipeline, group: &SearchGroup) -> Map<String, Json> {
+    group
+        .axes
+        .iter()
+        .map(|(n, param, _)| {
+            (format!("{}.{param}", p.nodes[*n].id), p.nodes[*n].params.get(param).cloned().unwrap_or(Json::Null))
+        })
+        .collect()
+}
+
+/// The report as Markdown: per group, the chosen params per category and, with
+/// `every_candidate`, each candidate's objective.
+pub fn markdown(report: &CalibrationReport, every_candidate: bool) -> String {
+    let mut out = format!("# Calibration\n\nObjective: {}.\n", report.objective);
+    for g in &report.groups {
+        out.push_str(&format!("\n## `{}`\n\n| category | clean | defect images | chosen | F1 | good FP area | note |\n|---|---:|---:|---|---:|---:|---|\n", g.target));
+        for c in &g.categories {
+            let chosen: Vec<String> = c.chosen.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let (f1, fp) =
+                c.chosen_index.and_then(|i| c.candidates.get(i)).map_or(("-".to_string(), "-".to_string()), |s| {
+                    (format!("{:.3}", s.f1), format!("{:.4}", s.good_fp_area))
+                });
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {f1} | {fp} | {} |\n",
+                c.category,
+                c.clean_images,
+                c.defect_images,
+                chosen.join(", "),
+                c.flag.as_deref().unwrap_or("")
+            ));
+        }
+        for c in g.categories.iter().filter(|_| every_candidate) {
+            if c.candidates.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(
+                "\n<details><summary>{}: every candidate</summary>\n\n| params | F1 | precision | recall | good FP area | within bound |\n|---|---:|---:|---:|---:|---|\n",
+                c.category
+            ));
+            for s in &c.candidates {
+                let params: Vec<String> = s.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.push_str(&format!(
+                    "| {} | {:.3} | {:.3} | {:.3} | {:.4} | {} |\n",
+                    params.join(", "),
+                    s.f1,
+                    s.precision,
+                    s.recall,
+                    s.good_fp_area,
+                    if s.feasible { "yes" } else { "no" }
+                ));
+            }
+            out.push_str("\n</details>\n");
+        }
+    }
+    out
+}
