@@ -23,7 +23,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "anoflow",
     version,
     about = "Anomaly detection & segmentation pipelines as DAGs of plugin stages",
-    after_help = "Every command takes `--plugins DIR` (repeatable) to choose where plugin libraries are loaded from."
+    after_help = "Every command takes `--plugins DIR` (repeatable) to choose where plugin libraries are loaded from, \
+                  and `--onnxruntime FILE` to name ONNX Runtime's library (as ORT_DYLIB_PATH does)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +37,8 @@ struct Cli {
 struct PluginArgs {
     plugins: Vec<PathBuf>,
 }
+    /// `--onnxruntime FILE`: ONNX Runtime's library, passed on as ORT_DYLIB_PATH.
+    onnxruntime: Option<PathBuf>,
 
 #[derive(Args, Clone)]
 struct PipelineArgs {
@@ -150,6 +153,15 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {e:#}");
             }
+    if let Some(file) = &plugin_args.onnxruntime {
+        if !file.is_file() {
+            eprintln!("error: --onnxruntime {}: not a file; name a libonnxruntime.so.1.X.Y", file.display());
+            return ExitCode::from(2);
+        }
+        // Plugins run in this process and find the runtime through ORT_DYLIB_PATH; no other
+        // thread exists yet.
+        std::env::set_var(anoflow_ort_locate::ENV_VAR, file);
+    }
             ExitCode::FAILURE
     restore_default_sigpipe();
         }
@@ -162,7 +174,11 @@ fn parse_cli() -> (Cli, PluginArgs) {
     let mut rest = Vec::new();
     let mut args = std::env::args_os();
     while let Some(a) = args.next() {
-        if a == "--plugins" {
+        if a == "--onnxruntime" {
+            onnxruntime = args.next().map(PathBuf::from);
+        } else if let Some(file) = a.to_str().and_then(|s| s.strip_prefix("--onnxruntime=")) {
+            onnxruntime = Some(PathBuf::from(file));
+        } else if a == "--plugins" {
             if let Some(dir) = args.next() {
                 plugins.push(PathBuf::from(dir));
             }
@@ -172,12 +188,13 @@ fn parse_cli() -> (Cli, PluginArgs) {
             rest.push(a);
         }
     }
-    (Cli::parse_from(rest), PluginArgs { plugins })
+    (Cli::parse_from(rest), PluginArgs { plugins, onnxruntime })
 }
 
 /// Lets a closed standard output (`anoflow schema | head`) end the process quietly, as it
 /// does other command-line tools, instead of every `println!` panicking with "Broken pipe":
 /// the Rust runtime ignores SIGPIPE, this puts the default action back.
+    let mut onnxruntime = None;
 fn restore_default_sigpipe() {
     #[cfg(unix)]
     // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid

@@ -1,10 +1,19 @@
 //! Finds ONNX Runtime's shared library for the `load-dynamic` build of `ort`, in this order:
 //!
-//! 1. the file named by `ORT_DYLIB_PATH`;
-//! 2. `<project>/.cache/onnxruntime/libonnxruntime.so*`, where `<project>` is the current
-//!    directory, the executable's directory, or any of their ancestors (what
+//! 1. the file named by `ORT_DYLIB_PATH` (`anoflow --onnxruntime PATH` sets it);
+//! 2. the installation's own directories, relative to the executable, never to the working
+//!    directory: the executable's directory, its `../lib`, and when the executable lies in a
+//!    checkout's `target/` (`target/release`, `target/release/deps`,
+//!    `target/<triple>/release`), that checkout's `.cache/onnxruntime/` (what
 //!    `tools/fetch_onnxruntime.sh` prepares);
-//! 3. the library inside an installed `onnxruntime` Python package (`onnxruntime/capi/`).
+//! 3. the library inside an installed `onnxruntime` Python package (`onnxruntime/capi/`),
+//!    asked of the first `python3` on an absolute `PATH` entry, run outside the working
+//!    directory so that a package planted there is not found.
+//!
+//! Loading a library runs its constructors, so the search never looks at the working
+//! directory or its ancestors: a downloaded bundle or a shared `/tmp` carrying a
+//! `.cache/onnxruntime/libonnxruntime.so.*` must not get its code run by a pipeline started
+//! inside it.
 //!
 //! The version is read from the versioned file name (`libonnxruntime.so.1.32.0`) and checked
 //! against [`MIN_VERSION`], the oldest runtime the `ort` build's API level supports. Every error
@@ -42,19 +51,26 @@ impl fmt::Display for Version {
     }
 }
 
-/// Where a library was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a library was found: the rule that chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FoundBy {
     EnvVar,
-    ProjectCache,
+    /// `libonnxruntime.so*` next to the executable.
+    ExeDir,
+    /// The executable's `../lib`.
+    ExeLibDir,
+    /// `<checkout>/.cache/onnxruntime`, the executable being in `<checkout>/target/...`.
+    CheckoutCache,
     PythonPackage,
 }
 
 impl fmt::Display for FoundBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            FoundBy::EnvVar => "ORT_DYLIB_PATH",
-            FoundBy::ProjectCache => "the project's .cache/onnxruntime",
+            FoundBy::EnvVar => "ORT_DYLIB_PATH (or --onnxruntime)",
+            FoundBy::ExeDir => "the executable's directory",
+            FoundBy::ExeLibDir => "the executable's ../lib directory",
+            FoundBy::CheckoutCache => "the .cache/onnxruntime of the checkout the executable was built in",
             FoundBy::PythonPackage => "the installed onnxruntime Python package",
         })
     }
@@ -95,31 +111,47 @@ pub fn version_from_file_name(path: &Path) -> Option<Version> {
 }
 
 /// What [`locate_with`] looks at; [`Probe::from_environment`] fills it from the process.
+/// There is deliberately no working directory in it.
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
     pub env_path: Option<OsString>,
-    /// Directories whose ancestors are searched for `.cache/onnxruntime/`.
-    pub start_dirs: Vec<PathBuf>,
+    /// The directory of the running executable (plugins run inside `anoflow`, so it is
+    /// `anoflow`'s).
+    pub exe_dir: Option<PathBuf>,
     /// The Python interpreter to ask for an installed onnxruntime package (None: do not ask).
     pub python: Option<PathBuf>,
 }
 
 impl Probe {
     pub fn from_environment() -> Self {
-        let mut start_dirs = Vec::new();
-        if let Ok(cwd) = std::env::current_dir() {
-            start_dirs.push(cwd);
-        }
-        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-            start_dirs.push(dir);
-        }
-        Self { env_path: std::env::var_os(ENV_VAR), start_dirs, python: Some(PathBuf::from("python3")) }
+        let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+        Self { env_path: std::env::var_os(ENV_VAR), exe_dir, python: find_on_path("python3") }
     }
 }
 
 /// Finds the runtime library as this process sees it.
 pub fn locate() -> Result<RuntimeLibrary, LocateError> {
     locate_with(&Probe::from_environment())
+}
+
+/// The installation's own directories for an executable in `exe_dir`, with the rule of each,
+/// in the order they are searched.
+pub fn installation_dirs(exe_dir: &Path) -> Vec<(PathBuf, FoundBy)> {
+    let mut dirs = vec![(exe_dir.to_path_buf(), FoundBy::ExeDir)];
+    if let Some(parent) = exe_dir.parent() {
+        dirs.push((parent.join("lib"), FoundBy::ExeLibDir));
+    }
+    // target/release, target/release/deps (test binaries), target/<triple>/release.
+    let checkout = exe_dir
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .find(|d| d.file_name().is_some_and(|n| n == "target"))
+        .and_then(Path::parent);
+    if let Some(root) = checkout {
+        dirs.push((root.join(".cache").join("onnxruntime"), FoundBy::CheckoutCache));
+    }
+    dirs
 }
 
 /// Finds the runtime library from an explicit probe (tests build their own).
@@ -132,17 +164,14 @@ pub fn locate_with(probe: &Probe) -> Result<RuntimeLibrary, LocateError> {
         return checked(path, FoundBy::EnvVar);
     }
     let mut searched = vec![format!("{ENV_VAR} (not set)")];
-    for start in &probe.start_dirs {
-        for dir in start.ancestors() {
-            let cache = dir.join(".cache").join("onnxruntime");
-            if let Some(lib) = newest_library_in(&cache) {
-                return checked(lib, FoundBy::ProjectCache);
-            }
+    for (dir, rule) in probe.exe_dir.as_deref().map(installation_dirs).unwrap_or_default() {
+        if let Some(lib) = newest_library_in(&dir) {
+            return checked(lib, rule);
         }
-        searched.push(format!("{}/.cache/onnxruntime and its ancestors'", start.display()));
+        searched.push(dir.display().to_string());
     }
-    if let Some(python) = &probe.python {
-        match python_package_dir(python) {
+    match &probe.python {
+        Some(python) => match python_package_dir(python) {
             Some(dir) => {
                 let capi = dir.join("capi");
                 if let Some(lib) = newest_library_in(&capi) {
@@ -151,7 +180,8 @@ pub fn locate_with(probe: &Probe) -> Result<RuntimeLibrary, LocateError> {
                 searched.push(format!("{}", capi.display()));
             }
             None => searched.push(format!("`{}`: no onnxruntime package", python.display())),
-        }
+        },
+        None => searched.push("no python3 on PATH".to_string()),
     }
     Err(LocateError::NotFound { searched })
 }
@@ -181,11 +211,25 @@ fn newest_library_in(dir: &Path) -> Option<PathBuf> {
         .max_by_key(|p| version_from_file_name(p))
 }
 
-/// The directory of the `onnxruntime` Python package, found without importing it.
+/// The first `program` in an absolute `PATH` entry (an empty or relative entry would mean
+/// the working directory).
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).filter(|d| d.is_absolute()).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// The directory of the `onnxruntime` Python package, found without importing it. Python
+/// puts the working directory first on `sys.path` for `-c`: it is removed, and the
+/// interpreter runs in `/`, so a package in the working directory is never the one found.
 fn python_package_dir(python: &Path) -> Option<PathBuf> {
-    let script = "import importlib.util as u; s = u.find_spec('onnxruntime'); \
+    python_package_dir_from(python, Path::new("/"))
+}
+
+fn python_package_dir_from(python: &Path, run_dir: &Path) -> Option<PathBuf> {
+    let script = "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; \
+                  import importlib.util as u; s = u.find_spec('onnxruntime'); \
                   print(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')";
-    let out = Command::new(python).args(["-c", script]).output().ok()?;
+    let out = Command::new(python).args(["-c", script]).current_dir(run_dir).output().ok()?;
     let dir = String::from_utf8(out.stdout).ok()?.trim().to_string();
     (out.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
 }
@@ -208,28 +252,76 @@ mod tests {
         assert_eq!(v("libother.so.1.2.3"), None);
     }
 
+    /// A checkout with the binary in target/release and its own runtime in .cache/onnxruntime.
+    fn checkout(root: &Path, version: &str) -> PathBuf {
+        touch(&root.join(format!(".cache/onnxruntime/libonnxruntime.so.{version}")));
+        let exe_dir = root.join("target/release");
+        std::fs::create_dir_all(&exe_dir).unwrap();
+        exe_dir
+    }
+
+    fn probe(exe_dir: &Path) -> Probe {
+        Probe { env_path: None, exe_dir: Some(exe_dir.to_path_buf()), python: None }
+    }
+
     #[test]
-    fn finds_the_newest_library_in_an_ancestors_cache() {
+    fn finds_the_newest_library_in_the_checkouts_cache() {
         let root = tempfile::tempdir().unwrap();
+        let exe_dir = checkout(root.path(), "1.32.0");
         touch(&root.path().join(".cache/onnxruntime/libonnxruntime.so.1.22.0"));
-        touch(&root.path().join(".cache/onnxruntime/libonnxruntime.so.1.32.0"));
-        let deep = root.path().join("a/b/c");
-        std::fs::create_dir_all(&deep).unwrap();
-        let probe = Probe { env_path: None, start_dirs: vec![deep], python: None };
-        let lib = locate_with(&probe).unwrap();
-        assert_eq!(lib.found_by, FoundBy::ProjectCache);
+        let lib = locate_with(&probe(&exe_dir)).unwrap();
+        assert_eq!(lib.found_by, FoundBy::CheckoutCache);
         assert_eq!(lib.path, root.path().join(".cache/onnxruntime/libonnxruntime.so.1.32.0"));
         assert_eq!(lib.version.unwrap().to_string(), "1.32.0");
+        // Test binaries live one level deeper, in target/release/deps.
+        let deps = exe_dir.join("deps");
+        std::fs::create_dir_all(&deps).unwrap();
+        assert_eq!(locate_with(&probe(&deps)).unwrap().found_by, FoundBy::CheckoutCache);
+    }
+
+    #[test]
+    fn next_to_the_executable_and_its_lib_directory_come_first() {
+        let root = tempfile::tempdir().unwrap();
+        let exe_dir = checkout(root.path(), "1.32.0");
+        touch(&root.path().join("target/lib/libonnxruntime.so.1.21.0"));
+        let lib = locate_with(&probe(&exe_dir)).unwrap();
+        assert_eq!((lib.found_by, lib.version.unwrap().to_string()), (FoundBy::ExeLibDir, "1.21.0".into()));
+        touch(&exe_dir.join("libonnxruntime.so.1.20.0"));
+        let lib = locate_with(&probe(&exe_dir)).unwrap();
+        assert_eq!((lib.found_by, lib.version.unwrap().to_string()), (FoundBy::ExeDir, "1.20.0".into()));
+    }
+
+    /// A library planted in `.cache/onnxruntime` of the working directory or of any of its
+    /// ancestors (a downloaded bundle, a shared /tmp) is never chosen: the search starts from
+    /// the executable, and an executable outside a checkout has no cache at all.
+    #[test]
+    fn a_library_planted_above_the_working_directory_is_never_chosen() {
+        let shared = tempfile::tempdir().unwrap();
+        touch(&shared.path().join(".cache/onnxruntime/libonnxruntime.so.1.99.0"));
+        let cwd = shared.path().join("bundle/work");
+        std::fs::create_dir_all(&cwd).unwrap();
+        touch(&cwd.join(".cache/onnxruntime/libonnxruntime.so.1.99.0"));
+
+        // The installed binary has its own runtime: that one is chosen.
+        let install = tempfile::tempdir().unwrap();
+        let exe_dir = checkout(install.path(), "1.32.0");
+        let lib = locate_with(&probe(&exe_dir)).unwrap();
+        assert_eq!(lib.path, install.path().join(".cache/onnxruntime/libonnxruntime.so.1.32.0"));
+
+        // An executable installed under the shared directory, outside any target/: nothing.
+        let bin = shared.path().join("bundle/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let err = locate_with(&probe(&bin)).unwrap_err();
+        assert!(matches!(err, LocateError::NotFound { .. }), "{err}");
     }
 
     #[test]
     fn env_var_wins_and_must_exist() {
         let root = tempfile::tempdir().unwrap();
-        touch(&root.path().join(".cache/onnxruntime/libonnxruntime.so.1.32.0"));
+        let exe_dir = checkout(root.path(), "1.32.0");
         let explicit = root.path().join("elsewhere/libonnxruntime.so.1.21.0");
         touch(&explicit);
-        let mut probe =
-            Probe { env_path: Some(explicit.clone().into()), start_dirs: vec![root.path().into()], python: None };
+        let mut probe = Probe { env_path: Some(explicit.clone().into()), ..probe(&exe_dir) };
         let lib = locate_with(&probe).unwrap();
         assert_eq!((lib.path, lib.found_by), (explicit, FoundBy::EnvVar));
 
@@ -242,9 +334,8 @@ mod tests {
     #[test]
     fn too_old_says_which_version_is_needed() {
         let root = tempfile::tempdir().unwrap();
-        touch(&root.path().join(".cache/onnxruntime/libonnxruntime.so.1.16.3"));
-        let probe = Probe { env_path: None, start_dirs: vec![root.path().into()], python: None };
-        let err = locate_with(&probe).unwrap_err().to_string();
+        let exe_dir = checkout(root.path(), "1.16.3");
+        let err = locate_with(&probe(&exe_dir)).unwrap_err().to_string();
         assert!(err.contains("ONNX Runtime 1.16.3"), "{err}");
         assert!(err.contains("version 1.20.0 or newer is needed"), "{err}");
         assert!(err.contains("tools/fetch_onnxruntime.sh"), "{err}");
@@ -253,15 +344,26 @@ mod tests {
     #[test]
     fn nothing_found_lists_where_it_looked_and_how_to_fix() {
         let root = tempfile::tempdir().unwrap();
-        let probe = Probe {
-            env_path: None,
-            start_dirs: vec![root.path().into()],
-            python: Some(PathBuf::from("/nonexistent/python3")),
-        };
+        let exe_dir = root.path().join("target/release");
+        std::fs::create_dir_all(&exe_dir).unwrap();
+        let probe = Probe { python: Some(PathBuf::from("/nonexistent/python3")), ..probe(&exe_dir) };
         let err = locate_with(&probe).unwrap_err().to_string();
         assert!(err.contains("was not found"), "{err}");
         assert!(err.contains(&format!("{}/.cache/onnxruntime", root.path().display())), "{err}");
+        assert!(err.contains(&format!("{}", exe_dir.display())), "{err}");
         assert!(err.contains("no onnxruntime package"), "{err}");
         assert!(err.contains("pip install onnxruntime"), "{err}");
+    }
+
+    /// `python3 -c` puts the working directory first on sys.path: a fake `onnxruntime`
+    /// package there must not be what the search finds.
+    #[test]
+    fn the_python_probe_ignores_a_package_in_the_working_directory() {
+        let Some(python) = find_on_path("python3") else { return };
+        let planted = tempfile::tempdir().unwrap();
+        touch(&planted.path().join("onnxruntime/__init__.py"));
+        touch(&planted.path().join("onnxruntime/capi/libonnxruntime.so.1.99.0"));
+        let found = python_package_dir_from(&python, planted.path());
+        assert!(found.as_deref().is_none_or(|d| !d.starts_with(planted.path())), "{found:?}");
     }
 }
