@@ -3,17 +3,25 @@
 //!
 //! - `threshold-mean-std`: global mean + k * std over every validation pixel (THR, k = 3);
 //! - `threshold-pixelwise`: per-pixel mean + k * std map (all maps the same size);
-//! - `threshold-percentile`: a percentile of all validation pixels;
+//! - `threshold-percentile`: a percentile of all validation pixels, times a factor (the VAND
+//!   4.0 challenge winner's rule is the 95th percentile x 1.421);
 //! - `threshold-max`: the validation maximum;
 //! - `threshold-oracle`: the F1-optimal global threshold chosen WITH the ground truth of the
 //!   split it is fitted on (normally test). It is an upper bound for global thresholds, not a
 //!   deployable method, and says ORACLE in its summary, its ports and its `note` output.
 //!
+//! - `mebin` (map, [`mebin`]): MEBin's per-image stable-component threshold.
+//!
 //! Statistics are exact: per-map two-pass mean and squared deviations in f64, merged across
-//! maps with Chan's formula (order-independent up to rounding).
+//! maps with Chan's formula (order-independent up to rounding); the percentile is taken over
+//! every pooled fit-split pixel (no histogram).
+
+pub mod mebin;
 
 use anoflow_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
+
+pub use mebin::Mebin;
 
 /// Count, mean and sum of squared deviations of a set of values (f64).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -141,6 +149,7 @@ struct GlobalStage {
     rule: GlobalRule,
     k: f64,
     p: f64,
+    factor: f64,
     moments: Moments,
     values: Vec<f32>,
     max: f32,
@@ -149,10 +158,19 @@ struct GlobalStage {
 
 impl GlobalStage {
     fn new(params: &Params, rule: GlobalRule) -> StageResult<Self> {
-        let (mut k, mut p) = (0.0, 0.0);
+        let (mut k, mut p, mut factor) = (0.0, 0.0, 1.0);
         match rule {
             GlobalRule::MeanStd => k = params.f64("k")?,
-            GlobalRule::Percentile => p = params.f64_in("percentile", 0.0, 100.0)?,
+            GlobalRule::Percentile => {
+                p = params.f64_in("percentile", 0.0, 100.0)?;
+                factor = params.f64("factor")?;
+                if factor <= 0.0 {
+                    return Err(StageError::invalid_param(format!(
+                        "node `{}`: param `factor`: expected a number > 0, found {factor}",
+                        params.node()
+                    )));
+                }
+            }
             GlobalRule::Max => {}
         }
         Ok(Self {
@@ -160,6 +178,7 @@ impl GlobalStage {
             rule,
             k,
             p,
+            factor,
             moments: Moments::default(),
             values: Vec::new(),
             max: f32::NEG_INFINITY,
@@ -201,7 +220,7 @@ impl Fitted for GlobalStage {
         }
         self.threshold = Some(match self.rule {
             GlobalRule::MeanStd => self.moments.mean + self.k * self.moments.std(),
-            GlobalRule::Percentile => percentile(&mut self.values, self.p),
+            GlobalRule::Percentile => percentile(&mut self.values, self.p) * self.factor,
             GlobalRule::Max => f64::from(self.max),
         });
         self.values = Vec::new();
@@ -250,10 +269,19 @@ impl StagePlugin for ThresholdMeanStd {
 pub struct ThresholdPercentile;
 impl StagePlugin for ThresholdPercentile {
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted("threshold-percentile", "one threshold = a percentile of every fit-split pixel score")
-            .input("score", ValueKind::ScoreMap, "anomaly score map")
-            .output("mask", ValueKind::Mask, "score > threshold")
-            .param(ParamSpec::float("percentile", 99.0, "percentile (0-100), linear interpolation"))
+        StageDescriptor::fitted(
+            "threshold-percentile",
+            "one threshold = a percentile of every fit-split pixel score (exact, over all pooled pixels), times a \
+             factor",
+        )
+        .input("score", ValueKind::ScoreMap, "anomaly score map")
+        .output("mask", ValueKind::Mask, "score > threshold")
+        .param(ParamSpec::float("percentile", 99.0, "percentile (0-100), linear interpolation"))
+        .param(ParamSpec::float(
+            "factor",
+            1.0,
+            "the threshold is percentile x factor (> 0); e.g. percentile 95, factor 1.421 (VAND 4.0 winner)",
+        ))
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
         Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::Percentile)?)))
@@ -495,7 +523,7 @@ impl StagePlugin for ThresholdFixed {
 }
 
 anoflow_sdk::export_plugin! {
-    stages: [ThresholdMeanStd, ThresholdPixelwise, ThresholdPercentile, ThresholdMax, ThresholdOracle, ThresholdFixed]
+    stages: [ThresholdMeanStd, ThresholdPixelwise, ThresholdPercentile, ThresholdMax, ThresholdOracle, ThresholdFixed, Mebin]
 }
 
 #[cfg(test)]
@@ -576,6 +604,30 @@ mod tests {
         hot[7] = *all.last().unwrap() + 0.5;
         let hot = ScoreMap::new(224, 224, hot).unwrap();
         assert_eq!(mask_of(&h, &hot).iter().filter(|&&v| v == 1).count(), 1);
+    }
+
+    #[test]
+    fn percentile_times_factor() {
+        let maps: Vec<ScoreMap> = (0..3).map(map).collect();
+        let threshold = |h: &StageHarness| -> f64 {
+            let state: serde_json::Value = serde_json::from_slice(&h.save_state().unwrap()).unwrap();
+            state["threshold"].as_f64().unwrap()
+        };
+        let plain = fit::<ThresholdPercentile>(json!({"percentile": 95}), &maps);
+        let scaled = fit::<ThresholdPercentile>(json!({"percentile": 95, "factor": 1.421}), &maps);
+        assert!((threshold(&scaled) - 1.421 * threshold(&plain)).abs() < 1e-12);
+        // Masks are `score > percentile x factor`, pixel by pixel.
+        let tighter = fit::<ThresholdPercentile>(json!({"percentile": 95, "factor": 1.1}), &maps);
+        let t = 1.1 * threshold(&plain);
+        let probe = map(42);
+        let mask = mask_of(&tighter, &probe);
+        assert!(mask.iter().zip(probe.data()).all(|(&m, &v)| m == u8::from(f64::from(v) > t)));
+        let marked = mask.iter().filter(|&&m| m == 1).count();
+        assert!(marked > 0 && marked < mask.len() / 20, "{marked} pixels above 1.1 x p95");
+        for bad in [json!({"factor": 0}), json!({"factor": -1.5})] {
+            let err = StageHarness::new::<ThresholdPercentile>(bad).err().unwrap();
+            assert!(err.message.contains("param `factor`") && err.message.contains("> 0"), "{err}");
+        }
     }
 
     #[test]
