@@ -4,9 +4,13 @@
 //!   and optionally smooths the mask edge guided by the image (a joint-bilateral vote);
 //! - `gate-mask` (fitted, on nominal validation data): an empty mask when the image score lies
 //!   within the nominal range learned on validation, the mask unchanged otherwise. The
-//!   paper's protocol scores anomalous test images only; users also see good ones.
+//!   paper's protocol scores anomalous test images only; users also see good ones;
+//! - `select-mask` (map, [`select`]): one of several masks, picked by the edge it arrives on.
 
 pub mod morphology;
+pub mod select;
+
+pub use select::SelectMask;
 
 use anoflow_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -232,7 +236,7 @@ impl Fitted for GateMaskStage {
     }
 }
 
-anoflow_sdk::export_plugin! { stages: [MaskRefine, GateMask] }
+anoflow_sdk::export_plugin! { stages: [MaskRefine, GateMask, SelectMask] }
 
 #[cfg(test)]
 mod tests {
