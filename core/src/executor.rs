@@ -19,7 +19,7 @@ use std::{
 
 use abi_stable::std_types::{RResult, RString, RVec};
 use anoflow_sdk::{
-    abi::{CreateContext, FinishContext, SinkReport, StageBox},
+    abi::{CreateContext, FinishContext, InputEdge, SinkReport, StageBox},
     descriptor::StageKind,
     error::StageError,
     value::{PortValue, SampleInput, SampleMeta},
@@ -980,3 +980,15 @@ mod tests {
         assert!(decode_state(b"junk").is_none());
     }
 }
+        inputs: node
+            .inputs
+            .iter()
+            .map(|e| {
+                let from = &p.nodes[e.from];
+                InputEdge {
+                    port: e.to_port.as_str().into(),
+                    source: format!("{}.{}", from.id, e.from_port).into(),
+                    labelled: from.stage.descriptor.output_port(&e.from_port).is_some_and(|o| o.multiple),
+                }
+            })
+            .collect(),

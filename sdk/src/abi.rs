@@ -23,7 +23,9 @@ use abi_stable::{
 use crate::{descriptor::StageDescriptor, error::StageError, value::PortValue, value::SampleInput, value::SampleMeta};
 
 /// Version of the host/plugin calling interface (root module, stage trait, contexts).
-pub const SDK_ABI_VERSION: u32 = 1;
+/// 2: param ranges in `ParamSpec`, the rejected input in `StageError`, the input edges in
+/// `CreateContext`.
+pub const SDK_ABI_VERSION: u32 = 2;
 /// Version of the data contract (the value types that flow between stages).
 pub const DATA_CONTRACT_VERSION: u32 = 1;
 /// Name of the plain C symbol carrying [`AbiVersions`].
@@ -51,6 +53,30 @@ pub struct CreateContext {
     pub work_dir: RString,
     /// Worker threads the host runs; a stage may size its own pools from it.
     pub threads: u32,
+    /// Every edge into the node, in pipeline order. A sink that reports per source can list
+    /// a source even when some sample (or every sample) arrives without its value.
+    pub inputs: RVec<InputEdge>,
+}
+
+/// An edge into a node, as [`CreateContext::inputs`] lists it.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct InputEdge {
+    /// The node's input port, e.g. `masks`.
+    pub port: RString,
+    /// The edge as a sample names its value: `node.port`.
+    pub source: RString,
+    /// The producing port carries several labelled values per sample, named
+    /// `node.port[label]`, so the labels are only known from the samples.
+    pub labelled: bool,
+}
+
+impl CreateContext {
+    /// The edges into `port`, in pipeline order.
+    pub fn edges(&self, port: &str) -> impl Iterator<Item = &InputEdge> + '_ {
+        let port = port.to_string();
+        self.inputs.iter().filter(move |e| e.port == port.as_str())
+    }
 }
 
 /// What the host tells a sink when the run is over.

@@ -119,6 +119,15 @@ impl ParamType {
     }
 }
 
+/// One end of the range a numeric parameter must lie in.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq)]
+pub struct Bound {
+    pub value: f64,
+    /// The bound itself is outside the range (`> value` rather than `>= value`).
+    pub exclusive: bool,
+}
+
 /// A parameter of a stage.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
@@ -127,9 +136,28 @@ pub struct ParamSpec {
     pub ty: ParamType,
     /// The default as JSON text; `RNone` means the parameter is required.
     pub default: ROption<RString>,
-    /// For string parameters: the allowed values (empty: any string).
+    /// For string parameters (and each element of a string list): the allowed values
+    /// (empty: any string).
     pub choices: RVec<RString>,
+    /// For numeric parameters (and each element of a number list): the smallest value allowed.
+    pub minimum: ROption<Bound>,
+    /// For numeric parameters (and each element of a number list): the largest value allowed.
+    pub maximum: ROption<Bound>,
     pub doc: RString,
+}
+
+/// A bound as text: integral values without a fraction (`0`, not `0.0`).
+fn number_text(v: f64) -> String {
+    format!("{v}")
+}
+
+/// A bound as a JSON number: integral values as integers.
+fn number_json(v: f64) -> serde_json::Value {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        serde_json::Value::from(v as i64)
+    } else {
+        serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    }
 }
 
 impl ParamSpec {
@@ -139,6 +167,8 @@ impl ParamSpec {
             ty,
             default: default.map(|d| RString::from(d.to_string())).into(),
             choices: RVec::new(),
+            minimum: ROption::RNone,
+            maximum: ROption::RNone,
             doc: doc.into(),
         }
     }
@@ -168,6 +198,88 @@ impl ParamSpec {
         let mut p = Self::string(name, choices.first().copied().unwrap_or_default(), doc);
         p.choices = choices.iter().map(|c| RString::from(*c)).collect();
         p
+    }
+
+    /// Values must be `>= min` (for a number list: each element).
+    pub fn min(mut self, min: f64) -> Self {
+        self.minimum = ROption::RSome(Bound { value: min, exclusive: false });
+        self
+    }
+    /// Values must be `> min` (for a number list: each element).
+    pub fn above(mut self, min: f64) -> Self {
+        self.minimum = ROption::RSome(Bound { value: min, exclusive: true });
+        self
+    }
+    /// Values must be `<= max` (for a number list: each element).
+    pub fn max(mut self, max: f64) -> Self {
+        self.maximum = ROption::RSome(Bound { value: max, exclusive: false });
+        self
+    }
+    /// Values must be `< max` (for a number list: each element).
+    pub fn below(mut self, max: f64) -> Self {
+        self.maximum = ROption::RSome(Bound { value: max, exclusive: true });
+        self
+    }
+    /// Values must lie in `[min, max]`.
+    pub fn range(self, min: f64, max: f64) -> Self {
+        self.min(min).max(max)
+    }
+    /// Restricts a string (or each element of a string list) to `choices`, keeping the default.
+    pub fn one_of(mut self, choices: &[&str]) -> Self {
+        self.choices = choices.iter().map(|c| RString::from(*c)).collect();
+        self
+    }
+
+    /// The numeric range as text (`>= 0`, `in (0, 1]`), if the parameter has one.
+    pub fn range_text(&self) -> Option<String> {
+        let min = self.minimum.into_option();
+        let max = self.maximum.into_option();
+        match (min, max) {
+            (None, None) => None,
+            (Some(lo), None) => Some(format!("{} {}", if lo.exclusive { ">" } else { ">=" }, number_text(lo.value))),
+            (None, Some(hi)) => Some(format!("{} {}", if hi.exclusive { "<" } else { "<=" }, number_text(hi.value))),
+            (Some(lo), Some(hi)) => Some(format!(
+                "in {}{}, {}{}",
+                if lo.exclusive { "(" } else { "[" },
+                number_text(lo.value),
+                number_text(hi.value),
+                if hi.exclusive { ")" } else { "]" }
+            )),
+        }
+    }
+
+    /// Whether a number lies within the declared range.
+    pub fn in_range(&self, v: f64) -> bool {
+        let above_min = self.minimum.into_option().is_none_or(|b| if b.exclusive { v > b.value } else { v >= b.value });
+        let below_max = self.maximum.into_option().is_none_or(|b| if b.exclusive { v < b.value } else { v <= b.value });
+        above_min && below_max
+    }
+
+    /// The JSON Schema of the parameter's values: its type, with the declared range
+    /// (`minimum`, `exclusiveMinimum`, ...) and choices (`enum`), on the list's items for a list.
+    pub fn json_schema(&self) -> serde_json::Value {
+        let mut schema = self.ty.json_schema();
+        let mut constraints = serde_json::Map::new();
+        if let Some(b) = self.minimum.into_option() {
+            let key = if b.exclusive { "exclusiveMinimum" } else { "minimum" };
+            constraints.insert(key.into(), number_json(b.value));
+        }
+        if let Some(b) = self.maximum.into_option() {
+            let key = if b.exclusive { "exclusiveMaximum" } else { "maximum" };
+            constraints.insert(key.into(), number_json(b.value));
+        }
+        if !self.choices.is_empty() {
+            let choices = self.choices.iter().map(|c| serde_json::Value::String(c.to_string())).collect();
+            constraints.insert("enum".into(), serde_json::Value::Array(choices));
+        }
+        let target = match self.ty {
+            ParamType::IntList | ParamType::FloatList | ParamType::StringList => schema.get_mut("items"),
+            _ => Some(&mut schema),
+        };
+        if let Some(serde_json::Value::Object(m)) = target {
+            m.extend(constraints);
+        }
+        schema
     }
 
     pub fn default_value(&self) -> Option<serde_json::Value> {

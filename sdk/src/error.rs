@@ -40,11 +40,20 @@ impl ErrorKind {
 pub struct StageError {
     pub kind: ErrorKind,
     pub message: RString,
+    /// The input edge (`node.port`, as [`crate::stage::Sample::all`] names it) whose value the
+    /// stage cannot use, when the error is about that one value; empty otherwise. The host
+    /// then blames the node that produced the value, and a sink gets the sample again
+    /// without it (see [`crate::stage::Sink::consume`]).
+    pub input: RString,
 }
 
 impl StageError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: RString::from(message.into()) }
+        Self { kind, message: RString::from(message.into()), input: RString::new() }
+    }
+    /// The value on input edge `source` (`node.port`) is unusable: wrong size, not finite...
+    pub fn bad_input(source: &str, message: impl Into<String>) -> Self {
+        Self { input: source.into(), ..Self::invalid_input(message) }
     }
     pub fn invalid_param(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidParam, message)
@@ -66,7 +75,7 @@ impl StageError {
 
     /// Prefixes the message with context, keeping the kind.
     pub fn context(self, ctx: impl std::fmt::Display) -> Self {
-        Self { kind: self.kind, message: RString::from(format!("{ctx}: {}", self.message)) }
+        Self { message: RString::from(format!("{ctx}: {}", self.message)), ..self }
     }
 }
 

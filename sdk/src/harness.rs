@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use abi_stable::std_types::{RResult, RString, RVec};
 
 use crate::{
-    abi::{CreateContext, FinishContext, SinkReport, StageBox},
+    abi::{CreateContext, FinishContext, InputEdge, SinkReport, StageBox},
     descriptor::StageDescriptor,
     error::{StageError, StageResult},
     params::{check_params, with_defaults},
@@ -82,6 +82,26 @@ impl StageHarness {
 
     /// Creates stage `T`; relative paths in params resolve against `base_dir`.
     pub fn with_dirs<T: StagePlugin>(params: serde_json::Value, base_dir: &Path, work_dir: &Path) -> StageResult<Self> {
+        Self::create::<T>(params, base_dir, work_dir, RVec::new())
+    }
+
+    /// Creates stage `T` wired to input edges `(port, source)`, e.g. `("masks", "thr.mask")`,
+    /// as the host lists them in [`CreateContext::inputs`] (for sinks that expect their edges).
+    pub fn with_edges<T: StagePlugin>(params: serde_json::Value, edges: &[(&str, &str)]) -> StageResult<Self> {
+        let dir = std::env::temp_dir().join(format!("anoflow-harness-{}", std::process::id()));
+        let edges = edges
+            .iter()
+            .map(|(port, source)| InputEdge { port: (*port).into(), source: (*source).into(), labelled: false })
+            .collect();
+        Self::create::<T>(params, Path::new("."), &dir, edges)
+    }
+
+    fn create<T: StagePlugin>(
+        params: serde_json::Value,
+        base_dir: &Path,
+        work_dir: &Path,
+        edges: RVec<InputEdge>,
+    ) -> StageResult<Self> {
         let desc = T::descriptor();
         let node = format!("test-{}", desc.name);
         let given = params
@@ -100,6 +120,7 @@ impl StageHarness {
             base_dir: base_dir.to_string_lossy().as_ref().into(),
             work_dir: work_dir.to_string_lossy().as_ref().into(),
             threads: 1,
+            inputs: edges,
         };
         let stage = create_shim::<T>(&ctx).into_result()?;
         Ok(Self { desc, stage, node, _scratch: None })

@@ -7,15 +7,20 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
-use crate::{descriptor::StageDescriptor, error::StageError};
+use crate::{
+    descriptor::{ParamSpec, StageDescriptor},
+    error::StageError,
+};
 
-/// A problem found while checking the parameters a pipeline gives a node.
+/// A problem found while checking the parameters a pipeline gives a node. `OutOfRange`: a
+/// number (or an element of a number list) outside the declared range.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamProblem {
     Unknown { name: String, suggestion: Option<String> },
     Missing { name: String },
     WrongType { name: String, expected: String, found: String },
     NotAChoice { name: String, found: String, choices: Vec<String> },
+    OutOfRange { name: String, found: String, range: String },
 }
 
 impl ParamProblem {
@@ -25,7 +30,8 @@ impl ParamProblem {
             ParamProblem::Unknown { name, .. }
             | ParamProblem::Missing { name }
             | ParamProblem::WrongType { name, .. }
-            | ParamProblem::NotAChoice { name, .. } => name,
+            | ParamProblem::NotAChoice { name, .. }
+            | ParamProblem::OutOfRange { name, .. } => name,
         }
     }
 }
@@ -43,6 +49,9 @@ impl std::fmt::Display for ParamProblem {
             }
             ParamProblem::NotAChoice { name, found, choices } => {
                 write!(f, "param `{name}`: `{found}` is not one of {}", choices.join(", "))
+            }
+            ParamProblem::OutOfRange { name, found, range } => {
+                write!(f, "param `{name}`: {found} is out of range: expected a value {range}")
             }
         }
     }
@@ -102,14 +111,8 @@ pub fn check_params(desc: &StageDescriptor, given: &Map<String, Json>) -> Vec<Pa
                 expected: spec.ty.name().to_string(),
                 found: describe_json(value),
             });
-        } else if let (false, Some(s)) = (spec.choices.is_empty(), value.as_str()) {
-            if !spec.choices.iter().any(|c| c == s) {
-                problems.push(ParamProblem::NotAChoice {
-                    name: name.clone(),
-                    found: s.to_string(),
-                    choices: spec.choices.iter().map(|c| c.to_string()).collect(),
-                });
-            }
+        } else if let Some(problem) = check_value(spec, value) {
+            problems.push(problem);
         }
     }
     for spec in &desc.params {
@@ -118,6 +121,34 @@ pub fn check_params(desc: &StageDescriptor, given: &Map<String, Json>) -> Vec<Pa
         }
     }
     problems
+}
+
+/// The declared choices and range of `spec` against a value of the right type: the value
+/// itself, or each element of a list. The first offending value is reported.
+pub fn check_value(spec: &ParamSpec, value: &Json) -> Option<ParamProblem> {
+    let name = spec.name.to_string();
+    let (items, in_list): (Vec<&Json>, bool) = match value {
+        Json::Array(items) => (items.iter().collect(), true),
+        other => (vec![other], false),
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let at = |text: String| if in_list { format!("element {i} ({text})") } else { text };
+        if let (false, Some(s)) = (spec.choices.is_empty(), item.as_str()) {
+            if !spec.choices.iter().any(|c| c == s) {
+                return Some(ParamProblem::NotAChoice {
+                    name,
+                    found: s.to_string(),
+                    choices: spec.choices.iter().map(|c| c.to_string()).collect(),
+                });
+            }
+        }
+        if let (Some(v), Some(range)) = (item.as_f64(), spec.range_text()) {
+            if !spec.in_range(v) {
+                return Some(ParamProblem::OutOfRange { name, found: at(item.to_string()), range });
+            }
+        }
+    }
+    None
 }
 
 /// `given` merged over the stage's defaults. Call after [`check_params`] found no problem.
@@ -272,6 +303,59 @@ mod tests {
         let problems = check_params(&desc(), given.as_object().unwrap());
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].to_string(), "param `percentile`: expected number, found string \"high\"");
+    }
+
+    fn bounded() -> StageDescriptor {
+        StageDescriptor::map("t", "test")
+            .param(ParamSpec::float("sigma", 4.0, "s").min(0.0))
+            .param(ParamSpec::float("coreset", 0.1, "c").above(0.0).max(1.0))
+            .param(ParamSpec::int("size", 64, "n").min(64.0))
+            .param(ParamSpec::with_default("mean", ParamType::FloatList, json!([0.5]), "m").range(0.0, 1.0))
+            .param(ParamSpec::with_default("cats", ParamType::StringList, json!(["a"]), "k").one_of(&["a", "b"]))
+    }
+
+    fn problems_of(given: serde_json::Value) -> Vec<String> {
+        check_params(&bounded(), given.as_object().unwrap()).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn bounds_are_enforced_inclusive_and_exclusive() {
+        assert_eq!(problems_of(json!({"sigma": -3})), ["param `sigma`: -3 is out of range: expected a value >= 0"]);
+        assert!(problems_of(json!({"sigma": 0, "coreset": 1.0, "size": 64})).is_empty(), "values on the bounds pass");
+        assert_eq!(
+            problems_of(json!({"coreset": 0.0})),
+            ["param `coreset`: 0.0 is out of range: expected a value in (0, 1]"]
+        );
+        assert_eq!(problems_of(json!({"size": 10})), ["param `size`: 10 is out of range: expected a value >= 64"]);
+    }
+
+    #[test]
+    fn list_elements_are_checked_one_by_one() {
+        assert_eq!(
+            problems_of(json!({"mean": [0.2, 1.5]})),
+            ["param `mean`: element 1 (1.5) is out of range: expected a value in [0, 1]"]
+        );
+        assert_eq!(problems_of(json!({"cats": ["a", "zebra"]})), ["param `cats`: `zebra` is not one of a, b"]);
+        assert!(problems_of(json!({"mean": [0.0, 1.0], "cats": ["b", "a"]})).is_empty());
+    }
+
+    #[test]
+    fn json_schema_carries_bounds_and_choices() {
+        let d = bounded();
+        assert_eq!(d.param_spec("sigma").unwrap().json_schema(), json!({"type": "number", "minimum": 0}));
+        assert_eq!(
+            d.param_spec("coreset").unwrap().json_schema(),
+            json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1})
+        );
+        assert_eq!(
+            d.param_spec("mean").unwrap().json_schema(),
+            json!({"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}})
+        );
+        assert_eq!(
+            d.param_spec("cats").unwrap().json_schema(),
+            json!({"type": "array", "items": {"type": "string", "enum": ["a", "b"]}})
+        );
+        assert_eq!(d.param_spec("coreset").unwrap().range_text().as_deref(), Some("in (0, 1]"));
     }
 
     #[test]

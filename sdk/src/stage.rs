@@ -155,6 +155,13 @@ pub trait Fitted: Send + Sync {
 
 /// A stage that consumes every sample, then writes results.
 pub trait Sink: Send + Sync {
+    /// Takes in one sample. Check the sample before changing any state: on an error the
+    /// host counts the sample as failed for this sink. An error about one input's value,
+    /// made with [`StageError::bad_input`] and the edge's name from [`Sample::all`], is
+    /// blamed on the node that produced that value; under `--keep-going` the host then
+    /// offers the sample again without it, so the sink can still count the other inputs.
+    /// A sink therefore sees samples that lack some edges (a producer that failed on
+    /// them): [`CreateContext::edges`] lists every edge it should expect.
     fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()>;
     fn finish(&mut self, ctx: &FinishContext) -> StageResult<SinkReport>;
     /// What the sink has accumulated, as bytes, so that shards of a run can be merged

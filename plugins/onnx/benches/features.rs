@@ -67,6 +67,7 @@ fn main() {
         base_dir: root.to_string_lossy().as_ref().into(),
         work_dir: ".".into(),
         threads: 1,
+        inputs: Default::default(),
     };
     let p = Params::new("bench", &root, params.as_object().cloned().unwrap_or_default());
     let loaded = config::load(&p, &ctx).expect("run tools/fetch_onnxruntime.sh and tools/prepare_default_model.py");

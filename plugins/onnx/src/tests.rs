@@ -135,6 +135,7 @@ fn a_batch_gives_the_same_maps_as_single_images() {
             base_dir: project_root().to_string_lossy().as_ref().into(),
             work_dir: ".".into(),
             threads: 1,
+            inputs: Default::default(),
         },
     )
     .unwrap();
