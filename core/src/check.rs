@@ -175,22 +175,24 @@ pub fn check(spec: PipelineSpec, registry: &Registry) -> Result<CheckedPipeline,
         }
     }
 
-    // Sources.
-    let sources: Vec<&str> = spec
+    // Sources: the error points at the second source (the first one too many), or at the
+    // first node when there is none.
+    let source_nodes: Vec<&crate::spec::NodeSpec> = spec
         .nodes
         .iter()
         .filter(|n| stages.get(n.id.as_str()).is_some_and(|e| e.descriptor.kind == StageKind::Source))
-        .map(|n| n.id.as_str())
         .collect();
-    if sources.len() > 1 {
+    let sources: Vec<&str> = source_nodes.iter().map(|n| n.id.as_str()).collect();
+    if let [_, second, ..] = source_nodes.as_slice() {
+        let listed: Vec<String> = source_nodes.iter().map(|n| format!("`{}` (line {})", n.id, n.pos.line)).collect();
         d.error(
-            None,
-            None,
-            format!("a pipeline has exactly one source node, found {}: {}", sources.len(), sources.join(", ")),
+            Some(second.pos),
+            Some(&second.id),
+            format!("a pipeline has exactly one source node, found {}: {}", sources.len(), listed.join(", ")),
         );
     } else if sources.is_empty() && !stages.is_empty() && stages.len() == spec.nodes.len() {
         d.error(
-            None,
+            spec.nodes.first().map(|n| n.pos),
             None,
             "the pipeline has no source node (a stage that yields samples, e.g. `synthetic` or `mvtec-ad`)",
         );

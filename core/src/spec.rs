@@ -265,6 +265,8 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
         calibrate: None,
     };
     let mut nodes_node = None;
+    // Where each var's value is written, for errors in it.
+    let mut var_pos: BTreeMap<String, Pos> = BTreeMap::new();
     for (key, value) in entries {
         match key.text.as_str() {
             "name" => match value.as_str() {
@@ -278,7 +280,11 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
             },
             "description" => spec.description = value.as_str().unwrap_or_default().to_string(),
             "vars" => match value.to_json() {
-                Json::Object(m) => spec.vars = m,
+                Json::Object(m) => {
+                    spec.vars = m;
+                    var_pos =
+                        value.entries().unwrap_or_default().iter().map(|(k, v)| (k.text.clone(), v.pos())).collect();
+                }
                 Json::Null => {}
                 _ => d.error(Some(value.pos()), None, format!("`vars` must be a mapping, found {}", value.kind_name())),
             },
@@ -301,7 +307,7 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
     for o in overrides.iter().filter(|o| o.path[0] == "vars") {
         set_path(&mut spec.vars, &o.path[1..], o.value.clone());
     }
-    spec.vars = substitute_vars(&spec.vars, env, &mut d);
+    spec.vars = substitute_vars(&spec.vars, &var_pos, env, &mut d);
 
     match nodes_node {
         None => d.error(None, None, "missing `nodes`: a pipeline needs at least a source node"),
@@ -330,10 +336,10 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
 
     let vars = spec.vars.clone();
     for node in &mut spec.nodes {
-        let mut params = Json::Object(std::mem::take(&mut node.params));
-        substitute(&mut params, &vars, env, &mut d, node.with_pos, &node.id);
-        if let Json::Object(m) = params {
-            node.params = m;
+        // An error points at the param that uses the var (a `--set` param: at `with`).
+        for (name, value) in node.params.iter_mut() {
+            let pos = node.param_pos.get(name).copied().or(node.with_pos).or(Some(node.pos));
+            substitute(value, &vars, env, &mut d, pos, &node.id);
         }
     }
 
@@ -623,12 +629,17 @@ fn set_path(map: &mut Map<String, Json>, path: &[String], value: Json) {
     }
 }
 
-fn substitute_vars(vars: &Map<String, Json>, env: &dyn Env, d: &mut Diagnostics) -> Map<String, Json> {
+fn substitute_vars(
+    vars: &Map<String, Json>,
+    positions: &BTreeMap<String, Pos>,
+    env: &dyn Env,
+    d: &mut Diagnostics,
+) -> Map<String, Json> {
     let mut out = Map::new();
     for (k, v) in vars {
         let mut v = v.clone();
         // Vars may use ${ENV} and vars defined before them.
-        substitute(&mut v, &out, env, d, None, "");
+        substitute(&mut v, &out, env, d, positions.get(k).copied(), "");
         out.insert(k.clone(), v);
     }
     out
@@ -794,6 +805,15 @@ nodes:
         assert!(errs.iter().any(|e| e.contains("node `a`: missing `plugin")));
         assert!(errs.iter().any(|e| e.contains("node `b`: input `i`: expected an edge `node.port`")));
         assert!(errs.iter().any(|e| e.contains("node `c`: unknown variable `{{nope}}`")));
+    }
+
+    #[test]
+    fn variable_errors_point_at_the_var_or_the_param_using_it() {
+        let errs =
+            errors("vars:\n  root: \"${NOPE}/x\"\nnodes:\n  a: { plugin: x, with: { q: 1, p: \"{{nope}}/y\" } }\n");
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(errs[0].starts_with("p.yaml:2:9: error: environment variable `NOPE` is not set"), "{errs:#?}");
+        assert!(errs[1].starts_with("p.yaml:4:33: error: node `a`: unknown variable `{{nope}}`"), "{errs:#?}");
     }
 
     #[test]
