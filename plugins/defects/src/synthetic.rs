@@ -65,6 +65,15 @@ impl StagePlugin for SyntheticDefects {
             0.10,
             "largest defect, as a fraction of the image area (at most 0.5; thin scars stay below it)",
         ))
+        .param(
+            ParamSpec::float(
+                "min_contrast",
+                1.0,
+                "faintest defect: each rendered defect's change to the image is scaled by a factor drawn uniformly \
+                 in [min_contrast, 1], so defects run from faint to full strength as real ones do (1: all full)",
+            )
+            .range(0.05, 1.0),
+        )
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -78,6 +87,7 @@ struct DefectStage {
     families: Vec<Family>,
     min_area: f64,
     max_area: f64,
+    min_contrast: f32,
     pool: Pool,
     fitted: bool,
 }
@@ -106,7 +116,17 @@ impl DefectStage {
                 format!("expected 0 < min_area <= max_area <= 0.5, found min_area {min_area}, max_area {max_area}"),
             ));
         }
-        Ok(Self { node, seed: params.get("seed")?, families, min_area, max_area, pool: Pool::default(), fitted: false })
+        let min_contrast = params.f64_in("min_contrast", 0.05, 1.0)? as f32;
+        Ok(Self {
+            node,
+            seed: params.get("seed")?,
+            families,
+            min_area,
+            max_area,
+            min_contrast,
+            pool: Pool::default(),
+            fitted: false,
+        })
     }
 
     fn sample_error(&self, sample: &Sample<'_>, msg: impl std::fmt::Display) -> StageError {
@@ -161,6 +181,18 @@ pub fn split_variant(id: &str) -> (&str, Option<u64>) {
 }
 
 /// What seeds a sample's defect: `v#defect<k>` without any tag after it, else the whole id.
+/// `rendered` with its change to `canvas` scaled by `factor`; raised towards full strength
+/// until some pixel still changes visibly, so a defect never vanishes.
+fn fade(canvas: &Canvas, rendered: &[f32], mut factor: f32) -> Vec<f32> {
+    loop {
+        let faded: Vec<f32> = canvas.px.iter().zip(rendered).map(|(&o, &r)| o + factor * (r - o)).collect();
+        if factor >= 1.0 || canvas.count_changed(&faded) > 0 {
+            return faded;
+        }
+        factor = (factor * 1.5).min(1.0);
+    }
+}
+
 fn seed_key(id: &str) -> String {
     match split_variant(id) {
         (base, Some(k)) => format!("{base}{VARIANT_MARK}{k}"),
@@ -226,7 +258,11 @@ impl Fitted for DefectStage {
             donor_is_self: donor.is_none(),
             area: (fraction * (canvas.h * canvas.w) as f32).max(MIN_PIXELS),
         };
-        let rendered = render(family, &scene, &mut rng);
+        let mut rendered = render(family, &scene, &mut rng);
+        if self.min_contrast < 1.0 {
+            let factor = rng.gen_range(self.min_contrast..=1.0f32);
+            rendered = fade(&canvas, &rendered, factor);
+        }
         let (out, mask) = canvas.finish(image, &rendered)?;
         Ok(Outputs::new().with("image", out).with("mask", mask))
     }
@@ -341,6 +377,32 @@ mod tests {
                 assert!(sizes.iter().filter(|&&n| n as f64 >= 0.0003 * area).count() >= 10, "{sizes:?}");
             }
         }
+    }
+
+    #[test]
+    fn min_contrast_makes_defects_fainter_but_never_invisible() {
+        let pool = pool3();
+        let full = fitted(json!({}), &pool);
+        let faint = fitted(json!({"min_contrast": 0.1}), &pool);
+        let mean_change = |h: &StageHarness| {
+            let (mut sum, mut n) = (0.0f64, 0usize);
+            for k in 0..24 {
+                let id = format!("tex/validation/good/001#defect{k}");
+                let (after, mask) = run(h, &id, &pool[1].1);
+                check_exact(&pool[1].1, &after, &mask);
+                assert!(mask.data().iter().any(|&m| m == 1), "{id}: empty mask");
+                let (Pixels::U8(a), Pixels::U8(b)) = (after.pixels(), pool[1].1.pixels()) else { panic!("u8") };
+                for (i, &m) in mask.data().iter().enumerate() {
+                    if m == 1 {
+                        sum += (0..3).map(|c| (f64::from(a[i * 3 + c]) - f64::from(b[i * 3 + c])).abs()).sum::<f64>();
+                        n += 1;
+                    }
+                }
+            }
+            sum / n as f64
+        };
+        let (strong, weak) = (mean_change(&full), mean_change(&faint));
+        assert!(weak < 0.8 * strong, "faint defects change less: {weak} vs {strong}");
     }
 
     #[test]
