@@ -166,7 +166,8 @@ impl Registry {
                 let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
                 if !is_plugin_file(name) {
                     if looks_like_library(name) && path.is_file() {
-                        let reason = format!("does not match the plugin naming rule {}; not loaded", plugin_naming_rule());
+                        let reason =
+                            format!("does not match the plugin naming rule {}; not loaded", plugin_naming_rule());
                         reg.skipped.push(SkippedEntry { path, reason });
                     }
                     continue;

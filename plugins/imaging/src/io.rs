@@ -1,18 +1,26 @@
 //! Reading and writing PNG / TIFF images, binary masks and float32 point-cloud TIFFs.
 //!
-//! Readers load the whole file, then decode, so a truncated or corrupt file is an error
-//! naming the path. Writers encode in memory and then go through [`write_atomic`], so a
-//! reader never sees a half-written file.
+//! Readers look before they allocate: the file must be a regular file, its first bytes must
+//! be a PNG or TIFF signature, and the header's dimensions must fit the per-image cap
+//! ([`MAX_DECODED_BYTES`]), explain the file's size ([`max_file_bytes`]) and fit the
+//! process's decode budget ([`crate::budget`]), all before the pixels are decoded. The file is
+//! streamed into the decoder, never read whole. A truncated or corrupt file is an error naming
+//! the path. Writers encode in memory and then go through [`write_atomic`], so a reader never
+//! sees a half-written file.
 
 use std::{
-    io::Cursor,
+    fs::File,
+    io::{BufRead, BufReader, Cursor, Read, Seek},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use anoflow_sdk::prelude::{Image, Mask, Pixels, PointCloud};
 
-use crate::{invalid, ImagingError, Result};
+use crate::{
+    budget::{self, DecodeBudget, Reservation},
+    invalid, ImagingError, Result,
+};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -22,8 +30,15 @@ const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 /// the process.
 pub const MAX_DECODED_BYTES: usize = 1 << 30;
 
-fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| ImagingError::Io { path: path.to_path_buf(), source })
+/// Room for metadata (ICC profiles, text, EXIF) in a file beside its pixel data.
+const METADATA_ALLOWANCE: u64 = 64 << 20;
+
+/// The largest file that can hold an image whose uncompressed pixel data is `raw_bytes`:
+/// twice that (LZW, the worst of the supported compressions, grows incompressible data by
+/// under half) plus 64 MiB of metadata. A larger file is refused before it is read: it is
+/// not that image, or it carries gigabytes of something else.
+pub fn max_file_bytes(raw_bytes: u64) -> u64 {
+    raw_bytes.saturating_mul(2).saturating_add(METADATA_ALLOWANCE)
 }
 
 fn sdk_err(path: &Path, e: anoflow_sdk::prelude::StageError) -> ImagingError {
@@ -47,17 +62,112 @@ fn drop_alpha(data: Vec<u8>, channels: usize) -> (Vec<u8>, usize) {
     }
 }
 
-fn decode_png(bytes: &[u8], path: &Path) -> Result<Decoded> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Png,
+    Tiff,
+}
+
+fn is_tiff(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*")
+}
+
+/// The format the first bytes announce.
+fn sniff(head: &[u8], path: &Path) -> Result<Format> {
+    if head.starts_with(PNG_MAGIC) {
+        Ok(Format::Png)
+    } else if is_tiff(head) {
+        Ok(Format::Tiff)
+    } else {
+        let magic: String = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+        let magic = if magic.is_empty() { "nothing (empty file)".to_string() } else { format!("bytes {magic}") };
+        Err(ImagingError::UnknownFormat { path: path.to_path_buf(), magic })
+    }
+}
+
+/// Encoded image data to decode: a stream, its length in bytes, and the format its first
+/// bytes announce (read without consuming them).
+struct Source<R> {
+    reader: R,
+    len: u64,
+    format: Format,
+}
+
+/// Opens an image file without reading it: a FIFO, a device or a directory is refused
+/// before it is opened (opening a FIFO blocks).
+fn open(path: &Path) -> Result<Source<BufReader<File>>> {
+    let io = |source| ImagingError::Io { path: path.to_path_buf(), source };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(ImagingError::Unsupported {
+            path: path.to_path_buf(),
+            what: "file type (not a regular file)".into(),
+            expected: "a PNG or TIFF file".into(),
+        });
+    }
+    let mut reader = BufReader::new(File::open(path).map_err(io)?);
+    let head = reader.fill_buf().map_err(io)?;
+    let format = sniff(&head[..head.len().min(8)], path)?;
+    Ok(Source { reader, len: meta.len(), format })
+}
+
+fn in_memory<'a>(bytes: &'a [u8], path: &Path) -> Result<Source<Cursor<&'a [u8]>>> {
+    let format = sniff(bytes, path)?;
+    Ok(Source { reader: Cursor::new(bytes), len: bytes.len() as u64, format })
+}
+
+/// Checks what a header claims against the caps and reserves the decode's memory.
+/// `raw_bytes`: the uncompressed pixel data; `decode_bytes`: what decoding it allocates.
+fn admit<'b>(
+    path: &Path,
+    format: &'static str,
+    (w, h): (u32, u32),
+    file_len: u64,
+    raw_bytes: u64,
+    decode_bytes: u64,
+    budget: &'b DecodeBudget,
+) -> Result<Reservation<'b>> {
+    let err = |reason: String| ImagingError::Decode { path: path.to_path_buf(), format, reason };
+    if decode_bytes > MAX_DECODED_BYTES as u64 {
+        return Err(err(format!(
+            "{w}x{h} image would decode to {decode_bytes} bytes, over the limit of {MAX_DECODED_BYTES}"
+        )));
+    }
+    let max_len = max_file_bytes(raw_bytes);
+    if file_len > max_len {
+        return Err(err(format!(
+            "the file is {file_len} bytes, more than a {w}x{h} image can take ({max_len} at most); refused before reading it"
+        )));
+    }
+    // The decoder's buffer, and the copy that dropping alpha or widening grey to RGB makes.
+    let working = decode_bytes + u64::from(w) * u64::from(h) * 3;
+    budget.reserve(working).map_err(|over| ImagingError::OverBudget {
+        path: path.to_path_buf(),
+        width: w,
+        height: h,
+        needed: over.needed,
+        limit: over.limit,
+    })
+}
+
+fn the_budget() -> Result<&'static DecodeBudget> {
+    budget::global().map_err(|reason| invalid(budget::BUDGET_ENV, reason))
+}
+
+fn decode_png<'b, R: Read>(
+    src: Source<R>,
+    path: &Path,
+    budget: &'b DecodeBudget,
+) -> Result<(Decoded, Reservation<'b>)> {
     let err = |reason: String| ImagingError::Decode { path: path.to_path_buf(), format: "PNG", reason };
-    let mut dec = png::Decoder::new(Cursor::new(bytes));
+    let mut dec = png::Decoder::new(src.reader);
     // Palette and low-bit-depth images expand to 8 bits; 16-bit samples keep their high byte.
     dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = dec.read_info().map_err(|e| err(e.to_string()))?;
     let size = reader.output_buffer_size();
-    if size > MAX_DECODED_BYTES {
-        let (w, h) = reader.info().size();
-        return Err(err(format!("{w}x{h} image would decode to {size} bytes, over the limit of {MAX_DECODED_BYTES}")));
-    }
+    let (w, h) = reader.info().size();
+    let raw = reader.info().raw_bytes() as u64;
+    let held = admit(path, "PNG", (w, h), src.len, raw, size as u64, budget)?;
     let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(|e| err(e.to_string()))?;
     buf.truncate(info.buffer_size());
@@ -79,31 +189,69 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<Decoded> {
         }
     };
     let (data, channels) = drop_alpha(buf, channels);
-    Ok(Decoded { height: info.height as usize, width: info.width as usize, channels, data })
+    Ok((Decoded { height: info.height as usize, width: info.width as usize, channels, data }, held))
 }
 
 fn tiff_err(path: &Path, e: impl std::fmt::Display) -> ImagingError {
     ImagingError::Decode { path: path.to_path_buf(), format: "TIFF", reason: e.to_string() }
 }
 
-fn decode_tiff_u8(bytes: &[u8], path: &Path) -> Result<Decoded> {
-    use tiff::{decoder::DecodingResult, ColorType};
-    let mut dec = tiff::decoder::Decoder::new(Cursor::new(bytes)).map_err(|e| tiff_err(path, e))?;
-    let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
+/// Decoder limits: a decoded image up to [`MAX_DECODED_BYTES`] (the default 256 MiB would
+/// refuse large clouds), so a header claiming a huge image is refused before anything that
+/// size is allocated.
+fn tiff_limits() -> tiff::decoder::Limits {
+    let mut limits = tiff::decoder::Limits::default();
+    limits.decoding_buffer_size = MAX_DECODED_BYTES;
+    limits.intermediate_buffer_size = MAX_DECODED_BYTES;
+    limits.ifd_value_size = 16 << 20;
+    limits
+}
+
+/// A TIFF whose header was read and admitted; its pixels are not decoded yet.
+struct AdmittedTiff<'b, R: Read + Seek> {
+    dec: tiff::decoder::Decoder<R>,
+    width: u32,
+    height: u32,
+    color: tiff::ColorType,
+    held: Reservation<'b>,
+}
+
+/// Opens a TIFF stream and checks and reserves what its header claims (`bytes_per_pixel` of
+/// the decoded image).
+fn open_tiff<'b, R: Read + Seek>(
+    src: Source<R>,
+    path: &Path,
+    budget: &'b DecodeBudget,
+    bytes_per_pixel: impl FnOnce(tiff::ColorType) -> Result<u64>,
+) -> Result<AdmittedTiff<'b, R>> {
+    let mut dec = tiff::decoder::Decoder::new(src.reader).map_err(|e| tiff_err(path, e))?.with_limits(tiff_limits());
+    let (width, height) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
     let color = dec.colortype().map_err(|e| tiff_err(path, e))?;
-    let channels = match color {
-        ColorType::Gray(8) => 1,
-        ColorType::GrayA(8) => 2,
-        ColorType::RGB(8) => 3,
-        ColorType::RGBA(8) => 4,
-        other => {
-            return Err(ImagingError::Unsupported {
-                path: path.to_path_buf(),
-                what: format!("TIFF colour type {other:?}"),
-                expected: "8-bit grey, grey+alpha, RGB or RGBA".into(),
-            })
-        }
+    let decoded = u64::from(width) * u64::from(height) * bytes_per_pixel(color)?;
+    let held = admit(path, "TIFF", (width, height), src.len, decoded, decoded, budget)?;
+    Ok(AdmittedTiff { dec, width, height, color, held })
+}
+
+fn decode_tiff_u8<'b, R: Read + Seek>(
+    src: Source<R>,
+    path: &Path,
+    budget: &'b DecodeBudget,
+) -> Result<(Decoded, Reservation<'b>)> {
+    use tiff::{decoder::DecodingResult, ColorType};
+    let channels_of = |color: ColorType| match color {
+        ColorType::Gray(8) => Ok(1),
+        ColorType::GrayA(8) => Ok(2),
+        ColorType::RGB(8) => Ok(3),
+        ColorType::RGBA(8) => Ok(4),
+        other => Err(ImagingError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("TIFF colour type {other:?}"),
+            expected: "8-bit grey, grey+alpha, RGB or RGBA".into(),
+        }),
     };
+    let AdmittedTiff { mut dec, width: w, height: h, color, held } =
+        open_tiff(src, path, budget, |c| channels_of(c).map(|n| n as u64))?;
+    let channels = channels_of(color)?;
     let data = match dec.read_image().map_err(|e| tiff_err(path, e))? {
         DecodingResult::U8(v) => v,
         _ => return Err(tiff_err(path, "8-bit colour type but samples are not 8-bit")),
@@ -112,42 +260,47 @@ fn decode_tiff_u8(bytes: &[u8], path: &Path) -> Result<Decoded> {
         return Err(tiff_err(path, format!("{} samples for {w}x{h}x{channels}", data.len())));
     }
     let (data, channels) = drop_alpha(data, channels);
-    Ok(Decoded { height: h as usize, width: w as usize, channels, data })
+    Ok((Decoded { height: h as usize, width: w as usize, channels, data }, held))
 }
 
-fn is_tiff(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*")
-}
-
-fn decode_any(bytes: &[u8], path: &Path) -> Result<Decoded> {
-    if bytes.starts_with(PNG_MAGIC) {
-        decode_png(bytes, path)
-    } else if is_tiff(bytes) {
-        decode_tiff_u8(bytes, path)
-    } else {
-        let magic: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
-        let magic = if magic.is_empty() { "nothing (empty file)".to_string() } else { format!("bytes {magic}") };
-        Err(ImagingError::UnknownFormat { path: path.to_path_buf(), magic })
+fn decode_any<'b, R: Read + Seek>(
+    src: Source<R>,
+    path: &Path,
+    budget: &'b DecodeBudget,
+) -> Result<(Decoded, Reservation<'b>)> {
+    match src.format {
+        Format::Png => decode_png(src, path, budget),
+        Format::Tiff => decode_tiff_u8(src, path, budget),
     }
+}
+
+fn image_from(d: Decoded, path: &Path) -> Result<Image> {
+    Image::from_u8(d.height as u32, d.width as u32, d.channels as u32, d.data).map_err(|e| sdk_err(path, e))
 }
 
 /// Decodes PNG or TIFF bytes (8-bit grey / RGB / RGBA) into a u8 image with 1 or 3 channels
 /// (alpha dropped). `path` only names the data in errors.
 pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Image> {
-    let d = decode_any(bytes, path)?;
-    Image::from_u8(d.height as u32, d.width as u32, d.channels as u32, d.data).map_err(|e| sdk_err(path, e))
+    let (d, _held) = decode_any(in_memory(bytes, path)?, path, the_budget()?)?;
+    image_from(d, path)
 }
 
 /// Reads a PNG or TIFF image (8-bit grey / RGB / RGBA) as u8 with 1 or 3 channels.
 pub fn read_image(path: impl AsRef<Path>) -> Result<Image> {
-    let path = path.as_ref();
-    decode_image(&read_bytes(path)?, path)
+    read_image_within(path.as_ref(), the_budget()?)
+}
+
+fn read_image_within(path: &Path, budget: &DecodeBudget) -> Result<Image> {
+    let (d, _held) = decode_any(open(path)?, path, budget)?;
+    image_from(d, path)
 }
 
 /// Reads an image and converts grey to RGB, so every image a source yields has 3 channels.
 pub fn read_image_rgb(path: impl AsRef<Path>) -> Result<Image> {
     let path = path.as_ref();
-    to_rgb(&read_image(path)?).map_err(|e| sdk_err(path, e))
+    // The reservation covers the grey-to-RGB copy too.
+    let (d, _held) = decode_any(open(path)?, path, the_budget()?)?;
+    to_rgb(&image_from(d, path)?).map_err(|e| sdk_err(path, e))
 }
 
 /// An image with 3 channels: grey is replicated, RGB is shared as is.
@@ -173,7 +326,7 @@ pub fn to_rgb(image: &Image) -> std::result::Result<Image, anoflow_sdk::prelude:
 /// With `expected = Some((h, w))` a mask of another size is an error naming both sizes.
 pub fn read_mask(path: impl AsRef<Path>, expected: Option<(usize, usize)>) -> Result<Mask> {
     let path = path.as_ref();
-    let d = decode_any(&read_bytes(path)?, path)?;
+    let (d, _held) = decode_any(open(path)?, path, the_budget()?)?;
     if let Some((eh, ew)) = expected {
         if (d.height, d.width) != (eh, ew) {
             return Err(ImagingError::MaskSize {
@@ -212,46 +365,31 @@ pub fn read_mask(path: impl AsRef<Path>, expected: Option<(usize, usize)>) -> Re
     Mask::new(d.height as u32, d.width as u32, grey).map_err(|e| sdk_err(path, e))
 }
 
-/// Decoder limits for point clouds: the decoded cloud up to [`MAX_DECODED_BYTES`] (the
-/// default 256 MiB would refuse large clouds), so a header claiming a huge cloud is refused
-/// before anything that size is allocated.
-fn xyz_limits() -> tiff::decoder::Limits {
-    let mut limits = tiff::decoder::Limits::default();
-    limits.decoding_buffer_size = MAX_DECODED_BYTES;
-    limits.intermediate_buffer_size = MAX_DECODED_BYTES;
-    limits.ifd_value_size = 16 << 20;
-    limits
-}
-
 /// Reads an organized point cloud from a 3-channel 32-bit float TIFF (x, y, z per pixel,
 /// zeros where there is no point), as in MVTec 3D-AD.
 pub fn read_tiff_f32_xyz(path: impl AsRef<Path>) -> Result<PointCloud> {
     use tiff::{decoder::DecodingResult, ColorType};
     let path = path.as_ref();
-    let bytes = read_bytes(path)?;
-    if !is_tiff(&bytes) {
+    let src = open(path).map_err(|e| match e {
+        ImagingError::UnknownFormat { .. } => tiff_err(path, "missing TIFF header"),
+        other => other,
+    })?;
+    if src.format != Format::Tiff {
         return Err(tiff_err(path, "missing TIFF header"));
     }
-    let mut dec =
-        tiff::decoder::Decoder::new(Cursor::new(&bytes[..])).map_err(|e| tiff_err(path, e))?.with_limits(xyz_limits());
-    let (w, h) = dec.dimensions().map_err(|e| tiff_err(path, e))?;
-    let color = dec.colortype().map_err(|e| tiff_err(path, e))?;
-    if color != ColorType::RGB(32) {
-        return Err(ImagingError::Unsupported {
-            path: path.to_path_buf(),
-            what: format!("TIFF colour type {color:?}"),
-            expected: "3 channels of 32-bit float (x, y, z)".into(),
-        });
-    }
+    let wrong_kind = |what: String| ImagingError::Unsupported {
+        path: path.to_path_buf(),
+        what,
+        expected: "3 channels of 32-bit float (x, y, z)".into(),
+    };
+    let AdmittedTiff { mut dec, width: w, height: h, held: _held, .. } =
+        open_tiff(src, path, the_budget()?, |color| match color {
+            ColorType::RGB(32) => Ok(12),
+            other => Err(wrong_kind(format!("TIFF colour type {other:?}"))),
+        })?;
     let data = match dec.read_image().map_err(|e| tiff_err(path, e))? {
         DecodingResult::F32(v) => v,
-        _ => {
-            return Err(ImagingError::Unsupported {
-                path: path.to_path_buf(),
-                what: "3 x 32-bit integer samples".into(),
-                expected: "3 channels of 32-bit float (x, y, z)".into(),
-            })
-        }
+        _ => return Err(wrong_kind("3 x 32-bit integer samples".into())),
     };
     if data.len() != (w as usize) * (h as usize) * 3 {
         return Err(tiff_err(path, format!("{} samples for {w}x{h}x3", data.len())));
@@ -488,6 +626,110 @@ mod tests {
         std::fs::write(dir.join("cut.tiff"), &bytes[..bytes.len() / 3]).unwrap();
         let err = read_tiff_f32_xyz(dir.join("cut.tiff")).unwrap_err().to_string();
         assert!(err.contains("cut.tiff") && err.contains("TIFF"), "{err}");
+    }
+
+    /// CRC-32 (IEEE), as PNG chunks use.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// A small RGBA PNG whose IHDR claims `w` x `h` (CRC fixed): a 1 KB file, a huge header.
+    fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+        let mut b = encode_png(4, 4, 4, &[7; 64]).unwrap();
+        b[16..20].copy_from_slice(&w.to_be_bytes());
+        b[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&b[12..29]);
+        b[29..33].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Runs `f` on another thread and fails the test if it takes longer than `limit`.
+    fn within<T: Send + 'static>(limit: std::time::Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit).expect("took too long (blocked, or read the whole file)")
+    }
+
+    #[test]
+    fn a_header_larger_than_the_whole_budget_is_refused_before_decoding() {
+        let dir = scratch("budget");
+        let p = dir.join("claims-16000.png");
+        std::fs::write(&p, png_claiming(16_000, 16_000)).unwrap();
+        let budget = DecodeBudget::new(1 << 30);
+        let err = read_image_within(&p, &budget).unwrap_err();
+        assert!(matches!(err, ImagingError::OverBudget { width: 16_000, height: 16_000, .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("claims-16000.png") && msg.contains("decode budget of 1073741824"), "{msg}");
+        assert!(msg.contains("ANOFLOW_DECODE_BUDGET"), "{msg}");
+        assert_eq!(budget.reserved(), 0);
+
+        // Within a larger budget it is admitted, fails on its missing pixel data, and gives
+        // its reservation back.
+        let budget = DecodeBudget::new(4 << 30);
+        let err = read_image_within(&p, &budget).unwrap_err().to_string();
+        assert!(err.contains("claims-16000.png") && err.contains("not a valid PNG"), "{err}");
+        assert_eq!(budget.reserved(), 0);
+    }
+
+    #[test]
+    fn every_read_gives_its_reservation_back() {
+        let dir = scratch("give-back");
+        let p = dir.join("a.png");
+        write_png_u8(&p, 16, 8, 3, &gradient_rgb(16, 8)).unwrap();
+        let budget = DecodeBudget::new(1 << 20);
+        for _ in 0..3 {
+            assert_eq!(read_image_within(&p, &budget).unwrap().height(), 16);
+            assert_eq!(budget.reserved(), 0);
+        }
+        // A 16x8 RGB image reserves its buffer and one RGB copy: 2 x 384 bytes.
+        let tiny = DecodeBudget::new(767);
+        let err = read_image_within(&p, &tiny).unwrap_err();
+        assert!(matches!(err, ImagingError::OverBudget { needed: 768, limit: 767, .. }), "{err}");
+    }
+
+    /// A sparse file of 3 GB costs no disk, and reading it whole would cost 3 GB of memory.
+    fn sparse_file(path: &Path, head: &[u8], len: u64) {
+        let f = std::fs::File::create(path).unwrap();
+        std::io::Write::write_all(&mut &f, head).unwrap();
+        f.set_len(len).unwrap();
+    }
+
+    #[test]
+    fn a_file_larger_than_its_header_explains_is_refused_unread() {
+        let dir = scratch("oversized");
+        let p = dir.join("big.png");
+        sparse_file(&p, &encode_png(8, 8, 3, &gradient_rgb(8, 8)).unwrap(), 3 << 30);
+        let path = p.clone();
+        let err = within(std::time::Duration::from_secs(2), move || read_image(&path).unwrap_err().to_string());
+        assert!(err.contains("big.png") && err.contains("more than a 8x8 image can take"), "{err}");
+
+        // Zeros behind a .png name: refused on the signature, from the first bytes.
+        let z = dir.join("zeros.png");
+        sparse_file(&z, &[], 3 << 30);
+        let err = within(std::time::Duration::from_secs(2), move || read_image(&z).unwrap_err().to_string());
+        assert!(err.contains("zeros.png") && err.contains("bytes 00 00 00 00 00 00 00 00"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = scratch("fifo");
+        let p = dir.join("pipe.png");
+        assert!(std::process::Command::new("mkfifo").arg(&p).status().unwrap().success());
+        let path = p.clone();
+        let err = within(std::time::Duration::from_secs(5), move || read_image(&path).unwrap_err().to_string());
+        assert!(err.contains("pipe.png") && err.contains("not a regular file"), "{err}");
+        let err = within(std::time::Duration::from_secs(5), move || read_tiff_f32_xyz(&p).unwrap_err().to_string());
+        assert!(err.contains("pipe.png") && err.contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! Every error names the file (or the buffer) it is about and what was expected.
 
+pub mod budget;
 pub mod geometry;
 pub mod io;
 pub mod scoremap;
@@ -40,6 +41,11 @@ pub enum ImagingError {
     Encode { path: PathBuf, format: &'static str, reason: String },
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
+    #[error(
+        "{}: a {width}x{height} image needs {needed} bytes to decode, more than the whole decode budget of {limit} \
+         bytes; raise ANOFLOW_DECODE_BUDGET (e.g. `8G`) if the machine has the memory", path.display()
+    )]
+    OverBudget { path: PathBuf, width: u32, height: u32, needed: u64, limit: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, ImagingError>;
