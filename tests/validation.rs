@@ -148,3 +148,115 @@ fn overrides_are_checked_like_the_file() {
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stderr.contains("--set grd.scale: no node `grd` (did you mean `grad`?)"), "{}", run.stderr);
 }
+
+// ---- Issue 15: param ranges and choices, positions of source and variable errors ----------
+
+const BLUR: &str = "name: r
+nodes:
+  data: { plugin: synthetic, with: { size: 64, categories: [tiles] } }
+  grad: { plugin: gradient-magnitude, inputs: { image: data.image } }
+  blur: { plugin: gaussian-blur, with: { sigma: 4 }, inputs: { score: grad.score } }
+  eval: { plugin: segmentation-metrics, inputs: { gt: data.mask, scores: [blur.score] } }
+";
+
+fn blur_with(from: &str, to: &str) -> String {
+    assert!(BLUR.contains(from), "test bug: `{from}` not in the pipeline");
+    BLUR.replacen(from, to, 1)
+}
+
+#[test]
+fn a_param_out_of_its_declared_range_is_an_error_at_its_position() {
+    let (code, out) = validate(&blur_with("sigma: 4", "sigma: -3"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "p.yaml:5:42: error: node `blur`: param `sigma`: -3 is out of range: expected a value in [0, 1000] (stage `gaussian-blur`)"
+        ),
+        "{out}"
+    );
+    let (code, out) = validate(&blur_with("size: 64", "size: 10"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "p.yaml:3:38: error: node `data`: param `size`: 10 is out of range: expected a value in [64, 4096]"
+        ),
+        "{out}"
+    );
+    let (code, out) = validate(&blur_with("categories: [tiles]", "categories: [tiles, zebra]"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("p.yaml:3:48: error: node `data`: param `categories`: `zebra` is not one of woven, grain, tiles,"),
+        "{out}"
+    );
+}
+
+#[test]
+fn values_on_the_bounds_pass() {
+    for (from, to) in [("sigma: 4", "sigma: 0"), ("sigma: 4", "sigma: 1000"), ("size: 64", "size: 4096")] {
+        let (code, out) = validate(&blur_with(from, to));
+        assert_eq!(code, 0, "{to}: {out}");
+    }
+    let (code, out) = validate(&blur_with(
+        "eval: { plugin: segmentation-metrics,",
+        "eval: { plugin: segmentation-metrics, with: { fpr_limit: 1.0 },",
+    ));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = validate(&blur_with(
+        "eval: { plugin: segmentation-metrics,",
+        "eval: { plugin: segmentation-metrics, with: { fpr_limit: 0 },",
+    ));
+    assert_eq!(code, 1, "an exclusive bound is refused: {out}");
+    assert!(out.contains("param `fpr_limit`: 0 is out of range: expected a value in (0, 1]"), "{out}");
+}
+
+#[test]
+fn schema_and_inspect_show_the_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = anoflow(dir.path(), &["schema"], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let schema: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let variants = schema["properties"]["nodes"]["additionalProperties"]["oneOf"].as_array().unwrap();
+    let params = |stage: &str| {
+        variants.iter().find(|v| v["title"] == stage).unwrap_or_else(|| panic!("{stage} in schema"))["properties"]
+            ["with"]["properties"]
+            .clone()
+    };
+    let blur = params("gaussian-blur");
+    assert_eq!(blur["sigma"]["minimum"], 0, "{blur}");
+    assert_eq!(blur["sigma"]["maximum"], 1000, "{blur}");
+    let metrics = params("segmentation-metrics");
+    assert_eq!(metrics["fpr_limit"]["exclusiveMinimum"], 0, "{metrics}");
+    let synth = params("synthetic");
+    assert!(synth["categories"]["items"]["enum"].as_array().unwrap().iter().any(|c| c == "tiles"), "{synth}");
+
+    let r = anoflow(dir.path(), &["plugins", "inspect", "gaussian-blur"], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("- `sigma` (number, default 4.0, in [0, 1000]): "), "{}", r.stdout);
+    let r = anoflow(dir.path(), &["plugins", "inspect", "patchcore"], &[]);
+    assert!(r.stdout.contains("- `coreset` (number, default 0.1, in (0, 1]): "), "{}", r.stdout);
+}
+
+#[test]
+fn several_sources_are_an_error_at_the_second_one() {
+    let (code, out) = validate(&format!("{GOOD}  data2: {{ plugin: synthetic }}\n"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "p.yaml:7:3: error: node `data2`: a pipeline has exactly one source node, found 2: `data` (line 3), `data2` (line 7)"
+        ),
+        "{out}"
+    );
+    let (code, out) =
+        validate("name: n\nnodes:\n  grad: { plugin: gradient-magnitude, inputs: { image: grad.score } }\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("p.yaml:3:3: error: the pipeline has no source node"), "{out}");
+}
+
+#[test]
+fn variable_errors_point_at_the_var_or_the_param_using_it() {
+    let text = GOOD.replacen("name: v\n", "name: v\nvars: { root: \"${ANOFLOW_TEST_UNSET_VAR}/x\" }\n", 1);
+    let (code, out) = validate(&text.replacen("scale: 2.0", "scale: \"{{scael}}\"", 1));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("p.yaml:2:15: error: environment variable `ANOFLOW_TEST_UNSET_VAR` is not set"), "{out}");
+    assert!(out.contains("p.yaml:5:47: error: node `grad`: unknown variable `{{scael}}`"), "{out}");
+}

@@ -235,12 +235,26 @@ fn load(path: &Path) -> Result<(Library, Vec<(StageDescriptor, StageFactory)>), 
     let mut entries = Vec::new();
     for factory in (module.stages())().into_iter() {
         match (factory.descriptor)().into_result() {
-            Ok(d) => entries.push((d, factory)),
+            Ok(d) => {
+                check_defaults(&d)?;
+                entries.push((d, factory));
+            }
             Err(e) => return Err(format!("a stage descriptor failed: {e}")),
         }
     }
     let stages = entries.iter().map(|(d, _)| d.name.to_string()).collect();
     Ok((Library { path: path.to_path_buf(), name, version, stages }, entries))
+}
+
+/// A default outside its own declared range or choices is a bug of the plugin: refuse the
+/// library rather than run a node with a value `validate` would reject if it were written.
+fn check_defaults(d: &StageDescriptor) -> Result<(), String> {
+    for spec in &d.params {
+        if let Some(problem) = spec.default_value().and_then(|v| anoflow_sdk::params::check_value(spec, &v)) {
+            return Err(format!("stage `{}`: the default of {problem}", d.name));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the plain C version symbol before abi_stable looks at the library, so a version

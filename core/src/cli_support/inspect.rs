@@ -64,7 +64,8 @@ pub fn describe(d: &StageDescriptor, library: &str, version: &str) -> String {
                 let c: Vec<&str> = p.choices.iter().map(|c| c.as_str()).collect();
                 format!(", one of: {}", c.join(", "))
             };
-            let _ = writeln!(s, "- `{}` ({}, {default}{choices}): {}", p.name, p.ty.name(), p.doc);
+            let range = p.range_text().map_or_else(String::new, |r| format!(", {r}"));
+            let _ = writeln!(s, "- `{}` ({}, {default}{range}{choices}): {}", p.name, p.ty.name(), p.doc);
         }
     }
     s

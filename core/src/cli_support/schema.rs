@@ -12,14 +12,12 @@ pub fn pipeline_schema(reg: &Registry) -> Json {
         let mut props = Map::new();
         let mut required = Vec::new();
         for p in &d.params {
-            let mut s = p.ty.json_schema();
+            // Type, range (`minimum`, `exclusiveMinimum`, ...) and choices (`enum`).
+            let mut s = p.json_schema();
             if let Json::Object(m) = &mut s {
                 m.insert("description".into(), Json::String(p.doc.to_string()));
                 if let Some(dflt) = p.default_value() {
                     m.insert("default".into(), dflt);
-                }
-                if !p.choices.is_empty() {
-                    m.insert("enum".into(), p.choices.iter().map(|c| Json::String(c.to_string())).collect());
                 }
             }
             props.insert(p.name.to_string(), s);

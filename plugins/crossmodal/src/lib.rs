@@ -113,12 +113,18 @@ impl StagePlugin for CrossmodalMapping {
         .optional_input("like", ValueKind::Any, "any spatial value whose size the score map takes (e.g. the image)")
         .output("score", ValueKind::ScoreMap, "combined prediction error, upsampled to image size and blurred")
         .output("image_score", ValueKind::Scalar, "maximum of the score map")
-        .param(ParamSpec::float(
-            "ridge",
-            0.01,
-            "ridge strength, relative to the mean input variance: lambda = ridge * trace(X^T X) / dim",
-        ))
-        .param(ParamSpec::int("max_rows", 20000, "fit on at most this many patch pairs (seeded reservoir sample)"))
+        .param(
+            ParamSpec::float(
+                "ridge",
+                0.01,
+                "ridge strength, relative to the mean input variance: lambda = ridge * trace(X^T X) / dim",
+            )
+            .min(0.0),
+        )
+        .param(
+            ParamSpec::int("max_rows", 20000, "fit on at most this many patch pairs (seeded reservoir sample)")
+                .min(1.0),
+        )
         .param(ParamSpec::choice("distance", &["cosine", "l2"], "prediction error: 1 - cosine similarity, or L2"))
         .param(ParamSpec::choice("combine", &["product", "sum"], "how the two errors make one score (CFM: product)"))
         .param(ParamSpec::bool(
@@ -126,8 +132,11 @@ impl StagePlugin for CrossmodalMapping {
             true,
             "cells whose 3D feature is all zeros (no geometry) score 0 and are not fitted on",
         ))
-        .param(ParamSpec::float("sigma", 4.0, "Gaussian blur sigma of the upsampled map, in pixels (0: none)"))
-        .param(ParamSpec::int("seed", 0, "seed of the reservoir sample"))
+        .param(
+            ParamSpec::float("sigma", 4.0, "Gaussian blur sigma of the upsampled map, in pixels (0: none)")
+                .range(0.0, 1000.0),
+        )
+        .param(ParamSpec::int("seed", 0, "seed of the reservoir sample").min(0.0))
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {

@@ -144,6 +144,7 @@ fn unknown_category_lists_those_that_exist() {
     let err = err_of(StageHarness::new::<MvtecAd>(json!({"root": root.to_str().unwrap(), "category": "tils"})));
     assert!(err.contains("category `tils` not found") && err.contains("categories there: tiles"), "{err}");
     assert!(err.contains("did you mean `tiles`?"), "{err}");
+    assert!(err.contains(&format!("under `{}`", root.display())), "the root is named: {err}");
 }
 
 #[test]

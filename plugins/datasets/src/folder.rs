@@ -38,7 +38,7 @@ impl StagePlugin for Folder {
         .param(ParamSpec::string("good_dir", "good", "a directory with this name holds nominal images"))
         .param(ParamSpec::choice("missing_mask", &["error", "skip", "nominal"], "what to do with a non-good test image without a mask"))
         .param(ParamSpec::string("category", "folder", "category name put in the metadata"))
-        .param(ParamSpec::float("validation_fraction", 0.2, "fraction of train images held out as the validation split (seeded)"))
+        .param(ParamSpec::float("validation_fraction", 0.2, "fraction of train images held out as the validation split (seeded)").range(0.0, 0.9))
         .param(ParamSpec::int("seed", 0, "seed of the validation hold-out"))
         .splits(&SPLITS)
     }

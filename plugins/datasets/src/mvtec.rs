@@ -31,11 +31,14 @@ impl StagePlugin for MvtecAd {
         .output("mask", ValueKind::Mask, "ground-truth mask (all zeros for good images)")
         .param(ParamSpec::required("root", ParamType::Path, "dataset root (holds one directory per category)"))
         .param(category_spec("a category name, a list of names, or `all` (every category directory under root)"))
-        .param(ParamSpec::float(
-            "validation_fraction",
-            0.2,
-            "fraction of train/good held out as the validation split (seeded)",
-        ))
+        .param(
+            ParamSpec::float(
+                "validation_fraction",
+                0.2,
+                "fraction of train/good held out as the validation split (seeded)",
+            )
+            .range(0.0, 0.9),
+        )
         .param(ParamSpec::int("seed", 0, "seed of the validation hold-out"))
         .splits(&SPLITS)
     }

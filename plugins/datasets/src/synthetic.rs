@@ -17,6 +17,7 @@ pub struct Synthetic;
 impl StagePlugin for Synthetic {
     fn descriptor() -> StageDescriptor {
         let d = SynthConfig::default();
+        let category_choices: Vec<&str> = Category::names().into_iter().chain(["all"]).collect();
         StageDescriptor::source(
             "synthetic",
             "Deterministic MVTec-like dataset rendered in memory: textures and objects, many defect kinds with exact masks",
@@ -30,12 +31,12 @@ impl StagePlugin for Synthetic {
             ParamType::StringList,
             serde_json::json!(Category::names()),
             &format!("categories to generate ({}), or [all]", Category::names().join(", ")),
-        ))
-        .param(ParamSpec::int("train", d.train as i64, "nominal training images per category (validation is held out of these)"))
-        .param(ParamSpec::float("validation_fraction", d.validation_fraction, "fraction of the training images held out as the validation split"))
-        .param(ParamSpec::int("test_good", d.test_good as i64, "nominal test images per category"))
-        .param(ParamSpec::int("test_defective", d.test_defective as i64, "defective test images per category (kinds cycle)"))
-        .param(ParamSpec::int("size", d.size as i64, "image height and width in pixels (>= 64)"))
+        ).one_of(&category_choices))
+        .param(ParamSpec::int("train", d.train as i64, "nominal training images per category (validation is held out of these)").min(0.0))
+        .param(ParamSpec::float("validation_fraction", d.validation_fraction, "fraction of the training images held out as the validation split").range(0.0, 0.9))
+        .param(ParamSpec::int("test_good", d.test_good as i64, "nominal test images per category").min(0.0))
+        .param(ParamSpec::int("test_defective", d.test_defective as i64, "defective test images per category (kinds cycle)").min(0.0))
+        .param(ParamSpec::int("size", d.size as i64, "image height and width in pixels (>= 64)").range(64.0, 4096.0))
         .param(ParamSpec::bool("xyz", false, "also render a point cloud, with dent and bump (geometry-only) defects"))
         .splits(&SPLITS)
     }
@@ -282,9 +283,12 @@ mod tests {
     #[test]
     fn bad_params_are_named() {
         let err = StageHarness::new::<Synthetic>(json!({"categories": ["wovn"]})).err().unwrap();
-        assert!(err.message.contains("unknown category `wovn`") && err.message.contains("woven"), "{err}");
+        assert!(
+            err.message.contains("param `categories`: `wovn` is not one of") && err.message.contains("woven"),
+            "{err}"
+        );
         let err = StageHarness::new::<Synthetic>(json!({"size": 10})).err().unwrap();
-        assert!(err.message.contains("param `size`"), "{err}");
+        assert!(err.message.contains("param `size`: 10 is out of range: expected a value in [64, 4096]"), "{err}");
         let h = StageHarness::new::<Synthetic>(json!({"validation_fraction": 0.0, "categories": ["pill"]})).unwrap();
         let err = h.list("validation").unwrap_err();
         assert!(err.message.contains("split `validation` is empty"), "{err}");

@@ -26,7 +26,7 @@ impl StagePlugin for PatchAggregate {
         )
         .multi_input("features", ValueKind::FeatureMap, "backbone feature maps of one image (several layers)")
         .output("features", ValueKind::FeatureMap, "one map on the finest layer's grid, with its stride")
-        .param(ParamSpec::int("patch_size", 3, "side of the local averaging window (odd; 1 = none)"))
+        .param(ParamSpec::int("patch_size", 3, "side of the local averaging window (odd; 1 = none)").min(1.0))
         .param(ParamSpec::bool(
             "count_include_pad",
             true,
@@ -38,14 +38,14 @@ impl StagePlugin for PatchAggregate {
             "per-location reduction of the concatenated channels: PatchCore's adaptive average pooling, a seeded \
              random projection, or none",
         ))
-        .param(ParamSpec::int("dim", 1024, "output channels (adaptive-avg, random-projection)"))
+        .param(ParamSpec::int("dim", 1024, "output channels (adaptive-avg, random-projection)").min(1.0))
         .param(ParamSpec::int(
             "layer_dim",
             1024,
             "adaptive-avg: each layer is first pooled to this many channels (PatchCore's pretrain_embed_dimension; \
              0 = skip)",
-        ))
-        .param(ParamSpec::int("seed", 0, "random-projection: seed of the projection matrix"))
+        ).min(0.0))
+        .param(ParamSpec::int("seed", 0, "random-projection: seed of the projection matrix").min(0.0))
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {

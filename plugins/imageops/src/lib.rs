@@ -30,8 +30,8 @@ impl StagePlugin for ResizeCrop {
         .output("image", ValueKind::Image, "resized and cropped image")
         .output("mask", ValueKind::Mask, "resized and cropped mask (when `mask` is connected)")
         .output("xyz", ValueKind::PointCloud, "resized and cropped point cloud (when `xyz` is connected)")
-        .param(ParamSpec::int("resize", 256, "target length of the shorter side (0: no resize)"))
-        .param(ParamSpec::int("crop", 224, "side of the centre crop (0: no crop)"))
+        .param(ParamSpec::int("resize", 256, "target length of the shorter side (0: no resize)").min(0.0))
+        .param(ParamSpec::int("crop", 224, "side of the centre crop (0: no crop)").min(0.0))
         .param(ParamSpec::choice(
             "interpolation",
             &["bilinear-antialias", "bilinear"],

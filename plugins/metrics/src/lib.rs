@@ -179,7 +179,11 @@ impl StagePlugin for SegmentationMetrics {
             "image-level scores; paired with the score map of the same node, else reported alone \
              (score maps without one use their maximum)",
         )
-        .param(ParamSpec::float("fpr_limit", 0.3, "AUPRO integrates the PRO curve up to this false-positive rate"))
+        .param(
+            ParamSpec::float("fpr_limit", 0.3, "AUPRO integrates the PRO curve up to this false-positive rate")
+                .above(0.0)
+                .max(1.0),
+        )
         .param(ParamSpec::bool(
             "save_accumulators",
             false,

@@ -29,12 +29,10 @@ impl StagePlugin for Report {
         .optional_multi_input("scores", ValueKind::ScoreMap, "anomaly score maps")
         .optional_multi_input("image_scores", ValueKind::Scalar, "image-level scores")
         .optional_input("image", ValueKind::Image, "the input image (first tile of each panel)")
-        .param(ParamSpec::int("max_samples", 24, "panels to draw: anomalous samples first, then good ones"))
-        .param(ParamSpec::int(
-            "tile",
-            224,
-            "largest side of one panel tile in pixels (nearest-neighbour resize)",
-        ))
+        .param(ParamSpec::int("max_samples", 24, "panels to draw: anomalous samples first, then good ones").min(0.0))
+        .param(
+            ParamSpec::int("tile", 224, "largest side of one panel tile in pixels (nearest-neighbour resize)").min(1.0),
+        )
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {

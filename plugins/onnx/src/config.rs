@@ -22,25 +22,31 @@ pub fn common_params(desc: StageDescriptor, model_default: Option<&str>) -> Stag
     };
     runtime_params(
         desc.param(model)
-            .param(ParamSpec::with_default(
-                "input_size",
-                ParamType::Any,
-                json!(null),
-                "model input size, one number (square) or [height, width]; images of another size are resized \
+            .param(
+                ParamSpec::with_default(
+                    "input_size",
+                    ParamType::Any,
+                    json!(null),
+                    "model input size, one number (square) or [height, width]; images of another size are resized \
              (default: the manifest's, else the model's fixed size)",
-            ))
+                )
+                .min(1.0),
+            )
             .param(ParamSpec::with_default(
                 "mean",
                 ParamType::FloatList,
                 json!(null),
                 "per-channel (RGB) mean after dividing pixels by 255 (default: the manifest's, else ImageNet's)",
             ))
-            .param(ParamSpec::with_default(
-                "std",
-                ParamType::FloatList,
-                json!(null),
-                "per-channel (RGB) standard deviation (default: the manifest's, else ImageNet's)",
-            )),
+            .param(
+                ParamSpec::with_default(
+                    "std",
+                    ParamType::FloatList,
+                    json!(null),
+                    "per-channel (RGB) standard deviation (default: the manifest's, else ImageNet's)",
+                )
+                .above(0.0),
+            ),
     )
 }
 

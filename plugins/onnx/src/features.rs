@@ -137,7 +137,9 @@ impl StagePlugin for OnnxFeatures {
             "model outputs to return (layer names), e.g. [features.7.expand, features.14.expand]; default: the \
              manifest's default_outputs",
         ))
-        .param(ParamSpec::int("batch_size", 8, "images per network run (the host sends batches of this size)"));
+        .param(
+            ParamSpec::int("batch_size", 8, "images per network run (the host sends batches of this size)").min(1.0),
+        );
         common_params(desc, Some("mobilenet_v2"))
     }
 

@@ -13,11 +13,14 @@ use crate::{
 
 /// Appends `threads` and `execution_provider` to a stage's params.
 pub fn runtime_params(desc: StageDescriptor) -> StageDescriptor {
-    desc.param(ParamSpec::int(
-        "threads",
-        0,
-        "ONNX Runtime intra-op threads per inference (0: its default, one per physical core)",
-    ))
+    desc.param(
+        ParamSpec::int(
+            "threads",
+            0,
+            "ONNX Runtime intra-op threads per inference (0: its default, one per physical core)",
+        )
+        .min(0.0),
+    )
     .param(ParamSpec::choice(
         "execution_provider",
         &["cpu", "cuda"],

@@ -58,20 +58,23 @@ impl StagePlugin for PointcloudPrep {
         .input("xyz", ValueKind::PointCloud, "organized point cloud, zeros = no point")
         .output("xyz", ValueKind::PointCloud, "the same cloud with NaN/inf and background-plane points set to zeros")
         .param(ParamSpec::bool("remove_plane", true, "fit the dominant plane by RANSAC and drop the points near it"))
-        .param(ParamSpec::int("iterations", 1000, "RANSAC hypotheses (three random points each)"))
+        .param(ParamSpec::int("iterations", 1000, "RANSAC hypotheses (three random points each)").min(1.0))
         .param(ParamSpec::float(
             "distance",
             0.005,
             "inlier distance to the plane, in the cloud's units; points within it are removed (BTF/M3DM use 0.005 on \
              MVTec 3D-AD)",
-        ))
+        ).above(0.0))
         .param(ParamSpec::int(
             "border",
             0,
             "fit the plane only on points within this many pixels of the image border (0: every point)",
-        ))
-        .param(ParamSpec::int("max_eval", 4096, "hypotheses are scored on at most this many points (seeded subsample)"))
-        .param(ParamSpec::int("seed", 0, "mixed with the sample id to seed RANSAC"))
+        ).min(0.0))
+        .param(
+            ParamSpec::int("max_eval", 4096, "hypotheses are scored on at most this many points (seeded subsample)")
+                .min(1.0),
+        )
+        .param(ParamSpec::int("seed", 0, "mixed with the sample id to seed RANSAC").min(0.0))
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -145,13 +148,14 @@ impl StagePlugin for FpfhFeatures {
             ValueKind::FeatureMap,
             "ceil(h/stride) x ceil(w/stride) x 33, mean FPFH of the cell's points; cells without a point: zeros",
         )
-        .param(ParamSpec::int("normal_radius", 2, "half side (px) of the window whose points give each normal (PCA)"))
-        .param(ParamSpec::int("feature_radius", 3, "half side (px) of the SPFH/FPFH neighbourhood window"))
-        .param(ParamSpec::int(
-            "stride",
-            8,
-            "pixels per output cell (8 aligns with a stride-8 RGB backbone map)",
-        ))
+        .param(
+            ParamSpec::int("normal_radius", 2, "half side (px) of the window whose points give each normal (PCA)")
+                .min(1.0),
+        )
+        .param(ParamSpec::int("feature_radius", 3, "half side (px) of the SPFH/FPFH neighbourhood window").min(1.0))
+        .param(
+            ParamSpec::int("stride", 8, "pixels per output cell (8 aligns with a stride-8 RGB backbone map)").min(1.0),
+        )
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {

@@ -56,10 +56,16 @@ impl StagePlugin for PointMaeFeatures {
             "groups",
             1024,
             "number of groups G (farthest point sampling centres); fewer when the cloud has fewer valid points",
-        ))
-        .param(ParamSpec::int("k", 32, "points per group (nearest neighbours of each centre, the centre included)"))
-        .param(ParamSpec::int("stride", 8, "pixels per output cell (8 aligns with a stride-8 RGB backbone map)"))
-        .param(ParamSpec::int("seed", 0, "mixed with the sample id to pick the first FPS centre"))
+        ).min(1.0))
+        .param(
+            ParamSpec::int("k", 32, "points per group (nearest neighbours of each centre, the centre included)")
+                .min(1.0),
+        )
+        .param(
+            ParamSpec::int("stride", 8, "pixels per output cell (8 aligns with a stride-8 RGB backbone map)")
+                .min(1.0),
+        )
+        .param(ParamSpec::int("seed", 0, "mixed with the sample id to pick the first FPS centre").min(0.0))
         )
     }
 

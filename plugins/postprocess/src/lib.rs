@@ -16,7 +16,7 @@ impl StagePlugin for GaussianBlur {
         .input("score", ValueKind::ScoreMap, "score map")
         .output("score", ValueKind::ScoreMap, "blurred score map, same size")
         .output("image_score", ValueKind::Scalar, "maximum of the blurred map")
-        .param(ParamSpec::float("sigma", 4.0, "standard deviation in pixels (0: unchanged)"))
+        .param(ParamSpec::float("sigma", 4.0, "standard deviation in pixels (0: unchanged)").range(0.0, 1000.0))
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {

@@ -36,7 +36,10 @@ impl StagePlugin for MaskRefine {
         .input("mask", ValueKind::Mask, "binary mask")
         .optional_input("image", ValueKind::Image, "the image, same size; needed by `smooth: image-guided`")
         .output("mask", ValueKind::Mask, "refined mask")
-        .param(ParamSpec::int("min_area", 0, "8-connected components with fewer pixels are removed (0: keep all)"))
+        .param(
+            ParamSpec::int("min_area", 0, "8-connected components with fewer pixels are removed (0: keep all)")
+                .min(0.0),
+        )
         .param(ParamSpec::bool("fill_holes", false, "set background regions enclosed by the mask"))
         .param(ParamSpec::choice(
             "smooth",
@@ -44,8 +47,8 @@ impl StagePlugin for MaskRefine {
             "image-guided: each pixel near a mask edge takes the weighted majority of its window, weighted by \
              distance and colour similarity to it",
         ))
-        .param(ParamSpec::int("radius", 3, "image-guided: window radius (px)"))
-        .param(ParamSpec::float("sigma", 20.0, "image-guided: colour scale (0-255 units)"))
+        .param(ParamSpec::int("radius", 3, "image-guided: window radius (px)").min(1.0))
+        .param(ParamSpec::float("sigma", 20.0, "image-guided: colour scale (0-255 units)").above(0.0))
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -144,7 +147,7 @@ impl StagePlugin for GateMask {
             &["max", "mean-std"],
             "nominal range = up to factor x the largest fit-split image score, or up to mean + k std",
         ))
-        .param(ParamSpec::float("k", 3.0, "mean-std: number of standard deviations"))
+        .param(ParamSpec::float("k", 3.0, "mean-std: number of standard deviations").min(0.0))
         .param(ParamSpec::float("factor", 1.0, "max: multiplier of the largest fit-split image score"))
     }
 

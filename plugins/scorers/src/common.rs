@@ -102,5 +102,8 @@ pub fn scorer_ports(desc: StageDescriptor) -> StageDescriptor {
         .optional_input("like", ValueKind::Any, "any spatial value whose size the score map takes (e.g. the image)")
         .output("score", ValueKind::ScoreMap, "anomaly score map at image resolution")
         .output("image_score", ValueKind::Scalar, "image-level anomaly score")
-        .param(ParamSpec::float("sigma", 4.0, "Gaussian blur sigma applied to the upsampled map, in pixels (0: none)"))
+        .param(
+            ParamSpec::float("sigma", 4.0, "Gaussian blur sigma applied to the upsampled map, in pixels (0: none)")
+                .range(0.0, 1000.0),
+        )
 }

@@ -18,13 +18,16 @@ impl StagePlugin for Padim {
             "padim",
             "PaDiM: Mahalanobis distance of each patch to a Gaussian fitted at its position on nominal patches",
         ))
-        .param(ParamSpec::int(
-            "channels",
-            100,
-            "size of the random channel subset (all channels if the features have fewer)",
-        ))
-        .param(ParamSpec::float("epsilon", 0.01, "regularisation added to each covariance's diagonal"))
-        .param(ParamSpec::int("seed", 0, "seed of the random channel subset"))
+        .param(
+            ParamSpec::int(
+                "channels",
+                100,
+                "size of the random channel subset (all channels if the features have fewer)",
+            )
+            .min(1.0),
+        )
+        .param(ParamSpec::float("epsilon", 0.01, "regularisation added to each covariance's diagonal").above(0.0))
+        .param(ParamSpec::int("seed", 0, "seed of the random channel subset").min(0.0))
     }
 
     fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {

@@ -16,17 +16,24 @@ impl StagePlugin for PatchCore {
             "patchcore",
             "PatchCore: nearest-neighbour distance of each patch to a coreset memory bank of nominal patches",
         ))
-        .param(ParamSpec::float(
-            "coreset",
-            0.1,
-            "fraction of the train patches kept in the memory bank by greedy k-center (1.0 keeps all)",
-        ))
-        .param(ParamSpec::int(
-            "num_neighbors",
-            3,
-            "b in the image-score reweighting: bank neighbours of the nearest bank member (1: plain max)",
-        ))
-        .param(ParamSpec::int("seed", 0, "seed of the coreset's random projection and starting point"))
+        .param(
+            ParamSpec::float(
+                "coreset",
+                0.1,
+                "fraction of the train patches kept in the memory bank by greedy k-center (1.0 keeps all)",
+            )
+            .above(0.0)
+            .max(1.0),
+        )
+        .param(
+            ParamSpec::int(
+                "num_neighbors",
+                3,
+                "b in the image-score reweighting: bank neighbours of the nearest bank member (1: plain max)",
+            )
+            .min(1.0),
+        )
+        .param(ParamSpec::int("seed", 0, "seed of the coreset's random projection and starting point").min(0.0))
     }
 
     fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {

@@ -16,16 +16,18 @@ impl StagePlugin for PcaResidual {
             "pca-residual",
             "reconstruction error of each patch under a PCA fitted on nominal patches",
         ))
-        .param(ParamSpec::float(
-            "variance",
-            0.95,
-            "keep the fewest components explaining this fraction of the variance (ignored if `components` > 0)",
-        ))
-        .param(ParamSpec::int(
-            "components",
-            0,
-            "number of principal components to keep (0: choose by `variance`)",
-        ))
+        .param(
+            ParamSpec::float(
+                "variance",
+                0.95,
+                "keep the fewest components explaining this fraction of the variance (ignored if `components` > 0)",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::int("components", 0, "number of principal components to keep (0: choose by `variance`)")
+                .min(0.0),
+        )
     }
 
     fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {

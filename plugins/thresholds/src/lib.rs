@@ -258,7 +258,7 @@ impl StagePlugin for ThresholdMeanStd {
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
         .output("mask", ValueKind::Mask, "score > threshold")
-        .param(ParamSpec::float("k", 3.0, "number of standard deviations above the mean"))
+        .param(ParamSpec::float("k", 3.0, "number of standard deviations above the mean").min(0.0))
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
         Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::MeanStd)?)))
@@ -276,7 +276,7 @@ impl StagePlugin for ThresholdPercentile {
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
         .output("mask", ValueKind::Mask, "score > threshold")
-        .param(ParamSpec::float("percentile", 99.0, "percentile (0-100), linear interpolation"))
+        .param(ParamSpec::float("percentile", 99.0, "percentile (0-100), linear interpolation").range(0.0, 100.0))
         .param(ParamSpec::float(
             "factor",
             1.0,
@@ -392,7 +392,7 @@ impl StagePlugin for ThresholdPixelwise {
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map (every map the same size)")
         .output("mask", ValueKind::Mask, "score > threshold of that pixel")
-        .param(ParamSpec::float("k", 3.0, "number of standard deviations above each pixel's mean"))
+        .param(ParamSpec::float("k", 3.0, "number of standard deviations above each pixel's mean").min(0.0))
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
         Ok(StageImpl::Fitted(Box::new(PixelwiseStage {

@@ -66,38 +66,58 @@ impl StagePlugin for Ttt4as {
              half-height region) | adaptive (local maxima above median + adaptive_k x robust std) | level (local \
              maxima >= `level`, an absolute score: use on maps normalized on nominal validation data)",
         ))
-        .param(ParamSpec::float(
-            "percentile",
-            99.0,
-            "local maxima at or above this percentile of the map are anomalous",
-        ))
-        .param(ParamSpec::float("low_percentile", 95.0, "hysteresis: grow through pixels at or above this percentile"))
-        .param(ParamSpec::float("keep", 0.5, "components: keep those weighing at least this fraction of the heaviest"))
-        .param(ParamSpec::float(
-            "min_persistence",
-            0.5,
-            "persistence: keep peaks whose persistence is at least this fraction of (max - median)",
-        ))
-        .param(ParamSpec::float("adaptive_k", 8.0, "adaptive: level = median + k x 1.4826 x MAD of the map"))
+        .param(
+            ParamSpec::float("percentile", 99.0, "local maxima at or above this percentile of the map are anomalous")
+                .range(0.0, 100.0),
+        )
+        .param(
+            ParamSpec::float("low_percentile", 95.0, "hysteresis: grow through pixels at or above this percentile")
+                .range(0.0, 100.0),
+        )
+        .param(
+            ParamSpec::float("keep", 0.5, "components: keep those weighing at least this fraction of the heaviest")
+                .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::float(
+                "min_persistence",
+                0.5,
+                "persistence: keep peaks whose persistence is at least this fraction of (max - median)",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::float("adaptive_k", 8.0, "adaptive: level = median + k x 1.4826 x MAD of the map")
+                .range(0.0, 1000.0),
+        )
         .param(ParamSpec::float(
             "level",
             1.0,
             "level: the absolute score a local maximum must reach (1 = the validation maximum after \
              normalize-scores min-max)",
         ))
-        .param(ParamSpec::int(
-            "max_anomalous",
-            1000,
-            "at most this many anomalous pixels train the classifier (a seeded sample that keeps the seeds)",
-        ))
-        .param(ParamSpec::float(
-            "prior_confidence",
-            0.5,
-            "self-training: anomalous = positive prior pixels at or above this quantile of the positive values; \
+        .param(
+            ParamSpec::int(
+                "max_anomalous",
+                1000,
+                "at most this many anomalous pixels train the classifier (a seeded sample that keeps the seeds)",
+            )
+            .min(1.0),
+        )
+        .param(
+            ParamSpec::float(
+                "prior_confidence",
+                0.5,
+                "self-training: anomalous = positive prior pixels at or above this quantile of the positive values; \
              nominal candidates = negative ones at or below the (1 - this) quantile of the negative values",
-        ))
-        .param(ParamSpec::int("radius", 1, "Chebyshev radius of the square of pixels labelled around each maximum"))
-        .param(ParamSpec::int("nominal_samples", 500, "nominal pixels drawn at random (seeded by sample id)"))
+            )
+            .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::int("radius", 1, "Chebyshev radius of the square of pixels labelled around each maximum")
+                .min(0.0),
+        )
+        .param(ParamSpec::int("nominal_samples", 500, "nominal pixels drawn at random (seeded by sample id)").min(1.0))
         .param(ParamSpec::choice(
             "nominal_region",
             &["all-rest", "below-percentile"],
@@ -105,8 +125,11 @@ impl StagePlugin for Ttt4as {
              reimplemented), or only from scores at or below `nominal_percentile` (on objects that half is \
              mostly background and teaches object-vs-background: docs/results/binarizers.md)",
         ))
-        .param(ParamSpec::float("nominal_percentile", 50.0, "upper percentile of the nominal region"))
-        .param(ParamSpec::int("margin", 0, "nominal pixels keep this Chebyshev distance (px) from anomalous ones"))
+        .param(ParamSpec::float("nominal_percentile", 50.0, "upper percentile of the nominal region").range(0.0, 100.0))
+        .param(
+            ParamSpec::int("margin", 0, "nominal pixels keep this Chebyshev distance (px) from anomalous ones")
+                .min(0.0),
+        )
         .param(ParamSpec::choice(
             "balance",
             &["class-weights", "oversample", "none"],
@@ -126,7 +149,7 @@ impl StagePlugin for Ttt4as {
              kernel-svm (c, kernel gaussian|linear, gamma, tol, exact: decide per pixel instead of on the feature \
              grid then upsample); the bias is liblinear's constant feature",
         ))
-        .param(ParamSpec::int("seed", 0, "mixed with each sample id to seed nominal sampling and the solver"))
+        .param(ParamSpec::int("seed", 0, "mixed with each sample id to seed nominal sampling and the solver").min(0.0))
     }
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
