@@ -48,23 +48,34 @@ impl StagePlugin for SyntheticDefects {
         .output("image", ValueKind::Image, "the image with one synthetic defect, same size and pixel type")
         .output("mask", ValueKind::Mask, "exactly the pixels the defect changed visibly; never empty")
         .param(ParamSpec::int("seed", 0, "mixed with each sample id (SHA-256) to seed every random choice"))
-        .param(ParamSpec::with_default(
-            "families",
-            ParamType::StringList,
-            serde_json::json!(Family::ALL.map(Family::name)),
-            FAMILIES_DOC,
-        ))
-        .param(ParamSpec::float(
-            "min_area",
-            0.001,
-            "smallest defect, as a fraction of the image area (sizes are drawn log-uniformly; 0 < min_area <= \
+        .param(
+            ParamSpec::with_default(
+                "families",
+                ParamType::StringList,
+                serde_json::json!(Family::ALL.map(Family::name)),
+                FAMILIES_DOC,
+            )
+            .one_of(&Family::ALL.map(Family::name)),
+        )
+        .param(
+            ParamSpec::float(
+                "min_area",
+                0.001,
+                "smallest defect, as a fraction of the image area (sizes are drawn log-uniformly; 0 < min_area <= \
              max_area)",
-        ))
-        .param(ParamSpec::float(
-            "max_area",
-            0.10,
-            "largest defect, as a fraction of the image area (at most 0.5; thin scars stay below it)",
-        ))
+            )
+            .above(0.0)
+            .max(0.5),
+        )
+        .param(
+            ParamSpec::float(
+                "max_area",
+                0.10,
+                "largest defect, as a fraction of the image area (at most 0.5; thin scars stay below it)",
+            )
+            .above(0.0)
+            .max(0.5),
+        )
         .param(
             ParamSpec::float(
                 "min_contrast",
@@ -521,10 +532,10 @@ mod tests {
         let e = err(json!({"min_area": 0.2, "max_area": 0.1}));
         assert!(e.contains("node `test-synthetic-defects`: param `min_area`") && e.contains("0.2"), "{e}");
         let e = err(json!({"max_area": 0.6}));
-        assert!(e.contains("param `max_area`") && e.contains("<= 0.5"), "{e}");
+        assert!(e.contains("param `max_area`") && e.contains("in (0, 0.5]"), "{e}");
         assert!(err(json!({"min_area": 0.0})).contains("param `min_area`"));
         let e = err(json!({"families": ["scar", "blob"]}));
-        assert!(e.contains("unknown family `blob`") && e.contains("cut-paste, scar"), "{e}");
+        assert!(e.contains("param `families`: `blob` is not one of cut-paste, scar"), "{e}");
         assert!(err(json!({"families": []})).contains("empty"));
 
         let h = fitted(json!({}), &pool3());

@@ -283,9 +283,38 @@ impl Accumulators {
     }
 }
 
+impl CategoryAcc {
+    /// Puts the per-sample lists in sample order (index, then id): the order one unsharded
+    /// run consumes them in, so sums over images (per-image means) add in the same order and
+    /// merged shards give the unsharded figures bit for bit.
+    fn sort_samples(&mut self) {
+        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        order.sort_by(|&i, &j| {
+            let (a, b) = (&self.samples[i], &self.samples[j]);
+            (a.index, &a.id).cmp(&(b.index, &b.id))
+        });
+        if order.iter().enumerate().all(|(k, &i)| k == i) {
+            return;
+        }
+        fn permute<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
+            *v = order.iter().map(|&i| v[i].clone()).collect();
+        }
+        permute(&mut self.samples, &order);
+        for (_, counts) in self.masks.0.iter_mut() {
+            permute(counts, &order);
+        }
+        for (_, values) in self.image_scores.0.iter_mut() {
+            permute(values, &order);
+        }
+        for (_, acc) in self.scores.0.iter_mut() {
+            permute(&mut acc.image_max, &order);
+        }
+    }
+}
+
 /// Merges two accumulators exactly: categories are united; within a category, the samples
-/// of `b` follow those of `a`. Both must have the same sources per category, and no sample
-/// may be in both.
+/// of both are put in sample order (as one run over all of them would have seen them). Both
+/// must have the same sources per category, and no sample may be in both.
 pub fn merge(mut a: Accumulators, b: Accumulators) -> Result<Accumulators, MetricsError> {
     for (name, mut cb) in b.categories {
         let Some(ca) = a.categories.get_mut(&name) else {
@@ -327,6 +356,7 @@ pub fn merge(mut a: Accumulators, b: Accumulators) -> Result<Accumulators, Metri
                 x.sorted = false;
             }
         }
+        ca.sort_samples();
     }
     Ok(a)
 }

@@ -21,6 +21,7 @@ pub mod confusion;
 pub mod draw;
 pub mod ranking;
 pub mod report;
+mod report_state;
 pub mod results;
 
 use std::{

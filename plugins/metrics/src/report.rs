@@ -5,13 +5,15 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use anoflow_sdk::prelude::*;
 
-use crate::accumulate::{Accumulators, MetricsError};
+use crate::accumulate::{self, Accumulators, MetricsError};
 use crate::confusion::Counts;
 use crate::draw::{self, Canvas, Rgb};
 use crate::ranking::{self, Negatives};
+use crate::report_state;
 use crate::results::{self, Results, MEAN};
 use crate::{relative_files, sample_view};
 
@@ -37,7 +39,7 @@ impl StagePlugin for Report {
 
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
         Ok(StageImpl::Sink(Box::new(ReportSink {
-            acc: Accumulators::new(),
+            acc: Mutex::new(Accumulators::new()),
             max_samples: params.usize("max_samples")?,
             tile: params.positive("tile")?,
             anomalous: Vec::new(),
@@ -47,20 +49,25 @@ impl StagePlugin for Report {
 }
 
 /// A sample kept for a panel, already shrunk to the tile size.
-struct Kept {
-    id: String,
-    category: String,
-    defect: String,
-    h: usize,
-    w: usize,
-    image: Option<Vec<u8>>,
-    scores: Vec<(String, Vec<f32>)>,
-    masks: Vec<(String, Vec<u8>, Counts)>,
-    gt: Vec<u8>,
+pub(crate) struct Kept {
+    pub(crate) id: String,
+    /// Position in the test listing: merged shards keep the panels one run would keep.
+    pub(crate) index: u64,
+    pub(crate) category: String,
+    pub(crate) defect: String,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) image: Option<Vec<u8>>,
+    pub(crate) scores: Vec<(String, Vec<f32>)>,
+    pub(crate) masks: Vec<(String, Vec<u8>, Counts)>,
+    pub(crate) gt: Vec<u8>,
 }
 
+
 struct ReportSink {
-    acc: Accumulators,
+    /// Behind a lock only so that `save_state` (which takes `&self`) can sort the score
+    /// lists in place, as the metrics sink does.
+    acc: Mutex<Accumulators>,
     max_samples: usize,
     tile: usize,
     anomalous: Vec<Kept>,
@@ -108,7 +115,7 @@ fn image_rgb(img: &Image, h: usize, w: usize) -> Vec<u8> {
 impl Sink for ReportSink {
     fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()> {
         let view = sample_view(sample)?;
-        self.acc.add(&view)?;
+        self.acc().add(&view)?;
         let anomalous = view.label == Some(true) || view.gt.0.contains(&1);
         let list_len = if anomalous { self.anomalous.len() } else { self.good.len() };
         if list_len >= self.max_samples {
@@ -122,6 +129,7 @@ impl Sink for ReportSink {
         };
         let kept = Kept {
             id: view.id.to_string(),
+            index: view.index,
             category: view.category.to_string(),
             defect: view.defect.to_string(),
             h: th,
@@ -139,6 +147,34 @@ impl Sink for ReportSink {
             self.anomalous.push(kept);
         } else {
             self.good.push(kept);
+        }
+        Ok(())
+    }
+
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        let acc = self.acc.lock().unwrap_or_else(PoisonError::into_inner).to_bytes();
+        let panels: Vec<(&Kept, bool)> =
+            self.anomalous.iter().map(|k| (k, true)).chain(self.good.iter().map(|k| (k, false))).collect();
+        Ok(report_state::encode(&acc, &panels))
+    }
+
+    /// Adds another shard's state. Each shard kept its first `max_samples` panels of each
+    /// kind in sample order, so the first `max_samples` of their union in sample order are
+    /// the ones one unsharded run keeps.
+    fn merge_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let (other, panels) = report_state::decode(state)?;
+        let acc = self.acc();
+        *acc = accumulate::merge(std::mem::take(acc), other)?;
+        for (kept, anomalous) in panels {
+            if anomalous {
+                self.anomalous.push(kept);
+            } else {
+                self.good.push(kept);
+            }
+        }
+        for list in [&mut self.anomalous, &mut self.good] {
+            list.sort_by(|a, b| (a.index, &a.id).cmp(&(b.index, &b.id)));
+            list.truncate(self.max_samples);
         }
         Ok(())
     }
@@ -174,8 +210,12 @@ fn esc(s: &str) -> String {
 }
 
 impl ReportSink {
+    fn acc(&mut self) -> &mut Accumulators {
+        self.acc.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn write_all(&mut self, dir: &Path) -> Result<Vec<String>, MetricsError> {
-        let res = results::compute(&mut self.acc, 0.3);
+        let res = results::compute(self.acc(), 0.3);
         let mut files =
             vec![png(dir, "pr_curves.png", &self.pr_chart(&res))?, png(dir, "f1_bars.png", &f1_chart(&res))?];
         let n_anom = self.anomalous.len().min(self.max_samples);
@@ -209,7 +249,7 @@ impl ReportSink {
         let mut curves = Vec::new();
         for source in &res.score_sources {
             let (mut pos, mut na, mut ng) = (Vec::new(), Vec::new(), Vec::new());
-            for cat in self.acc.categories.values() {
+            for cat in self.acc().categories.values() {
                 if let Some(s) = cat.scores.get(source) {
                     pos = ranking::merge_sorted(&pos, &s.positives);
                     na = ranking::merge_sorted(&na, &s.neg_anomalous);
@@ -221,7 +261,7 @@ impl ReportSink {
         let mut points = Vec::new();
         for source in &res.mask_sources {
             let mut c = Counts::default();
-            for cat in self.acc.categories.values() {
+            for cat in self.acc().categories.values() {
                 c.add(
                     &cat.masks
                         .get(source)
@@ -535,5 +575,69 @@ mod tests {
         let (x, y) = to_px(0.5, 0.5);
         assert_eq!(c.get(x as usize, y as usize), draw::series_colour(1));
         let _ = sample_meta("x", "y", true, 0);
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+    use crate::tests::realistic;
+    use anoflow_sdk::harness::{scratch_dir, StageHarness};
+
+    fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for sub in ["", "samples"] {
+            for e in std::fs::read_dir(dir.join(sub)).unwrap().flatten() {
+                if e.path().is_file() {
+                    out.push((format!("{sub}/{}", e.file_name().to_string_lossy()), std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Three interleaved shards of a report merged through their states write the same
+    /// panels, charts and index.html as one run over every sample.
+    #[test]
+    fn shards_of_a_report_merge_into_the_report_of_one_run() {
+        let samples = realistic(20, &["bottle", "cable"], 5);
+        // 20 samples, 13 anomalous: 16 panels take every anomalous one and the first 3 good.
+        let params = serde_json::json!({"max_samples": 16, "tile": 64});
+        let mut whole = StageHarness::new::<Report>(params.clone()).unwrap();
+        for (m, inputs) in &samples {
+            whole.consume(m, inputs.clone()).unwrap();
+        }
+        let whole_dir = scratch_dir("report-whole");
+        whole.finish(&whole_dir).unwrap();
+
+        let mut merged = StageHarness::new::<Report>(params.clone()).unwrap();
+        for shard in 0..3 {
+            let mut h = StageHarness::new::<Report>(params.clone()).unwrap();
+            for (m, inputs) in samples.iter().filter(|(m, _)| m.index % 3 == shard) {
+                h.consume(m, inputs.clone()).unwrap();
+            }
+            merged.load_state(h.save_state().unwrap()).unwrap();
+        }
+        let merged_dir = scratch_dir("report-merged");
+        merged.finish(&merged_dir).unwrap();
+        let (a, b) = (files(&whole_dir), files(&merged_dir));
+        assert_eq!(a.iter().map(|f| &f.0).collect::<Vec<_>>(), b.iter().map(|f| &f.0).collect::<Vec<_>>());
+        assert_eq!(a.len(), 3 + 16, "charts, index.html and 16 panels");
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert!(x == y, "{name} differs between the merged shards and one run");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_report_state_is_refused() {
+        let mut h = StageHarness::new::<Report>(serde_json::json!({"max_samples": 2})).unwrap();
+        for (m, inputs) in realistic(3, &["c"], 1) {
+            h.consume(&m, inputs).unwrap();
+        }
+        let state = h.save_state().unwrap();
+        let mut other = StageHarness::new::<Report>(serde_json::json!({})).unwrap();
+        assert!(other.load_state(state[..state.len() - 5].to_vec()).is_err());
+        assert!(other.load_state(b"ANOFLACC junk".to_vec()).is_err());
     }
 }

@@ -277,11 +277,14 @@ impl StagePlugin for ThresholdPercentile {
         .input("score", ValueKind::ScoreMap, "anomaly score map")
         .output("mask", ValueKind::Mask, "score > threshold")
         .param(ParamSpec::float("percentile", 99.0, "percentile (0-100), linear interpolation").range(0.0, 100.0))
-        .param(ParamSpec::float(
-            "factor",
-            1.0,
-            "the threshold is percentile x factor (> 0); e.g. percentile 95, factor 1.421 (VAND 4.0 winner)",
-        ))
+        .param(
+            ParamSpec::float(
+                "factor",
+                1.0,
+                "the threshold is percentile x factor (> 0); e.g. percentile 95, factor 1.421 (VAND 4.0 winner)",
+            )
+            .above(0.0),
+        )
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
         Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::Percentile)?)))

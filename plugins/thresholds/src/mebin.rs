@@ -50,14 +50,20 @@ impl StagePlugin for Mebin {
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
         .output("mask", ValueKind::Mask, "score > the stable threshold; empty when no stable interval exists")
-        .param(ParamSpec::int("sample_rate", 4, "step of the threshold sweep on the map scaled to 0-255"))
-        .param(ParamSpec::int(
-            "min_interval_len",
-            4,
-            "a stable interval holds at least this many consecutive thresholds with the same non-zero count",
-        ))
+        .param(
+            ParamSpec::int("sample_rate", 4, "step of the threshold sweep on the map scaled to 0-255")
+                .range(1.0, 255.0),
+        )
+        .param(
+            ParamSpec::int(
+                "min_interval_len",
+                4,
+                "a stable interval holds at least this many consecutive thresholds with the same non-zero count",
+            )
+            .min(1.0),
+        )
         .param(ParamSpec::bool("erode", true, "erode each binarized map before counting its components"))
-        .param(ParamSpec::int("kernel_size", 6, "side of the square erosion kernel (px)"))
+        .param(ParamSpec::int("kernel_size", 6, "side of the square erosion kernel (px)").min(1.0))
         .param(ParamSpec::bool(
             "erode_mask",
             false,
