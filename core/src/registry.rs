@@ -289,6 +289,20 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_default_outside_its_own_range_is_refused() {
+        use anoflow_sdk::descriptor::ParamSpec;
+        let ok = StageDescriptor::map("t", "t").param(ParamSpec::float("sigma", 0.0, "s").min(0.0));
+        assert_eq!(check_defaults(&ok), Ok(()));
+        let bad = StageDescriptor::map("t", "t").param(ParamSpec::float("sigma", -1.0, "s").min(0.0));
+        assert_eq!(
+            check_defaults(&bad),
+            Err("stage `t`: the default of param `sigma`: -1.0 is out of range: expected a value >= 0".to_string())
+        );
+        let choice = StageDescriptor::map("t", "t").param(ParamSpec::string("mode", "c", "m").one_of(&["a", "b"]));
+        assert!(check_defaults(&choice).is_err());
+    }
+
     /// Discovery on another thread, so a test fails instead of hanging when it blocks.
     fn discover_within(dir: &Path, limit: Duration) -> Registry {
         let (tx, rx) = mpsc::channel();
