@@ -939,6 +939,18 @@ fn create_stage_with(
         base_dir: p.spec.base_dir.to_string_lossy().as_ref().into(),
         work_dir: opts.out_dir.join(&node.id).to_string_lossy().as_ref().into(),
         threads: opts.threads as u32,
+        inputs: node
+            .inputs
+            .iter()
+            .map(|e| {
+                let from = &p.nodes[e.from];
+                InputEdge {
+                    port: e.to_port.as_str().into(),
+                    source: format!("{}.{}", from.id, e.from_port).into(),
+                    labelled: from.stage.descriptor.output_port(&e.from_port).is_some_and(|o| o.multiple),
+                }
+            })
+            .collect(),
     };
     (node.stage.factory.create)(&ctx).into_result().map_err(|e| RunError {
         phase: "create".into(),
@@ -980,15 +992,3 @@ mod tests {
         assert!(decode_state(b"junk").is_none());
     }
 }
-        inputs: node
-            .inputs
-            .iter()
-            .map(|e| {
-                let from = &p.nodes[e.from];
-                InputEdge {
-                    port: e.to_port.as_str().into(),
-                    source: format!("{}.{}", from.id, e.from_port).into(),
-                    labelled: from.stage.descriptor.output_port(&e.from_port).is_some_and(|o| o.multiple),
-                }
-            })
-            .collect(),
