@@ -102,10 +102,12 @@ fn undeclared_outputs_and_wrong_sizes_are_caught() {
         "{}",
         run.stderr
     );
-    // The mask comes out at half size; the metrics sink names the sample and both sizes.
+    // The mask comes out at half size; the metrics sink refuses it, and the error names the
+    // node that produced it, the sample and both sizes.
     let (run, _dir) = run_faulty("wrong-size", &[]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("node `eval` (stage `segmentation-metrics`)"), "{}", run.stderr);
+    assert!(run.stderr.contains("node `thr` (stage `threshold-mean-std`), sample `"), "{}", run.stderr);
+    assert!(run.stderr.contains("node `eval` cannot use its value on `thr.mask`"), "{}", run.stderr);
     assert!(run.stderr.contains("is 128x128") && run.stderr.contains("256x256"), "{}", run.stderr);
 }
 

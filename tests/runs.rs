@@ -342,3 +342,100 @@ fn quickstart_compares_thr_and_ttt4as_and_caches_the_fitted_bank() {
         read_json(&dir.path().join("q2/eval/results.json"))
     );
 }
+
+/// Two binarizers side by side, one behind a stage that misbehaves (fixture `faulty`, mode
+/// `{mode}`) on the good test images only.
+fn two_binarizers(mode: &str) -> String {
+    format!(
+        "name: keep
+nodes:
+  data:  {{ plugin: synthetic, with: {{ seed: 2, categories: [tiles], train: 4, test_good: 3, test_defective: 5, size: 64 }} }}
+  grad:  {{ plugin: gradient-magnitude, inputs: {{ image: data.image }} }}
+  bad:   {{ plugin: faulty, with: {{ mode: {mode}, only: \"/test/good/\" }}, inputs: {{ score: grad.score }} }}
+  steady: {{ plugin: threshold-fixed, with: {{ value: 40 }}, inputs: {{ score: grad.score }} }}
+  flaky: {{ plugin: threshold-fixed, with: {{ value: 40 }}, inputs: {{ score: bad.score }} }}
+  eval:  {{ plugin: segmentation-metrics, inputs: {{ gt: data.mask, masks: [steady.mask, flaky.mask], scores: [grad.score] }} }}
+"
+    )
+}
+
+fn run_two_binarizers(mode: &str, extra: &[&str]) -> (anoflow_e2e::Run, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = anoflow_e2e::fixture_plugin_dir(dir.path(), &["faulty"]);
+    let p = write_pipeline(dir.path(), "p.yaml", &two_binarizers(mode));
+    let out = dir.path().join("run");
+    let mut args = vec!["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-cache", "-q"];
+    args.extend_from_slice(extra);
+    let build = anoflow_e2e::build_dir();
+    (anoflow(dir.path(), &args, &[&build, &fixtures]), dir)
+}
+
+/// The images behind a mask source's pooled F1 on all test images of `tiles`.
+fn images_of(results: &Value, source: &str) -> u64 {
+    results["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["category"] == "tiles"
+                && r["source"] == source
+                && r["metric"] == "f1"
+                && r["subset"] == "all"
+                && r["pooling"] == "pixels"
+        })
+        .unwrap_or_else(|| panic!("no F1 of {source}: {results}"))["n"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn keep_going_drops_a_failing_branch_only_and_the_metrics_count_it() {
+    let (r, dir) = run_two_binarizers("error", &["--keep-going"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let report = read_json(&dir.path().join("run/run.json"));
+    let failures = report["run"]["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3, "one per good test image, recorded once: {failures:#?}");
+    assert!(failures.iter().all(|f| f["node"] == "bad" && f["sample"].as_str().unwrap().contains("/test/good/")));
+    let nodes = report["run"]["nodes"].as_array().unwrap();
+    let errors = |id: &str| nodes.iter().find(|n| n["id"] == id).unwrap()["errors"].as_u64().unwrap();
+    assert_eq!((errors("bad"), errors("flaky"), errors("eval")), (3, 0, 0));
+    let eval = nodes.iter().find(|n| n["id"] == "eval").unwrap();
+    assert_eq!(eval["samples"], 8, "the sink still consumed every sample");
+
+    let results = read_json(&dir.path().join("run/eval/results.json"));
+    assert_eq!(results["mask_sources"], serde_json::json!(["steady.mask", "flaky.mask"]));
+    assert_eq!(images_of(&results, "steady.mask"), 8, "the other binarizer keeps every sample");
+    assert_eq!(images_of(&results, "flaky.mask"), 5);
+    assert_eq!(results["missing"], serde_json::json!({"flaky.mask": {"tiles": 3}}));
+    assert!(r.stdout.contains("| flaky.mask | tiles | 3 |"), "{}", r.stdout);
+}
+
+#[test]
+fn a_value_only_a_sink_refuses_is_blamed_on_its_producer() {
+    // `faulty` halves the good images' score maps; `flaky` binarizes them faithfully and only
+    // the metrics sink, comparing with the ground truth, finds the size wrong.
+    let (r, dir) = run_two_binarizers("wrong-size", &["--keep-going"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let report = read_json(&dir.path().join("run/run.json"));
+    let failures = report["run"]["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3, "{failures:#?}");
+    for f in failures {
+        assert_eq!(f["node"], "flaky", "{f}");
+        let message = f["message"].as_str().unwrap();
+        assert!(message.contains("node `eval` cannot use its value on `flaky.mask`"), "{message}");
+        assert!(message.contains("is 32x32 (h x w) but its ground truth mask is 64x64"), "{message}");
+    }
+    let results = read_json(&dir.path().join("run/eval/results.json"));
+    assert_eq!(images_of(&results, "steady.mask"), 8);
+    assert_eq!(images_of(&results, "flaky.mask"), 5);
+    assert_eq!(results["missing"]["flaky.mask"]["tiles"], 3);
+
+    // Without --keep-going the run stops at the first one, naming the producer.
+    let (r, _dir) = run_two_binarizers("wrong-size", &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("test: node `flaky` (stage `threshold-fixed`), sample `tiles/test/good/"),
+        "{}",
+        r.stderr
+    );
+}

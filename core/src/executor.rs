@@ -116,7 +116,14 @@ type BatchResult = (Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>, Durat
 struct Slot {
     meta: SampleMeta,
     outputs: Vec<Vec<PortValue>>,
+    /// The sample is dropped for every node (a failure outside the test phase).
     failed: bool,
+    /// Test phase: a failure drops only the failing node's branch of the sample (see
+    /// `lost`), so sinks still get the values of the other branches.
+    isolated: bool,
+    /// Per node: no output for this sample, as the node or one of its inputs failed on it
+    /// (the failure is recorded once, where it happened).
+    lost: Vec<bool>,
 }
 
 struct Runner<'a> {
@@ -246,14 +253,25 @@ impl<'a> Runner<'a> {
         Ok(metas)
     }
 
-    /// A sample failed at `node`: stop the run, or record it and drop the sample.
+    /// A sample failed at `node`: stop the run, or record it and drop the sample (in the
+    /// test phase: drop the node's branch of it).
     fn sample_failed(&self, phase: &str, node: usize, slot: &mut Slot, message: String) -> Result<(), RunError> {
-        let e = self.err(phase, node, Some(&slot.meta), message);
+        self.record_failure(phase, node, &slot.meta, message)?;
+        if slot.isolated {
+            slot.lost[node] = true;
+        } else {
+            slot.failed = true;
+        }
+        Ok(())
+    }
+
+    /// Counts a failure of `node` on a sample: stops the run, or (`--keep-going`) lists it.
+    fn record_failure(&self, phase: &str, node: usize, meta: &SampleMeta, message: String) -> Result<(), RunError> {
+        let e = self.err(phase, node, Some(meta), message);
         self.with_stats(node, |s| s.errors += 1);
         if !self.opts.keep_going {
             return Err(e);
         }
-        slot.failed = true;
         if let Ok(mut f) = self.failures.lock() {
             f.push(e);
         }
@@ -264,26 +282,32 @@ impl<'a> Runner<'a> {
     fn gather(&self, node: usize, slot: &Slot) -> Result<Vec<PortValue>, String> {
         let mut inputs = Vec::new();
         for e in &self.p.nodes[node].inputs {
-            let from = &self.p.nodes[e.from].id;
-            let mut found = false;
-            for pv in slot.outputs[e.from].iter().filter(|pv| pv.port == e.from_port.as_str()) {
-                found = true;
+            let values = self.edge_values(e, slot);
+            if values.is_empty() {
+                let from = &self.p.nodes[e.from].id;
+                return Err(format!("input `{}` got no value: node `{from}` produced no `{}`", e.to_port, e.from_port));
+            }
+            inputs.extend(values);
+        }
+        Ok(inputs)
+    }
+
+    /// The values one edge carries for a sample, named `node.port` (`node.port[label]` for
+    /// the labelled values of a multi-value output).
+    fn edge_values(&self, e: &crate::check::Edge, slot: &Slot) -> Vec<PortValue> {
+        let from = &self.p.nodes[e.from].id;
+        slot.outputs[e.from]
+            .iter()
+            .filter(|pv| pv.port == e.from_port.as_str())
+            .map(|pv| {
                 let source = if pv.source.is_empty() {
                     format!("{from}.{}", e.from_port)
                 } else {
                     format!("{from}.{}[{}]", e.from_port, pv.source)
                 };
-                inputs.push(PortValue {
-                    port: e.to_port.as_str().into(),
-                    source: source.into(),
-                    value: pv.value.clone(),
-                });
-            }
-            if !found {
-                return Err(format!("input `{}` got no value: node `{from}` produced no `{}`", e.to_port, e.from_port));
-            }
-        }
-        Ok(inputs)
+                PortValue { port: e.to_port.as_str().into(), source: source.into(), value: pv.value.clone() }
+            })
+            .collect()
     }
 
     /// Checks a stage's outputs against its descriptor.
@@ -375,6 +399,11 @@ impl<'a> Runner<'a> {
                 if let Some(values) = preloaded[n][i].take() {
                     chunk[i].outputs[n] = values;
                     loaded += 1;
+                    continue;
+                }
+                if self.p.nodes[n].inputs.iter().any(|e| chunk[i].lost[e.from]) {
+                    // An input failed on this sample (recorded there): the branch ends here.
+                    chunk[i].lost[n] = true;
                     continue;
                 }
                 let slot = &mut chunk[i];
@@ -484,7 +513,13 @@ impl<'a> Runner<'a> {
     fn new_chunk(&self, metas: &[SampleMeta]) -> Vec<Slot> {
         metas
             .iter()
-            .map(|m| Slot { meta: m.clone(), outputs: vec![Vec::new(); self.p.nodes.len()], failed: false })
+            .map(|m| Slot {
+                meta: m.clone(),
+                outputs: vec![Vec::new(); self.p.nodes.len()],
+                failed: false,
+                isolated: false,
+                lost: vec![false; self.p.nodes.len()],
+            })
             .collect()
     }
 
@@ -638,12 +673,16 @@ impl<'a> Runner<'a> {
         for (c, group) in metas.chunks(self.opts.in_flight.max(1)).enumerate() {
             self.check_interrupt("test", c * self.opts.in_flight.max(1), metas.len())?;
             let mut chunk = self.new_chunk(group);
+            chunk.iter_mut().for_each(|slot| slot.isolated = true);
             self.compute("test", &compute, &sinks, &mut chunk)?;
             for &s in &sinks {
-                let batch = self.consumer_batch("test", s, &mut chunk)?;
-                let count = batch.len() as u64;
                 let t0 = Instant::now();
-                self.stages[s].consume(batch).into_result().map_err(|e| self.err("test", s, None, e.to_string()))?;
+                let mut count = 0u64;
+                for slot in chunk.iter().filter(|slot| !slot.failed) {
+                    if self.sink_consume(s, slot)? {
+                        count += 1;
+                    }
+                }
                 self.with_stats(s, |st| {
                     st.samples += count;
                     st.busy_seconds += t0.elapsed().as_secs_f64();
@@ -653,6 +692,56 @@ impl<'a> Runner<'a> {
         }
         bar.finish_and_clear();
         Ok(metas.len())
+    }
+
+    /// Sink `s` consumes one test sample, one call per sample so that a failure names it.
+    /// An edge whose producer failed on the sample is left out (that failure is recorded
+    /// already); a value the sink rejects ([`StageError::input`]) is blamed on the node that
+    /// produced it and, with `--keep-going`, the sample is offered again without it. A
+    /// sample left without a value on a required port is not consumed. Returns whether the
+    /// sink took the sample.
+    fn sink_consume(&mut self, s: usize, slot: &Slot) -> Result<bool, RunError> {
+        let p = self.p;
+        let sink = &p.nodes[s];
+        let mut inputs = Vec::new();
+        for e in sink.inputs.iter().filter(|e| !slot.lost[e.from]) {
+            let values = self.edge_values(e, slot);
+            if values.is_empty() {
+                let message = format!("produced no `{}` for node `{}` (input `{}`)", e.from_port, sink.id, e.to_port);
+                self.record_failure("test", e.from, &slot.meta, message)?;
+            }
+            inputs.extend(values);
+        }
+        loop {
+            let mut required = sink.stage.descriptor.inputs.iter().filter(|port| !port.optional);
+            if !required.all(|port| inputs.iter().any(|v| v.port == port.name)) {
+                return Ok(false);
+            }
+            let batch = RVec::from(vec![SampleInput { meta: slot.meta.clone(), inputs: inputs.clone().into() }]);
+            let Err(e) = self.stages[s].consume(batch).into_result() else {
+                return Ok(true);
+            };
+            let rejected = inputs.iter().position(|v| !e.input.is_empty() && v.source == e.input);
+            let producer = rejected.and_then(|i| {
+                let source = inputs[i].source.as_str();
+                sink.inputs.iter().find(|edge| {
+                    let name = format!("{}.{}", p.nodes[edge.from].id, edge.from_port);
+                    source == name || source.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with('['))
+                })
+            });
+            match (rejected, producer) {
+                (Some(i), Some(edge)) => {
+                    let message =
+                        format!("node `{}` cannot use its value on `{}`: {}", sink.id, inputs[i].source, e.message);
+                    self.record_failure("test", edge.from, &slot.meta, message)?;
+                    inputs.remove(i);
+                }
+                _ => {
+                    self.record_failure("test", s, &slot.meta, e.to_string())?;
+                    return Ok(false);
+                }
+            }
+        }
     }
 
     /// Each sink's accumulated state, kept so that shards can be merged exactly later.

@@ -69,8 +69,8 @@ fn main() {
                 defect: if d.anomalous { "blob" } else { "good" },
                 label: Some(d.anomalous),
                 gt: (&d.gt, h, w),
-                masks: vec![("thr.mask", &d.thr, h, w), ("ttt.mask", &d.ttt, h, w)],
-                scores: vec![("scorer.score", &d.score, h, w)],
+                masks: vec![("thr.mask", Some((&d.thr, h, w))), ("ttt.mask", Some((&d.ttt, h, w)))],
+                scores: vec![("scorer.score", Some((&d.score, h, w)))],
                 image_scores: vec![],
             };
             if let Err(e) = acc.add(&view) {
@@ -111,7 +111,7 @@ fn main() {
             label: Some(d.anomalous),
             gt: (&d.gt, h, w),
             masks: vec![],
-            scores: vec![("scorer.score", &d.score, h, w)],
+            scores: vec![("scorer.score", Some((&d.score, h, w)))],
             image_scores: vec![],
         };
         let _ = acc.add(&view);

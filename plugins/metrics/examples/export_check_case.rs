@@ -92,9 +92,9 @@ fn main() {
             defect: if im.anomalous { "defect" } else { "good" },
             label: Some(im.anomalous),
             gt: (&im.gt, im.h, im.w),
-            masks: im.masks.iter().map(|(s, m)| (s.as_str(), m.as_slice(), im.h, im.w)).collect(),
-            scores: vec![("scorer.score", &im.score, im.h, im.w)],
-            image_scores: vec![("scorer.image_score", im.image_score)],
+            masks: im.masks.iter().map(|(s, m)| (s.as_str(), Some((m.as_slice(), im.h, im.w)))).collect(),
+            scores: vec![("scorer.score", Some((&im.score, im.h, im.w)))],
+            image_scores: vec![("scorer.image_score", Some(im.image_score))],
         };
         if let Err(e) = acc.add(&view) {
             eprintln!("{e}");

@@ -24,14 +24,23 @@ use crate::{components::component_sizes, confusion::Counts, ranking};
 /// What can go wrong while accumulating, merging or storing metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
+    /// `what` is `mask`, `score map` or `image score`; `edge` the input edge (`node.port`).
     #[error(
-        "sample `{sample}`: {source_name} is {found_h}x{found_w} (h x w) but its ground truth mask is {gt_h}x{gt_w}"
+        "sample `{sample}`: {what} `{edge}` is {found_h}x{found_w} (h x w) but its ground truth mask is {gt_h}x{gt_w}"
     )]
-    SizeMismatch { sample: String, source_name: String, found_h: usize, found_w: usize, gt_h: usize, gt_w: usize },
+    SizeMismatch {
+        sample: String,
+        what: &'static str,
+        edge: String,
+        found_h: usize,
+        found_w: usize,
+        gt_h: usize,
+        gt_w: usize,
+    },
     #[error(
-        "sample `{sample}`: {source_name} holds a non-finite value ({value}) at pixel {pixel}; scores must be numbers"
+        "sample `{sample}`: {what} `{edge}` holds a non-finite value ({value}) at pixel {pixel}; scores must be numbers"
     )]
-    NotFinite { sample: String, source_name: String, value: f64, pixel: usize },
+    NotFinite { sample: String, what: &'static str, edge: String, value: f64, pixel: usize },
     #[error("sample `{sample}` (category `{category}`): its {port} inputs are [{found}], but earlier samples of the category had [{expected}]")]
     SourcesChanged { sample: String, category: String, port: &'static str, found: String, expected: String },
     #[error("cannot merge: category `{category}` has {port} sources [{a}] in one result and [{b}] in the other")]
@@ -70,8 +79,9 @@ pub struct ScoreAcc {
     pub neg_good: Vec<u32>,
     /// GT components (8-connected) over all images.
     pub components: u64,
-    /// Each sample's maximum score (aligned with the category's samples).
-    pub image_max: Vec<f32>,
+    /// Each sample's maximum score (aligned with the category's samples; `None` where the
+    /// sample arrived without this source).
+    pub image_max: Vec<Option<f32>>,
     sorted: bool,
 }
 
@@ -128,14 +138,27 @@ impl<T> Sources<T> {
 #[derive(Clone, Debug, Default)]
 pub struct CategoryAcc {
     pub samples: Vec<SampleRecord>,
-    /// Per mask source, the counts of each sample (aligned with `samples`).
-    pub masks: Sources<Vec<Counts>>,
+    /// Per mask source, the counts of each sample (aligned with `samples`; `None` where the
+    /// sample arrived without this source: its producer failed on it under `--keep-going`).
+    pub masks: Sources<Vec<Option<Counts>>>,
     pub scores: Sources<ScoreAcc>,
-    /// Per image-score source, each sample's score (aligned with `samples`).
-    pub image_scores: Sources<Vec<f64>>,
+    /// Per image-score source, each sample's score (aligned with `samples`; `None`: missing).
+    pub image_scores: Sources<Vec<Option<f64>>>,
 }
 
-/// The inputs of one sample, as the sinks read them.
+impl CategoryAcc {
+    /// Samples each source lacks (a producer failed on them), by source, where any.
+    pub fn missing(&self) -> Vec<(&str, u64)> {
+        let count = |present: &mut dyn Iterator<Item = bool>| present.filter(|p| !p).count() as u64;
+        let masks = self.masks.iter().map(|(n, v)| (n, count(&mut v.iter().map(Option::is_some))));
+        let scores = self.scores.iter().map(|(n, a)| (n, count(&mut a.image_max.iter().map(Option::is_some))));
+        let images = self.image_scores.iter().map(|(n, v)| (n, count(&mut v.iter().map(Option::is_some))));
+        masks.chain(scores).chain(images).filter(|(_, c)| *c > 0).collect()
+    }
+}
+
+/// The inputs of one sample, as the sinks read them. Each source is listed, with `None`
+/// when the sample arrived without its value.
 pub struct SampleView<'a> {
     pub id: &'a str,
     pub index: u64,
@@ -144,10 +167,13 @@ pub struct SampleView<'a> {
     /// The dataset label: Some(true) anomalous, Some(false) nominal, None unknown.
     pub label: Option<bool>,
     pub gt: (&'a [u8], usize, usize),
-    pub masks: Vec<(&'a str, &'a [u8], usize, usize)>,
-    pub scores: Vec<(&'a str, &'a [f32], usize, usize)>,
-    pub image_scores: Vec<(&'a str, f64)>,
+    pub masks: Vec<(&'a str, Option<Plane<'a, u8>>)>,
+    pub scores: Vec<(&'a str, Option<Plane<'a, f32>>)>,
+    pub image_scores: Vec<(&'a str, Option<f64>)>,
 }
+
+/// One value of a spatial source: pixels, height, width.
+pub type Plane<'a, T> = (&'a [T], usize, usize);
 
 /// Accumulated metrics state of a run (or of several merged runs), by category.
 #[derive(Clone, Debug, Default)]
@@ -166,12 +192,15 @@ impl Accumulators {
 
     /// Adds one test sample.
     pub fn add(&mut self, s: &SampleView<'_>) -> Result<(), MetricsError> {
+        // Every check comes before any change, so a refused sample leaves no trace (the host
+        // may offer it again without the refused input).
         let (gt, gh, gw) = s.gt;
-        let size_check = |name: &str, h: usize, w: usize| {
+        let size_check = |what: &'static str, edge: &str, h: usize, w: usize| {
             if (h, w) != (gh, gw) {
                 Err(MetricsError::SizeMismatch {
                     sample: s.id.to_string(),
-                    source_name: name.to_string(),
+                    what,
+                    edge: edge.to_string(),
                     found_h: h,
                     found_w: w,
                     gt_h: gh,
@@ -181,65 +210,76 @@ impl Accumulators {
                 Ok(())
             }
         };
-        for &(name, _, h, w) in &s.masks {
-            size_check(&format!("mask `{name}`"), h, w)?;
+        for &(name, plane) in &s.masks {
+            if let Some((_, h, w)) = plane {
+                size_check("mask", name, h, w)?;
+            }
         }
-        for &(name, data, h, w) in &s.scores {
-            size_check(&format!("score map `{name}`"), h, w)?;
+        for &(name, plane) in &s.scores {
+            let Some((data, h, w)) = plane else { continue };
+            size_check("score map", name, h, w)?;
             if let Some((pixel, &v)) = data.iter().enumerate().find(|(_, v)| v.is_nan()) {
                 return Err(MetricsError::NotFinite {
                     sample: s.id.to_string(),
-                    source_name: format!("score map `{name}`"),
+                    what: "score map",
+                    edge: name.to_string(),
                     value: f64::from(v),
                     pixel,
                 });
             }
         }
         for &(name, v) in &s.image_scores {
-            if v.is_nan() {
+            if let Some(v) = v.filter(|v| v.is_nan()) {
                 return Err(MetricsError::NotFinite {
                     sample: s.id.to_string(),
-                    source_name: format!("image score `{name}`"),
+                    what: "image score",
+                    edge: name.to_string(),
                     value: v,
                     pixel: 0,
                 });
             }
         }
 
-        let cat = self.categories.entry(s.category.to_string()).or_default();
         let mask_names: Vec<&str> = s.masks.iter().map(|m| m.0).collect();
         let score_names: Vec<&str> = s.scores.iter().map(|m| m.0).collect();
         let image_names: Vec<&str> = s.image_scores.iter().map(|m| m.0).collect();
+        if let Some(cat) = self.categories.get(s.category).filter(|c| !c.samples.is_empty()) {
+            let changed = |port: &'static str, have: Vec<&str>, found: &[&str]| MetricsError::SourcesChanged {
+                sample: s.id.to_string(),
+                category: s.category.to_string(),
+                port,
+                found: join(found),
+                expected: join(&have),
+            };
+            if !cat.masks.same_names(&mask_names) {
+                return Err(changed("masks", cat.masks.names(), &mask_names));
+            }
+            if !cat.scores.same_names(&score_names) {
+                return Err(changed("scores", cat.scores.names(), &score_names));
+            }
+            if !cat.image_scores.same_names(&image_names) {
+                return Err(changed("image_scores", cat.image_scores.names(), &image_names));
+            }
+        }
+        let cat = self.categories.entry(s.category.to_string()).or_default();
         if cat.samples.is_empty() {
             cat.masks = Sources(mask_names.iter().map(|n| (n.to_string(), Vec::new())).collect());
             cat.scores = Sources(score_names.iter().map(|n| (n.to_string(), ScoreAcc::default())).collect());
             cat.image_scores = Sources(image_names.iter().map(|n| (n.to_string(), Vec::new())).collect());
         }
-        let changed = |port: &'static str, have: Vec<&str>, found: &[&str]| MetricsError::SourcesChanged {
-            sample: s.id.to_string(),
-            category: s.category.to_string(),
-            port,
-            found: join(found),
-            expected: join(&have),
-        };
-        if !cat.masks.same_names(&mask_names) {
-            return Err(changed("masks", cat.masks.names(), &mask_names));
-        }
-        if !cat.scores.same_names(&score_names) {
-            return Err(changed("scores", cat.scores.names(), &score_names));
-        }
-        if !cat.image_scores.same_names(&image_names) {
-            return Err(changed("image_scores", cat.image_scores.names(), &image_names));
-        }
 
         let gt_pixels = gt.iter().filter(|&&v| v != 0).count() as u64;
         let anomalous = s.label == Some(true) || gt_pixels > 0;
-        for (&(_, data, _, _), (_, counts)) in s.masks.iter().zip(cat.masks.0.iter_mut()) {
-            counts.push(Counts::of(data, gt));
+        for (&(_, plane), (_, counts)) in s.masks.iter().zip(cat.masks.0.iter_mut()) {
+            counts.push(plane.map(|(data, _, _)| Counts::of(data, gt)));
         }
-        if !s.scores.is_empty() {
+        if s.scores.iter().any(|(_, plane)| plane.is_some()) {
             let (sizes, n_components) = component_sizes(gt, gh, gw);
-            for (&(_, data, _, _), (_, acc)) in s.scores.iter().zip(cat.scores.0.iter_mut()) {
+            for (&(_, plane), (_, acc)) in s.scores.iter().zip(cat.scores.0.iter_mut()) {
+                let Some((data, _, _)) = plane else {
+                    acc.image_max.push(None);
+                    continue;
+                };
                 acc.sorted = false;
                 acc.components += u64::from(n_components);
                 acc.positives.reserve(gt_pixels as usize);
@@ -255,8 +295,10 @@ impl Accumulators {
                         negatives.push(k);
                     }
                 }
-                acc.image_max.push(max);
+                acc.image_max.push(Some(max));
             }
+        } else {
+            cat.scores.0.iter_mut().for_each(|(_, acc)| acc.image_max.push(None));
         }
         for (&(_, v), (_, list)) in s.image_scores.iter().zip(cat.image_scores.0.iter_mut()) {
             list.push(v);
@@ -364,7 +406,8 @@ pub fn merge(mut a: Accumulators, b: Accumulators) -> Result<Accumulators, Metri
 // ---- Binary storage -------------------------------------------------------------------
 
 const MAGIC: &[u8; 8] = b"ANOFLACC";
-const FORMAT_VERSION: u32 = 1;
+/// 2: a source may lack some samples (`null` in the per-sample lists); version 1 files read.
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -376,10 +419,10 @@ struct Header {
 struct HeaderCategory {
     name: String,
     samples: Vec<SampleRecord>,
-    masks: Vec<(String, Vec<Counts>)>,
+    masks: Vec<(String, Vec<Option<Counts>>)>,
     scores: Vec<HeaderScore>,
     /// f64 bit patterns, so the values round-trip exactly.
-    image_scores: Vec<(String, Vec<u64>)>,
+    image_scores: Vec<(String, Vec<Option<u64>>)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -390,7 +433,7 @@ struct HeaderScore {
     neg_anomalous: u64,
     neg_good: u64,
     /// f32 bit patterns of each sample's maximum score.
-    image_max_bits: Vec<u32>,
+    image_max_bits: Vec<Option<u32>>,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -462,13 +505,13 @@ impl Accumulators {
                             positives: a.positives.len() as u64,
                             neg_anomalous: a.neg_anomalous.len() as u64,
                             neg_good: a.neg_good.len() as u64,
-                            image_max_bits: a.image_max.iter().map(|v| v.to_bits()).collect(),
+                            image_max_bits: a.image_max.iter().map(|v| v.map(f32::to_bits)).collect(),
                         })
                         .collect(),
                     image_scores: c
                         .image_scores
                         .iter()
-                        .map(|(s, v)| (s.to_string(), v.iter().map(|x| x.to_bits()).collect()))
+                        .map(|(s, v)| (s.to_string(), v.iter().map(|x| x.map(f64::to_bits)).collect()))
                         .collect(),
                 })
                 .collect(),
@@ -508,8 +551,8 @@ impl Accumulators {
             return Err(r.err("not an anoflow accumulators file (bad magic)"));
         }
         let version = u32::from_le_bytes(r.take(4)?.try_into().map_err(|_| r.err("truncated"))?);
-        if version != FORMAT_VERSION {
-            return Err(r.err(format!("format version {version}, this build reads {FORMAT_VERSION}")));
+        if !(1..=FORMAT_VERSION).contains(&version) {
+            return Err(r.err(format!("format version {version}, this build reads 1 to {FORMAT_VERSION}")));
         }
         let len = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| r.err("truncated"))?);
         let header_bytes = r.take(usize::try_from(len).map_err(|_| r.err("header too large"))?)?;
@@ -530,7 +573,7 @@ impl Accumulators {
                 image_scores: Sources(
                     hc.image_scores
                         .into_iter()
-                        .map(|(s, bits)| (s, bits.into_iter().map(f64::from_bits).collect()))
+                        .map(|(s, bits)| (s, bits.into_iter().map(|b| b.map(f64::from_bits)).collect()))
                         .collect(),
                 ),
             };
@@ -552,7 +595,7 @@ impl Accumulators {
                         neg_anomalous,
                         neg_good,
                         components: hs.components,
-                        image_max: hs.image_max_bits.into_iter().map(f32::from_bits).collect(),
+                        image_max: hs.image_max_bits.into_iter().map(|b| b.map(f32::from_bits)).collect(),
                         sorted: true, // delta coding of non-negative steps: sorted by construction
                     },
                 ));

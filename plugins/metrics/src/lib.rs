@@ -41,46 +41,83 @@ pub const SAMPLES_FILE: &str = "samples.csv";
 
 impl From<MetricsError> for StageError {
     fn from(e: MetricsError) -> Self {
-        match e {
+        match &e {
             MetricsError::Io { .. } => StageError::new(ErrorKind::Io, e.to_string()),
             MetricsError::Format { .. } => StageError::new(ErrorKind::Io, e.to_string()),
+            // One input's value is unusable: the host blames the node that produced it.
+            MetricsError::SizeMismatch { edge, .. } | MetricsError::NotFinite { edge, .. } => {
+                StageError::bad_input(edge, e.to_string())
+            }
             _ => StageError::invalid_input(e.to_string()),
         }
     }
 }
 
+/// The sources a sink expects on each multi-edge port (`node.port`, in pipeline order), from
+/// the edges the host lists at creation. A sample that arrives without one (its producer
+/// failed on it under `--keep-going`) counts as missing for that source, and a source that
+/// fails on every sample still has its column. `None`: take the sources from the samples.
+#[derive(Debug, Clone, Default)]
+pub struct ExpectedSources {
+    masks: Option<Vec<String>>,
+    scores: Option<Vec<String>>,
+    image_scores: Option<Vec<String>>,
+}
+
+impl ExpectedSources {
+    pub fn from_context(ctx: &CreateContext) -> Self {
+        // Labelled values (`node.port[label]`) are only known from the samples.
+        let of = |port: &str| {
+            let edges: Vec<&anoflow_sdk::abi::InputEdge> = ctx.edges(port).collect();
+            (!edges.is_empty() && edges.iter().all(|e| !e.labelled))
+                .then(|| edges.iter().map(|e| e.source.to_string()).collect())
+        };
+        Self { masks: of("masks"), scores: of("scores"), image_scores: of("image_scores") }
+    }
+}
+
+/// The values on a multi-edge port, each read by `read`: the expected sources first (in
+/// their order, `None` where the sample lacks one), then any other source the sample has.
+fn listed<'a, T>(
+    sample: &Sample<'a>,
+    port: &str,
+    expected: Option<&'a [String]>,
+    read: impl Fn(&'a str, &'a Value) -> StageResult<T>,
+) -> StageResult<Vec<(&'a str, Option<T>)>> {
+    let mut out: Vec<(&'a str, Option<T>)> =
+        expected.unwrap_or_default().iter().map(|name| (name.as_str(), None)).collect();
+    for (source, v) in sample.all(port) {
+        let value = read(source, v)?;
+        match out.iter_mut().find(|(name, slot)| *name == source && slot.is_none()) {
+            Some(slot) => slot.1 = Some(value),
+            None => out.push((source, Some(value))),
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a sink's inputs (`gt`, `masks`, `scores`, `image_scores`) into a [`SampleView`].
-pub fn sample_view<'a>(sample: &Sample<'a>) -> StageResult<SampleView<'a>> {
+pub fn sample_view<'a>(sample: &Sample<'a>, expected: &'a ExpectedSources) -> StageResult<SampleView<'a>> {
     let meta = sample.meta;
     let gt = sample.mask("gt")?;
     let wrong = |port: &str, source: &str, expected: &str, found: &Value| {
-        StageError::invalid_input(format!(
-            "sample `{}`: input `{port}` from `{source}` expected {expected}, found {}",
-            meta.id,
-            found.kind()
-        ))
+        StageError::bad_input(
+            source,
+            format!("sample `{}`: input `{port}` from `{source}` expected {expected}, found {}", meta.id, found.kind()),
+        )
     };
-    let mut masks = Vec::new();
-    for (source, v) in sample.all("masks") {
-        match v {
-            Value::Mask(m) => masks.push((source, m.data(), m.height(), m.width())),
-            other => return Err(wrong("masks", source, "mask", other)),
-        }
-    }
-    let mut scores = Vec::new();
-    for (source, v) in sample.all("scores") {
-        match v {
-            Value::ScoreMap(m) => scores.push((source, m.data(), m.height(), m.width())),
-            other => return Err(wrong("scores", source, "score-map", other)),
-        }
-    }
-    let mut image_scores = Vec::new();
-    for (source, v) in sample.all("image_scores") {
-        match v {
-            Value::Scalar(x) => image_scores.push((source, *x)),
-            other => return Err(wrong("image_scores", source, "scalar", other)),
-        }
-    }
+    let masks = listed(sample, "masks", expected.masks.as_deref(), |source, v| match v {
+        Value::Mask(m) => Ok((m.data(), m.height(), m.width())),
+        other => Err(wrong("masks", source, "mask", other)),
+    })?;
+    let scores = listed(sample, "scores", expected.scores.as_deref(), |source, v| match v {
+        Value::ScoreMap(m) => Ok((m.data(), m.height(), m.width())),
+        other => Err(wrong("scores", source, "score-map", other)),
+    })?;
+    let image_scores = listed(sample, "image_scores", expected.image_scores.as_deref(), |source, v| match v {
+        Value::Scalar(x) => Ok(*x),
+        other => Err(wrong("image_scores", source, "scalar", other)),
+    })?;
     let label = match meta.label {
         LABEL_ANOMALOUS => Some(true),
         LABEL_NOMINAL => Some(false),
@@ -192,7 +229,7 @@ impl StagePlugin for SegmentationMetrics {
         ))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
         let fpr_limit = params.f64("fpr_limit")?;
         if !(fpr_limit > 0.0 && fpr_limit <= 1.0) {
             return Err(StageError::invalid_param(format!(
@@ -204,6 +241,7 @@ impl StagePlugin for SegmentationMetrics {
             acc: Mutex::new(Accumulators::new()),
             fpr_limit,
             save_accumulators: params.bool("save_accumulators")?,
+            expected: ExpectedSources::from_context(ctx),
         })))
     }
 }
@@ -214,6 +252,7 @@ struct MetricsSink {
     acc: Mutex<Accumulators>,
     fpr_limit: f64,
     save_accumulators: bool,
+    expected: ExpectedSources,
 }
 
 impl MetricsSink {
@@ -224,8 +263,8 @@ impl MetricsSink {
 
 impl Sink for MetricsSink {
     fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()> {
-        let view = sample_view(sample)?;
-        Ok(self.acc().add(&view)?)
+        let view = sample_view(sample, &self.expected)?;
+        Ok(self.acc.get_mut().unwrap_or_else(PoisonError::into_inner).add(&view)?)
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
@@ -257,5 +296,7 @@ impl Sink for MetricsSink {
 
 anoflow_sdk::export_plugin! { stages: [SegmentationMetrics, report::Report] }
 
+#[cfg(test)]
+mod missing_tests;
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@ use crate::draw::{self, Canvas, Rgb};
 use crate::ranking::{self, Negatives};
 use crate::report_state;
 use crate::results::{self, Results, MEAN};
-use crate::{relative_files, sample_view};
+use crate::{relative_files, sample_view, ExpectedSources};
 
 /// The `report` sink.
 pub struct Report;
@@ -37,8 +37,9 @@ impl StagePlugin for Report {
         )
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
         Ok(StageImpl::Sink(Box::new(ReportSink {
+            expected: ExpectedSources::from_context(ctx),
             acc: Mutex::new(Accumulators::new()),
             max_samples: params.usize("max_samples")?,
             tile: params.positive("tile")?,
@@ -72,6 +73,7 @@ struct ReportSink {
     tile: usize,
     anomalous: Vec<Kept>,
     good: Vec<Kept>,
+    expected: ExpectedSources,
 }
 
 /// Nearest-neighbour resampling of an `h x w x c` buffer to fit in `max x max`.
@@ -114,11 +116,13 @@ fn image_rgb(img: &Image, h: usize, w: usize) -> Vec<u8> {
 
 impl Sink for ReportSink {
     fn consume(&mut self, sample: &Sample<'_>) -> StageResult<()> {
-        let view = sample_view(sample)?;
-        self.acc().add(&view)?;
+        let view = sample_view(sample, &self.expected)?;
+        self.acc.get_mut().unwrap_or_else(PoisonError::into_inner).add(&view)?;
         let anomalous = view.label == Some(true) || view.gt.0.contains(&1);
         let list_len = if anomalous { self.anomalous.len() } else { self.good.len() };
-        if list_len >= self.max_samples {
+        // Panels compare every source side by side: a sample lacking one gets none.
+        let complete = view.masks.iter().all(|m| m.1.is_some()) && view.scores.iter().all(|s| s.1.is_some());
+        if list_len >= self.max_samples || !complete {
             return Ok(());
         }
         let (gt, h, w) = view.gt;
@@ -135,11 +139,17 @@ impl Sink for ReportSink {
             h: th,
             w: tw,
             image,
-            scores: view.scores.iter().map(|&(s, d, _, _)| (s.to_string(), shrink(d, h, w, 1, self.tile).0)).collect(),
+            scores: view
+                .scores
+                .iter()
+                .filter_map(|&(s, plane)| plane.map(|(d, _, _)| (s.to_string(), shrink(d, h, w, 1, self.tile).0)))
+                .collect(),
             masks: view
                 .masks
                 .iter()
-                .map(|&(s, d, _, _)| (s.to_string(), shrink(d, h, w, 1, self.tile).0, Counts::of(d, gt)))
+                .filter_map(|&(s, plane)| {
+                    plane.map(|(d, _, _)| (s.to_string(), shrink(d, h, w, 1, self.tile).0, Counts::of(d, gt)))
+                })
                 .collect(),
             gt: gt_small,
         };
@@ -266,7 +276,7 @@ impl ReportSink {
                     &cat.masks
                         .get(source)
                         .map(|v| {
-                            v.iter().fold(Counts::default(), |mut a, x| {
+                            v.iter().flatten().fold(Counts::default(), |mut a, x| {
                                 a.add(x);
                                 a
                             })

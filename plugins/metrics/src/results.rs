@@ -62,6 +62,11 @@ pub struct Results {
     /// source of the same node, or `max` (the maximum of the score map).
     pub image_score_origin: BTreeMap<String, String>,
     pub records: Vec<Record>,
+    /// Per source and category, the test samples that arrived without the source's value (a
+    /// stage failed on them under `--keep-going`); the source's figures leave them out.
+    /// Absent when every source has every sample.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl Results {
@@ -107,13 +112,14 @@ impl Out<'_> {
     }
 }
 
-fn mask_records(out: &mut Out<'_>, cat: &CategoryAcc, counts: &[Counts]) {
+/// Figures of one mask source over the samples it has (a sample it lacks is not counted).
+fn mask_records(out: &mut Out<'_>, cat: &CategoryAcc, counts: &[Option<Counts>]) {
     type Ratio = fn(&Counts) -> f64;
     let ratios: [(&str, Ratio); 4] =
         [("precision", Counts::precision), ("recall", Counts::recall), ("f1", Counts::f1), ("iou", Counts::iou)];
+    let present = || counts.iter().zip(&cat.samples).filter_map(|(c, s)| c.as_ref().map(|c| (c, s)));
     for subset in ["anomalous", "all"] {
-        let chosen: Vec<&Counts> =
-            counts.iter().zip(&cat.samples).filter(|(_, s)| subset == "all" || s.anomalous).map(|(c, _)| c).collect();
+        let chosen: Vec<&Counts> = present().filter(|(_, s)| subset == "all" || s.anomalous).map(|(c, _)| c).collect();
         let n = chosen.len() as u64;
         let mut pooled = Counts::default();
         chosen.iter().for_each(|c| pooled.add(c));
@@ -124,7 +130,7 @@ fn mask_records(out: &mut Out<'_>, cat: &CategoryAcc, counts: &[Counts]) {
             out.push(name, subset, "image-mean", DEPLOYABLE, mean, n);
         }
     }
-    let good: Vec<&Counts> = counts.iter().zip(&cat.samples).filter(|(_, s)| !s.anomalous).map(|(c, _)| c).collect();
+    let good: Vec<&Counts> = present().filter(|(_, s)| !s.anomalous).map(|(c, _)| c).collect();
     let n = good.len() as u64;
     let mut pooled = Counts::default();
     good.iter().for_each(|c| pooled.add(c));
@@ -135,9 +141,12 @@ fn mask_records(out: &mut Out<'_>, cat: &CategoryAcc, counts: &[Counts]) {
     out.push("good_images_with_fp", "good", "images", DEPLOYABLE, with_fp, n);
 }
 
-fn score_records(out: &mut Out<'_>, cat: &CategoryAcc, acc: &ScoreAcc, image_scores: &[f64], fpr_limit: f64) {
-    let n_all = cat.samples.len() as u64;
-    let n_anom = cat.samples.iter().filter(|s| s.anomalous).count() as u64;
+/// Figures of one score source over the samples it has; `image_scores` per sample (`None`
+/// where missing) give its image AUROC.
+fn score_records(out: &mut Out<'_>, cat: &CategoryAcc, acc: &ScoreAcc, image_scores: &[Option<f64>], fpr_limit: f64) {
+    let present = || acc.image_max.iter().zip(&cat.samples).filter(|(m, _)| m.is_some()).map(|(_, s)| s);
+    let n_all = present().count() as u64;
+    let n_anom = present().filter(|s| s.anomalous).count() as u64;
     let neg = ranking::Negatives { anomalous: &acc.neg_anomalous, good: &acc.neg_good };
     let sum = ranking::summarize(&acc.positives, neg, acc.components, fpr_limit);
     out.push("pixel_auroc", "all", "pixels", ORACLE, sum.auroc, n_all);
@@ -148,8 +157,13 @@ fn score_records(out: &mut Out<'_>, cat: &CategoryAcc, acc: &ScoreAcc, image_sco
         out.push("f1_max_recall", subset, "pixels", ORACLE, best.map(|b| b.recall), n);
         out.push("f1_max_threshold", subset, "pixels", ORACLE, best.map(|b| f64::from(b.threshold)), n);
     }
-    let labels: Vec<bool> = cat.samples.iter().map(|s| s.anomalous).collect();
-    out.push("image_auroc", "all", "images", ORACLE, ranking::auroc_f64(image_scores, &labels), n_all);
+    let (scores, labels) = scored(image_scores, cat);
+    out.push("image_auroc", "all", "images", ORACLE, ranking::auroc_f64(&scores, &labels), scores.len() as u64);
+}
+
+/// The image scores a source has, with the labels of their samples.
+fn scored(image_scores: &[Option<f64>], cat: &CategoryAcc) -> (Vec<f64>, Vec<bool>) {
+    image_scores.iter().zip(&cat.samples).filter_map(|(v, s)| v.map(|v| (v, s.anomalous))).unzip()
 }
 
 /// Computes every figure (sorting the score lists first).
@@ -160,6 +174,7 @@ pub fn compute(acc: &mut Accumulators, fpr_limit: f64) -> Results {
     let mut score_sources: Vec<String> = Vec::new();
     let mut image_score_sources: Vec<String> = Vec::new();
     let mut origin = BTreeMap::new();
+    let mut missing: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let add_unique = |list: &mut Vec<String>, names: Vec<&str>| {
         for n in names {
             if !list.iter().any(|x| x == n) {
@@ -177,7 +192,7 @@ pub fn compute(acc: &mut Accumulators, fpr_limit: f64) -> Results {
         let mut paired: Vec<&str> = Vec::new();
         for (source, sacc) in cat.scores.iter() {
             let pair = cat.image_scores.iter().find(|(name, _)| node_of(name) == node_of(source));
-            let image_scores: Vec<f64> = match pair {
+            let image_scores: Vec<Option<f64>> = match pair {
                 Some((name, v)) => {
                     paired.push(name);
                     origin.insert(source.to_string(), name.to_string());
@@ -185,16 +200,19 @@ pub fn compute(acc: &mut Accumulators, fpr_limit: f64) -> Results {
                 }
                 None => {
                     origin.insert(source.to_string(), "max".to_string());
-                    sacc.image_max.iter().map(|&v| f64::from(v)).collect()
+                    sacc.image_max.iter().map(|v| v.map(f64::from)).collect()
                 }
             };
             let mut out = Out { records: &mut records, category, source, kind: "score" };
             score_records(&mut out, cat, sacc, &image_scores, fpr_limit);
         }
         for (source, v) in cat.image_scores.iter().filter(|(n, _)| !paired.contains(n)) {
-            let labels: Vec<bool> = cat.samples.iter().map(|s| s.anomalous).collect();
+            let (scores, labels) = scored(v, cat);
             let mut out = Out { records: &mut records, category, source, kind: "image_score" };
-            out.push("image_auroc", "all", "images", ORACLE, ranking::auroc_f64(v, &labels), v.len() as u64);
+            out.push("image_auroc", "all", "images", ORACLE, ranking::auroc_f64(&scores, &labels), scores.len() as u64);
+        }
+        for (source, n) in cat.missing() {
+            missing.entry(source.to_string()).or_default().insert(category.clone(), n);
         }
     }
     // Means over categories, keyed by everything but the category, in first-seen order.
@@ -226,6 +244,7 @@ pub fn compute(acc: &mut Accumulators, fpr_limit: f64) -> Results {
         image_score_sources,
         image_score_origin: origin,
         records,
+        missing,
     }
 }
 
@@ -345,6 +364,22 @@ fn write_markdown(out: &mut String, res: &Results) -> std::fmt::Result {
         }
         writeln!(out)?;
     }
+    if !res.missing.is_empty() {
+        writeln!(
+            out,
+            "### Samples missing per source
+
+A stage failed on these test samples (`--keep-going`); the \
+             source's figures above leave them out, every other source's include them.\n"
+        )?;
+        writeln!(out, "| source | category | samples missing |\n|---|---|---:|")?;
+        for (source, per_category) in &res.missing {
+            for (category, n) in per_category {
+                writeln!(out, "| {source} | {category} | {n} |")?;
+            }
+        }
+        writeln!(out)?;
+    }
     Ok(())
 }
 
@@ -389,14 +424,24 @@ pub fn samples_csv(acc: &Accumulators) -> String {
             let mut line = |source: &str, figure: &str, value: String| {
                 let _ = writeln!(out, "{head},{},{figure},{value}", csv_field(source));
             };
+            // A source the sample arrived without: one `missing` line.
             for (source, scores) in cat.image_scores.iter() {
-                line(source, "image_score", format!("{}", scores[i]));
+                match scores[i] {
+                    Some(v) => line(source, "image_score", format!("{v}")),
+                    None => line(source, "missing", "1".into()),
+                }
             }
             for (source, acc) in cat.scores.iter() {
-                line(source, "map_max", format!("{}", acc.image_max[i]));
+                match acc.image_max[i] {
+                    Some(v) => line(source, "map_max", format!("{v}")),
+                    None => line(source, "missing", "1".into()),
+                }
             }
             for (source, counts) in cat.masks.iter() {
-                let c = counts[i];
+                let Some(c) = counts[i] else {
+                    line(source, "missing", "1".into());
+                    continue;
+                };
                 line(source, "tp", c.tp.to_string());
                 line(source, "fp", c.fp.to_string());
                 line(source, "fn", c.fn_.to_string());

@@ -254,7 +254,7 @@ pub(crate) fn realistic(n: usize, categories: &[&str], seed: u64) -> Vec<(Sample
 fn accumulate(samples: &[(SampleMeta, Vec<PortValue>)]) -> Accumulators {
     let mut acc = Accumulators::new();
     for (m, inputs) in samples {
-        acc.add(&sample_view(&Sample::new(m, inputs)).unwrap()).unwrap();
+        acc.add(&sample_view(&Sample::new(m, inputs), &ExpectedSources::default()).unwrap()).unwrap();
     }
     acc
 }
