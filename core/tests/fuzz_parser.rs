@@ -510,6 +510,7 @@ fn check_one(text: &str, overrides: &[Override]) -> (Option<String>, bool) {
                     }
                 }
             }
+            Ok(_) if text.contains('\0') => problems.push("a text with a NUL was accepted".to_string()),
             Ok(s) => {
                 accepted = true;
                 let json = s.to_json();
@@ -665,6 +666,69 @@ fn random_overrides_never_panic() {
 
 fn rng_scalar(seed: u64) -> &'static str {
     SCALARS[(seed as usize) % SCALARS.len()]
+}
+
+/// The 1-based line and column (in characters) of byte `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+/// Input classes a hostile file carries (issue 15), on random corpus entries:
+/// - a NUL anywhere is an error at exactly its position (it used to cut the file there, so
+///   a pipeline silently lost the nodes after it);
+/// - a leading UTF-8 byte-order mark changes nothing;
+/// - a second document after `---` is an error at the `---` (it used to be ignored).
+#[test]
+fn nul_bom_and_second_documents_everywhere() {
+    let corpus = corpus();
+    let mut t = Tally::new("parser/nul-bom-documents");
+    quiet_panics(|| {
+        for seed in 0..(2000 * scale()) as u64 {
+            let mut rng = Rng(seed ^ 0x0b0b);
+            let i = rng.below(corpus.len());
+            let text = &corpus[i];
+            t.cases += 3;
+            let mut fail = |what: String| t.failures.push(format!("seed {seed}, corpus entry {i}: {what}"));
+            let clean = spec::parse(Path::new("p.yaml"), text, &[], &env()).map(|s| s.to_json()).map_err(|d| d.len());
+
+            // A NUL at a random character boundary.
+            let boundaries: Vec<usize> = text.char_indices().map(|(b, _)| b).chain([text.len()]).collect();
+            let at = boundaries[rng.below(boundaries.len())];
+            let with_nul = format!("{}\0{}", &text[..at], &text[at..]);
+            let (line, col) = line_col(&with_nul, at);
+            match catch_unwind(AssertUnwindSafe(|| yaml::parse(&with_nul))) {
+                Ok(Err(e)) if e.message.contains("NUL") && (e.pos.line, e.pos.col) == (line, col) => {}
+                other => fail(format!("NUL at {line}:{col}: {other:?}")),
+            }
+            if spec::parse(Path::new("p.yaml"), &with_nul, &[], &env()).is_ok() {
+                fail(format!("a pipeline with a NUL at {line}:{col} was accepted"));
+            }
+
+            // A byte-order mark in front.
+            let with_bom = format!("\u{feff}{text}");
+            let bom =
+                spec::parse(Path::new("p.yaml"), &with_bom, &[], &env()).map(|s| s.to_json()).map_err(|d| d.len());
+            if bom != clean {
+                fail("a leading BOM changed the result".to_string());
+            }
+
+            // Another corpus entry as a second document.
+            let other = rng.pick(&corpus);
+            let first = if text.ends_with('\n') { text.clone() } else { format!("{text}\n") };
+            let joined = format!("{first}---\n{other}");
+            let dash_line = line_col(&joined, first.len()).0;
+            match yaml::parse(&joined) {
+                Err(e) if e.message.contains("second YAML document") && e.pos.line == dash_line => {}
+                Err(e) if e.message.contains("second YAML document") => {
+                    fail(format!("second document reported at line {}, it starts at {dash_line}", e.pos.line))
+                }
+                other => fail(format!("a second document at line {dash_line} gave {other:?}")),
+            }
+        }
+    });
+    t.finish();
 }
 
 /// "Billion laughs": aliases that expand exponentially must fail fast with a message, not

@@ -37,4 +37,6 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = anoflow_imaging::read_tiff_f32_xyz(&cloud) {
         assert!(e.to_string().contains("cloud.tiff"), "an error that does not name the file: {e}");
     }
+    let budget = anoflow_imaging::budget::global().expect("the default decode budget");
+    assert_eq!(budget.reserved(), 0, "a read kept its share of the decode budget");
 });

@@ -1,4 +1,5 @@
-//! The pipeline parser on arbitrary text: YAML loader, pipeline spec, `--set` overrides.
+//! The pipeline parser on arbitrary text: YAML loader, pipeline spec, `--set` overrides; a NUL
+//! must be an error and a leading byte-order mark must change nothing.
 #![no_main]
 
 use std::{collections::BTreeMap, path::Path};
@@ -11,8 +12,15 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Ok(Some(node)) = yaml::parse(&text) {
-        let _ = node.to_json();
+    let parsed = yaml::parse(&text).map(|n| n.map(|n| n.to_json()));
+    // A NUL is always an error: the YAML scanner would otherwise end the text there.
+    if text.contains('\0') {
+        assert!(parsed.is_err(), "a text with a NUL parsed");
+    }
+    // A leading byte-order mark changes nothing.
+    if !text.starts_with('\u{feff}') {
+        let with_bom = format!("\u{feff}{text}");
+        assert_eq!(yaml::parse(&with_bom).map(|n| n.map(|n| n.to_json())), parsed, "a leading BOM changed the result");
     }
     let env = BTreeMap::from([("ROOT".to_string(), "/data".to_string())]);
     // The first line doubles as a `--set` override, so override parsing is fuzzed too.

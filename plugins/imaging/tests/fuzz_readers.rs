@@ -540,3 +540,85 @@ fn xyz_strip_bomb(w: u32, h: u32) -> Vec<u8> {
     }
     b
 }
+
+// ---- huge headers and oversized files (issue 15) ----
+
+/// `valid` with its width and height set to `w` x `h` in the header: the PNG IHDR (CRC
+/// fixed) or the TIFF's width, height and rows-per-strip tags.
+fn with_header_size(valid: &[u8], w: u32, h: u32) -> Vec<u8> {
+    let mut b = valid.to_vec();
+    if b.starts_with(b"\x89PNG") {
+        put_u32(&mut b, 16, w, true);
+        put_u32(&mut b, 20, h, true);
+        let crc = crc32(&b[12..29]);
+        put_u32(&mut b, 29, crc, true);
+        return b;
+    }
+    // The generated TIFFs are little-endian with one IFD.
+    let ifd = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
+    let n = u16::from_le_bytes([b[ifd], b[ifd + 1]]) as usize;
+    for e in 0..n {
+        let at = ifd + 2 + 12 * e;
+        let value = match u16::from_le_bytes([b[at], b[at + 1]]) {
+            256 => w,
+            257 | 278 => h,
+            _ => continue,
+        };
+        b[at + 2..at + 4].copy_from_slice(&4u16.to_le_bytes());
+        b[at + 4..at + 8].copy_from_slice(&1u32.to_le_bytes());
+        b[at + 8..at + 12].copy_from_slice(&value.to_le_bytes());
+    }
+    b
+}
+
+/// Headers claiming large to absurd sizes over a few hundred bytes of data: every reader
+/// refuses them (or, for a size that fits, fails on the missing data) quickly, with the file
+/// name, and without allocating what they claim.
+#[test]
+fn huge_headers_are_refused_quickly() {
+    let dir = scratch("huge-headers");
+    let sizes = [(16_000, 16_000), (30_000, 30_000), (65_535, 65_535), (100_000, 3), (3, 100_000), (0x7fff_ffff, 2)];
+    let mut t = Tally::new("imaging/huge-headers");
+    quiet_panics(|| {
+        let all: Vec<(&str, Vec<u8>)> =
+            images().into_iter().chain(clouds()).chain(masks().into_iter().map(|(n, b, _)| (n, b))).collect();
+        for (name, valid) in &all {
+            for &(w, h) in &sizes {
+                let input = with_header_size(valid, w, h);
+                let path = dir.join(format!("{name}-{w}x{h}.img"));
+                std::fs::write(&path, &input).unwrap();
+                let what = format!("{name} claiming {w}x{h}");
+                t.run(&what, &path, &input, || decode_image(&input, &path).map(|_| ()));
+                t.run(&what, &path, &input, || read_image(&path).map(|_| ()));
+                t.run(&what, &path, &input, || read_mask(&path, None).map(|_| ()));
+                t.run(&what, &path, &input, || read_tiff_f32_xyz(&path).map(|_| ()));
+            }
+        }
+    });
+    t.finish();
+}
+
+/// Valid images followed by gigabytes (sparse: no disk) are refused from their header and
+/// their length, without being read.
+#[test]
+fn oversized_files_are_refused_unread() {
+    let dir = scratch("oversized");
+    let all: Vec<(&str, Vec<u8>)> = images().into_iter().chain(clouds()).collect();
+    let mut t = Tally::new("imaging/oversized-files");
+    quiet_panics(|| {
+        for (i, (name, valid)) in all.iter().enumerate() {
+            let path = dir.join(format!("{name}-padded"));
+            let f = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut &f, valid).unwrap();
+            f.set_len((1u64 << 30) + (i as u64) * 977).unwrap();
+            let what = format!("{name} + ~1 GiB");
+            t.run(&what, &path, valid, || match read_image(&path) {
+                Err(e) if e.to_string().contains("image can take") || name.starts_with("xyz") => Err::<(), _>(e),
+                other => panic!("not refused for its size: {:?}", other.map(|_| ())),
+            });
+            t.run(&what, &path, valid, || read_tiff_f32_xyz(&path).map(|_| ()));
+            std::fs::remove_file(&path).unwrap();
+        }
+    });
+    t.finish();
+}
