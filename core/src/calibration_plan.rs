@@ -27,6 +27,7 @@ pub struct CalibrationPlan {
     pub max_samples: usize,
     pub min_images: usize,
     pub max_good_fp_area: f64,
+    pub tolerance: f64,
     pub groups: Vec<SearchGroup>,
 }
 
@@ -182,6 +183,12 @@ pub fn resolve(spec: &PipelineSpec, nodes: &[CheckedNode], d: &mut Diagnostics) 
             members.extend(below.intersection(&target_ancestors));
             axes.push((n, param.to_string(), axis.values.clone()));
         }
+        // Nodes between an earlier group's nodes and this target (say, a refinement of an
+        // earlier group's mask that this group selects from) run with this group's candidates.
+        let target_ancestors = ancestors_with(nodes, target);
+        for &m in &claimed {
+            members.extend(descendants(m).intersection(&target_ancestors).filter(|n| !claimed.contains(n)));
+        }
         for &m in &members {
             let node = &nodes[m];
             if node.kind() == StageKind::Fitted && !node.fit_per_category {
@@ -231,6 +238,7 @@ pub fn resolve(spec: &PipelineSpec, nodes: &[CheckedNode], d: &mut Diagnostics) 
         max_samples: c.max_samples,
         min_images: c.min_images,
         max_good_fp_area: c.max_good_fp_area,
+        tolerance: c.tolerance,
         groups,
     })
 }

@@ -16,7 +16,8 @@ use crate::{
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "vars", "nodes", "sweep", "calibrate"];
-const CALIBRATE_KEYS: &[&str] = &["defects", "variants", "max_samples", "min_images", "max_good_fp_area", "search"];
+const CALIBRATE_KEYS: &[&str] =
+    &["defects", "variants", "max_samples", "min_images", "max_good_fp_area", "tolerance", "search"];
 const NODE_KEYS: &[&str] = &["plugin", "fit", "fit_scope", "with", "inputs", "cache", "doc"];
 
 /// `node.port` (or `node.port[label]` is not accepted here: edges name whole ports).
@@ -88,6 +89,10 @@ pub struct CalibrateSpec {
     pub min_images: usize,
     /// A candidate may mark at most this share of the clean validation images' pixels.
     pub max_good_fp_area: f64,
+    /// Candidates whose F1 is within this fraction of the best count as ties; the earliest in
+    /// grid order wins (synthetic defects tend to be easier than real ones: list the grid from
+    /// the side to err on).
+    pub tolerance: f64,
     /// Searched in the order written; each group scores the `mask` of its target node.
     pub groups: Vec<CalibrationGroup>,
 }
@@ -117,6 +122,7 @@ impl CalibrateSpec {
             "max_samples": self.max_samples,
             "min_images": self.min_images,
             "max_good_fp_area": self.max_good_fp_area,
+            "tolerance": self.tolerance,
             "search": search,
         })
     }
@@ -350,6 +356,47 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
     }
 }
 
+/// Longest pipeline `name`: it is one path component of the run directory.
+const MAX_NAME_LEN: usize = 128;
+
+/// Why `name` cannot name the run directory `runs/<name>/`, if it cannot: it must be one
+/// path component of letters, digits, `_`, `-` and `.` (not `.` or `..`), like node ids and
+/// sweep labels, so that a pipeline file cannot make a run write outside `runs/`.
+fn run_name_problem(name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name == "." || name == ".." {
+        "is a relative directory"
+    } else if name.len() > MAX_NAME_LEN {
+        "is too long"
+    } else if !name.chars().all(allowed) {
+        "holds characters other than letters, digits, `_`, `-` and `.`"
+    } else {
+        return None;
+    };
+    let shown: String = name.chars().take(60).flat_map(char::escape_debug).collect();
+    Some(format!(
+        "`name` \"{shown}\" {problem}: it names the run directory runs/<name>/, so it must be one path component \
+         of letters, digits, `_`, `-` and `.` (not `.` or `..`, at most {MAX_NAME_LEN} characters)"
+    ))
+}
+
+/// The run name when the file gives none: its file stem, cleaned as sweep labels are.
+fn name_from_file(file: &Path) -> String {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let cleaned: String = stem
+        .chars()
+        .take(MAX_NAME_LEN)
+        .map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' })
+        .collect();
+    if run_name_problem(&cleaned).is_some() {
+        "pipeline".to_string()
+    } else {
+        cleaned
+    }
+}
+
 fn parse_sweep(value: &Node, d: &mut Diagnostics) -> Vec<SweepAxis> {
     let Some(entries) = value.entries() else {
         d.error(Some(value.pos()), None, "`sweep` must map `vars.NAME` or `NODE.PARAM` to a list of values");
@@ -382,7 +429,8 @@ fn parse_calibrate(value: &Node, d: &mut Diagnostics) -> Option<CalibrateSpec> {
         variants: 4,
         max_samples: 160,
         min_images: 3,
-        max_good_fp_area: 0.01,
+        max_good_fp_area: 0.05,
+        tolerance: 0.1,
         groups: Vec::new(),
     };
     let count = |v: &Node, key: &str, min: u64, d: &mut Diagnostics| match v.to_json().as_u64() {
@@ -407,6 +455,14 @@ fn parse_calibrate(value: &Node, d: &mut Diagnostics) -> Option<CalibrateSpec> {
                     Some(v.pos()),
                     None,
                     format!("calibrate `max_good_fp_area`: expected a share of pixels in [0, 1], found {}", describe_node(v)),
+                ),
+            },
+            "tolerance" => match v.to_json().as_f64() {
+                Some(x) if (0.0..1.0).contains(&x) => spec.tolerance = x,
+                _ => d.error(
+                    Some(v.pos()),
+                    None,
+                    format!("calibrate `tolerance`: expected a fraction in [0, 1), found {}", describe_node(v)),
                 ),
             },
             "search" => match v.entries() {
@@ -486,47 +542,6 @@ fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> Option<Node
                     Some(v.pos()),
                     Some(&id),
                     format!("`fit_scope` must be `category` or `all`, found {}", v.kind_name()),
-/// Longest pipeline `name`: it is one path component of the run directory.
-const MAX_NAME_LEN: usize = 128;
-
-/// Why `name` cannot name the run directory `runs/<name>/`, if it cannot: it must be one
-/// path component of letters, digits, `_`, `-` and `.` (not `.` or `..`), like node ids and
-/// sweep labels, so that a pipeline file cannot make a run write outside `runs/`.
-fn run_name_problem(name: &str) -> Option<String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
-    let problem = if name.is_empty() {
-        "is empty"
-    } else if name == "." || name == ".." {
-        "is a relative directory"
-    } else if name.len() > MAX_NAME_LEN {
-        "is too long"
-    } else if !name.chars().all(allowed) {
-        "holds characters other than letters, digits, `_`, `-` and `.`"
-    } else {
-        return None;
-    };
-    let shown: String = name.chars().take(60).flat_map(char::escape_debug).collect();
-    Some(format!(
-        "`name` \"{shown}\" {problem}: it names the run directory runs/<name>/, so it must be one path component \
-         of letters, digits, `_`, `-` and `.` (not `.` or `..`, at most {MAX_NAME_LEN} characters)"
-    ))
-}
-
-/// The run name when the file gives none: its file stem, cleaned as sweep labels are.
-fn name_from_file(file: &Path) -> String {
-    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let cleaned: String = stem
-        .chars()
-        .take(MAX_NAME_LEN)
-        .map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' })
-        .collect();
-    if run_name_problem(&cleaned).is_some() {
-        "pipeline".to_string()
-    } else {
-        cleaned
-    }
-}
-
                 ),
             },
             "cache" => match v {
@@ -825,13 +840,6 @@ nodes:
     }
 
     #[test]
-    fn empty_and_non_yaml_files() {
-        assert!(errors("")[0].contains("the pipeline file is empty"));
-        assert!(errors("nodes: [unclosed\n")[0].contains("not valid YAML"));
-        assert!(errors("just a string")[0].contains("expected a mapping"));
-    }
-}
-    #[test]
     fn names_that_leave_the_runs_directory_are_refused_at_their_position() {
         for bad in ["/tmp/x", "../..", "..", ".", "a/b", "", "a\\b", "tab\there"] {
             let text = format!("name: \"{}\"\nnodes:\n  a: {{ plugin: x }}\n", bad.escape_default());
@@ -853,3 +861,10 @@ nodes:
         assert_eq!(name_from_file(Path::new("a/qc-v2.yaml")), "qc-v2");
     }
 
+    #[test]
+    fn empty_and_non_yaml_files() {
+        assert!(errors("")[0].contains("the pipeline file is empty"));
+        assert!(errors("nodes: [unclosed\n")[0].contains("not valid YAML"));
+        assert!(errors("just a string")[0].contains("expected a mapping"));
+    }
+}

@@ -9,8 +9,9 @@
 //!    values) re-creates the group's nodes with those params, re-fits its fitted ones on the
 //!    clean images, and maps every calibration sample;
 //! 3. the candidate with the best pooled F1 of the target's `mask` against the defects' masks,
-//!    among those marking at most `max_good_fp_area` of the clean images' pixels, is kept: its
-//!    instances serve that category in the test phase, and its outputs feed later groups.
+//!    among those marking at most `max_good_fp_area` of the clean images' pixels, is kept (with
+//!    a `tolerance`, the earliest in grid order within it of the best): its instances serve
+//!    that category in the test phase, and its outputs feed later groups.
 //!
 //! Categories with too few clean images, maps that cannot tell candidates apart, or no
 //! candidate under the false-positive bound fall back or are flagged, and the report says so.
@@ -123,8 +124,9 @@ impl<'a> Runner<'a> {
         let mut report = CalibrationReport {
             objective: format!(
                 "pooled pixel F1 of the target's mask on synthetic defect images, among candidates marking at most {} \
-                 of the clean {} images' pixels",
-                plan.max_good_fp_area, plan.split
+                 of the clean {} images' pixels; the earliest candidate in grid order within {} (relative) of the \
+                 best is chosen",
+                plan.max_good_fp_area, plan.split, plan.tolerance
             ),
             groups: plan
                 .groups
@@ -298,24 +300,15 @@ impl<'a> Runner<'a> {
         let candidates = group.candidates();
         let bar = progress_bar(self.opts, candidates.len(), format!("calibrate {target} [{category}]"));
         let mut scores = Vec::with_capacity(candidates.len());
-        let mut best: Option<(usize, Vec<StageBox>, Vec<Vec<Vec<PortValue>>>)> = None;
         for (c, candidate) in candidates.iter().enumerate() {
             self.check_interrupt(phase, c, candidates.len())?;
-            let (instances, outputs) = self.try_candidate(phase, group, candidate, samples)?;
+            let (_, outputs) = self.try_candidate(phase, group, candidate, samples)?;
             let counts = self.count(plan, group, samples, &outputs);
-            let score = counts.score(candidate_params(self.p, candidate), plan.max_good_fp_area);
-            let better = match &best {
-                None => true,
-                Some((b, ..)) => ranks_above(&score, &scores[*b]),
-            };
-            scores.push(score);
-            if better {
-                best = Some((c, instances, outputs));
-            }
+            scores.push(counts.score(candidate_params(self.p, candidate), plan.max_good_fp_area));
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let Some((chosen, instances, outputs)) = best else {
+        let Some(chosen) = choose(&scores, plan.tolerance) else {
             return Err(self.err(phase, group.target, None, "the search has no candidate"));
         };
         let mut flag = None;
@@ -354,6 +347,9 @@ impl<'a> Runner<'a> {
             let (_, outputs) = self.try_candidate(phase, group, &candidate, samples)?;
             store_outputs(group, samples, outputs);
         } else {
+            // Candidates are deterministic: the chosen one is built again rather than every
+            // candidate's instances and outputs being kept.
+            let (instances, outputs) = self.try_candidate(phase, group, &candidates[chosen], samples)?;
             for (&n, stage) in group.nodes.iter().zip(instances) {
                 self.per_category[n].insert(category.to_string(), stage);
             }
@@ -539,14 +535,21 @@ fn store_outputs(group: &SearchGroup, samples: &mut CategorySamples, outputs: Ve
     }
 }
 
-/// Whether `a` beats `b`: feasible first, then higher F1; among infeasible ones, less area.
-/// Ties keep the earlier candidate.
-fn ranks_above(a: &CandidateScore, b: &CandidateScore) -> bool {
-    match (a.feasible, b.feasible) {
-        (true, false) => true,
-        (false, true) => false,
-        (true, true) => a.f1 > b.f1,
-        (false, false) => a.good_fp_area < b.good_fp_area || (a.good_fp_area == b.good_fp_area && a.f1 > b.f1),
+/// The chosen candidate: the earliest in grid order whose F1 is within `tolerance` (relative)
+/// of the best feasible one, among feasible candidates; when none is feasible, the one marking
+/// the least of the clean images (then the higher F1).
+fn choose(scores: &[CandidateScore], tolerance: f64) -> Option<usize> {
+    let best = scores
+        .iter()
+        .filter(|s| s.feasible)
+        .map(|s| s.f1)
+        .fold(None, |m: Option<f64>, f| Some(m.map_or(f, |m| m.max(f))));
+    match best {
+        Some(best) => scores.iter().position(|s| s.feasible && s.f1 >= best * (1.0 - tolerance)),
+        None => (0..scores.len()).min_by(|&a, &b| {
+            let (a, b) = (&scores[a], &scores[b]);
+            a.good_fp_area.total_cmp(&b.good_fp_area).then(b.f1.total_cmp(&a.f1))
+        }),
     }
 }
 
@@ -609,4 +612,46 @@ pub fn markdown(report: &CalibrationReport, every_candidate: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(f1: f64, good_fp_area: f64) -> CandidateScore {
+        CandidateScore {
+            params: Map::new(),
+            f1,
+            precision: 0.0,
+            recall: 0.0,
+            good_fp_area,
+            feasible: good_fp_area <= 0.05,
+        }
+    }
+
+    #[test]
+    fn the_best_feasible_candidate_wins_and_ties_keep_the_earliest() {
+        let scores = [score(0.40, 0.2), score(0.50, 0.01), score(0.60, 0.0), score(0.60, 0.0), score(0.30, 0.0)];
+        assert_eq!(choose(&scores, 0.0), Some(2), "an infeasible candidate never wins over a feasible one");
+        // Within 20% of the best (0.60 -> 0.48), the earliest feasible one is chosen.
+        assert_eq!(choose(&scores, 0.2), Some(1));
+        assert_eq!(choose(&scores, 0.1), Some(2));
+    }
+
+    #[test]
+    fn without_a_feasible_candidate_the_one_marking_least_is_chosen() {
+        let scores = [score(0.5, 0.3), score(0.2, 0.1), score(0.4, 0.1), score(0.9, 0.2)];
+        assert_eq!(choose(&scores, 0.0), Some(2));
+        assert_eq!(choose(&[], 0.0), None);
+    }
+
+    #[test]
+    fn counts_give_pooled_f1_precision_recall_and_clean_area() {
+        let c = Counts { tp: 30, fp: 10, fn_: 20, good_fp: 5, good_pixels: 1000 };
+        let s = c.score(Map::new(), 0.01);
+        assert!((s.f1 - 60.0 / 90.0).abs() < 1e-12);
+        assert!((s.precision - 0.75).abs() < 1e-12 && (s.recall - 0.6).abs() < 1e-12);
+        assert!((s.good_fp_area - 0.005).abs() < 1e-12 && s.feasible);
+        assert!(!Counts { good_fp: 20, good_pixels: 1000, ..c }.score(Map::new(), 0.01).feasible);
+    }
 }
