@@ -168,3 +168,30 @@ fn a_bad_calibrate_section_is_reported_with_positions() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.all().contains("does not depend on `thr`"), "{}", r.all());
 }
+
+#[test]
+fn a_later_group_chooses_among_masks_refined_after_an_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = pipeline(3, 1.0, "[2, 4, 8]", 6).replace(
+        "  eval:",
+        "  refined: { plugin: mask-refine, with: { min_area: 4 }, inputs: { mask: thr_cal.mask, image: data.image } }
+  pick: { plugin: select-mask, with: { pick: refined.mask }, inputs: { masks: [refined.mask, thr.mask] } }
+  eval:",
+    )
+    .replace("masks: [thr.mask, thr_cal.mask]", "masks: [thr.mask, thr_cal.mask, pick.mask]")
+    + "    pick: { pick.pick: [thr.mask, refined.mask] }\n";
+    let (_, cal) = run(dir.path(), &text, "a", &["--no-cache"]);
+    let groups = cal["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{cal}");
+    for c in groups[1]["categories"].as_array().unwrap() {
+        let picked = c["chosen"]["pick.pick"].as_str().unwrap();
+        assert!(["thr.mask", "refined.mask"].contains(&picked), "{c}");
+        // The refined masks were computed with each category's chosen k: they cannot all be empty.
+        let refined = c["candidates"].as_array().unwrap().iter().find(|s| s["params"]["pick.pick"] == "refined.mask");
+        assert!(refined.unwrap()["recall"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    let results = read_json(&dir.path().join("a/eval/results.json"));
+    for category in ["woven", "washer"] {
+        f1(&results, "pick.mask", category);
+    }
+}
