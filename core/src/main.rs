@@ -36,9 +36,9 @@ struct Cli {
 /// ANOFLOW_PLUGIN_PATH is always added.
 struct PluginArgs {
     plugins: Vec<PathBuf>,
-}
     /// `--onnxruntime FILE`: ONNX Runtime's library, passed on as ORT_DYLIB_PATH.
     onnxruntime: Option<PathBuf>,
+}
 
 #[derive(Args, Clone)]
 struct PipelineArgs {
@@ -144,15 +144,8 @@ enum GraphFormat {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let (cli, plugin_args) = parse_cli();
-    match dispatch(cli, &plugin_args) {
-        Ok(code) => code,
-        Err(e) => {
-            if let Some(errs) = e.downcast_ref::<PipelineErrors>() {
-                eprintln!("{errs}");
-            } else {
-                eprintln!("error: {e:#}");
-            }
     if let Some(file) = &plugin_args.onnxruntime {
         if !file.is_file() {
             eprintln!("error: --onnxruntime {}: not a file; name a libonnxruntime.so.1.X.Y", file.display());
@@ -162,15 +155,35 @@ fn main() -> ExitCode {
         // thread exists yet.
         std::env::set_var(anoflow_ort_locate::ENV_VAR, file);
     }
+    match dispatch(cli, &plugin_args) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(errs) = e.downcast_ref::<PipelineErrors>() {
+                eprintln!("{errs}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
-    restore_default_sigpipe();
         }
+    }
+}
+
+/// Lets a closed standard output (`anoflow schema | head`) end the process quietly, as it
+/// does other command-line tools, instead of every `println!` panicking with "Broken pipe":
+/// the Rust runtime ignores SIGPIPE, this puts the default action back.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
 /// `--plugins` may appear anywhere; take it out before clap sees the subcommands.
 fn parse_cli() -> (Cli, PluginArgs) {
     let mut plugins = Vec::new();
+    let mut onnxruntime = None;
     let mut rest = Vec::new();
     let mut args = std::env::args_os();
     while let Some(a) = args.next() {
@@ -189,19 +202,6 @@ fn parse_cli() -> (Cli, PluginArgs) {
         }
     }
     (Cli::parse_from(rest), PluginArgs { plugins, onnxruntime })
-}
-
-/// Lets a closed standard output (`anoflow schema | head`) end the process quietly, as it
-/// does other command-line tools, instead of every `println!` panicking with "Broken pipe":
-/// the Rust runtime ignores SIGPIPE, this puts the default action back.
-    let mut onnxruntime = None;
-fn restore_default_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
 }
 
 /// Runs one checked pipeline into `opts.out_dir`, with its bookkeeping files.
