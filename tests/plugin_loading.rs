@@ -155,20 +155,26 @@ fn outputs_go_under_the_run_directory_only() {
 
 #[test]
 fn a_failing_write_stops_the_run_and_names_the_path() {
-    // The sink's output directory cannot be created: a file stands where it would go.
+    // The sink's output directory cannot be created: its name (the node id) is longer than a
+    // file name may be. (A run directory must be new or empty, so nothing can stand in the way.)
     let dir = tempfile::tempdir().unwrap();
-    let text = "nodes:
-  data: { plugin: synthetic, with: { categories: [washer], train: 5, test_good: 2, test_defective: 2 } }
-  eval: { plugin: segmentation-metrics, inputs: { gt: data.mask } }
-";
-    let p = write_pipeline(dir.path(), "p.yaml", text);
+    let id = "e".repeat(300);
+    let text = format!(
+        "nodes:
+  data: {{ plugin: synthetic, with: {{ categories: [washer], train: 5, test_good: 2, test_defective: 2 }} }}
+  {id}: {{ plugin: segmentation-metrics, inputs: {{ gt: data.mask }} }}
+"
+    );
+    let p = write_pipeline(dir.path(), "p.yaml", &text);
     let out = dir.path().join("run");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("eval"), b"in the way").unwrap();
     let run =
         anoflow(dir.path(), &["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--no-cache"], &[]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("node `eval`") && run.stderr.contains("run/eval"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("node `{id}`")) && run.stderr.contains(&format!("run/{id}")),
+        "{}",
+        run.stderr
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(report["status"], "failed");

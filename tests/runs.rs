@@ -152,7 +152,7 @@ fn ctrl_c_stops_between_chunks_and_says_where() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted after"), "{stderr}");
     let report = read_json(&out.join("run.json"));
-    assert_eq!(report["status"], "failed");
+    assert_eq!(report["status"], "interrupted");
     assert!(report["message"].as_str().unwrap().contains("interrupted after"));
     let leftovers: Vec<_> = walk(&out)
         .into_iter()

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Mutex,
+        Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{check::CheckedPipeline, codec, fsutil::write_atomic};
+use crate::{check::CheckedPipeline, codec, fsutil::write_atomic, provenance};
 
 mod calibrate;
 pub use calibrate::{markdown as calibration_markdown, CalibrationReport};
@@ -136,6 +136,8 @@ struct Runner<'a> {
     fit_keys: Vec<Option<String>>,
     /// Fitted nodes with `fit_scope: category`: one fitted instance per category.
     per_category: Vec<BTreeMap<String, StageBox>>,
+    /// Each node's content fingerprint (library file, files its params name), computed once.
+    content: Vec<OnceLock<String>>,
 }
 
 /// Runs `p`; the run directory gets each sink's outputs and `run.json`.
@@ -221,6 +223,7 @@ impl<'a> Runner<'a> {
             failures: Mutex::new(Vec::new()),
             fit_keys: vec![None; p.nodes.len()],
             per_category: p.nodes.iter().map(|_| BTreeMap::new()).collect(),
+            content: p.nodes.iter().map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -348,7 +351,7 @@ impl<'a> Runner<'a> {
         let n_nodes = self.p.nodes.len();
         let keys: Vec<Vec<Option<PathBuf>>> = match &self.opts.cache_dir {
             Some(dir) => {
-                let samples: Vec<Vec<u8>> = chunk.iter().map(|slot| sample_key(&slot.meta)).collect();
+                let samples: Vec<Vec<u8>> = chunk.par_iter().map(|slot| sample_key(&slot.meta)).collect();
                 (0..n_nodes)
                     .map(|n| {
                         if !(nodes.contains(&n) && self.p.nodes[n].cache) {
@@ -792,27 +795,44 @@ impl<'a> Runner<'a> {
         Ok(results)
     }
 
-    /// A content address for a fitted node's state: the stage, its library version and
-    /// params, its fit split's sample list, and the same recursively for its inputs.
+    /// A content address for a fitted node's state: its signature (stage, library file,
+    /// params and the files they name, inputs recursively) and every fit sample (id, file,
+    /// labels, and the SHA-256 of its file's content).
     fn cache_key(&self, f: usize, fit_samples: &[SampleMeta]) -> String {
         let mut h = Sha256::new();
         h.update(self.signature(f).as_bytes());
-        for m in fit_samples {
-            h.update(m.id.as_bytes());
+        let samples: Vec<Vec<u8>> = fit_samples.par_iter().map(sample_key).collect();
+        for (m, key) in fit_samples.iter().zip(samples) {
+            h.update(&key);
             h.update([0]);
-            h.update(m.path.as_bytes());
+            h.update(m.category.as_bytes());
             h.update([0]);
+            h.update(m.defect.as_bytes());
+            h.update([0]);
+            h.update(m.label.to_le_bytes());
         }
         hex::encode(h.finalize())
     }
 
+    /// What node `n`'s results depend on, as text: its stage, library (name, version and the
+    /// SHA-256 of the library file), params, the content of the files and directories its
+    /// params name, its fitted state, and the same for its inputs.
     fn signature(&self, n: usize) -> String {
         let node = &self.p.nodes[n];
         let inputs: Vec<String> =
             node.inputs.iter().map(|e| format!("{}<-{}:{}", e.to_port, e.from_port, self.signature(e.from))).collect();
         let fitted = self.fit_keys[n].as_deref().unwrap_or_default();
+        let content = self.content[n].get_or_init(|| {
+            let skip: Vec<PathBuf> =
+                [Some(&self.opts.out_dir), self.opts.cache_dir.as_ref()].into_iter().flatten().cloned().collect();
+            format!(
+                "lib={}|files={}",
+                provenance::sha256_or_reason(&node.stage.library.path),
+                provenance::named_content(self.p, n, &skip)
+            )
+        });
         format!(
-            "{}@{}/{}|{}|fit={:?}:{fitted}|[{}]",
+            "{}@{}/{}|{content}|{}|fit={:?}:{fitted}|[{}]",
             node.stage.library.name,
             node.stage.library.version,
             node.plugin(),
@@ -861,19 +881,23 @@ fn encode_state(state: &[u8]) -> Vec<u8> {
     out
 }
 
-/// What identifies a sample for the node-output cache: its id, its file, and the file's size
-/// and modification time (so an edited file is not served stale outputs).
+/// What identifies a sample for the caches: its id, its file, and the file's size,
+/// modification time and SHA-256 (hashed once per process), so an edited file is never
+/// served stale outputs, even when the edit keeps its size and timestamp.
 fn sample_key(meta: &SampleMeta) -> Vec<u8> {
-    let mut key = Vec::with_capacity(meta.id.len() + meta.path.len() + 26);
+    let mut key = Vec::with_capacity(meta.id.len() + meta.path.len() + 96);
     key.extend_from_slice(meta.id.as_bytes());
     key.push(0);
     key.extend_from_slice(meta.path.as_bytes());
-    if let Ok(md) = std::fs::metadata(meta.path.as_str()) {
-        key.extend_from_slice(&md.len().to_le_bytes());
-        if let Ok(t) =
-            md.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other))
-        {
-            key.extend_from_slice(&t.as_nanos().to_le_bytes());
+    if !meta.path.is_empty() {
+        key.push(0);
+        match provenance::file_digest(Path::new(meta.path.as_str())) {
+            Ok(d) => {
+                key.extend_from_slice(&d.size.to_le_bytes());
+                key.extend_from_slice(&d.mtime_ns.to_le_bytes());
+                key.extend_from_slice(d.sha256.as_bytes());
+            }
+            Err(e) => key.extend_from_slice(format!("unreadable: {e}").as_bytes()),
         }
     }
     key

@@ -11,6 +11,7 @@ use anoflow_core::{
     cli_support::{doctor, graph, inspect, new_plugin, schema},
     diag::PipelineErrors,
     executor::{self, RunOptions},
+    provenance,
     registry::{search_path, Registry},
     report,
     spec::{self, Override, ProcessEnv},
@@ -55,9 +56,12 @@ enum Command {
     Run {
         #[command(flatten)]
         pipeline: PipelineArgs,
-        /// Run directory (default: runs/<pipeline name>/<UTC time>).
+        /// Run directory (default: runs/<pipeline name>/<UTC time>); it must be new or empty.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Clear `--out` first when it holds an earlier run (only then: other directories are refused).
+        #[arg(long)]
+        replace: bool,
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -110,9 +114,12 @@ enum Command {
     Merge {
         /// The run directories (e.g. of `--shard 0/4` ... `--shard 3/4`).
         runs: Vec<PathBuf>,
-        /// Where the merged results go.
+        /// Where the merged results go (new or empty; not inside one of the runs).
         #[arg(long)]
         out: PathBuf,
+        /// Clear `--out` first when it holds an earlier run.
+        #[arg(long)]
+        replace: bool,
     },
     /// Compare the metrics of two runs.
     Compare { run_a: PathBuf, run_b: PathBuf },
@@ -204,19 +211,50 @@ fn parse_cli() -> (Cli, PluginArgs) {
     (Cli::parse_from(rest), PluginArgs { plugins, onnxruntime })
 }
 
-/// Runs one checked pipeline into `opts.out_dir`, with its bookkeeping files.
+/// Runs one checked pipeline into `opts.out_dir` (already claimed), with its bookkeeping
+/// files. `run.json` says `running` from the start and `completed` only at the end.
 fn run_one(checked: &CheckedPipeline, reg: &Registry, opts: &RunOptions) -> Result<executor::RunSummary> {
-    report::write_run_inputs(checked, reg, &opts.out_dir)?;
-    match executor::run(checked, opts) {
+    report::write_run_started(&checked.spec.name, &opts.out_dir)?;
+    let result = report::write_run_inputs(checked, reg, &opts.out_dir)
+        .map_err(|e| anyhow::Error::from(setup_error(format!("{e:#}"))))
+        .and_then(|()| executor::run(checked, opts).map_err(anyhow::Error::from));
+    finish_or_record(result, &checked.spec.name, &opts.out_dir)
+}
+
+fn setup_error(message: String) -> executor::RunError {
+    executor::RunError { phase: "setup".into(), node: String::new(), stage: String::new(), sample: None, message }
+}
+
+/// Writes the `completed` run.json, or the `failed`/`interrupted` one with the error.
+fn finish_or_record(
+    result: Result<executor::RunSummary>,
+    pipeline: &str,
+    out_dir: &Path,
+) -> Result<executor::RunSummary> {
+    let run_json = out_dir.join(report::RUN_FILE);
+    match result {
         Ok(summary) => {
             report::write_run_report(&summary)?;
             Ok(summary)
         }
         Err(e) => {
-            report::write_failed_run(checked, &opts.out_dir, &e)?;
-            bail!("{e}\nthe run stopped; {} says where", opts.out_dir.join("run.json").display());
+            let error = e.downcast::<executor::RunError>().unwrap_or_else(|other| setup_error(format!("{other:#}")));
+            let interrupted = executor::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+            report::write_failed_run(pipeline, out_dir, &error, interrupted)?;
+            bail!("{error}\nthe run stopped; {} says where", run_json.display());
         }
     }
+}
+
+/// Paths a run still reads: a run directory holding one of them is never cleared.
+fn needed_paths(checked: &CheckedPipeline, reg: &Registry, cache: Option<&Path>) -> Vec<PathBuf> {
+    let mut needed = vec![checked.spec.file.clone()];
+    needed.extend(cache.map(Path::to_path_buf));
+    needed.extend(reg.search_path.iter().cloned());
+    for n in 0..checked.nodes.len() {
+        needed.extend(provenance::named_paths(checked, n).into_iter().map(|np| np.path));
+    }
+    needed
 }
 
 /// Prints each run's sink summaries and the failures; exit 3 when samples were skipped.
@@ -285,6 +323,26 @@ fn sweep_variants(axes: &[spec::SweepAxis]) -> Vec<(String, Vec<Override>)> {
         .collect()
 }
 
+/// `merge --out` must not be one of the runs it reads, inside one, or hold one.
+fn check_merge_out(out: &Path, runs: &[PathBuf]) -> Result<()> {
+    let target = anoflow_core::rundir::resolve(out);
+    for run in runs {
+        let input = anoflow_core::rundir::resolve(run);
+        if target.starts_with(&input) {
+            bail!(
+                "merge: --out {} is {} the run {} it merges; choose another directory",
+                out.display(),
+                if target == input { "the same directory as" } else { "inside" },
+                run.display()
+            );
+        }
+        if input.starts_with(&target) {
+            bail!("merge: --out {} holds the run {} it merges; choose another directory", out.display(), run.display());
+        }
+    }
+    Ok(())
+}
+
 /// Shards given to `merge` must be distinct and cover 0..n of one n.
 fn check_shards(runs: &[PathBuf]) -> Result<()> {
     let mut seen = Vec::new();
@@ -344,25 +402,29 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 
 fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, out, threads, keep_going, shard, in_flight, cache, no_cache, quiet } => {
+        Command::Run { pipeline, out, replace, threads, keep_going, shard, in_flight, cache, no_cache, quiet } => {
             let reg = registry(plugin_args);
             report_load_failures(&reg);
             let checked = load_checked(&pipeline, &reg)?;
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
-            // First Ctrl-C: stop between chunks and report; a second one exits at once.
+            // First Ctrl-C (or SIGTERM, SIGHUP): stop between chunks and report; a second one
+            // exits at once.
             let _ = ctrlc::set_handler(|| {
                 if executor::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     std::process::exit(130);
                 }
                 eprintln!("\ninterrupt: stopping after the samples in flight");
             });
-            let out_dir = out.unwrap_or_else(|| executor::default_run_dir(Path::new("."), &checked.spec.name));
+            let out_dir = out.unwrap_or_else(|| {
+                anoflow_core::rundir::unused(&executor::default_run_dir(Path::new("."), &checked.spec.name))
+            });
             let cache_dir = (!no_cache).then(|| {
                 cache
                     .or_else(|| std::env::var_os("ANOFLOW_CACHE_DIR").map(PathBuf::from))
                     .unwrap_or_else(|| PathBuf::from(".cache/anoflow"))
             });
+            anoflow_core::rundir::claim(&out_dir, replace, &needed_paths(&checked, &reg, cache_dir.as_deref()))?;
             let opts = RunOptions {
                 out_dir: out_dir.clone(),
                 threads,
@@ -396,16 +458,24 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             let summaries: Vec<_> = runs.into_iter().map(|(_, s)| s).collect();
             Ok(finish_run(&summaries))
         }
-        Command::Merge { runs, out } => {
+        Command::Merge { runs, out, replace } => {
             let reg = registry(plugin_args);
             report_load_failures(&reg);
             let first = runs.first().context("merge: name the run directories to merge")?;
+            check_merge_out(&out, &runs)?;
             check_shards(&runs)?;
-            let expanded = first.join("pipeline.expanded.yaml");
+            for run in &runs[1..] {
+                if let Some(difference) = provenance::run_difference(first, run) {
+                    bail!("merge: {} and {} are not shards of one run: {difference}", first.display(), run.display());
+                }
+            }
+            let expanded = first.join(report::EXPANDED_PIPELINE_FILE);
             let spec = spec::load(&expanded, &[], &ProcessEnv).map_err(|d| PipelineErrors(d.into_vec()))?;
             let checked = check::check(spec, &reg)?;
-            let summary = executor::merge(&checked, &runs, &out, 1)?;
-            report::write_run_report(&summary)?;
+            anoflow_core::rundir::claim(&out, replace, &runs)?;
+            report::write_run_started(&checked.spec.name, &out)?;
+            let merged = executor::merge(&checked, &runs, &out, 1).map_err(anyhow::Error::from);
+            let summary = finish_or_record(merged, &checked.spec.name, &out)?;
             for sink in &summary.sinks {
                 if !sink.markdown.trim().is_empty() {
                     println!("## {}\n\n{}\n", sink.node, sink.markdown.trim_end());

@@ -5,12 +5,12 @@ use std::{collections::BTreeMap, fmt::Write, path::Path};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value as Json};
-use sha2::{Digest, Sha256};
 
 use crate::{
     check::CheckedPipeline,
     executor::{RunError, RunSummary},
-    fsutil::{find_upward, write_atomic},
+    fsutil::write_atomic,
+    provenance,
     registry::Registry,
 };
 
@@ -20,12 +20,12 @@ fn write_json(path: &Path, value: &Json) -> Result<()> {
 }
 
 /// Files that let anyone reproduce the run: the pipeline with vars and overrides applied,
-/// and the version of every library and model it used.
+/// and the version and SHA-256 of every library and model it used.
 pub fn write_run_inputs(p: &CheckedPipeline, reg: &Registry, out_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create the run directory {}", out_dir.display()))?;
     let yaml = serde_yaml::to_string(&p.spec.to_json())?;
-    write_atomic(&out_dir.join("pipeline.expanded.yaml"), yaml.as_bytes())
+    write_atomic(&out_dir.join(EXPANDED_PIPELINE_FILE), yaml.as_bytes())
         .with_context(|| format!("cannot write into {}", out_dir.display()))?;
     let used: Vec<Json> = p
         .nodes
@@ -37,6 +37,7 @@ pub fn write_run_inputs(p: &CheckedPipeline, reg: &Registry, out_dir: &Path) -> 
                 "library": n.stage.library.name,
                 "version": n.stage.library.version,
                 "path": n.stage.library.path,
+                "library_sha256": provenance::sha256_or_reason(&n.stage.library.path),
                 "params": n.params,
             })
         })
@@ -53,55 +54,56 @@ pub fn write_run_inputs(p: &CheckedPipeline, reg: &Registry, out_dir: &Path) -> 
         "libraries": libraries,
         "files": files,
     });
-    write_json(&out_dir.join("plugins.json"), &manifest)
+    write_json(&out_dir.join(PLUGINS_FILE), &manifest)
 }
 
-/// Every file a node's params point at (models, datasets' single files, score maps...) with
-/// its SHA-256, and every model named through `models/manifest.yaml` with the manifest's
-/// hash, so a run records exactly which weights it used.
+/// The run directory's file with the expanded pipeline.
+pub const EXPANDED_PIPELINE_FILE: &str = "pipeline.expanded.yaml";
+/// The run directory's file with the libraries, versions and file hashes used.
+pub const PLUGINS_FILE: &str = "plugins.json";
+/// The run directory's status and results.
+pub const RUN_FILE: &str = "run.json";
+
+/// Every file a node's params name (models, datasets' single files, score maps...) with the
+/// SHA-256 of its content, models named through `models/manifest.yaml` included, so a run
+/// records exactly which weights it used (the same digests key the caches).
 fn referenced_files(p: &CheckedPipeline) -> Vec<Json> {
     let mut out = Vec::new();
-    let manifest = find_manifest(&p.spec.base_dir);
-    for n in &p.nodes {
-        for (param, value) in &n.params {
-            let Some(text) = value.as_str() else { continue };
-            let path = p.spec.base_dir.join(text);
-            if path.is_file() {
-                if let Ok(bytes) = std::fs::read(&path) {
-                    out.push(json!({"node": n.id, "param": param, "path": path, "sha256": hex::encode(Sha256::digest(&bytes))}));
+    for (n, node) in p.nodes.iter().enumerate() {
+        for named in provenance::named_paths(p, n).into_iter().filter(|np| !np.is_dir) {
+            let sha = provenance::sha256_or_reason(&named.path);
+            out.push(match named.model {
+                Some(model) => {
+                    json!({"node": node.id, "param": named.param, "model": model, "path": named.path, "sha256": sha})
                 }
-            } else if param == "model" {
-                if let Some((file, sha)) = manifest.as_ref().and_then(|m| manifest_entry(m, text)) {
-                    out.push(json!({"node": n.id, "param": param, "model": text, "path": file, "sha256": sha}));
-                }
-            }
+                None => json!({"node": node.id, "param": named.param, "path": named.path, "sha256": sha}),
+            });
         }
     }
     out
 }
 
-fn find_manifest(start: &Path) -> Option<(std::path::PathBuf, Json)> {
-    let starts = [std::fs::canonicalize(start).ok(), std::env::current_dir().ok()].into_iter().flatten();
-    let models = find_upward(starts, |d| d.join("models/manifest.yaml").is_file())?.join("models");
-    let text = std::fs::read_to_string(models.join("manifest.yaml")).ok()?;
-    Some((models, serde_yaml::from_str(&text).ok()?))
-}
-
-fn manifest_entry((dir, manifest): &(std::path::PathBuf, Json), name: &str) -> Option<(std::path::PathBuf, String)> {
-    let entry = manifest["models"].as_array()?.iter().find(|m| m["name"] == name)?;
-    Some((dir.join(entry["file"].as_str()?), entry["sha256"].as_str()?.to_string()))
+/// A run in progress: `run.json` says so from the start, so a run that dies never leaves
+/// an earlier `completed` behind.
+pub fn write_run_started(pipeline: &str, out_dir: &Path) -> Result<()> {
+    write_json(
+        &out_dir.join(RUN_FILE),
+        &json!({"status": "running", "pipeline": pipeline, "started": crate::fsutil::utc_timestamp(), "pid": std::process::id()}),
+    )
 }
 
 pub fn write_run_report(summary: &RunSummary) -> Result<()> {
     let value = serde_json::to_value(summary)?;
-    write_json(&summary.run_dir.join("run.json"), &json!({"status": "completed", "run": value}))
+    write_json(&summary.run_dir.join(RUN_FILE), &json!({"status": "completed", "run": value}))
 }
 
-/// A run that stopped: `run.json` says where and why.
-pub fn write_failed_run(p: &CheckedPipeline, out_dir: &Path, error: &RunError) -> Result<()> {
+/// A run that stopped: `run.json` says where and why, and whether it was interrupted
+/// (Ctrl-C, SIGTERM) or failed.
+pub fn write_failed_run(pipeline: &str, out_dir: &Path, error: &RunError, interrupted: bool) -> Result<()> {
+    let status = if interrupted { "interrupted" } else { "failed" };
     write_json(
-        &out_dir.join("run.json"),
-        &json!({"status": "failed", "pipeline": p.spec.name, "error": error, "message": error.to_string()}),
+        &out_dir.join(RUN_FILE),
+        &json!({"status": status, "pipeline": pipeline, "error": error, "message": error.to_string()}),
     )
 }
 
