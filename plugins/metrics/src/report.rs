@@ -64,7 +64,6 @@ pub(crate) struct Kept {
     pub(crate) gt: Vec<u8>,
 }
 
-
 struct ReportSink {
     /// Behind a lock only so that `save_state` (which takes `&self`) can sort the score
     /// lists in place, as the metrics sink does.
