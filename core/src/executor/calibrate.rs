@@ -406,16 +406,18 @@ impl<'a> Runner<'a> {
             }
         }
         let t = Instant::now();
-        let results: Vec<(Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>)> = work
+        let results: Vec<BatchResult> = work
             .par_chunks(batch)
             .map(|group| {
                 let idx = group.iter().map(|(i, _)| *i).collect();
                 let input: RVec<SampleInput> = group.iter().map(|(_, s)| s.clone()).collect();
-                (idx, stage.process(input).into_vec())
+                let t = Instant::now();
+                let out = stage.process(input).into_vec();
+                (idx, out, t.elapsed())
             })
             .collect();
         self.with_stats(n, |s| s.busy_seconds += t.elapsed().as_secs_f64());
-        for (idx, outs) in results {
+        for (idx, outs, _) in results {
             if outs.len() != idx.len() {
                 return Err(self.err(
                     phase,
