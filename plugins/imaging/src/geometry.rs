@@ -11,6 +11,8 @@
 //! - [`gaussian_blur`] matches `scipy.ndimage.gaussian_filter(x, sigma)`: kernel truncated at
 //!   4 sigma, `reflect` border (`d c b a | a b c d | d c b a`), rows then columns.
 
+use std::collections::VecDeque;
+
 use crate::{invalid, Result};
 
 /// How to resample an image or a map.
@@ -119,44 +121,159 @@ impl Taps {
     }
 }
 
+/// A pixel component the resampler reads in place: a u8 image is never copied to f32 whole.
+pub trait Component: Copy {
+    fn to_f32(self) -> f32;
+}
+
+impl Component for u8 {
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+impl Component for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+/// A rectangle of an image: rows `top..top + height`, columns `left..left + width`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub top: usize,
+    pub left: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Region {
+    /// The whole `h x w` image.
+    pub fn whole(h: usize, w: usize) -> Self {
+        Region { top: 0, left: 0, height: h, width: w }
+    }
+
+    /// The centre `ch x cw` of an `h x w` image, placed as torchvision's `CenterCrop`.
+    pub fn center(h: usize, w: usize, ch: usize, cw: usize) -> Result<Self> {
+        let (top, left) = center_crop_offsets(h, w, ch, cw)?;
+        Ok(Region { top, left, height: ch, width: cw })
+    }
+
+    fn check(&self, what: &str, h: usize, w: usize) -> Result<()> {
+        if self.height == 0 || self.width == 0 || self.top + self.height > h || self.left + self.width > w {
+            return Err(invalid(
+                what,
+                format!(
+                    "region {}x{} at ({}, {}) does not fit in the {h}x{w} resized image",
+                    self.height, self.width, self.top, self.left
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Resizes an `h x w x c` buffer to `nh x nw x c`.
 pub fn resize(src: &[f32], h: usize, w: usize, c: usize, nh: usize, nw: usize, interp: Interp) -> Result<Vec<f32>> {
+    resize_region(src, h, w, c, nh, nw, Region::whole(nh, nw), interp)
+}
+
+/// `region` of the `h x w x c` buffer resized to `nh x nw`, as f32: to the bit the values of
+/// [`resize`] followed by a crop, without the whole resized image or an f32 copy of the source.
+/// Rows are resampled first (only the region's columns), then columns; a source row is
+/// resampled when the first output row needs it and dropped when no later one does, so
+/// besides the output only about `2 * filter support + 1` rows of `region.width * c` values
+/// are held (a 16000 x 16000 RGB image to 224 x 224: a few hundred KB, not 3 GB).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_region<T: Component>(
+    src: &[T],
+    h: usize,
+    w: usize,
+    c: usize,
+    nh: usize,
+    nw: usize,
+    region: Region,
+    interp: Interp,
+) -> Result<Vec<f32>> {
     check_buffer("resize", src, h, w, c)?;
     check_target("resize", nh, nw)?;
+    region.check("resize", nh, nw)?;
+    let Region { top, left, height, width } = region;
+    let row_len = width * c;
     if (h, w) == (nh, nw) {
-        return Ok(src.to_vec());
+        // Nothing to resample (a one-tap filter would turn a NaN neighbour into NaN).
+        let mut dst = Vec::with_capacity(height * row_len);
+        for y in top..top + height {
+            dst.extend(src[(y * w + left) * c..(y * w + left + width) * c].iter().map(|v| v.to_f32()));
+        }
+        return Ok(dst);
     }
     let tx = Taps::new(w, nw, interp);
     let ty = Taps::new(h, nh, interp);
-    // Rows first (h x nw x c), then columns.
-    let mut tmp = vec![0.0f32; h * nw * c];
-    for y in 0..h {
-        let row = &src[y * w * c..(y + 1) * w * c];
-        let out = &mut tmp[y * nw * c..(y + 1) * nw * c];
-        for x in 0..nw {
-            let (start, wts) = tx.of(x);
-            let o = &mut out[x * c..(x + 1) * c];
-            for (k, &wt) in wts.iter().enumerate() {
-                let s = &row[(start + k) * c..(start + k + 1) * c];
-                for ch in 0..c {
-                    o[ch] += wt * s[ch];
-                }
-            }
-        }
-    }
-    let mut dst = vec![0.0f32; nh * nw * c];
-    let row_len = nw * c;
-    for y in 0..nh {
+    let mut window = RowWindow::new(row_len);
+    let mut dst = vec![0.0f32; height * row_len];
+    for (y, out) in (top..top + height).zip(dst.chunks_exact_mut(row_len)) {
         let (start, wts) = ty.of(y);
-        let out = &mut dst[y * row_len..(y + 1) * row_len];
+        window.slide_to(start, wts.len(), |r, buf| resample_row(&src[r * w * c..(r + 1) * w * c], c, &tx, left, buf));
         for (k, &wt) in wts.iter().enumerate() {
-            let s = &tmp[(start + k) * row_len..(start + k + 1) * row_len];
-            for (o, v) in out.iter_mut().zip(s) {
+            for (o, v) in out.iter_mut().zip(window.row(start + k)) {
                 *o += wt * v;
             }
         }
     }
     Ok(dst)
+}
+
+/// One source row resampled horizontally into `out`: output columns `left..left + out.len() / c`.
+fn resample_row<T: Component>(row: &[T], c: usize, tx: &Taps, left: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for (x, o) in out.chunks_exact_mut(c).enumerate() {
+        let (start, wts) = tx.of(left + x);
+        for (k, &wt) in wts.iter().enumerate() {
+            for (o, v) in o.iter_mut().zip(&row[(start + k) * c..(start + k + 1) * c]) {
+                *o += wt * v.to_f32();
+            }
+        }
+    }
+}
+
+/// The horizontally resampled source rows `first..first + rows.len()` that the current output
+/// row reads; filter windows only move down, so each source row is resampled once.
+struct RowWindow {
+    first: usize,
+    rows: VecDeque<Vec<f32>>,
+    /// Buffers of dropped rows, reused.
+    spare: Vec<Vec<f32>>,
+    row_len: usize,
+}
+
+impl RowWindow {
+    fn new(row_len: usize) -> Self {
+        RowWindow { first: 0, rows: Default::default(), spare: Vec::new(), row_len }
+    }
+
+    /// Holds rows `start..start + n`, resampling the missing ones with `fill(row, buffer)`.
+    fn slide_to(&mut self, start: usize, n: usize, mut fill: impl FnMut(usize, &mut [f32])) {
+        if start < self.first {
+            self.spare.extend(self.rows.drain(..));
+        }
+        while self.first < start && !self.rows.is_empty() {
+            self.spare.extend(self.rows.pop_front());
+            self.first += 1;
+        }
+        if self.rows.is_empty() {
+            self.first = start;
+        }
+        while self.first + self.rows.len() < start + n {
+            let mut buf = self.spare.pop().unwrap_or_else(|| vec![0.0; self.row_len]);
+            fill(self.first + self.rows.len(), &mut buf);
+            self.rows.push_back(buf);
+        }
+    }
+
+    fn row(&self, r: usize) -> &[f32] {
+        &self.rows[r - self.first]
+    }
 }
 
 /// Bilinear resize with half-pixel centres (`align_corners=False`), no antialiasing (torch's
@@ -245,17 +362,13 @@ pub fn resize_shorter_side_then_crop(
     interp: Interp,
 ) -> Result<(Vec<f32>, usize, usize)> {
     check_buffer("resize_shorter_side_then_crop", src, h, w, c)?;
-    let (mut buf, mut bh, mut bw) = (std::borrow::Cow::Borrowed(src), h, w);
-    if let Some(size) = resize_to {
-        let (nh, nw) = shorter_side_size(h, w, size);
-        buf = std::borrow::Cow::Owned(resize(src, h, w, c, nh, nw, interp)?);
-        (bh, bw) = (nh, nw);
-    }
-    if let Some(size) = crop {
-        let out = center_crop(&buf, bh, bw, c, size, size)?;
-        return Ok((out, size, size));
-    }
-    Ok((buf.into_owned(), bh, bw))
+    let (nh, nw) = resize_to.map_or((h, w), |size| shorter_side_size(h, w, size));
+    let region = match crop {
+        Some(size) => Region::center(nh, nw, size, size)?,
+        None => Region::whole(nh, nw),
+    };
+    let out = resize_region(src, h, w, c, nh, nw, region, interp)?;
+    Ok((out, region.height, region.width))
 }
 
 /// `scipy.ndimage` `reflect` border: `d c b a | a b c d | d c b a`, repeated for long kernels.
@@ -373,6 +486,110 @@ mod tests {
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!((x - y).abs() <= tol, "index {i}: {x} vs {y}\n{a:?}\n{b:?}");
         }
+    }
+
+    /// The two-pass resize as it was before [`resize_region`] (whole h x nw x c intermediate,
+    /// from a whole f32 copy): the reference the streaming one must equal to the bit.
+    fn resize_two_pass(src: &[f32], h: usize, w: usize, c: usize, nh: usize, nw: usize, interp: Interp) -> Vec<f32> {
+        if (h, w) == (nh, nw) {
+            return src.to_vec();
+        }
+        let tx = Taps::new(w, nw, interp);
+        let ty = Taps::new(h, nh, interp);
+        let mut tmp = vec![0.0f32; h * nw * c];
+        for y in 0..h {
+            let row = &src[y * w * c..(y + 1) * w * c];
+            let out = &mut tmp[y * nw * c..(y + 1) * nw * c];
+            for x in 0..nw {
+                let (start, wts) = tx.of(x);
+                let o = &mut out[x * c..(x + 1) * c];
+                for (k, &wt) in wts.iter().enumerate() {
+                    let s = &row[(start + k) * c..(start + k + 1) * c];
+                    for ch in 0..c {
+                        o[ch] += wt * s[ch];
+                    }
+                }
+            }
+        }
+        let mut dst = vec![0.0f32; nh * nw * c];
+        let row_len = nw * c;
+        for y in 0..nh {
+            let (start, wts) = ty.of(y);
+            let out = &mut dst[y * row_len..(y + 1) * row_len];
+            for (k, &wt) in wts.iter().enumerate() {
+                let s = &tmp[(start + k) * row_len..(start + k + 1) * row_len];
+                for (o, v) in out.iter_mut().zip(s) {
+                    *o += wt * v;
+                }
+            }
+        }
+        dst
+    }
+
+    /// Deterministic noise with structure (a gradient, stripes and speckle), `h x w x c` u8.
+    fn test_image(h: usize, w: usize, c: usize, seed: u32) -> Vec<u8> {
+        let mut state = seed;
+        (0..h * w * c)
+            .map(|i| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let (y, x) = (i / (w * c), (i / c) % w);
+                let stripe = if (x / 7 + y / 11) % 2 == 0 { 60 } else { 0 };
+                ((x + 2 * y) % 128 + stripe + (state >> 28) as usize) as u8
+            })
+            .collect()
+    }
+
+    fn assert_bits_equal(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        if let Some(i) = a.iter().zip(b).position(|(x, y)| x.to_bits() != y.to_bits()) {
+            panic!("{what}: index {i}: {} vs {}", a[i], b[i]);
+        }
+    }
+
+    #[test]
+    fn streaming_resize_equals_the_two_pass_resize_to_the_bit() {
+        // Real sizes: 256 x 256 and 1024 x 768 RGB, u8 and f32, shrunk (shorter side 256, 224
+        // and an odd size), enlarged, and resized to the shorter side then centre-cropped.
+        for (h, w) in [(256usize, 256usize), (768, 1024)] {
+            let bytes = test_image(h, w, 3, (h * w) as u32);
+            let float: Vec<f32> = bytes.iter().map(|&v| f32::from(v) * 0.731 - 3.5).collect();
+            for interp in [Interp::BilinearAntialias, Interp::Bilinear, Interp::Nearest] {
+                for (nh, nw) in [shorter_side_size(h, w, 256), shorter_side_size(h, w, 224), (97, 131), (300, 517)] {
+                    let as_f32: Vec<f32> = bytes.iter().map(|&v| f32::from(v)).collect();
+                    let reference = resize_two_pass(&as_f32, h, w, 3, nh, nw, interp);
+                    let what = format!("{h}x{w} u8 -> {nh}x{nw} {interp:?}");
+                    let whole = resize_region(&bytes, h, w, 3, nh, nw, Region::whole(nh, nw), interp).unwrap();
+                    assert_bits_equal(&whole, &reference, &what);
+                    let side = nh.min(nw) * 7 / 8;
+                    let region = Region::center(nh, nw, side, side).unwrap();
+                    let cropped = resize_region(&bytes, h, w, 3, nh, nw, region, interp).unwrap();
+                    let expected = center_crop(&reference, nh, nw, 3, side, side).unwrap();
+                    assert_bits_equal(&cropped, &expected, &format!("{what}, crop {side}"));
+
+                    let reference = resize_two_pass(&float, h, w, 3, nh, nw, interp);
+                    let what = format!("{h}x{w} f32 -> {nh}x{nw} {interp:?}");
+                    assert_bits_equal(&resize(&float, h, w, 3, nh, nw, interp).unwrap(), &reference, &what);
+                    let cropped = resize_region(&float, h, w, 3, nh, nw, region, interp).unwrap();
+                    let expected = center_crop(&reference, nh, nw, 3, side, side).unwrap();
+                    assert_bits_equal(&cropped, &expected, &format!("{what}, crop {side}"));
+                }
+            }
+        }
+        // Same size: a crop, converted.
+        let bytes = test_image(20, 30, 1, 5);
+        let out = resize_region(&bytes, 20, 30, 1, 20, 30, Region::center(20, 30, 8, 8).unwrap(), Interp::Bilinear);
+        let expected: Vec<f32> = center_crop(&bytes, 20, 30, 1, 8, 8).unwrap().into_iter().map(f32::from).collect();
+        assert_eq!(out.unwrap(), expected);
+    }
+
+    #[test]
+    fn a_region_outside_the_resized_image_is_an_error() {
+        let src = vec![0u8; 40 * 50];
+        let err =
+            resize_region(&src, 40, 50, 1, 20, 25, Region { top: 10, left: 0, height: 11, width: 5 }, Interp::Bilinear);
+        assert!(err.unwrap_err().to_string().contains("region 11x5 at (10, 0) does not fit in the 20x25"));
+        assert!(resize_region(&src, 40, 50, 1, 20, 25, Region::whole(0, 3), Interp::Bilinear).is_err());
+        assert!(resize_region(&src, 40, 49, 1, 20, 25, Region::whole(20, 25), Interp::Bilinear).is_err());
     }
 
     #[test]

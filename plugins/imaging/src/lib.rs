@@ -12,8 +12,8 @@ pub mod scoremap;
 
 pub use geometry::{
     center_crop, center_crop_offsets, gaussian_blur, resize, resize_bilinear, resize_bilinear_antialias,
-    resize_nearest, resize_points, resize_shorter_side_then_crop, shorter_side_size, upsample_bilinear, Interp,
-    PointInterp,
+    resize_nearest, resize_points, resize_region, resize_shorter_side_then_crop, shorter_side_size, upsample_bilinear,
+    Component, Interp, PointInterp, Region,
 };
 pub use io::{
     decode_image, encode_png, encode_tiff_f32_xyz, read_image, read_image_rgb, read_mask, read_tiff_f32_xyz, to_rgb,
