@@ -197,7 +197,6 @@ impl<'a> Runner<'a> {
         keep: &BTreeSet<usize>,
     ) -> Result<CategorySamples, RunError> {
         let searched: Vec<usize> = plan.groups.iter().flat_map(|g| g.nodes.iter().copied()).collect();
-        let in_flight = self.opts.in_flight.max(1);
         let prune = |slot: &mut Slot| {
             for (n, out) in slot.outputs.iter_mut().enumerate() {
                 if !keep.contains(&n) {
@@ -205,86 +204,110 @@ impl<'a> Runner<'a> {
                 }
             }
         };
-        let mut clean_slots = Vec::with_capacity(clean.len());
-        for group in clean.chunks(in_flight) {
-            self.check_interrupt(phase, clean_slots.len(), clean.len())?;
-            let mut chunk = self.new_chunk(group);
-            self.compute(phase, upstream, &searched, &mut chunk)?;
-            for mut slot in chunk.into_iter().filter(|s| !s.failed) {
-                prune(&mut slot);
-                clean_slots.push(slot);
-            }
-        }
-
-        // Defect images: the sample id names the clean image, the variant and the defects
-        // node's signature, so the node-output cache never mixes them with other defects.
-        let (r, r_port) = (plan.replaces.0, plan.replaces.1.as_str());
-        let tag = hex::encode(&Sha256::digest(self.signature(plan.defects).as_bytes())[..4]);
-        let mut pairs: Vec<(SampleMeta, SampleMeta)> = Vec::new();
-        for k in 0..plan.variants {
-            for m in clean {
-                let mut d = m.clone();
-                d.id = format!("{}#defect{k}~{tag}", m.id).into();
-                d.split = "calibration".into();
-                d.defect = "synthetic".into();
-                d.label = LABEL_ANOMALOUS;
-                pairs.push((m.clone(), d));
-            }
-        }
-        pairs.truncate(plan.max_samples);
+        let r = plan.replaces.0;
         let mut before_replace = self.p.ancestors(r);
         before_replace.push(r);
         let after_replace: Vec<usize> = upstream.iter().copied().filter(|n| !before_replace.contains(n)).collect();
         let defects_stage = self.per_category[plan.defects].get(category).ok_or_else(|| {
             self.err(phase, plan.defects, None, format!("no fitted instance for category `{category}`"))
         })?;
-        let mut defect_slots = Vec::with_capacity(pairs.len());
-        for group in pairs.chunks(in_flight) {
-            self.check_interrupt(phase, defect_slots.len(), pairs.len())?;
-            let originals: Vec<SampleMeta> = group.iter().map(|(m, _)| m.clone()).collect();
-            let mut chunk = self.new_chunk(&originals);
+        // Which variants each clean image gets: `variants` rounds over all images, cut at
+        // `max_samples`, so a cut spreads over the images.
+        let total = (plan.variants * clean.len()).min(plan.max_samples);
+        let variants_of = |i: usize| (0..plan.variants).filter(move |&k| k * clean.len() + i < total);
+        // Defect images: the sample id names the clean image, the variant and the defects
+        // node's signature, so the node-output cache never mixes them with other defects.
+        let tag = hex::encode(&Sha256::digest(self.signature(plan.defects).as_bytes())[..4]);
+
+        let in_flight = self.opts.in_flight.max(1);
+        let mut clean_slots = Vec::with_capacity(clean.len());
+        let mut defect_slots = Vec::with_capacity(total);
+        for (c, group) in clean.chunks(in_flight).enumerate() {
+            self.check_interrupt(phase, clean_slots.len(), clean.len())?;
+            // Each clean image is loaded and prepared once, for itself and its defect variants.
+            let mut chunk = self.new_chunk(group);
             self.compute(phase, &before_replace, &[plan.defects], &mut chunk)?;
-            let mut batch = self.consumer_batch(phase, plan.defects, &mut chunk)?;
-            let live: Vec<usize> = (0..chunk.len()).filter(|&i| !chunk[i].failed).collect();
-            for (input, &i) in batch.iter_mut().zip(&live) {
-                input.meta = group[i].1.clone();
-            }
-            let t0 = Instant::now();
-            let results = defects_stage.process(batch).into_vec();
-            self.with_stats(plan.defects, |s| {
-                s.samples += results.len() as u64;
-                s.busy_seconds += t0.elapsed().as_secs_f64();
-            });
-            for (&i, result) in live.iter().zip(results) {
-                let slot = &mut chunk[i];
-                slot.meta = group[i].1.clone();
-                let outputs = match result.into_result() {
-                    Ok(values) => values.into_vec(),
-                    Err(e) => {
-                        self.sample_failed(phase, plan.defects, slot, e.to_string())?;
-                        continue;
+            for k in 0..plan.variants {
+                let members: Vec<usize> = (0..chunk.len())
+                    .filter(|&j| !chunk[j].failed && variants_of(c * in_flight + j).any(|v| v == k))
+                    .collect();
+                if members.is_empty() {
+                    continue;
+                }
+                let metas: Vec<SampleMeta> = members
+                    .iter()
+                    .map(|&j| {
+                        let mut d = chunk[j].meta.clone();
+                        d.id = format!("{}#defect{k}~{tag}", d.id).into();
+                        d.split = "calibration".into();
+                        d.defect = "synthetic".into();
+                        d.label = LABEL_ANOMALOUS;
+                        d
+                    })
+                    .collect();
+                let mut defects = self.new_chunk(&metas);
+                for (slot, &j) in defects.iter_mut().zip(&members) {
+                    for &n in &before_replace {
+                        slot.outputs[n] = chunk[j].outputs[n].clone();
                     }
-                };
-                if let Err(msg) = self.check_outputs(plan.defects, &outputs) {
-                    self.sample_failed(phase, plan.defects, slot, msg)?;
-                    continue;
                 }
-                let Some(image) = outputs.iter().find(|pv| pv.port == "image").map(|pv| pv.value.clone()) else {
-                    self.sample_failed(phase, plan.defects, slot, "the stage produced no `image`".into())?;
-                    continue;
-                };
-                for pv in slot.outputs[r].iter_mut().filter(|pv| pv.port == r_port) {
-                    pv.value = image.clone();
+                self.paste_defects(plan, phase, defects_stage, &mut defects)?;
+                self.compute(phase, &after_replace, &searched, &mut defects)?;
+                for mut slot in defects.into_iter().filter(|s| !s.failed) {
+                    prune(&mut slot);
+                    defect_slots.push(slot);
                 }
-                slot.outputs[plan.defects] = outputs;
             }
             self.compute(phase, &after_replace, &searched, &mut chunk)?;
             for mut slot in chunk.into_iter().filter(|s| !s.failed) {
                 prune(&mut slot);
-                defect_slots.push(slot);
+                clean_slots.push(slot);
             }
         }
         Ok(CategorySamples { clean: clean_slots, defect: defect_slots })
+    }
+
+    /// Runs the defects stage on `slots` (their clean images prepared up to the replaced
+    /// node): its image takes the replaced output's place, its outputs (the mask) are kept.
+    fn paste_defects(
+        &self,
+        plan: &CalibrationPlan,
+        phase: &str,
+        stage: &StageBox,
+        slots: &mut [Slot],
+    ) -> Result<(), RunError> {
+        let (r, r_port) = (plan.replaces.0, plan.replaces.1.as_str());
+        let batch = self.consumer_batch(phase, plan.defects, slots)?;
+        let live: Vec<usize> = (0..slots.len()).filter(|&i| !slots[i].failed).collect();
+        let t0 = Instant::now();
+        let results = stage.process(batch).into_vec();
+        self.with_stats(plan.defects, |s| {
+            s.samples += results.len() as u64;
+            s.busy_seconds += t0.elapsed().as_secs_f64();
+        });
+        for (&i, result) in live.iter().zip(results) {
+            let slot = &mut slots[i];
+            let outputs = match result.into_result() {
+                Ok(values) => values.into_vec(),
+                Err(e) => {
+                    self.sample_failed(phase, plan.defects, slot, e.to_string())?;
+                    continue;
+                }
+            };
+            if let Err(msg) = self.check_outputs(plan.defects, &outputs) {
+                self.sample_failed(phase, plan.defects, slot, msg)?;
+                continue;
+            }
+            let Some(image) = outputs.iter().find(|pv| pv.port == "image").map(|pv| pv.value.clone()) else {
+                self.sample_failed(phase, plan.defects, slot, "the stage produced no `image`".into())?;
+                continue;
+            };
+            for pv in slot.outputs[r].iter_mut().filter(|pv| pv.port == r_port) {
+                pv.value = image.clone();
+            }
+            slot.outputs[plan.defects] = outputs;
+        }
+        Ok(())
     }
 
     /// Tries every candidate of `group` on one category's samples and keeps the best.
