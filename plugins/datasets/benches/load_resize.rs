@@ -17,14 +17,15 @@ use anoflow_sdk::prelude::*;
 use rayon::prelude::*;
 
 fn load_and_crop(source: &StageHarness, meta: &SampleMeta) -> usize {
-    use anoflow_imaging::{center_crop, resize, resize_nearest, shorter_side_size, Interp};
+    use anoflow_imaging::{center_crop, resize_nearest, resize_region, shorter_side_size, Interp, Region};
     let loaded = source.load(meta).expect("load");
     let Some(Value::Image(img)) = loaded.get("image") else { panic!("no image") };
     let mask = loaded.mask("mask");
     let (h, w, c) = (img.height(), img.width(), img.channels());
     let (nh, nw) = shorter_side_size(h, w, 256);
-    let resized = resize(&img.to_f32(), h, w, c, nh, nw, Interp::BilinearAntialias).expect("resize");
-    let cropped = center_crop(&resized, nh, nw, c, 224, 224).expect("crop");
+    let region = Region::center(nh, nw, 224, 224).expect("crop");
+    let Pixels::U8(px) = img.pixels() else { panic!("not a u8 image") };
+    let cropped = resize_region(px, h, w, c, nh, nw, region, Interp::BilinearAntialias).expect("resize");
     let out = Image::from_u8(224, 224, c as u32, cropped.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect())
         .expect("image");
     let m = resize_nearest(mask.data(), h, w, 1, nh, nw).expect("mask resize");

@@ -103,19 +103,28 @@ impl ResizeCropStage {
         Ok(Plan { h, w, resized, out })
     }
 
+    /// The image resized and cropped in one pass from its own pixels (no whole-image f32 copy).
     fn image(&self, img: &Image, p: &Plan) -> StageResult<Image> {
+        if p.resized == (p.h, p.w) && p.out == p.resized {
+            return Ok(img.clone());
+        }
         let c = img.channels();
-        let data = img.to_f32();
-        let resized = anoflow_imaging::resize(&data, p.h, p.w, c, p.resized.0, p.resized.1, self.interp)
-            .map_err(StageError::from)?;
-        let cropped = anoflow_imaging::center_crop(&resized, p.resized.0, p.resized.1, c, p.out.0, p.out.1)
-            .map_err(StageError::from)?;
+        let (rh, rw) = p.resized;
+        let region = anoflow_imaging::Region::center(rh, rw, p.out.0, p.out.1).map_err(StageError::from)?;
         let (oh, ow) = (p.out.0 as u32, p.out.1 as u32);
         match img.pixels() {
-            Pixels::U8(_) => {
-                Image::from_u8(oh, ow, c as u32, cropped.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect())
+            Pixels::U8(d) => {
+                let out = anoflow_imaging::resize_region(d, p.h, p.w, c, rh, rw, region, self.interp)
+                    .map_err(StageError::from)?;
+                Image::from_u8(oh, ow, c as u32, out.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect())
             }
-            Pixels::F32(_) => Image::from_f32(oh, ow, c as u32, cropped),
+            Pixels::F32(d) => Image::from_f32(
+                oh,
+                ow,
+                c as u32,
+                anoflow_imaging::resize_region(d, p.h, p.w, c, rh, rw, region, self.interp)
+                    .map_err(StageError::from)?,
+            ),
         }
     }
 
@@ -395,6 +404,41 @@ mod tests {
             for x in 0..224 {
                 let z = pc.point(y, x)[2];
                 assert!(z == 0.0 || (10.0..=12.0).contains(&z), "({y},{x}) z={z}");
+            }
+        }
+    }
+
+    /// What `resize-crop` computed before it resampled in place: a whole f32 copy, the whole
+    /// resized image, then the crop.
+    fn resize_then_crop(img: &Image, resize: usize, crop: usize, interp: Interp) -> Vec<f32> {
+        let (h, w, c) = (img.height(), img.width(), img.channels());
+        let (nh, nw) = anoflow_imaging::shorter_side_size(h, w, resize);
+        let resized = anoflow_imaging::resize(&img.to_f32(), h, w, c, nh, nw, interp).unwrap();
+        anoflow_imaging::center_crop(&resized, nh, nw, c, crop, crop).unwrap()
+    }
+
+    #[test]
+    fn resize_crop_gives_what_the_whole_image_path_gave() {
+        for (ih, iw, resize, crop) in [(768usize, 1024usize, 256, 224), (256, 256, 256, 224), (224, 224, 256, 224)] {
+            let px: Vec<u8> = (0..ih * iw * 3).map(|i| ((i * 7919) % 251 + (i / (iw * 3)) % 5) as u8).collect();
+            let as_u8 = Image::from_u8(ih as u32, iw as u32, 3, px).unwrap();
+            let as_f32 =
+                Image::from_f32(ih as u32, iw as u32, 3, as_u8.to_f32().iter().map(|v| v / 3.0).collect()).unwrap();
+            for (name, interp) in [("bilinear-antialias", Interp::BilinearAntialias), ("bilinear", Interp::Bilinear)] {
+                let h = StageHarness::new::<ResizeCrop>(json!({"resize": resize, "crop": crop, "interpolation": name}))
+                    .unwrap();
+                let what = format!("{ih}x{iw} -> {resize}, crop {crop}, {name}");
+                let out = image(&h.process(&meta("s"), inputs(vec![("image", as_u8.clone().into())])).unwrap());
+                let expected: Vec<u8> = resize_then_crop(&as_u8, resize, crop, interp)
+                    .iter()
+                    .map(|v| v.round().clamp(0.0, 255.0) as u8)
+                    .collect();
+                assert!(matches!(out.pixels(), Pixels::U8(_)), "{what}");
+                assert!(out.to_u8() == expected, "{what}: u8 differs");
+                let out = image(&h.process(&meta("s"), inputs(vec![("image", as_f32.clone().into())])).unwrap());
+                let expected = resize_then_crop(&as_f32, resize, crop, interp);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&out.to_f32()) == bits(&expected), "{what}: f32 differs");
             }
         }
     }
