@@ -113,6 +113,15 @@ type Route<'a> = (Option<&'a StageBox>, Vec<(usize, SampleInput)>);
 /// Chunk indices of a batch, the stage's per-sample results, and the time it took.
 type BatchResult = (Vec<usize>, Vec<RResult<RVec<PortValue>, StageError>>, Duration);
 
+/// Which outputs [`Runner::compute_retaining`] leaves in a chunk once it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retain {
+    /// Only those the consumers read: nothing else reads the chunk afterwards (fit, test).
+    ConsumerInputs,
+    /// Also those any node outside the computed ones reads.
+    OutsideReads,
+}
+
 struct Slot {
     meta: SampleMeta,
     outputs: Vec<Vec<PortValue>>,
@@ -343,11 +352,26 @@ impl<'a> Runner<'a> {
         self.p.nodes[node].params.get("batch_size").and_then(serde_json::Value::as_u64).map_or(1, |b| b.max(1) as usize)
     }
 
+    /// [`Self::compute_retaining`], leaving every output that a node outside `nodes` reads: for
+    /// callers that compute more of the chunk afterwards (calibration, below the value its
+    /// defects replace).
+    fn compute(&self, phase: &str, nodes: &[usize], consumers: &[usize], chunk: &mut [Slot]) -> Result<(), RunError> {
+        self.compute_retaining(phase, nodes, consumers, Retain::OutsideReads, chunk)
+    }
+
     /// Computes what `consumers` (sinks, or the fitted node being fitted) need from `nodes`
     /// (topological order, consumers excluded) for every live sample of a chunk. A node whose
     /// outputs are in the cache for a sample is loaded instead of run, and then nothing
-    /// upstream of it runs for that sample unless another node needs it.
-    fn compute(&self, phase: &str, nodes: &[usize], consumers: &[usize], chunk: &mut [Slot]) -> Result<(), RunError> {
+    /// upstream of it runs for that sample unless another node needs it. A node's outputs are
+    /// dropped once the last node of `nodes` reading them has run, unless `retain` keeps them.
+    fn compute_retaining(
+        &self,
+        phase: &str,
+        nodes: &[usize],
+        consumers: &[usize],
+        retain: Retain,
+        chunk: &mut [Slot],
+    ) -> Result<(), RunError> {
         let n_nodes = self.p.nodes.len();
         let keys: Vec<Vec<Option<PathBuf>>> = match &self.opts.cache_dir {
             Some(dir) => {
@@ -392,7 +416,10 @@ impl<'a> Runner<'a> {
             }
         }
 
-        for &n in nodes {
+        let edges =
+            self.p.nodes.iter().enumerate().flat_map(|(to, node)| node.inputs.iter().map(move |e| (e.from, to)));
+        let release = release_points(n_nodes, edges, nodes, consumers, retain);
+        for (step, &n) in nodes.iter().enumerate() {
             let mut work: Vec<(usize, SampleInput)> = Vec::new();
             let mut loaded = 0u64;
             for i in 0..chunk.len() {
@@ -496,6 +523,9 @@ impl<'a> Runner<'a> {
                 s.cached += loaded;
                 s.busy_seconds += busy.as_secs_f64();
             });
+            for &done in &release[step] {
+                chunk.iter_mut().for_each(|slot| drop(std::mem::take(&mut slot.outputs[done])));
+            }
         }
         Ok(())
     }
@@ -611,7 +641,7 @@ impl<'a> Runner<'a> {
         for (c, group) in metas.chunks(in_flight).enumerate() {
             self.check_interrupt(phase, c * in_flight, metas.len())?;
             let mut chunk = self.new_chunk(group);
-            self.compute(phase, &needed, &targets, &mut chunk)?;
+            self.compute_retaining(phase, &needed, &targets, Retain::ConsumerInputs, &mut chunk)?;
             for &j in &pending {
                 let f = pass[j];
                 let batch = self.consumer_batch(phase, f, &mut chunk)?;
@@ -677,7 +707,7 @@ impl<'a> Runner<'a> {
             self.check_interrupt("test", c * self.opts.in_flight.max(1), metas.len())?;
             let mut chunk = self.new_chunk(group);
             chunk.iter_mut().for_each(|slot| slot.isolated = true);
-            self.compute("test", &compute, &sinks, &mut chunk)?;
+            self.compute_retaining("test", &compute, &sinks, Retain::ConsumerInputs, &mut chunk)?;
             for &s in &sinks {
                 let t0 = Instant::now();
                 let mut count = 0u64;
@@ -1085,6 +1115,41 @@ fn placeholder_stage() -> StageBox {
     anoflow_sdk::stage::StageAdapter::new("placeholder", anoflow_sdk::stage::StageImpl::Map(Box::new(Never))).into_box()
 }
 
+/// For each step of `nodes` (a call's nodes in the order they run), the nodes whose outputs
+/// can be dropped after it: no later step reads them and `retain` does not keep them. A
+/// 16000 x 16000 source image need not outlive the resize that read it. `edges` are
+/// `(from, to)` pairs of the graph's `n_nodes` nodes.
+fn release_points(
+    n_nodes: usize,
+    edges: impl IntoIterator<Item = (usize, usize)>,
+    nodes: &[usize],
+    consumers: &[usize],
+    retain: Retain,
+) -> Vec<Vec<usize>> {
+    let mut step_of = vec![None; n_nodes];
+    for (step, &n) in nodes.iter().enumerate() {
+        step_of[n] = Some(step);
+    }
+    let mut last_read: Vec<Option<usize>> = vec![None; n_nodes];
+    let mut retained = vec![false; n_nodes];
+    for (from, reader) in edges {
+        let consumer = consumers.contains(&reader);
+        match step_of[reader] {
+            Some(step) if !consumer => last_read[from] = last_read[from].max(Some(step)),
+            _ if consumer || retain == Retain::OutsideReads => retained[from] = true,
+            // Read by a node that neither this call nor its caller runs on the chunk.
+            _ => {}
+        }
+    }
+    let mut release = vec![Vec::new(); nodes.len()];
+    for (step, &n) in nodes.iter().enumerate() {
+        if !retained[n] && !consumers.contains(&n) {
+            release[last_read[n].map_or(step, |last| last.max(step))].push(n);
+        }
+    }
+    release
+}
+
 /// The default run directory: `runs/<pipeline>/<UTC timestamp>`.
 pub fn default_run_dir(root: &Path, pipeline: &str) -> PathBuf {
     root.join("runs").join(pipeline).join(crate::fsutil::utc_timestamp())
@@ -1103,5 +1168,30 @@ mod tests {
         bad[last] ^= 1;
         assert!(decode_state(&bad).is_none());
         assert!(decode_state(b"junk").is_none());
+    }
+
+    #[test]
+    fn outputs_are_released_after_their_last_reader_unless_retained() {
+        // 0 source -> 1 resize -> 2 features -> 3 scorer -> 5 sink; 1 -> 4 blur -> 5; 0 -> 5 (gt).
+        let edges = [(0, 1), (1, 2), (2, 3), (3, 5), (1, 4), (4, 5), (0, 5)];
+        let test = |retain| release_points(6, edges, &[0, 1, 2, 3, 4], &[5], retain);
+        // The sink reads 0, 3 and 4: kept. 1 goes after 4 (its last reader), 2 after 3.
+        let expected: Vec<Vec<usize>> = vec![vec![], vec![], vec![], vec![2], vec![1]];
+        assert_eq!(test(Retain::ConsumerInputs), expected);
+        assert_eq!(test(Retain::OutsideReads), expected);
+        // Fitting 3 on 0..2: the sink and 4 do not run, so the source goes once 1 has read it,
+        // and 1 once 2 has.
+        let fit = |retain| release_points(6, edges, &[0, 1, 2], &[3], retain);
+        assert_eq!(fit(Retain::ConsumerInputs), vec![vec![], vec![0], vec![1]]);
+        // A caller that runs more of the chunk later (calibration) keeps what those nodes read.
+        let none = |steps: usize| vec![Vec::<usize>::new(); steps];
+        assert_eq!(fit(Retain::OutsideReads), none(3));
+        // Nodes 0 and 1 first, consumer 2; then 4 runs on the same chunk and reads 1.
+        assert_eq!(release_points(6, edges, &[0, 1], &[2], Retain::OutsideReads), none(2));
+        // A node nothing reads is released once it has run.
+        assert_eq!(
+            release_points(3, [(0, 1)], &[0, 1, 2], &[], Retain::ConsumerInputs),
+            vec![vec![], vec![0, 1], vec![2]]
+        );
     }
 }
