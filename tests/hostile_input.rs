@@ -14,10 +14,23 @@ use anoflow_e2e::{anoflow, anoflow_bin, workspace_root, write_pipeline, Run};
 
 /// Runs `cmd`, killing it and failing the test if it runs longer than `limit` (a command
 /// that blocks must fail the test, not hang it).
-fn run_within(mut cmd: Command, limit: Duration) -> Run {
+fn run_within(cmd: Command, limit: Duration) -> Run {
+    run_measured(cmd, limit).0
+}
+
+/// [`run_within`], also returning the command's peak resident memory in bytes on Linux (0
+/// elsewhere): its `VmHWM`, read at every poll, so as of at most 20 ms before it exited.
+/// (`getrusage(RUSAGE_CHILDREN)` would give the largest child of the whole test process,
+/// whichever test started it.)
+fn run_measured(mut cmd: Command, limit: Duration) -> (Run, u64) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn anoflow");
     let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
+    let mut peak = 0;
+    loop {
+        peak = peak.max(high_water_mark(child.id()));
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
         if started.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().expect("collect output");
@@ -25,7 +38,14 @@ fn run_within(mut cmd: Command, limit: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().expect("collect output").into()
+    (child.wait_with_output().expect("collect output").into(), peak)
+}
+
+/// A running process's peak resident memory so far (`VmHWM`), in bytes; 0 if unknown.
+fn high_water_mark(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().strip_suffix("kB"));
+    kb.and_then(|v| v.trim().parse::<u64>().ok()).map_or(0, |kb| kb * 1024)
 }
 
 fn touch(path: &Path) {
@@ -319,15 +339,6 @@ fn small_png(path: &Path, value: u8) {
     std::fs::write(path, png_file(32, 32, 2, &z)).unwrap();
 }
 
-/// Peak resident memory of the largest child this test process has waited for, in bytes.
-#[cfg(target_os = "linux")]
-fn children_peak_rss() -> u64 {
-    // SAFETY: getrusage writes one rusage struct into the zeroed one we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) }, 0);
-    usage.ru_maxrss as u64 * 1024
-}
-
 #[test]
 fn the_test_helpers_make_valid_images() {
     // The hand-made zlib streams decode: the giant PNG is a real image, not a corrupt one.
@@ -379,7 +390,7 @@ fn keep_going_survives_images_that_claim_or_carry_gigabytes() {
         .env_remove("ANOFLOW_PLUGIN_PATH")
         .env("ANOFLOW_DECODE_BUDGET", "512M");
     let started = Instant::now();
-    let r = run_within(cmd, Duration::from_secs(120));
+    let (r, peak) = run_measured(cmd, Duration::from_secs(120));
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stdout.contains("on 6 test samples"), "{}", r.all());
     let report: serde_json::Value =
@@ -398,12 +409,53 @@ fn keep_going_survives_images_that_claim_or_carry_gigabytes() {
     assert!(reason("zeros.png").contains("bytes 00 00 00 00 00 00 00 00"), "{failures:#?}");
     // Refused from their headers: nothing of their claimed or actual size was read or allocated.
     assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    eprintln!("peak resident memory of the run: {} MB", peak >> 20);
     #[cfg(target_os = "linux")]
-    {
-        let peak = children_peak_rss();
-        eprintln!("peak resident memory of the largest child so far: {} MB", peak >> 20);
-        assert!(peak < 1 << 30, "peak resident memory of the run {peak} bytes");
+    assert!(peak < 1 << 30, "peak resident memory of the run {peak} bytes");
+}
+
+/// The case at the default decode budget: four valid 746 KB PNGs of 16000 x 16000 RGB
+/// pixels (768 MB decoded, 1 GB with the mask the source gives them) through `resize-crop`. Each
+/// fits the budget, so all four are decoded; `resize-crop` reads them in place (it made a 3 GB
+/// f32 copy of each, two at a time) and the chunk drops them once it has (it kept them to the
+/// chunk's end). The run peaked at 10.1 GB before, 4.0 GB after.
+#[test]
+fn giant_images_within_the_default_budget_are_resized_without_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for i in 0..2 {
+        small_png(&data.join(format!("train/{i}.png")), i as u8);
+        small_png(&data.join(format!("test/good/ok{i}.png")), 9 + i as u8);
     }
+    let giant = png_file(16_000, 16_000, 2, &zlib_zeros(16_000 * (3 * 16_000 + 1)));
+    for i in 0..4 {
+        std::fs::write(data.join(format!("test/good/giant{i}.png")), &giant).unwrap();
+    }
+    let p = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "name: giants\nnodes:\n  data: { plugin: folder, with: { train: [data/train], test: [data/test], validation_fraction: 0 } }\n  resize: { plugin: resize-crop, with: { resize: 256, crop: 224 }, inputs: { image: data.image, mask: data.mask } }\n  grad: { plugin: gradient-magnitude, inputs: { image: resize.image } }\n  eval: { plugin: segmentation-metrics, inputs: { gt: resize.mask, scores: [grad.score] } }\n",
+    );
+    let mut cmd = Command::new(anoflow_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", p.to_str().unwrap(), "--keep-going", "-q", "--no-cache", "--out", "run"])
+        .env_remove("ANOFLOW_PLUGIN_PATH")
+        .env_remove("ANOFLOW_DECODE_BUDGET");
+    let (r, peak) = run_measured(cmd, Duration::from_secs(300));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("on 6 test samples"), "{}", r.all());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/run.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(report["run"]["failures"].as_array().unwrap().len(), 0, "{report:#}");
+    // Every image, the four giants included, went through every node.
+    for node in report["run"]["nodes"].as_array().unwrap() {
+        assert_eq!(node["samples"], 6, "{node:#}");
+    }
+    // The giants were decoded (1 GB each), but neither copied nor kept past their resize.
+    eprintln!("peak resident memory of the run: {} MB", peak >> 20);
+    #[cfg(target_os = "linux")]
+    assert!(peak > 1 << 30 && peak < 6 << 30, "peak resident memory of the run {peak} bytes");
 }
 
 /// A real image that fits the budget is decoded: images are refused for not fitting, not for
