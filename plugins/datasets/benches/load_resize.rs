@@ -6,6 +6,11 @@
 //! plugin library, and two plugin rlibs cannot be linked into one binary (each exports the
 //! plugin root symbols), hence the direct calls.
 //!
+//! Then the image part of `resize-crop` alone on larger u8 RGB images (256x256, 768x1024,
+//! 2000x3000; 16000x16000 with `ANOFLOW_BENCH_GIANT=1`), best of 3: in place, as the stage does
+//! it (`resize_region`), against a whole f32 copy, the whole resized image and then the crop,
+//! as it did before.
+//!
 //! `cargo bench -p anoflow-plugin-datasets --bench load_resize` (N from `ANOFLOW_BENCH_N`).
 
 use std::time::Instant;
@@ -31,6 +36,43 @@ fn load_and_crop(source: &StageHarness, meta: &SampleMeta) -> usize {
     let m = resize_nearest(mask.data(), h, w, 1, nh, nw).expect("mask resize");
     let m = Mask::new(224, 224, center_crop(&m, nh, nw, 1, 224, 224).expect("mask crop")).expect("mask");
     out.height() + m.height() - 224
+}
+
+/// Milliseconds per call of `f`, best of 3 rounds of `reps` calls.
+fn best_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            (0..reps).for_each(|_| f());
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+fn resize_crop_alone() {
+    use anoflow_imaging::{center_crop, resize, resize_region, shorter_side_size, Interp, Region};
+    let mut sizes = vec![(256usize, 256usize, 200usize), (768, 1024, 20), (2000, 3000, 3)];
+    if std::env::var_os("ANOFLOW_BENCH_GIANT").is_some() {
+        sizes.push((16_000, 16_000, 1));
+    }
+    for (h, w, reps) in sizes {
+        let px: Vec<u8> = (0..h * w * 3).map(|i| (i % 251) as u8).collect();
+        let (nh, nw) = shorter_side_size(h, w, 256);
+        let region = Region::center(nh, nw, 224, 224).expect("crop");
+        let interp = Interp::BilinearAntialias;
+        let in_place = best_ms(reps, || {
+            std::hint::black_box(resize_region(&px, h, w, 3, nh, nw, region, interp).expect("resize"));
+        });
+        let whole = best_ms(reps, || {
+            let copy: Vec<f32> = px.iter().map(|&v| f32::from(v)).collect();
+            let resized = resize(&copy, h, w, 3, nh, nw, interp).expect("resize");
+            std::hint::black_box(center_crop(&resized, nh, nw, 3, 224, 224).expect("crop"));
+        });
+        println!(
+            "resize-crop of a {h}x{w} RGB u8 image to 224x224: {in_place:.2} ms in place, {whole:.2} ms through a whole f32 copy ({} MiB more)",
+            (h * w * 3 * 4 + nh * nw * 3 * 4) >> 20
+        );
+    }
 }
 
 fn main() {
@@ -78,4 +120,5 @@ fn main() {
             s * 1e3 * threads as f64 / metas.len() as f64
         );
     }
+    resize_crop_alone();
 }
