@@ -115,6 +115,14 @@ fn calibration_picks_the_best_candidate_per_category_and_says_why() {
         std::fs::read(dir.path().join("e/eval/results.json")).unwrap()
     );
 
+    // Other defects (another generator seed) are never served from the cache: the cached run
+    // equals the uncached one, and differs from the first seed's.
+    let reseeded = pipeline(3, 1.0, grid, 6).replace("with: { seed: 1 }", "with: { seed: 2 }");
+    let (_, fresh) = run(dir.path(), &reseeded, "f", &["--no-cache"]);
+    let (_, from_cache) = run(dir.path(), &reseeded, "g", &cache_args);
+    assert_eq!(fresh["groups"][0]["categories"], from_cache["groups"][0]["categories"]);
+    assert_ne!(fresh["groups"][0]["categories"], cal["groups"][0]["categories"]);
+
     // With k as written (3) unavailable, the calibrated mask differs from THR's where k moved.
     let results = read_json(&dir.path().join("a/eval/results.json"));
     for (category, k) in choices(&cal) {

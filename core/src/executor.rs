@@ -133,6 +133,9 @@ struct Slot {
     /// Per node: no output for this sample, as the node or one of its inputs failed on it
     /// (the failure is recorded once, where it happened).
     lost: Vec<bool>,
+    /// More identity for the node-output cache than the sample's own: what made the image of
+    /// a calibration sample (the defects node's signature). Empty for every other sample.
+    cache_tag: String,
 }
 
 struct Runner<'a> {
@@ -375,7 +378,17 @@ impl<'a> Runner<'a> {
         let n_nodes = self.p.nodes.len();
         let keys: Vec<Vec<Option<PathBuf>>> = match &self.opts.cache_dir {
             Some(dir) => {
-                let samples: Vec<Vec<u8>> = chunk.par_iter().map(|slot| sample_key(&slot.meta)).collect();
+                let samples: Vec<Vec<u8>> = chunk
+                    .par_iter()
+                    .map(|slot| {
+                        let mut key = sample_key(&slot.meta);
+                        if !slot.cache_tag.is_empty() {
+                            key.push(0);
+                            key.extend_from_slice(slot.cache_tag.as_bytes());
+                        }
+                        key
+                    })
+                    .collect();
                 (0..n_nodes)
                     .map(|n| {
                         if !(nodes.contains(&n) && self.p.nodes[n].cache) {
@@ -552,6 +565,7 @@ impl<'a> Runner<'a> {
                 failed: false,
                 isolated: false,
                 lost: vec![false; self.p.nodes.len()],
+                cache_tag: String::new(),
             })
             .collect()
     }

@@ -215,9 +215,10 @@ impl<'a> Runner<'a> {
         // `max_samples`, so a cut spreads over the images.
         let total = (plan.variants * clean.len()).min(plan.max_samples);
         let variants_of = |i: usize| (0..plan.variants).filter(move |&k| k * clean.len() + i < total);
-        // Defect images: the sample id names the clean image, the variant and the defects
-        // node's signature, so the node-output cache never mixes them with other defects.
-        let tag = hex::encode(&Sha256::digest(self.signature(plan.defects).as_bytes())[..4]);
+        // Defect images: the sample id names the clean image and the variant (what stages may
+        // seed from); the defects node's signature goes into their node-output cache keys, so
+        // other defects are never served, while a rebuilt library changes no result.
+        let tag = hex::encode(Sha256::digest(self.signature(plan.defects).as_bytes()));
 
         let in_flight = self.opts.in_flight.max(1);
         let mut clean_slots = Vec::with_capacity(clean.len());
@@ -238,7 +239,7 @@ impl<'a> Runner<'a> {
                     .iter()
                     .map(|&j| {
                         let mut d = chunk[j].meta.clone();
-                        d.id = format!("{}#defect{k}~{tag}", d.id).into();
+                        d.id = format!("{}#defect{k}", d.id).into();
                         d.split = "calibration".into();
                         d.defect = "synthetic".into();
                         d.label = LABEL_ANOMALOUS;
@@ -247,6 +248,7 @@ impl<'a> Runner<'a> {
                     .collect();
                 let mut defects = self.new_chunk(&metas);
                 for (slot, &j) in defects.iter_mut().zip(&members) {
+                    slot.cache_tag.clone_from(&tag);
                     for &n in &before_replace {
                         slot.outputs[n] = chunk[j].outputs[n].clone();
                     }

@@ -463,7 +463,8 @@ mod tests {
         // Two flat images far apart in level: what a cut-paste shows comes from the other.
         let flat = |v: u8| Image::from_u8(N as u32, N as u32, 1, vec![v; N * N]).unwrap();
         let pool = [("dark", flat(40)), ("bright", flat(200))];
-        let h = fitted(json!({"families": ["cut-paste", "scar"]}), &pool);
+        // Full strength, so pasted pixels keep the donor's exact level.
+        let h = fitted(json!({"families": ["cut-paste", "scar"], "min_contrast": 1.0}), &pool);
         for k in 0..8 {
             let (out, mask) = run(&h, &format!("dark#defect{k}"), &flat(40));
             let px = out.to_u8();
