@@ -485,46 +485,10 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
-            let results: Vec<BatchResult> = tasks
-                .par_iter()
-                .map(|(stage, group)| {
-                    let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
-                    let input: RVec<SampleInput> = group.iter().map(|(_, s)| s.clone()).collect();
-                    let t = Instant::now();
-                    let out = stage.process(input).into_vec();
-                    (idx, out, t.elapsed())
-                })
-                .collect();
+            let (fresh, busy) = self.run_batches(phase, n, &tasks, chunk)?;
+            let ok = fresh.len() as u64;
             drop(tasks);
             drop(routed);
-            let mut busy = Duration::ZERO;
-            let mut ok = 0u64;
-            let mut fresh = Vec::new();
-            for (idx, outs, dt) in results {
-                busy += dt;
-                if outs.len() != idx.len() {
-                    return Err(self.err(
-                        phase,
-                        n,
-                        None,
-                        format!("the stage returned {} results for {} samples", outs.len(), idx.len()),
-                    ));
-                }
-                for (i, out) in idx.into_iter().zip(outs) {
-                    let slot = &mut chunk[i];
-                    match out.into_result() {
-                        Ok(values) => match self.check_outputs(n, &values) {
-                            Ok(()) => {
-                                slot.outputs[n] = values.into_vec();
-                                fresh.push(i);
-                                ok += 1;
-                            }
-                            Err(msg) => self.sample_failed(phase, n, slot, msg)?,
-                        },
-                        Err(e) => self.sample_failed(phase, n, slot, e.to_string())?,
-                    }
-                }
-            }
             // Cache writes run in parallel; a failed write only costs a recomputation later.
             fresh.par_iter().for_each(|&i| {
                 if let Some(path) = &keys[n][i] {
@@ -541,6 +505,55 @@ impl<'a> Runner<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Runs batches (a stage instance and its samples, by index into `slots`) in parallel and
+    /// stores each checked output in its slot; a failing sample goes through `sample_failed`.
+    /// Returns the slots that got outputs and the time spent inside the stages.
+    fn run_batches(
+        &self,
+        phase: &str,
+        n: usize,
+        tasks: &[(&StageBox, &[(usize, SampleInput)])],
+        slots: &mut [Slot],
+    ) -> Result<(Vec<usize>, Duration), RunError> {
+        let results: Vec<BatchResult> = tasks
+            .par_iter()
+            .map(|(stage, group)| {
+                let idx: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+                let input: RVec<SampleInput> = group.iter().map(|(_, s)| s.clone()).collect();
+                let t = Instant::now();
+                let out = stage.process(input).into_vec();
+                (idx, out, t.elapsed())
+            })
+            .collect();
+        let mut busy = Duration::ZERO;
+        let mut fresh = Vec::new();
+        for (idx, outs, dt) in results {
+            busy += dt;
+            if outs.len() != idx.len() {
+                return Err(self.err(
+                    phase,
+                    n,
+                    None,
+                    format!("the stage returned {} results for {} samples", outs.len(), idx.len()),
+                ));
+            }
+            for (i, out) in idx.into_iter().zip(outs) {
+                let slot = &mut slots[i];
+                match out.into_result() {
+                    Ok(values) => match self.check_outputs(n, &values) {
+                        Ok(()) => {
+                            slot.outputs[n] = values.into_vec();
+                            fresh.push(i);
+                        }
+                        Err(msg) => self.sample_failed(phase, n, slot, msg)?,
+                    },
+                    Err(e) => self.sample_failed(phase, n, slot, e.to_string())?,
+                }
+            }
+        }
+        Ok((fresh, busy))
     }
 
     fn check_interrupt(&self, phase: &str, done: usize, total: usize) -> Result<(), RunError> {

@@ -430,38 +430,9 @@ impl<'a> Runner<'a> {
                 Err(msg) => self.sample_failed(phase, n, slot, msg)?,
             }
         }
-        let t = Instant::now();
-        let results: Vec<BatchResult> = work
-            .par_chunks(batch)
-            .map(|group| {
-                let idx = group.iter().map(|(i, _)| *i).collect();
-                let input: RVec<SampleInput> = group.iter().map(|(_, s)| s.clone()).collect();
-                let t = Instant::now();
-                let out = stage.process(input).into_vec();
-                (idx, out, t.elapsed())
-            })
-            .collect();
-        self.with_stats(n, |s| s.busy_seconds += t.elapsed().as_secs_f64());
-        for (idx, outs, _) in results {
-            if outs.len() != idx.len() {
-                return Err(self.err(
-                    phase,
-                    n,
-                    None,
-                    format!("the stage returned {} results for {} samples", outs.len(), idx.len()),
-                ));
-            }
-            for (i, out) in idx.into_iter().zip(outs) {
-                let slot = &mut slots[i];
-                match out.into_result() {
-                    Ok(values) => match self.check_outputs(n, &values) {
-                        Ok(()) => slot.outputs[n] = values.into_vec(),
-                        Err(msg) => self.sample_failed(phase, n, slot, msg)?,
-                    },
-                    Err(e) => self.sample_failed(phase, n, slot, e.to_string())?,
-                }
-            }
-        }
+        let tasks: Vec<(&StageBox, &[(usize, SampleInput)])> = work.chunks(batch).map(|c| (stage, c)).collect();
+        let (_, busy) = self.run_batches(phase, n, &tasks, slots)?;
+        self.with_stats(n, |s| s.busy_seconds += busy.as_secs_f64());
         Ok(())
     }
 
