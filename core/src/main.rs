@@ -262,7 +262,10 @@ fn finish_run(summaries: &[executor::RunSummary]) -> ExitCode {
     let mut failed = 0;
     for summary in summaries {
         if let Some(c) = &summary.calibration {
-            println!("{}\n", executor::calibration_markdown(c, false).trim_end().replacen("# Calibration", "## calibration", 1));
+            println!(
+                "{}\n",
+                executor::calibration_markdown(c, false).trim_end().replacen("# Calibration", "## calibration", 1)
+            );
         }
         for sink in &summary.sinks {
             if !sink.markdown.trim().is_empty() {

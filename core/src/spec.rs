@@ -171,8 +171,7 @@ impl PipelineSpec {
                 (n.id.clone(), Json::Object(m))
             })
             .collect();
-        let mut out =
-            serde_json::json!({ "name": self.name, "description": self.description, "vars": self.vars, "nodes": nodes });
+        let mut out = serde_json::json!({ "name": self.name, "description": self.description, "vars": self.vars, "nodes": nodes });
         if let (Some(c), Json::Object(m)) = (&self.calibrate, &mut out) {
             m.insert("calibrate".into(), c.to_json());
         }
@@ -436,7 +435,11 @@ fn parse_calibrate(value: &Node, d: &mut Diagnostics) -> Option<CalibrateSpec> {
     let count = |v: &Node, key: &str, min: u64, d: &mut Diagnostics| match v.to_json().as_u64() {
         Some(n) if n >= min => Some(n as usize),
         _ => {
-            d.error(Some(v.pos()), None, format!("calibrate `{key}`: expected a whole number >= {min}, found {}", describe_node(v)));
+            d.error(
+                Some(v.pos()),
+                None,
+                format!("calibrate `{key}`: expected a whole number >= {min}, found {}", describe_node(v)),
+            );
             None
         }
     };
