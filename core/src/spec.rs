@@ -15,8 +15,9 @@ use crate::{
     yaml::{self, Node, Pos},
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "vars", "nodes", "sweep", "calibrate"];
-const CALIBRATE_KEYS: &[&str] =
+/// The keys a pipeline file may have at its top level, and in its `calibrate:` section.
+pub const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "vars", "nodes", "sweep", "calibrate"];
+pub const CALIBRATE_KEYS: &[&str] =
     &["defects", "variants", "max_samples", "min_images", "max_good_fp_area", "tolerance", "search"];
 const NODE_KEYS: &[&str] = &["plugin", "fit", "fit_scope", "with", "inputs", "cache", "doc"];
 

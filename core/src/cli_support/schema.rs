@@ -62,9 +62,53 @@ pub fn pipeline_schema(reg: &Registry) -> Json {
             "description": {"type": "string"},
             "vars": {"type": "object"},
             "sweep": {"type": "object", "additionalProperties": {"type": "array"}},
+            "calibrate": calibrate_schema(),
             "nodes": {"type": "object", "additionalProperties": {"oneOf": variants}},
         },
         "required": ["nodes"],
         "additionalProperties": false,
     })
+}
+
+/// The `calibrate:` section (docs/pipelines.md).
+fn calibrate_schema() -> serde_json::Value {
+    let grid = json!({"type": "array", "minItems": 1});
+    json!({
+        "type": "object",
+        "description": "choose params per category on synthetic defects pasted into the clean validation images",
+        "properties": {
+            "defects": {"type": "string", "description": "the node that pastes synthetic defects (e.g. synthetic-defects)"},
+            "variants": {"type": "integer", "minimum": 1, "default": 4},
+            "max_samples": {"type": "integer", "minimum": 1, "default": 160},
+            "min_images": {"type": "integer", "minimum": 1, "default": 3},
+            "max_good_fp_area": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05},
+            "tolerance": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.1},
+            "search": {
+                "type": "object",
+                "description": "node whose `mask` is scored -> { NODE.PARAM: [candidate values] }",
+                "additionalProperties": {"type": "object", "additionalProperties": grid},
+            },
+        },
+        "required": ["defects", "search"],
+        "additionalProperties": false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::{CALIBRATE_KEYS, TOP_LEVEL_KEYS};
+
+    #[test]
+    fn every_key_the_parser_accepts_is_in_the_schema() {
+        let schema = super::pipeline_schema(&crate::registry::Registry::default());
+        for key in TOP_LEVEL_KEYS {
+            assert!(schema["properties"].get(*key).is_some(), "top-level `{key}` missing from the schema");
+        }
+        for key in CALIBRATE_KEYS {
+            assert!(
+                schema["properties"]["calibrate"]["properties"].get(*key).is_some(),
+                "calibrate `{key}` missing from the schema"
+            );
+        }
+    }
 }
