@@ -9,7 +9,7 @@ fn wrong_abi_and_contract_versions_are_reported_with_expected_and_found() {
     let fixtures = fixture_plugin_dir(dir.path(), &["wrong-abi", "wrong-contract"]);
     let run = anoflow(dir.path(), &["doctor"], &[&fixtures]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stdout.contains("libanoflow_plugin_fixture_wrong_abi.so: built against anoflow SDK ABI version 99, but this host speaks version 2"), "{}", run.stdout);
+    assert!(run.stdout.contains("libanoflow_plugin_fixture_wrong_abi.so: built against anoflow SDK ABI version 99, but this host speaks version 3"), "{}", run.stdout);
     assert!(run.stdout.contains("libanoflow_plugin_fixture_wrong_contract.so: built against data-contract version 99, but this host uses version 1"), "{}", run.stdout);
     // The stages of a refused library are not offered.
     let run = anoflow(dir.path(), &["plugins", "list"], &[&fixtures]);
@@ -59,9 +59,15 @@ nodes:
 }
 
 fn run_faulty(mode: &str, extra: &[&str]) -> (anoflow_e2e::Run, tempfile::TempDir) {
+    run_faulty_stage("faulty", mode, extra)
+}
+
+/// `stage` is `faulty` or `faulty-sized` (which declares its output the size of its input).
+fn run_faulty_stage(stage: &str, mode: &str, extra: &[&str]) -> (anoflow_e2e::Run, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = fixture_plugin_dir(dir.path(), &["faulty"]);
-    let p = write_pipeline(dir.path(), "p.yaml", &faulty_pipeline(mode));
+    let text = faulty_pipeline(mode).replace("plugin: faulty,", &format!("plugin: {stage},"));
+    let p = write_pipeline(dir.path(), "p.yaml", &text);
     let out = dir.path().join("run");
     let mut args = vec!["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-cache", "-q"];
     args.extend_from_slice(extra);
@@ -102,13 +108,16 @@ fn undeclared_outputs_and_wrong_sizes_are_caught() {
         "{}",
         run.stderr
     );
-    // The mask comes out at half size; the metrics sink refuses it, and the error names the
-    // node that produced it, the sample and both sizes.
-    let (run, _dir) = run_faulty("wrong-size", &[]);
+    // The score map comes out at half size. `faulty-sized` declares it the size of its input,
+    // so the error is raised at the node that made it, naming the sample and both sizes.
+    let (run, _dir) = run_faulty_stage("faulty-sized", "wrong-size", &[]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("node `thr` (stage `threshold-mean-std`), sample `"), "{}", run.stderr);
-    assert!(run.stderr.contains("node `eval` cannot use its value on `thr.mask`"), "{}", run.stderr);
-    assert!(run.stderr.contains("is 128x128") && run.stderr.contains("256x256"), "{}", run.stderr);
+    assert!(run.stderr.contains("node `bad` (stage `faulty-sized`), sample `"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("output `score` is 128x128 (height x width), but the stage declares it the same size as input `score`, which is 256x256"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -178,4 +187,92 @@ fn a_failing_write_stops_the_run_and_names_the_path() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(report["status"], "failed");
+}
+
+/// Two branches from one score map: `plain` thresholds it directly, `thr` after the faulty node.
+fn two_branch_pipeline(mode: &str) -> String {
+    format!(
+        "name: two-branches
+nodes:
+  data: {{ plugin: synthetic, with: {{ seed: 3, categories: [washer, pill], train: 8, test_good: 3, test_defective: 3 }} }}
+  grad: {{ plugin: gradient-magnitude, inputs: {{ image: data.image }} }}
+  bad:  {{ plugin: faulty, with: {{ mode: {mode}, only: \"/test/\" }}, inputs: {{ score: grad.score }} }}
+  thr:  {{ plugin: threshold-mean-std, fit: validation, inputs: {{ score: bad.score }} }}
+  plain: {{ plugin: threshold-mean-std, fit: validation, inputs: {{ score: grad.score }} }}
+  eval: {{ plugin: segmentation-metrics, inputs: {{ gt: data.mask, masks: [plain.mask, thr.mask] }} }}
+"
+    )
+}
+
+#[test]
+fn a_panic_prints_one_line_per_node_and_other_sources_keep_their_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = fixture_plugin_dir(dir.path(), &["faulty"]);
+    let p = write_pipeline(dir.path(), "p.yaml", &two_branch_pipeline("panic"));
+    let out = dir.path().join("run");
+    let args = ["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-cache", "-q", "--keep-going"];
+    let run = anoflow(dir.path(), &args, &[&fixtures]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    // No raw panic output from the plugin: the SDK's hook keeps it quiet and records where.
+    assert!(!run.stderr.contains("thread '") && !run.stderr.contains("panicked at"), "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("node `bad`")).collect();
+    assert_eq!(lines.len(), 1, "one line for the failing node:\n{}", run.stderr);
+    assert!(lines[0].contains("node `bad` (stage `faulty`): 12 samples; first (test, sample `"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("deliberate panic on sample")
+            && lines[0].contains("(at tests/fixture-plugins/faulty/src/lib.rs:"),
+        "{}",
+        lines[0]
+    );
+    // The other branch's metrics are still there, with figures, and the failures counted per source.
+    assert!(run.stdout.contains("| category | plain | thr |"), "{}", run.stdout);
+    let washer = run.stdout.lines().find(|l| l.starts_with("| washer |")).unwrap_or_default();
+    assert!(washer.starts_with("| washer | 0.") && washer.ends_with("| n/a |"), "{}", run.stdout);
+    assert!(run.stdout.contains("| thr.mask | washer | 6 |"), "{}", run.stdout);
+}
+
+#[test]
+fn plugin_dirs_add_to_the_default_and_no_default_plugins_leaves_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = fixture_plugin_dir(dir.path(), &["faulty"]);
+    let run = anoflow(dir.path(), &["plugins", "list"], &[&fixtures]);
+    assert!(run.stdout.contains("faulty") && run.stdout.contains("synthetic"), "{}", run.stdout);
+    let run = anoflow(dir.path(), &["plugins", "list", "--no-default-plugins"], &[&fixtures]);
+    assert!(run.stdout.contains("faulty") && !run.stdout.contains("synthetic"), "{}", run.stdout);
+    // doctor says where each directory comes from, and the rule.
+    let run = anoflow(dir.path(), &["doctor"], &[&fixtures]);
+    assert!(run.stdout.contains(&format!("{}  (--plugins)", fixtures.display())), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("{}  (default: the anoflow executable's directory)", build_dir().display())),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("--plugins DIR and ANOFLOW_PLUGIN_PATH add to"), "{}", run.stdout);
+}
+
+#[test]
+fn doctor_lists_libraries_that_miss_the_naming_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let built = build_dir().join(anoflow_e2e::library_file("anoflow-plugin-example"));
+    std::fs::copy(built, plugins.join("libmy_binarizer.so")).unwrap();
+    let run = anoflow(dir.path(), &["doctor"], &[&plugins]);
+    let line = run.stdout.lines().find(|l| l.contains("libmy_binarizer.so")).unwrap_or_default();
+    assert!(
+        line.starts_with("  SKIP ") && line.contains("does not match the plugin naming rule libanoflow_plugin_*.so"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn help_texts_give_the_plugin_path_rule_and_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["plugins", "list", "--help"][..], &["plugins", "--help"], &["--help"]] {
+        let run = anoflow(dir.path(), args, &[]);
+        assert!(run.stdout.contains("--plugins DIR") && run.stdout.contains("--no-default-plugins"), "{}", run.stdout);
+    }
+    let run = anoflow(dir.path(), &["new", "plugin", "--help"], &[]);
+    assert!(run.stdout.contains("The stage name, lowercase letters"), "{}", run.stdout);
 }

@@ -325,29 +325,15 @@ impl<'a> Runner<'a> {
             .collect()
     }
 
-    /// Checks a stage's outputs against its descriptor.
+    /// Checks a stage's outputs against its descriptor, without the sample's inputs (so
+    /// without the declared size relations).
     fn check_outputs(&self, node: usize, outs: &[PortValue]) -> Result<(), String> {
-        let desc = &self.p.nodes[node].stage.descriptor;
-        for (i, o) in outs.iter().enumerate() {
-            let Some(spec) = desc.output_port(&o.port) else {
-                return Err(format!("the stage produced an undeclared output `{}`", o.port));
-            };
-            if !spec.kind.accepts(o.value.kind()) {
-                return Err(format!(
-                    "output `{}` is declared {} but the stage produced {}",
-                    o.port,
-                    spec.kind,
-                    o.value.kind()
-                ));
-            }
-            if !spec.multiple && outs[..i].iter().any(|prev| prev.port == o.port) {
-                return Err(format!("output `{}` takes one value per sample, the stage produced several", o.port));
-            }
-            if let Some(msg) = non_finite(&o.value) {
-                return Err(format!("output `{}` {msg}", o.port));
-            }
-        }
-        Ok(())
+        self.check_outputs_for(node, &[], outs)
+    }
+
+    /// The SDK's output checks, the same the test harness runs.
+    fn check_outputs_for(&self, node: usize, inputs: &[PortValue], outs: &[PortValue]) -> Result<(), String> {
+        anoflow_sdk::checks::check_outputs(&self.p.nodes[node].stage.descriptor, inputs, outs)
     }
 
     /// Batch size for a node: its `batch_size` param if it has one, else 1.
@@ -529,7 +515,7 @@ impl<'a> Runner<'a> {
             .collect();
         let mut busy = Duration::ZERO;
         let mut fresh = Vec::new();
-        for (idx, outs, dt) in results {
+        for ((_, group), (idx, outs, dt)) in tasks.iter().zip(results) {
             busy += dt;
             if outs.len() != idx.len() {
                 return Err(self.err(
@@ -539,10 +525,10 @@ impl<'a> Runner<'a> {
                     format!("the stage returned {} results for {} samples", outs.len(), idx.len()),
                 ));
             }
-            for (i, out) in idx.into_iter().zip(outs) {
+            for ((i, out), (_, input)) in idx.into_iter().zip(outs).zip(group.iter()) {
                 let slot = &mut slots[i];
                 match out.into_result() {
-                    Ok(values) => match self.check_outputs(n, &values) {
+                    Ok(values) => match self.check_outputs_for(n, &input.inputs, &values) {
                         Ok(()) => {
                             slot.outputs[n] = values.into_vec();
                             fresh.push(i);
@@ -969,21 +955,6 @@ fn output_cache_path(dir: &Path, node: &[u8], sample: &[u8]) -> PathBuf {
     h.update(sample);
     let key = hex::encode(h.finalize());
     dir.join("outputs").join(&key[..2]).join(format!("{key}.bin"))
-}
-
-/// Where a score map, feature map or scalar holds NaN or infinity: no stage downstream can
-/// do anything sensible with it, so the producer is blamed at once.
-fn non_finite(v: &anoflow_sdk::value::Value) -> Option<String> {
-    use anoflow_sdk::value::Value;
-    let (data, w, c) = match v {
-        Value::ScoreMap(m) => (m.data(), m.width(), 1),
-        Value::FeatureMap(f) => (f.data(), f.width(), f.channels()),
-        Value::Scalar(x) if !x.is_finite() => return Some(format!("is {x}")),
-        _ => return None,
-    };
-    let i = data.iter().position(|x| !x.is_finite())?;
-    let cell = i / c;
-    Some(format!("holds {} at (y {}, x {})", data[i], cell / w.max(1), cell % w.max(1)))
 }
 
 /// A cached node output, or `None` when missing or corrupt (a corrupt entry is removed, so

@@ -8,11 +8,11 @@ use std::{
 
 use anoflow_core::{
     check::{self, CheckedPipeline},
-    cli_support::{doctor, graph, inspect, new_plugin, schema},
+    cli_support::{doctor, failures, graph, inspect, new_plugin, schema},
     diag::PipelineErrors,
     executor::{self, RunOptions},
     provenance,
-    registry::{search_path, Registry},
+    registry::{search_path, search_path_origins, Registry},
     report,
     spec::{self, Override, ProcessEnv},
 };
@@ -24,8 +24,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "anoflow",
     version,
     about = "Anomaly detection & segmentation pipelines as DAGs of plugin stages",
-    after_help = "Every command takes `--plugins DIR` (repeatable) to choose where plugin libraries are loaded from, \
-                  and `--onnxruntime FILE` to name ONNX Runtime's library (as ORT_DYLIB_PATH does)."
+    after_help = "Every command takes `--plugins DIR` (repeatable): a directory of plugin libraries to load besides \
+                  the default (the directory of this executable, where the standard libraries are) and \
+                  ANOFLOW_PLUGIN_PATH; `--no-default-plugins` leaves the default out. `--onnxruntime FILE` names \
+                  ONNX Runtime's library (as ORT_DYLIB_PATH does)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,10 +35,11 @@ struct Cli {
 }
 
 /// `--plugins DIR` (repeatable, anywhere on the line): directories to load plugin
-/// libraries from, replacing the default (the directory of this executable);
-/// ANOFLOW_PLUGIN_PATH is always added.
+/// libraries from, besides the default (the directory of this executable) and
+/// ANOFLOW_PLUGIN_PATH; `--no-default-plugins` leaves the default out.
 struct PluginArgs {
     plugins: Vec<PathBuf>,
+    no_default_plugins: bool,
     /// `--onnxruntime FILE`: ONNX Runtime's library, passed on as ORT_DYLIB_PATH.
     onnxruntime: Option<PathBuf>,
 }
@@ -97,6 +100,7 @@ enum Command {
         format: GraphFormat,
     },
     /// List or inspect plugin stages.
+    #[command(after_help = PLUGIN_PATH_HELP)]
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
@@ -128,18 +132,32 @@ enum Command {
 #[derive(Subcommand)]
 enum PluginsCommand {
     /// List every stage on the plugin path.
+    #[command(after_help = PLUGIN_PATH_HELP)]
     List,
     /// Show a stage (or every stage of a library): ports, params with defaults and docs, versions.
-    Inspect { name: String },
+    #[command(after_help = PLUGIN_PATH_HELP)]
+    Inspect {
+        /// A stage name (`ttt4as`) or a library name (`anoflow-plugin-ttt4as`).
+        name: String,
+    },
 }
+
+/// The plugin path rule, for the `--help` of the commands that list plugins.
+const PLUGIN_PATH_HELP: &str = "Plugin libraries (libanoflow_plugin_*.so) are loaded from the directory of this \
+                                executable, from each `--plugins DIR` and from ANOFLOW_PLUGIN_PATH (`:`-separated); \
+                                `--no-default-plugins` leaves the executable's directory out. `anoflow doctor` lists \
+                                what loaded, what did not and why.";
 
 #[derive(Subcommand)]
 enum NewCommand {
-    /// Create a plugin crate that builds and loads.
+    /// Create a plugin crate that builds and loads, with only this binary: outside an anoflow
+    /// checkout the crate carries its own copy of the SDK at this binary's exact version.
     Plugin {
+        /// The stage name, lowercase letters, digits and `-` (e.g. `otsu-binarize`); the crate
+        /// is `anoflow-plugin-NAME` and its library `libanoflow_plugin_NAME.so` (`-` as `_`).
         name: String,
-        /// Parent directory (default: plugins/).
-        #[arg(long, default_value = "plugins")]
+        /// Parent directory of the new crate.
+        #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
 }
@@ -190,6 +208,7 @@ fn restore_default_sigpipe() {
 /// `--plugins` may appear anywhere; take it out before clap sees the subcommands.
 fn parse_cli() -> (Cli, PluginArgs) {
     let mut plugins = Vec::new();
+    let mut no_default_plugins = false;
     let mut onnxruntime = None;
     let mut rest = Vec::new();
     let mut args = std::env::args_os();
@@ -198,6 +217,8 @@ fn parse_cli() -> (Cli, PluginArgs) {
             onnxruntime = args.next().map(PathBuf::from);
         } else if let Some(file) = a.to_str().and_then(|s| s.strip_prefix("--onnxruntime=")) {
             onnxruntime = Some(PathBuf::from(file));
+        } else if a == "--no-default-plugins" {
+            no_default_plugins = true;
         } else if a == "--plugins" {
             if let Some(dir) = args.next() {
                 plugins.push(PathBuf::from(dir));
@@ -208,7 +229,7 @@ fn parse_cli() -> (Cli, PluginArgs) {
             rest.push(a);
         }
     }
-    (Cli::parse_from(rest), PluginArgs { plugins, onnxruntime })
+    (Cli::parse_from(rest), PluginArgs { plugins, no_default_plugins, onnxruntime })
 }
 
 /// Runs one checked pipeline into `opts.out_dir` (already claimed), with its bookkeeping
@@ -280,10 +301,7 @@ fn finish_run(summaries: &[executor::RunSummary]) -> ExitCode {
             summary.run_dir.display()
         );
         if !summary.failures.is_empty() {
-            eprintln!("{} samples failed and were skipped:", summary.failures.len());
-            for f in summary.failures.iter().take(20) {
-                eprintln!("  {f}");
-            }
+            eprint!("{}", failures::summary(&summary.failures));
             failed += summary.failures.len();
         }
     }
@@ -379,7 +397,7 @@ fn check_shards(runs: &[PathBuf]) -> Result<()> {
 }
 
 fn registry(args: &PluginArgs) -> Registry {
-    Registry::discover(&search_path(&args.plugins))
+    Registry::discover(&search_path(&args.plugins, !args.no_default_plugins))
 }
 
 fn load_checked(args: &PipelineArgs, reg: &Registry) -> Result<CheckedPipeline> {
@@ -520,13 +538,14 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::New { command: NewCommand::Plugin { name, dir } } => {
-            let path = new_plugin::create(&dir, &name)?;
-            println!("created {}; build it with `cargo build -p anoflow-plugin-{name}`", path.display());
+            let created = new_plugin::create(&dir, &name)?;
+            print!("{}", created.next_steps());
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor => {
             let reg = registry(plugin_args);
-            let (text, healthy) = doctor::report(&reg);
+            let origins = search_path_origins(&plugin_args.plugins, !plugin_args.no_default_plugins);
+            let (text, healthy) = doctor::report(&reg, &origins);
             print!("{text}");
             Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -125,26 +125,51 @@ fn special_file_kind(_ty: &std::fs::FileType) -> &'static str {
     "a special file"
 }
 
-/// The default search path: `--plugins` dirs, then `ANOFLOW_PLUGIN_PATH`, then the
-/// directory of the running executable (the workspace's build output).
-pub fn search_path(explicit: &[PathBuf]) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = explicit.to_vec();
-    if let Some(p) = std::env::var_os(PLUGIN_PATH_ENV) {
-        dirs.extend(std::env::split_paths(&p).filter(|p| !p.as_os_str().is_empty()));
-    }
-    if explicit.is_empty() {
-        if let Some(dir) = crate::fsutil::exe_dir() {
-            dirs.push(dir);
+/// Where a directory on the plugin search path comes from. One rule, the same in code,
+/// `--help`, `anoflow doctor` and the plugin guide: `--plugins DIR` and
+/// `ANOFLOW_PLUGIN_PATH` add to the default, the directory of the `anoflow` executable (where
+/// its standard libraries are); `--no-default-plugins` leaves the default out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathOrigin {
+    Flag,
+    Env,
+    Default,
+}
+
+impl PathOrigin {
+    pub fn describe(self) -> &'static str {
+        match self {
+            PathOrigin::Flag => "--plugins",
+            PathOrigin::Env => PLUGIN_PATH_ENV,
+            PathOrigin::Default => "default: the anoflow executable's directory",
         }
     }
+}
+
+/// The search path, each directory once, with where it comes from: `--plugins` dirs, then
+/// `ANOFLOW_PLUGIN_PATH`, then (unless `with_default` is false) the running executable's
+/// directory.
+pub fn search_path_origins(explicit: &[PathBuf], with_default: bool) -> Vec<(PathBuf, PathOrigin)> {
+    let mut dirs: Vec<(PathBuf, PathOrigin)> = explicit.iter().map(|d| (d.clone(), PathOrigin::Flag)).collect();
+    if let Some(p) = std::env::var_os(PLUGIN_PATH_ENV) {
+        dirs.extend(std::env::split_paths(&p).filter(|p| !p.as_os_str().is_empty()).map(|d| (d, PathOrigin::Env)));
+    }
+    if with_default {
+        dirs.extend(crate::fsutil::exe_dir().map(|d| (d, PathOrigin::Default)));
+    }
     let mut seen = Vec::new();
-    dirs.retain(|d| {
+    dirs.retain(|(d, _)| {
         let key = d.canonicalize().unwrap_or_else(|_| d.clone());
         let fresh = !seen.contains(&key);
         seen.push(key);
         fresh
     });
     dirs
+}
+
+/// The search path (see [`search_path_origins`]).
+pub fn search_path(explicit: &[PathBuf], with_default: bool) -> Vec<PathBuf> {
+    search_path_origins(explicit, with_default).into_iter().map(|(d, _)| d).collect()
 }
 
 impl Registry {
@@ -167,7 +192,10 @@ impl Registry {
                 if !is_plugin_file(name) {
                     if looks_like_library(name) && path.is_file() {
                         let reason =
-                            format!("does not match the plugin naming rule {}; not loaded", plugin_naming_rule());
+                            format!(
+                            "does not match the plugin naming rule {} (a crate named `anoflow-plugin-<name>` builds one); not loaded",
+                            plugin_naming_rule()
+                        );
                         reg.skipped.push(SkippedEntry { path, reason });
                     }
                     continue;
@@ -237,6 +265,7 @@ fn load(path: &Path) -> Result<(Library, Vec<(StageDescriptor, StageFactory)>), 
         match (factory.descriptor)().into_result() {
             Ok(d) => {
                 check_defaults(&d)?;
+                anoflow_sdk::checks::check_descriptor(&d)?;
                 entries.push((d, factory));
             }
             Err(e) => return Err(format!("a stage descriptor failed: {e}")),
@@ -336,15 +365,31 @@ mod tests {
     }
 
     #[test]
+    fn plugin_dirs_add_to_the_default_unless_it_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = crate::fsutil::exe_dir().unwrap();
+        let with = search_path_origins(&[dir.path().to_path_buf()], true);
+        let origins: Vec<PathOrigin> = with.iter().map(|(_, o)| *o).collect();
+        assert_eq!(with.first(), Some(&(dir.path().to_path_buf(), PathOrigin::Flag)));
+        assert_eq!(with.last(), Some(&(exe.clone(), PathOrigin::Default)), "{with:?}");
+        assert!(origins.contains(&PathOrigin::Default));
+        let without = search_path(&[dir.path().to_path_buf()], false);
+        assert!(!without.contains(&exe), "{without:?}");
+        assert_eq!(without.first(), Some(&dir.path().to_path_buf()));
+        // Named twice, loaded once.
+        assert_eq!(search_path(std::slice::from_ref(&exe), true).iter().filter(|d| **d == exe).count(), 1);
+    }
+
+    #[test]
     fn libraries_outside_the_naming_rule_are_listed_as_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["libhelper.so", "libonnxruntime.so.1.32.0", "notes.txt", "plugin.so.d"] {
+        for name in ["libhelper.so", "libmy_binarizer.so", "libonnxruntime.so.1.32.0", "notes.txt", "plugin.so.d"] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         let reg = discover_within(dir.path(), Duration::from_secs(10));
         let names: Vec<String> =
             reg.skipped.iter().map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["libhelper.so", "libonnxruntime.so.1.32.0"]);
+        assert_eq!(names, ["libhelper.so", "libmy_binarizer.so", "libonnxruntime.so.1.32.0"]);
         assert!(reg.skipped[0].reason.contains("does not match the plugin naming rule"), "{:?}", reg.skipped);
         assert!(reg.failures.is_empty(), "{:?}", reg.failures);
     }

@@ -24,10 +24,15 @@ use crate::{descriptor::StageDescriptor, error::StageError, value::PortValue, va
 
 /// Version of the host/plugin calling interface (root module, stage trait, contexts).
 /// 2: param ranges in `ParamSpec`, the rejected input in `StageError`, the input edges in
-/// `CreateContext`.
-pub const SDK_ABI_VERSION: u32 = 2;
+/// `CreateContext`. 3: an output's size relation in `PortSpec` (`same_size_as`).
+pub const SDK_ABI_VERSION: u32 = 3;
 /// Version of the data contract (the value types that flow between stages).
 pub const DATA_CONTRACT_VERSION: u32 = 1;
+/// The semver-compatible release lines of this crate and the versions each speaks:
+/// `(line, SDK_ABI_VERSION, DATA_CONTRACT_VERSION)`, the line being `0.minor` before 1.0 and
+/// the major version after. A change of either number is a breaking release: it needs a new
+/// line (a test checks the crate's version against this table).
+pub const SDK_RELEASES: &[(&str, u32, u32)] = &[("0.1", 3, 1)];
 /// Name of the plain C symbol carrying [`AbiVersions`].
 pub const VERSIONS_SYMBOL: &[u8] = b"anoflow_plugin_versions\0";
 
@@ -166,4 +171,41 @@ impl RootModule for PluginModuleRef {
     const BASE_NAME: &'static str = "anoflow_plugin";
     const NAME: &'static str = "anoflow_plugin";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The release line of a version: `0.minor` before 1.0, the major version after.
+    fn release_line(version: &str) -> String {
+        let mut parts = version.split('.');
+        match (parts.next(), parts.next()) {
+            (Some("0"), Some(minor)) => format!("0.{minor}"),
+            (Some(major), _) => major.to_string(),
+            _ => version.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_crate_version_names_the_abi_and_contract_it_speaks() {
+        let line = release_line(env!("CARGO_PKG_VERSION"));
+        let entry = SDK_RELEASES.iter().find(|(l, _, _)| *l == line);
+        assert_eq!(
+            entry.map(|(_, abi, contract)| (*abi, *contract)),
+            Some((SDK_ABI_VERSION, DATA_CONTRACT_VERSION)),
+            "anoflow-sdk {} (line {line}) speaks SDK ABI {SDK_ABI_VERSION} and data contract \
+             {DATA_CONTRACT_VERSION}: a change of either is a breaking release; add a line to SDK_RELEASES",
+            env!("CARGO_PKG_VERSION")
+        );
+        for (i, (l, abi, contract)) in SDK_RELEASES.iter().enumerate() {
+            let later = &SDK_RELEASES[i + 1..];
+            assert!(
+                later.iter().all(|(m, a, c)| m != l && (a, c) != (abi, contract)),
+                "{l} repeats a line or versions"
+            );
+        }
+        assert_eq!(release_line("0.3.2"), "0.3");
+        assert_eq!(release_line("2.1.0"), "2");
+    }
 }

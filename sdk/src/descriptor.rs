@@ -47,6 +47,10 @@ pub struct PortSpec {
     /// Inputs only: the port may be left unconnected.
     pub optional: bool,
     pub doc: RString,
+    /// Outputs only: the name of an input whose value this output matches in height and
+    /// width (empty: no relation). The host and the harness check it on every sample, so a
+    /// wrong size is blamed on the stage that made it, not on the next stage that reads it.
+    pub same_size_as: RString,
 }
 
 /// The type of a parameter value, as written in YAML.
@@ -332,7 +336,7 @@ impl StageDescriptor {
     }
 
     fn port(name: &str, kind: ValueKind, multiple: bool, optional: bool, doc: &str) -> PortSpec {
-        PortSpec { name: name.into(), kind, multiple, optional, doc: doc.into() }
+        PortSpec { name: name.into(), kind, multiple, optional, doc: doc.into(), same_size_as: RString::new() }
     }
 
     /// A required input fed by exactly one edge.
@@ -357,6 +361,14 @@ impl StageDescriptor {
     }
     pub fn output(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
         self.outputs.push(Self::port(name, kind, false, false, doc));
+        self
+    }
+    /// An output with the same height and width as the value on input `input` (e.g. a mask
+    /// made from a score map), checked on every sample.
+    pub fn output_same_size(mut self, name: &str, kind: ValueKind, input: &str, doc: &str) -> Self {
+        let mut port = Self::port(name, kind, false, false, doc);
+        port.same_size_as = input.into();
+        self.outputs.push(port);
         self
     }
     /// An output carrying one or more labelled values per sample (see [`PortSpec::multiple`]).

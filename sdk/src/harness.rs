@@ -9,6 +9,7 @@ use abi_stable::std_types::{RResult, RString, RVec};
 
 use crate::{
     abi::{CreateContext, FinishContext, InputEdge, SinkReport, StageBox},
+    checks::check_outputs,
     descriptor::StageDescriptor,
     error::{StageError, StageResult},
     params::{check_params, with_defaults},
@@ -143,25 +144,19 @@ impl StageHarness {
         &self.desc
     }
 
-    fn check_outputs(&self, meta: &SampleMeta, outs: Vec<PortValue>) -> StageResult<HarnessOutputs> {
-        for out in &outs {
-            let spec = self.desc.output_port(&out.port).ok_or_else(|| {
-                StageError::internal(format!(
-                    "node `{}`, sample `{}`: stage produced undeclared output `{}`",
-                    self.node, meta.id, out.port
-                ))
-            })?;
-            if !spec.kind.accepts(out.value.kind()) {
-                return Err(StageError::internal(format!(
-                    "node `{}`, sample `{}`: output `{}` declared {}, produced {}",
-                    self.node,
-                    meta.id,
-                    out.port,
-                    spec.kind,
-                    out.value.kind()
-                )));
-            }
-        }
+    /// The host's output checks ([`crate::checks::check_outputs`]), with the sample named.
+    fn check_outputs(
+        &self,
+        meta: &SampleMeta,
+        inputs: &[PortValue],
+        outs: Vec<PortValue>,
+    ) -> StageResult<HarnessOutputs> {
+        check_outputs(&self.desc, inputs, &outs).map_err(|msg| {
+            StageError::internal(format!(
+                "node `{}` (stage `{}`), sample `{}`: {msg}",
+                self.node, self.desc.name, meta.id
+            ))
+        })?;
         Ok(HarnessOutputs(outs))
     }
 
@@ -172,10 +167,10 @@ impl StageHarness {
 
     /// Sources: loads one sample. Map and fitted stages: processes one sample.
     pub fn process(&self, meta: &SampleMeta, inputs: Vec<PortValue>) -> StageResult<HarnessOutputs> {
-        let batch = RVec::from(vec![SampleInput { meta: meta.clone(), inputs: inputs.into() }]);
+        let batch = RVec::from(vec![SampleInput { meta: meta.clone(), inputs: inputs.clone().into() }]);
         let mut results = self.stage.process(batch).into_vec();
         match results.pop() {
-            Some(RResult::ROk(outs)) => self.check_outputs(meta, outs.into_vec()),
+            Some(RResult::ROk(outs)) => self.check_outputs(meta, &inputs, outs.into_vec()),
             Some(RResult::RErr(e)) => Err(e),
             None => Err(StageError::internal("stage returned no result for the sample")),
         }
@@ -184,14 +179,13 @@ impl StageHarness {
     /// Map and fitted stages: processes several samples in one call, as the host does for a
     /// stage with a `batch_size` param.
     pub fn process_batch(&self, samples: Vec<(SampleMeta, Vec<PortValue>)>) -> Vec<StageResult<HarnessOutputs>> {
-        let metas: Vec<SampleMeta> = samples.iter().map(|(m, _)| m.clone()).collect();
         let batch: RVec<SampleInput> =
             samples.into_iter().map(|(meta, inputs)| SampleInput { meta, inputs: inputs.into() }).collect();
         self.stage
-            .process(batch)
+            .process(batch.clone())
             .into_iter()
-            .zip(metas)
-            .map(|(r, meta)| r.into_result().and_then(|outs| self.check_outputs(&meta, outs.into_vec())))
+            .zip(batch.iter())
+            .map(|(r, s)| r.into_result().and_then(|outs| self.check_outputs(&s.meta, &s.inputs, outs.into_vec())))
             .collect()
     }
 
@@ -342,12 +336,12 @@ mod tests {
     }
 
     #[test]
-    fn panics_become_errors() {
+    fn panics_become_errors_with_their_location() {
         let h = StageHarness::new::<Doubler>(serde_json::json!({})).unwrap();
         let map = ScoreMap::new(1, 1, vec![f32::NAN]).unwrap();
         let err = h.process(&meta("a"), inputs(vec![("score", map.into())])).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Panic);
-        assert!(err.message.contains("stage `doubler` panicked: NaN in score map"), "{err}");
+        assert!(err.message.contains("stage `doubler` panicked: NaN in score map (at sdk/src/harness.rs:"), "{err}");
     }
 
     #[test]
@@ -357,6 +351,52 @@ mod tests {
         let h = StageHarness::new::<Doubler>(serde_json::json!({})).unwrap();
         let err = h.process(&meta("s1"), inputs(vec![("score", Value::Scalar(1.0))])).unwrap_err();
         assert!(err.message.contains("sample `s1`: input port `score` expected ScoreMap, found scalar"), "{err}");
+    }
+
+    /// Misbehaves as its `mode` param says, to show the harness runs the host's checks.
+    struct Sloppy;
+    struct SloppyStage(String);
+    impl Map for SloppyStage {
+        fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+            let s = sample.score_map("score")?;
+            let (h, w) = (s.height() as u32, s.width() as u32);
+            let half = Mask::new(h / 2, w / 2, vec![0; (h / 2 * w / 2) as usize])?;
+            let full = Mask::new(h, w, vec![0; (h * w) as usize])?;
+            Ok(match self.0.as_str() {
+                "twice" => Outputs::new().with("mask", full.clone()).with("mask", full),
+                "half" => Outputs::new().with("mask", half),
+                "nan" => Outputs::new().with("mask", full).with("level", f64::NAN),
+                _ => Outputs::new().with("mask", full).with("level", 0.5),
+            })
+        }
+    }
+    impl StagePlugin for Sloppy {
+        fn descriptor() -> StageDescriptor {
+            StageDescriptor::map("sloppy", "misbehaves on request")
+                .input("score", ValueKind::ScoreMap, "in")
+                .output_same_size("mask", ValueKind::Mask, "score", "same size as `score`")
+                .output("level", ValueKind::Scalar, "a level")
+                .param(ParamSpec::string("mode", "ok", "how to misbehave"))
+        }
+        fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+            Ok(StageImpl::Map(Box::new(SloppyStage(params.string("mode")?))))
+        }
+    }
+
+    #[test]
+    fn outputs_get_the_hosts_checks() {
+        let run = |mode: &str| {
+            let h = StageHarness::new::<Sloppy>(serde_json::json!({ "mode": mode })).unwrap();
+            let map = ScoreMap::new(4, 4, vec![0.0; 16]).unwrap();
+            h.process(&meta("s1"), inputs(vec![("score", map.into())])).map(|o| o.scalar("level"))
+        };
+        assert_eq!(run("ok").unwrap(), 0.5);
+        let err = run("twice").unwrap_err().message.to_string();
+        assert!(err.contains("sample `s1`: output `mask` takes one value per sample"), "{err}");
+        let err = run("half").unwrap_err().message.to_string();
+        assert!(err.contains("output `mask` is 2x2") && err.contains("input `score`, which is 4x4"), "{err}");
+        let err = run("nan").unwrap_err().message.to_string();
+        assert!(err.contains("output `level` is NaN"), "{err}");
     }
 
     #[test]

@@ -27,9 +27,11 @@
 //! catches panics and returns them as errors, so a plugin never aborts the host.
 
 pub mod abi;
+pub mod checks;
 pub mod descriptor;
 pub mod error;
 pub mod harness;
+mod panics;
 pub mod params;
 pub mod stage;
 pub mod value;

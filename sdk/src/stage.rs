@@ -12,6 +12,7 @@ use crate::{
     abi::{CreateContext, FinishContext, SampleOutputs, SinkReport, StageBox, StageFfi, StageFfi_TO},
     descriptor::StageDescriptor,
     error::{ErrorKind, StageError, StageResult},
+    panics::QuietPanics,
     params::Params,
     value::{FeatureMap, Image, Mask, PointCloud, PortValue, SampleInput, SampleMeta, ScoreMap, Value},
 };
@@ -201,14 +202,20 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs `f`, turning a panic into an error that names the stage.
+/// Runs `f`, turning a panic into an error that names the stage and says where it happened
+/// (`stage `x` panicked: message (at src/lib.rs:42:9)`). Nothing is printed: the host
+/// reports the error once per node.
 pub fn guard<T>(stage: &str, f: impl FnOnce() -> StageResult<T>) -> StageResult<T> {
+    let quiet = QuietPanics::enter();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(payload) => Err(StageError::new(
-            ErrorKind::Panic,
-            format!("stage `{stage}` panicked: {}", panic_message(payload.as_ref())),
-        )),
+        Err(payload) => {
+            let at = quiet.location().map(|l| format!(" (at {l})")).unwrap_or_default();
+            Err(StageError::new(
+                ErrorKind::Panic,
+                format!("stage `{stage}` panicked: {}{at}", panic_message(payload.as_ref())),
+            ))
+        }
     }
 }
 

@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil::{exe_dir, find_upward};
 
-use crate::registry::{Registry, PLUGIN_PATH_ENV};
+use crate::registry::{PathOrigin, Registry, PLUGIN_PATH_ENV};
 
-/// The report text and whether everything needed was found.
-pub fn report(reg: &Registry) -> (String, bool) {
+/// The report text and whether everything needed was found. `origins` says where each
+/// directory of the search path comes from.
+pub fn report(reg: &Registry, origins: &[(PathBuf, PathOrigin)]) -> (String, bool) {
     let mut s = String::new();
     let mut healthy = true;
     let _ = writeln!(
@@ -22,9 +23,14 @@ pub fn report(reg: &Registry) -> (String, bool) {
         anoflow_sdk::abi::SDK_ABI_VERSION,
         anoflow_sdk::abi::DATA_CONTRACT_VERSION
     );
-    let _ = writeln!(s, "\nplugin search path ({PLUGIN_PATH_ENV} and --plugins add to it):");
+    let _ = writeln!(
+        s,
+        "\nplugin search path (--plugins DIR and {PLUGIN_PATH_ENV} add to the anoflow executable's directory; \
+         --no-default-plugins leaves that out):"
+    );
     for d in &reg.search_path {
-        let _ = writeln!(s, "  {}{}", d.display(), if d.is_dir() { "" } else { "  (missing)" });
+        let origin = origins.iter().find(|(o, _)| o == d).map_or("", |(_, o)| o.describe());
+        let _ = writeln!(s, "  {}  ({origin}){}", d.display(), if d.is_dir() { "" } else { "  (missing)" });
     }
     let _ = writeln!(s, "\nloaded libraries:");
     if reg.libraries.is_empty() {
@@ -47,7 +53,7 @@ pub fn report(reg: &Registry) -> (String, bool) {
         let _ = writeln!(s, "  CONFLICT stage `{stage}` exported by: {}", list.join(", "));
     }
     if !reg.skipped.is_empty() {
-        let _ = writeln!(s, "\nskipped on the plugin path:");
+        let _ = writeln!(s, "\nskipped on the plugin path (files that look like libraries but are not loaded):");
         for entry in &reg.skipped {
             let _ = writeln!(s, "  SKIP {}: {}", entry.path.display(), entry.reason);
         }

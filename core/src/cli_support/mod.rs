@@ -1,6 +1,7 @@
 //! The commands of the `anoflow` binary that are more than glue.
 
 pub mod doctor;
+pub mod failures;
 pub mod graph;
 pub mod inspect;
 pub mod new_plugin;

@@ -23,6 +23,22 @@ impl StagePlugin for Faulty {
     }
 }
 
+/// `faulty`, declaring its output the size of its input: a wrong size is caught where it is made.
+pub struct FaultySized;
+
+impl StagePlugin for FaultySized {
+    fn descriptor() -> StageDescriptor {
+        let mut d = Faulty::descriptor();
+        d.name = "faulty-sized".into();
+        d.outputs.clear();
+        d.output_same_size("score", ValueKind::ScoreMap, "score", "the misbehaving output, declared the input's size")
+    }
+
+    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
+        Faulty::create(params, ctx)
+    }
+}
+
 struct FaultyStage {
     mode: String,
     only: String,
@@ -47,4 +63,4 @@ impl Map for FaultyStage {
     }
 }
 
-anoflow_sdk::export_plugin! { stages: [Faulty] }
+anoflow_sdk::export_plugin! { stages: [Faulty, FaultySized] }
