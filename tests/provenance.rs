@@ -293,7 +293,7 @@ fn merge_refuses_shards_of_different_runs_and_names_the_difference() {
     let shard = |name: &str, pipeline: &Path, i: usize, extra: &[&str]| {
         let out = dir.join(name);
         let shard = format!("{i}/2");
-        let mut args = vec!["--shard", shard.as_str(), "--no-cache"];
+        let mut args = vec!["--shard", shard.as_str(), "--shard-by", "sample", "--no-cache"];
         args.extend_from_slice(extra);
         let r = run(dir, pipeline, &out, &args, &[]);
         assert_eq!(r.code, 0, "{}", r.all());
@@ -315,14 +315,14 @@ fn merge_refuses_shards_of_different_runs_and_names_the_difference() {
     }
 
     // --out at a shard, or inside one, is refused and the shard is left as it was.
-    let before = std::fs::read(s1.join("eval/results.json")).unwrap();
-    for out in [s1.clone(), s1.join("merged")] {
+    let before = std::fs::read(s1.join("shard-1/eval/results.json")).unwrap();
+    for out in [s1.clone(), s1.join("shard-1"), s1.join("shard-1/merged")] {
         let r = merge(dir, &out, &[&s0, &s1]);
         assert_eq!(r.code, 1, "{}", r.all());
         assert!(r.stderr.contains("choose another directory"), "{}", r.stderr);
     }
-    assert_eq!(std::fs::read(s1.join("eval/results.json")).unwrap(), before);
-    assert_eq!(read_json(&s1.join("run.json"))["status"], "completed");
+    assert_eq!(std::fs::read(s1.join("shard-1/eval/results.json")).unwrap(), before);
+    assert_eq!(read_json(&s1.join("shard-1/run.json"))["status"], "completed");
 
     let r = merge(dir, &dir.join("m"), &[&s0, &s1]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -358,7 +358,7 @@ fn the_quickstart_merges_into_exactly_the_files_of_one_run() {
         let out = dir.join(format!("shard{i}"));
         let shard = format!("{i}/3");
         let mut args = small.to_vec();
-        args.extend(["--shard", shard.as_str()]);
+        args.extend(["--shard", shard.as_str(), "--shard-by", "sample"]);
         let r = run(dir, &p, &out, &args, &[]);
         assert_eq!(r.code, 0, "{}", r.all());
         shards.push(out);
@@ -412,7 +412,7 @@ fn a_run_owns_its_directory_and_replace_clears_only_runs() {
     let p = write_pipeline(dir, "light.yaml", LIGHT);
     let out = dir.join("run");
     assert_eq!(run(dir, &p, &out, &["--no-cache"], &[]).code, 0);
-    let stale = out.join("report/samples/999_stale.png");
+    let stale = out.join("report/panels/999_stale.png");
     std::fs::write(&stale, b"from an earlier run").unwrap();
 
     let r = run(dir, &p, &out, &["--no-cache"], &[]);

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Renders a report's index.html in headless Chromium and checks the screenshot is not blank
-# (its linked PNGs loaded: many colours, a good share of non-white pixels).
+# Renders a report in headless Chromium: index.html and every page under categories/.
+# Each page must load with no console error and no script error, every image (charts and
+# panels) must load, and every chart must be drawn at a non-trivial size (300x200 px or
+# more). Screenshots of the main page and of the first category page are saved, and the main
+# page's must not be blank.
 #
-# Usage: tools/check_report_html.sh REPORT_DIR [SCREENSHOT.png]
+# Usage: tools/check_report_html.sh REPORT_DIR [SCREENSHOT_DIR]
+#   SCREENSHOT_DIR (default: screenshots/ in the run directory, REPORT_DIR's parent) gets
+#   index.png and category.png.
 # Needs Chromium (Debian package `chromium`; installed with apt-get when missing and root) and python3.
 set -euo pipefail
 
-dir=${1:?usage: $0 REPORT_DIR [SCREENSHOT.png]}
-shot=${2:-$(mktemp -d)/report.png}
+dir=${1:?usage: $0 REPORT_DIR [SCREENSHOT_DIR]}
 [[ -f "$dir/index.html" ]] || { echo "no index.html in $dir" >&2; exit 2; }
-
+dir=$(cd "$dir" && pwd)
+shots=${2:-$(dirname "$dir")/screenshots}
+mkdir -p "$shots"
+shot="$shots/index.png"
 browser=""
 for b in chromium chromium-browser google-chrome; do
   if command -v "$b" >/dev/null 2>&1; then browser=$b; break; fi
@@ -26,13 +33,69 @@ if [[ -z "$browser" ]]; then
 fi
 
 profile=$(mktemp -d)
-trap 'rm -rf "$profile"' EXIT
-url="file://$(cd "$dir" && pwd)/index.html"
-timeout 120 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-  --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$profile" --hide-scrollbars --window-size=1400,2400 \
-  --screenshot="$shot" "$url" >/dev/null 2>&1 || true
-[[ -s "$shot" ]] || { echo "FAIL: Chromium wrote no screenshot of $url" >&2; exit 1; }
+probes=()
+cleanup() { rm -rf "$profile"; rm -f "${probes[@]}"; }
+trap cleanup EXIT
+run_browser() {
+  timeout 120 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$profile" --hide-scrollbars --window-size=1400,2400 "$@"
+}
+
+# The probe: a copy of the page (beside it, so relative links resolve) with a script that
+# records errors and, once everything has loaded, writes what it found into the DOM.
+probe_script='<script>
+window.__bad = [];
+addEventListener("error", function (e) {
+  var t = e.target;
+  window.__bad.push(t && t.getAttribute ? "failed to load " + (t.getAttribute("src") || t.tagName) : "script error: " + e.message);
+}, true);
+var __ce = console.error;
+console.error = function () { window.__bad.push("console error: " + Array.prototype.join.call(arguments, " ")); __ce.apply(console, arguments); };
+addEventListener("load", function () {
+  var bad = window.__bad.slice(), charts = document.querySelectorAll("img.chart");
+  Array.prototype.forEach.call(document.images, function (i) {
+    if (!i.complete || i.naturalWidth === 0) bad.push("image not rendered: " + i.getAttribute("src"));
+  });
+  Array.prototype.forEach.call(charts, function (c) {
+    var r = c.getBoundingClientRect();
+    if (r.width < 300 || r.height < 200) bad.push("chart too small: " + c.getAttribute("src") + " " + r.width + "x" + r.height);
+  });
+  var p = document.createElement("pre");
+  p.textContent = "ANOFLOW-" + "CHECK images=" + document.images.length + " charts=" + charts.length + " problems=" + bad.length + "\n" + bad.join("\n") + "\nANOFLOW-" + "END";
+  document.body.appendChild(p);
+});
+</script>'
+failed=0
+pages=("$dir/index.html")
+for p in "$dir"/categories/*.html; do [[ -f "$p" ]] && pages+=("$p"); done
+for page in "${pages[@]}"; do
+  probe="$(dirname "$page")/.check-$(basename "$page")"
+  probes+=("$probe")
+  python3 -c 'import sys; h = open(sys.argv[1]).read(); open(sys.argv[2], "w").write(h.replace("<head>", "<head>" + sys.argv[3], 1))' \
+    "$page" "$probe" "$probe_script"
+  dom=$(run_browser --virtual-time-budget=15000 --dump-dom "file://$probe" 2>/dev/null || true)
+  result=$(printf '%s\n' "$dom" | sed -n '/<pre>ANOFLOW-CHECK/,/ANOFLOW-END/p' | grep -v 'ANOFLOW-END' || true)
+  name=${page#"$dir"/}
+  if [[ -z "$result" ]]; then
+    echo "FAIL: $name: the page did not finish loading in Chromium"; failed=1; continue
+  fi
+  summary=$(printf '%s\n' "$result" | head -1 | sed 's/.*ANOFLOW-CHECK //')
+  if [[ "$summary" != *" problems=0" || "$summary" == *" charts=0 "* ]]; then
+    echo "FAIL: $name: $summary"; printf '%s\n' "$result" | tail -n +2 | sed 's/^/  /'; failed=1
+  else
+    echo "ok: $name: $summary"
+  fi
+done
+[[ $failed -eq 0 ]] || exit 1
+
+run_browser --screenshot="$shot" "file://$dir/index.html" >/dev/null 2>&1 || true
+[[ -s "$shot" ]] || { echo "FAIL: Chromium wrote no screenshot of $dir/index.html" >&2; exit 1; }
+if [[ ${#pages[@]} -gt 1 ]]; then
+  run_browser --screenshot="$shots/category.png" "file://${pages[1]}" >/dev/null 2>&1 || true
+  [[ -s "$shots/category.png" ]] || { echo "FAIL: Chromium wrote no screenshot of ${pages[1]}" >&2; exit 1; }
+fi
+echo "screenshots in $shots"
 
 # Decode the PNG with the standard library only, then measure it.
 python3 - "$shot" <<'PY'
@@ -81,5 +144,5 @@ print(f"screenshot {path}: {width}x{height}, {len(colours)} colours, {share:.1%}
 if len(colours) < 50 or share < 0.05:
     print("FAIL: the rendered report looks blank (its images did not load?)")
     sys.exit(1)
-print("OK: index.html renders")
+print("OK: the report renders")
 PY

@@ -46,8 +46,8 @@ pub struct RunOptions {
     pub threads: usize,
     /// Skip failing samples (and report them) instead of stopping at the first failure.
     pub keep_going: bool,
-    /// Process only test samples whose index % n == i.
-    pub shard: Option<(usize, usize)>,
+    /// Process only this task's share of the run (its categories, or test samples by index).
+    pub shard: Option<crate::shard::Shard>,
     /// Samples in flight at once.
     pub in_flight: usize,
     /// Where fitted states are cached; `None` disables the cache.
@@ -100,6 +100,9 @@ pub struct RunSummary {
     pub seconds: f64,
     pub test_samples: usize,
     pub shard: Option<String>,
+    /// The categories a task split by category ran (fits, calibration and test).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_categories: Option<Vec<String>>,
     pub nodes: Vec<NodeStats>,
     pub failures: Vec<RunError>,
     pub sinks: Vec<SinkResult>,
@@ -190,7 +193,8 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
         run_dir: opts.out_dir.clone(),
         seconds: started.elapsed().as_secs_f64(),
         test_samples,
-        shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
+        shard: opts.shard.as_ref().map(crate::shard::Shard::label),
+        shard_categories: opts.shard.as_ref().and_then(|s| s.categories.as_ref()).map(|c| c.iter().cloned().collect()),
         nodes: runner.stats.iter().map(|s| s.lock().map(|s| s.clone()).unwrap_or_default()).collect(),
         failures: runner.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         sinks,
@@ -255,7 +259,17 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// The samples of `split` in this task's categories (every one unless split by category).
     fn list(&self, split: &str) -> Result<Vec<SampleMeta>, RunError> {
+        let mut metas = self.list_all(split)?;
+        if let Some(shard) = &self.opts.shard {
+            metas.retain(|m| shard.owns_category(m));
+        }
+        Ok(metas)
+    }
+
+    /// Every sample of `split`, numbered in the source's order.
+    fn list_all(&self, split: &str) -> Result<Vec<SampleMeta>, RunError> {
         let src = self.p.source;
         let mut metas = self.stages[src]
             .list(split.into())
@@ -588,7 +602,9 @@ impl<'a> Runner<'a> {
         let split = first.fit.clone().unwrap_or_else(|| "train".into());
         let ids: Vec<&str> = pass.iter().map(|&f| self.p.nodes[f].id.as_str()).collect();
         let phase = format!("fit {} on {split}", ids.join(", "));
-        let metas = self.list(&split)?;
+        // A fit per category is done by the task owning the category; one over every category
+        // by every task (or loaded from the cache they share).
+        let metas = if first.fit_per_category { self.list(&split)? } else { self.list_all(&split)? };
         if metas.is_empty() {
             return Err(self.err(&phase, pass[0], None, format!("the `{split}` split is empty: nothing to fit on")));
         }
@@ -707,9 +723,9 @@ impl<'a> Runner<'a> {
     }
 
     fn test(&mut self) -> Result<usize, RunError> {
-        let mut metas = self.list("test")?;
-        if let Some((i, n)) = self.opts.shard {
-            metas.retain(|m| m.index as usize % n == i);
+        let mut metas = self.list_all("test")?;
+        if let Some(shard) = &self.opts.shard {
+            metas.retain(|m| shard.owns_test_sample(m));
         }
         let compute: Vec<usize> =
             (0..self.p.nodes.len()).filter(|&n| self.p.nodes[n].kind() != StageKind::Sink).collect();
@@ -1027,6 +1043,7 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
         seconds: started.elapsed().as_secs_f64(),
         test_samples: 0,
         shard: None,
+        shard_categories: None,
         nodes: Vec::new(),
         failures: Vec::new(),
         sinks,
@@ -1063,6 +1080,28 @@ fn fit_passes(p: &CheckedPipeline) -> Vec<Vec<usize>> {
 
 fn create_stage(p: &CheckedPipeline, n: usize, opts: &RunOptions) -> Result<StageBox, RunError> {
     create_stage_with(p, n, &p.nodes[n].params, opts)
+}
+
+/// The categories of `p`'s test split, sorted: the units a run split by category has.
+pub fn test_categories(p: &CheckedPipeline) -> Result<Vec<String>, RunError> {
+    let opts = RunOptions {
+        out_dir: p.spec.base_dir.clone(),
+        threads: 1,
+        keep_going: false,
+        shard: None,
+        in_flight: 1,
+        cache_dir: None,
+        progress: false,
+    };
+    let source = create_stage(p, p.source, &opts)?;
+    let metas = source.list("test".into()).into_result().map_err(|e| RunError {
+        phase: "list test".into(),
+        node: p.nodes[p.source].id.clone(),
+        stage: p.nodes[p.source].plugin().to_string(),
+        sample: None,
+        message: e.to_string(),
+    })?;
+    Ok(metas.iter().map(|m| m.category.to_string()).collect::<BTreeSet<_>>().into_iter().collect())
 }
 
 /// Creates the stage of node `n` with `params` in place of its checked ones (calibration

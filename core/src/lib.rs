@@ -14,5 +14,6 @@ pub mod provenance;
 pub mod registry;
 pub mod report;
 pub mod rundir;
+pub mod shard;
 pub mod spec;
 pub mod yaml;

@@ -14,6 +14,7 @@ use anoflow_core::{
     provenance,
     registry::{search_path, search_path_origins, Registry},
     report,
+    shard::{self, ShardBy},
     spec::{self, Override, ProcessEnv},
 };
 use anyhow::{bail, Context, Result};
@@ -71,9 +72,14 @@ enum Command {
         /// Skip samples that fail and report them, instead of stopping at the first failure.
         #[arg(long)]
         keep_going: bool,
-        /// Process only shard I of N of the test split (`--shard 0/4`).
+        /// Run only task I of N (`--shard 0/4`); default: the Slurm array task
+        /// (SLURM_ARRAY_TASK_ID/_COUNT) or Kubernetes indexed pod (JOB_COMPLETION_INDEX,
+        /// ANOFLOW_SHARD_COUNT). Every task shares `--out`; `anoflow merge` joins them.
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
+        /// What a task owns: whole categories, fits included (default), or test samples by index.
+        #[arg(long, value_name = "category|sample")]
+        shard_by: Option<ShardBy>,
         /// Samples in flight at once (bounds memory).
         #[arg(long, default_value_t = 32)]
         in_flight: usize,
@@ -114,13 +120,14 @@ enum Command {
     Doctor,
     /// Print a JSON Schema of pipeline files, with every loaded stage's params.
     Schema,
-    /// Merge the sink results of several runs of one pipeline (the shards of a run).
+    /// Merge the sink results of several runs of one pipeline (the tasks of a sharded run).
     Merge {
-        /// The run directories (e.g. of `--shard 0/4` ... `--shard 3/4`).
+        /// The `--out` of a sharded run (checked to cover every unit once), or run directories.
         runs: Vec<PathBuf>,
-        /// Where the merged results go (new or empty; not inside one of the runs).
+        /// Where the merged results go (new or empty; not inside one of the runs; default:
+        /// `merged` in the one sharded run given).
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// Clear `--out` first when it holds an earlier run.
         #[arg(long)]
         replace: bool,
@@ -364,36 +371,103 @@ fn check_merge_out(out: &Path, runs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Shards given to `merge` must be distinct and cover 0..n of one n.
-fn check_shards(runs: &[PathBuf]) -> Result<()> {
-    let mut seen = Vec::new();
-    for run in runs {
-        let path = run.join("run.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-        if v["status"] != "completed" {
-            bail!("{}: that run did not complete; run it again before merging", run.display());
+/// Each combination of the sweep axes' values, checked, named `param=value,...`.
+fn load_variants(
+    args: &PipelineArgs,
+    reg: &Registry,
+    axes: &[spec::SweepAxis],
+) -> Result<Vec<(String, CheckedPipeline)>> {
+    let mut variants = Vec::new();
+    for (name, extra) in sweep_variants(axes) {
+        let mut set = args.set.clone();
+        set.extend(extra);
+        let args = PipelineArgs { pipeline: args.pipeline.clone(), set };
+        let variant = load_checked(&args, reg).with_context(|| format!("sweep variant {name}"))?;
+        variants.push((name, variant));
+    }
+    Ok(variants)
+}
+
+/// One task of a sharded run: checks it against the run the shared directory `root` holds
+/// (nothing is written when refused), then runs what it owns into `root/shard-<index>`.
+#[allow(clippy::too_many_arguments)]
+fn run_task(
+    args: &PipelineArgs,
+    checked: CheckedPipeline,
+    reg: &Registry,
+    task: shard::Task,
+    by: ShardBy,
+    root: &Path,
+    replace: bool,
+    opts: RunOptions,
+) -> Result<ExitCode> {
+    let sweep = !checked.spec.sweep.is_empty();
+    let variants = if sweep { load_variants(args, reg, &checked.spec.sweep)? } else { vec![(String::new(), checked)] };
+    let listed: Vec<shard::Variant> =
+        variants.iter().map(|(name, p)| shard::Variant { name: name.as_str(), pipeline: p }).collect();
+    let plan = shard::Plan::new(&listed, by, task.count)?;
+    plan.check_task(task.index)?;
+    shard::join(root, &plan)?;
+    let dir = shard::shard_dir(root, task.index);
+    anoflow_core::rundir::claim(&dir, replace, &needed_paths(&variants[0].1, reg, opts.cache_dir.as_deref()))?;
+    let mut summaries = Vec::new();
+    for (name, variant) in &variants {
+        let Some(owned) = plan.shard(task.index, name) else { continue };
+        if sweep {
+            eprintln!("sweep variant {name}");
         }
-        if let Some(shard) = v["run"]["shard"].as_str() {
-            seen.push((parse_shard(shard)?, run.clone()));
+        let out_dir = if sweep { dir.join(name) } else { dir.clone() };
+        summaries.push(run_one(variant, reg, &RunOptions { out_dir, shard: Some(owned), ..opts.clone() })?);
+    }
+    Ok(finish_run(&summaries))
+}
+
+/// `anoflow merge`: checks the runs are the complete parts of one run, then merges each
+/// sweep variant's parts (a sweep also gets its `sweep.md`).
+fn merge_runs(inputs: &[PathBuf], out: Option<PathBuf>, replace: bool, reg: &Registry) -> Result<ExitCode> {
+    if inputs.is_empty() {
+        bail!("merge: name the run directories to merge");
+    }
+    let set = shard::merge_set(inputs)?;
+    let out = out.or_else(|| set.default_out.clone()).context("merge: name the directory to write with --out")?;
+    let all_runs = set.runs();
+    check_merge_out(&out, &all_runs)?;
+    let mut groups = Vec::new();
+    for (variant, runs) in &set.groups {
+        let first = &runs[0];
+        for run in &runs[1..] {
+            if let Some(difference) = provenance::run_difference(first, run) {
+                bail!("merge: {} and {} are not shards of one run: {difference}", first.display(), run.display());
+            }
         }
+        let expanded = first.join(report::EXPANDED_PIPELINE_FILE);
+        let spec = spec::load(&expanded, &[], &ProcessEnv).map_err(|d| PipelineErrors(d.into_vec()))?;
+        groups.push((variant, runs, check::check(spec, reg)?));
     }
-    if seen.is_empty() {
-        return Ok(());
-    }
-    let n = seen[0].0 .1;
-    if seen.len() != runs.len() || seen.iter().any(|((_, m), _)| *m != n) {
-        bail!("merge: every run must be a shard of the same --shard I/{n}");
-    }
-    for i in 0..n {
-        match seen.iter().filter(|((j, _), _)| *j == i).count() {
-            1 => {}
-            0 => bail!("merge: shard {i}/{n} is missing"),
-            _ => bail!("merge: shard {i}/{n} is given more than once"),
+    anoflow_core::rundir::claim(&out, replace, &all_runs)?;
+    let mut summaries = Vec::new();
+    for (variant, runs, checked) in groups {
+        let dir = if variant.is_empty() { out.clone() } else { out.join(variant) };
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        report::write_run_started(&checked.spec.name, &dir)?;
+        let merged = executor::merge(&checked, runs, &dir, 1).map_err(anyhow::Error::from);
+        let summary = finish_or_record(merged, &checked.spec.name, &dir)?;
+        for sink in &summary.sinks {
+            if !sink.markdown.trim().is_empty() {
+                println!("## {}\n\n{}\n", sink.node, sink.markdown.trim_end());
+            }
         }
+        summaries.push((variant.clone(), summary));
     }
-    Ok(())
+    if set.is_sweep() {
+        let table = report::sweep_table(&summaries);
+        let path = out.join("sweep.md");
+        anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("# sweep over {} variants\n\n{table}", summaries.len());
+    }
+    println!("merged {} runs into {}", all_runs.len(), out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn registry(args: &PluginArgs) -> Registry {
@@ -412,18 +486,22 @@ fn report_load_failures(reg: &Registry) {
     }
 }
 
-fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let (i, n) = s.split_once('/').context("--shard: expected I/N, e.g. 0/4")?;
-    let (i, n): (usize, usize) = (i.trim().parse().context("--shard: I")?, n.trim().parse().context("--shard: N")?);
-    if n == 0 || i >= n {
-        bail!("--shard {s}: need 0 <= I < N");
-    }
-    Ok((i, n))
-}
-
 fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, out, replace, threads, keep_going, shard, in_flight, cache, no_cache, quiet } => {
+        Command::Run {
+            pipeline,
+            out,
+            replace,
+            threads,
+            keep_going,
+            shard,
+            shard_by,
+            in_flight,
+            cache,
+            no_cache,
+            quiet,
+        } => {
+            let task = shard::task(shard.as_deref(), &ProcessEnv)?;
             let reg = registry(plugin_args);
             report_load_failures(&reg);
             let checked = load_checked(&pipeline, &reg)?;
@@ -437,36 +515,36 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
                 }
                 eprintln!("\ninterrupt: stopping after the samples in flight");
             });
-            let out_dir = out.unwrap_or_else(|| {
-                anoflow_core::rundir::unused(&executor::default_run_dir(Path::new("."), &checked.spec.name))
-            });
             let cache_dir = (!no_cache).then(|| {
                 cache
                     .or_else(|| std::env::var_os("ANOFLOW_CACHE_DIR").map(PathBuf::from))
                     .unwrap_or_else(|| PathBuf::from(".cache/anoflow"))
             });
-            anoflow_core::rundir::claim(&out_dir, replace, &needed_paths(&checked, &reg, cache_dir.as_deref()))?;
             let opts = RunOptions {
-                out_dir: out_dir.clone(),
+                out_dir: PathBuf::new(),
                 threads,
                 keep_going,
-                shard: shard.as_deref().map(parse_shard).transpose()?,
+                shard: None,
                 in_flight,
                 cache_dir,
                 progress: !quiet && std::io::stderr().is_terminal(),
             };
+            if let Some(task) = task {
+                let root = out.context("a task of a sharded run needs --out: the run directory every task shares")?;
+                return run_task(&pipeline, checked, &reg, task, shard_by.unwrap_or_default(), &root, replace, opts);
+            }
+            let out_dir = out.unwrap_or_else(|| {
+                anoflow_core::rundir::unused(&executor::default_run_dir(Path::new("."), &checked.spec.name))
+            });
+            anoflow_core::rundir::claim(&out_dir, replace, &needed_paths(&checked, &reg, opts.cache_dir.as_deref()))?;
+            let opts = RunOptions { out_dir: out_dir.clone(), ..opts };
             if checked.spec.sweep.is_empty() {
                 let summary = run_one(&checked, &reg, &opts)?;
                 return Ok(finish_run(&[summary]));
             }
             // A sweep: one run per combination of the axes' values, side by side.
-            let variants = sweep_variants(&checked.spec.sweep);
             let mut runs = Vec::new();
-            for (name, extra) in variants {
-                let mut set = pipeline.set.clone();
-                set.extend(extra);
-                let args = PipelineArgs { pipeline: pipeline.pipeline.clone(), set };
-                let variant = load_checked(&args, &reg).with_context(|| format!("sweep variant {name}"))?;
+            for (name, variant) in load_variants(&pipeline, &reg, &checked.spec.sweep)? {
                 let opts = RunOptions { out_dir: out_dir.join(&name), ..opts.clone() };
                 eprintln!("sweep variant {name}");
                 runs.push((name, run_one(&variant, &reg, &opts)?));
@@ -482,28 +560,7 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
         Command::Merge { runs, out, replace } => {
             let reg = registry(plugin_args);
             report_load_failures(&reg);
-            let first = runs.first().context("merge: name the run directories to merge")?;
-            check_merge_out(&out, &runs)?;
-            check_shards(&runs)?;
-            for run in &runs[1..] {
-                if let Some(difference) = provenance::run_difference(first, run) {
-                    bail!("merge: {} and {} are not shards of one run: {difference}", first.display(), run.display());
-                }
-            }
-            let expanded = first.join(report::EXPANDED_PIPELINE_FILE);
-            let spec = spec::load(&expanded, &[], &ProcessEnv).map_err(|d| PipelineErrors(d.into_vec()))?;
-            let checked = check::check(spec, &reg)?;
-            anoflow_core::rundir::claim(&out, replace, &runs)?;
-            report::write_run_started(&checked.spec.name, &out)?;
-            let merged = executor::merge(&checked, &runs, &out, 1).map_err(anyhow::Error::from);
-            let summary = finish_or_record(merged, &checked.spec.name, &out)?;
-            for sink in &summary.sinks {
-                if !sink.markdown.trim().is_empty() {
-                    println!("## {}\n\n{}\n", sink.node, sink.markdown.trim_end());
-                }
-            }
-            println!("merged {} runs into {}", runs.len(), out.display());
-            Ok(ExitCode::SUCCESS)
+            merge_runs(&runs, out, replace, &reg)
         }
         Command::Validate { pipeline } => {
             let reg = registry(plugin_args);

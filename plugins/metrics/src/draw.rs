@@ -1,6 +1,6 @@
-//! A small RGB raster with the few primitives the report needs (rectangles, lines, a 5x7
-//! bitmap font, a colour map). Drawing into our own buffer keeps the report free of system
-//! font and graphics-library dependencies: it builds and renders the same on a bare system.
+//! A small RGB raster for the report's sample panels (where pixels are the content: images,
+//! score maps, masks), the series palette shared with the SVG charts, and the viridis colour
+//! map with its CSS gradient for the panels' colour bars. Charts are SVG (`charts.rs`).
 
 /// An RGB8 image, row-major.
 #[derive(Clone, Debug)]
@@ -54,6 +54,12 @@ const VIRIDIS: [Rgb; 11] = [
     [0xfd, 0xe7, 0x25],
 ];
 
+/// A CSS `linear-gradient` through viridis, left (0) to right (1): the panels' colour bars.
+pub fn viridis_css() -> String {
+    let stops: Vec<String> = VIRIDIS.iter().map(|&c| hex(c)).collect();
+    format!("linear-gradient(to right,{})", stops.join(","))
+}
+
 /// Viridis colour of `t` in [0, 1] (clamped; NaN is black).
 pub fn viridis(t: f32) -> Rgb {
     if t.is_nan() {
@@ -95,36 +101,6 @@ impl Canvas {
         }
     }
 
-    pub fn rect_outline(&mut self, x: i64, y: i64, w: i64, h: i64, c: Rgb) {
-        self.line(x, y, x + w - 1, y, c, 1);
-        self.line(x, y + h - 1, x + w - 1, y + h - 1, c, 1);
-        self.line(x, y, x, y + h - 1, c, 1);
-        self.line(x + w - 1, y, x + w - 1, y + h - 1, c, 1);
-    }
-
-    /// A line of `thickness` pixels (Bresenham, stamped with a square brush).
-    pub fn line(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb, thickness: i64) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        let half = thickness / 2;
-        loop {
-            self.fill_rect(x - half, y - half, thickness.max(1), thickness.max(1), c);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
     /// Copies `src` (an RGB tile) with its top-left corner at (x, y).
     pub fn blit(&mut self, src: &Canvas, x: usize, y: usize) {
         for row in 0..src.height.min(self.height.saturating_sub(y)) {
@@ -133,85 +109,6 @@ impl Canvas {
             let s = row * src.width * 3;
             self.data[d..d + n].copy_from_slice(&src.data[s..s + n]);
         }
-    }
-
-    /// Writes `text` with the 5x7 font, each font pixel `scale` pixels wide; returns the width.
-    pub fn text(&mut self, x: i64, y: i64, text: &str, c: Rgb, scale: i64) -> i64 {
-        let mut cx = x;
-        for ch in text.chars() {
-            let rows = glyph(ch);
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (0x10 >> col) != 0 {
-                        self.fill_rect(cx + col * scale, y + r as i64 * scale, scale, scale, c);
-                    }
-                }
-            }
-            cx += 6 * scale;
-        }
-        cx - x
-    }
-}
-
-/// Width in pixels of `text` at `scale`.
-pub fn text_width(text: &str, scale: i64) -> i64 {
-    text.chars().count() as i64 * 6 * scale
-}
-
-/// 5x7 glyphs (one byte per row, the low five bits left to right). Lower case is drawn as
-/// upper case; characters without a glyph are drawn as a box.
-fn glyph(c: char) -> [u8; 7] {
-    match c.to_ascii_uppercase() {
-        '0' => [0x0e, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0e],
-        '1' => [0x04, 0x0c, 0x04, 0x04, 0x04, 0x04, 0x0e],
-        '2' => [0x0e, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1f],
-        '3' => [0x1f, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0e],
-        '4' => [0x02, 0x06, 0x0a, 0x12, 0x1f, 0x02, 0x02],
-        '5' => [0x1f, 0x10, 0x1e, 0x01, 0x01, 0x11, 0x0e],
-        '6' => [0x06, 0x08, 0x10, 0x1e, 0x11, 0x11, 0x0e],
-        '7' => [0x1f, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e],
-        '9' => [0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c],
-        'A' => [0x0e, 0x11, 0x11, 0x1f, 0x11, 0x11, 0x11],
-        'B' => [0x1e, 0x11, 0x11, 0x1e, 0x11, 0x11, 0x1e],
-        'C' => [0x0e, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0e],
-        'D' => [0x1c, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1c],
-        'E' => [0x1f, 0x10, 0x10, 0x1e, 0x10, 0x10, 0x1f],
-        'F' => [0x1f, 0x10, 0x10, 0x1e, 0x10, 0x10, 0x10],
-        'G' => [0x0e, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0f],
-        'H' => [0x11, 0x11, 0x11, 0x1f, 0x11, 0x11, 0x11],
-        'I' => [0x0e, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0e],
-        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0c],
-        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
-        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1f],
-        'M' => [0x11, 0x1b, 0x15, 0x15, 0x11, 0x11, 0x11],
-        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        'O' => [0x0e, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0e],
-        'P' => [0x1e, 0x11, 0x11, 0x1e, 0x10, 0x10, 0x10],
-        'Q' => [0x0e, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0d],
-        'R' => [0x1e, 0x11, 0x11, 0x1e, 0x14, 0x12, 0x11],
-        'S' => [0x0f, 0x10, 0x10, 0x0e, 0x01, 0x01, 0x1e],
-        'T' => [0x1f, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0e],
-        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0a, 0x04],
-        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0a],
-        'X' => [0x11, 0x11, 0x0a, 0x04, 0x0a, 0x11, 0x11],
-        'Y' => [0x11, 0x11, 0x11, 0x0a, 0x04, 0x04, 0x04],
-        'Z' => [0x1f, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1f],
-        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x0c],
-        ',' => [0x00, 0x00, 0x00, 0x00, 0x0c, 0x04, 0x08],
-        '-' => [0x00, 0x00, 0x00, 0x1f, 0x00, 0x00, 0x00],
-        '_' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f],
-        '/' => [0x01, 0x02, 0x02, 0x04, 0x08, 0x08, 0x10],
-        ':' => [0x00, 0x0c, 0x0c, 0x00, 0x0c, 0x0c, 0x00],
-        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
-        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        '[' => [0x0e, 0x08, 0x08, 0x08, 0x08, 0x08, 0x0e],
-        ']' => [0x0e, 0x02, 0x02, 0x02, 0x02, 0x02, 0x0e],
-        '=' => [0x00, 0x00, 0x1f, 0x00, 0x1f, 0x00, 0x00],
-        '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
-        ' ' => [0; 7],
-        _ => [0x1f, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1f],
     }
 }
 
@@ -229,18 +126,13 @@ mod tests {
     }
 
     #[test]
-    fn lines_text_and_blit_touch_the_expected_pixels() {
+    fn blit_clips_at_the_border_and_the_gradient_spans_viridis() {
         let mut c = Canvas::new(40, 20, WHITE);
-        c.line(0, 0, 39, 19, BLACK, 1);
-        assert_eq!(c.get(0, 0), BLACK);
-        assert_eq!(c.get(39, 19), BLACK);
-        assert_eq!(c.get(39, 0), WHITE);
-        let w = c.text(0, 10, "1.0", [255, 0, 0], 1);
-        assert_eq!(w, text_width("1.0", 1));
-        // The '1' glyph's top row has its middle pixel set.
-        assert_eq!(c.get(2, 10), [255, 0, 0]);
         let tile = Canvas::new(5, 5, [1, 2, 3]);
-        c.blit(&tile, 37, 17); // clipped at the border
+        c.blit(&tile, 37, 17);
         assert_eq!(c.get(39, 19), [1, 2, 3]);
+        assert_eq!(c.get(36, 19), WHITE);
+        let css = viridis_css();
+        assert!(css.starts_with("linear-gradient(to right,#440154,") && css.ends_with("#fde725)"), "{css}");
     }
 }

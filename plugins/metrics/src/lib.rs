@@ -9,18 +9,23 @@
 //!   (all `oracle`). Per category and the mean over categories. Writes results.json,
 //!   results.csv, results.md, samples.csv (each test image's scores and mask counts) and
 //!   accumulators.bin (for `anoflow merge`).
-//! - `report` (sink): PNG panels per sample, PR curves, per-category F1 bars, index.html.
+//! - `report` (sink): index.html and a page per category: F1 by category and binarizer against
+//!   the oracle F1-max, false-positive area on good images, PR curves (SVG charts), and the
+//!   worst failures of each binarizer as PNG panels.
 //!
 //! The maths lives in plain modules ([`ranking`], [`confusion`], [`components`],
 //! [`accumulate`], [`results`]) so the host can merge shards with [`accumulate::merge`] and
 //! [`finish_outputs`] without loading a plugin.
 
 pub mod accumulate;
+pub mod charts;
 pub mod components;
 pub mod confusion;
 pub mod draw;
 pub mod ranking;
 pub mod report;
+mod report_html;
+mod report_panels;
 mod report_state;
 pub mod results;
 

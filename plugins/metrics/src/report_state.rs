@@ -1,6 +1,7 @@
 //! The `report` sink's accumulated state as bytes, so the shards of a run merge into the
 //! report one unsharded run would have written: the metric accumulators (for the curves and
-//! tables) and the panels kept so far, already shrunk to the tile size.
+//! tables) and the panels kept so far, already shrunk to the tile size, each stored once with
+//! the lists it is in.
 //!
 //! Layout: magic, format version, the accumulators' own binary form (length-prefixed), a
 //! JSON header describing each panel (length-prefixed), then each panel's pixels in header
@@ -10,10 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::accumulate::{Accumulators, MetricsError};
 use crate::confusion::Counts;
-use crate::report::Kept;
+use crate::report::{Kept, List};
 
 const MAGIC: &[u8; 8] = b"ANOFREPT";
-const FORMAT_VERSION: u32 = 1;
+/// 2: panels carry their lists (1 had one anomalous flag).
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct PanelHeader {
@@ -22,6 +24,7 @@ struct PanelHeader {
     category: String,
     defect: String,
     anomalous: bool,
+    lists: Vec<List>,
     h: usize,
     w: usize,
     image: bool,
@@ -30,16 +33,17 @@ struct PanelHeader {
 }
 
 /// The state: `acc` as [`Accumulators::to_bytes`] wrote it, and the kept panels, each with
-/// whether it is in the anomalous list.
-pub(crate) fn encode(acc: &[u8], panels: &[(&Kept, bool)]) -> Vec<u8> {
+/// the lists it is in.
+pub(crate) fn encode(acc: &[u8], panels: &[(&Kept, Vec<List>)]) -> Vec<u8> {
     let header: Vec<PanelHeader> = panels
         .iter()
-        .map(|&(k, anomalous)| PanelHeader {
+        .map(|(k, lists)| PanelHeader {
             id: k.id.clone(),
             index: k.index,
             category: k.category.clone(),
             defect: k.defect.clone(),
-            anomalous,
+            anomalous: k.anomalous,
+            lists: lists.clone(),
             h: k.h,
             w: k.w,
             image: k.image.is_some(),
@@ -56,7 +60,7 @@ pub(crate) fn encode(acc: &[u8], panels: &[(&Kept, bool)]) -> Vec<u8> {
     out.extend_from_slice(acc);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    for &(k, _) in panels {
+    for (k, _) in panels {
         if let Some(img) = &k.image {
             out.extend_from_slice(img);
         }
@@ -93,8 +97,11 @@ impl Reader<'_> {
     }
 }
 
-/// Parses [`encode`]'s bytes: the accumulators and the panels with their list flag.
-pub(crate) fn decode(bytes: &[u8]) -> Result<(Accumulators, Vec<(Kept, bool)>), MetricsError> {
+/// A panel as decoded, with the lists it is in.
+pub(crate) type Decoded = (Kept, Vec<List>);
+
+/// Parses [`encode`]'s bytes: the accumulators and the panels with their lists.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Accumulators, Vec<Decoded>), MetricsError> {
     let mut r = Reader { bytes, pos: 0 };
     if r.take(8)? != MAGIC {
         return Err(Reader::err("not a report state (bad magic)"));
@@ -128,6 +135,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Accumulators, Vec<(Kept, bool)>), 
             index: p.index,
             category: p.category,
             defect: p.defect,
+            anomalous: p.anomalous,
             h: p.h,
             w: p.w,
             image,
@@ -135,7 +143,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Accumulators, Vec<(Kept, bool)>), 
             masks,
             gt,
         };
-        panels.push((kept, p.anomalous));
+        panels.push((kept, p.lists));
     }
     if r.pos != bytes.len() {
         return Err(Reader::err(format!("{} unexpected trailing bytes", bytes.len() - r.pos)));
