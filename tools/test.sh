@@ -17,3 +17,12 @@ target/release/anoflow run pipelines/quickstart.yaml -q --no-cache --out "$repor
     --set 'data.categories=[pill]' --set data.train=15 --set data.test_good=3 --set data.test_defective=6 >/dev/null
 tools/check_report_html.sh "$report_run/report"
 echo "report-render: 1 passed, 0 failed"
+
+# A real Slurm cluster (private, single node, daemons stopped by PID): the quickstart as a
+# 4-task job array plus a dependent merge equals a single run (about 1 minute, plus ~35 s to
+# install slurm-wlm and munge on a fresh machine).
+if command -v slurmctld >/dev/null || { [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; }; then
+    tools/slurm_check.sh 4
+else
+    echo "slurm-check: skipped (Slurm is not installed, and installing it needs root and apt-get)"
+fi
