@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Renders a report in headless Chromium: index.html and every page under categories/.
+# Renders a report in headless Chromium: index.html and every page under categories/ (or the
+# compare.html that `anoflow compare --out DIR` writes).
 # Each page must load with no console error and no script error, every image (charts and
 # panels) must load, and every chart must be drawn at a non-trivial size (300x200 px or
 # more). Screenshots of the main page and of the first category page are saved, and the main
 # page's must not be blank.
 #
-# Usage: tools/check_report_html.sh REPORT_DIR [SCREENSHOT_DIR]
+# Usage: tools/check_report_html.sh REPORT_DIR|COMPARE_DIR [SCREENSHOT_DIR]
 #   SCREENSHOT_DIR (default: screenshots/ in the run directory, REPORT_DIR's parent) gets
-#   index.png and category.png.
+#   index.png and category.png; for a compare directory, compare.png in it.
 # Needs Chromium (Debian package `chromium`; installed with apt-get when missing and root) and python3.
 set -euo pipefail
 
 dir=${1:?usage: $0 REPORT_DIR [SCREENSHOT_DIR]}
-[[ -f "$dir/index.html" ]] || { echo "no index.html in $dir" >&2; exit 2; }
+main=index.html
+[[ -f "$dir/$main" ]] || main=compare.html
+[[ -f "$dir/$main" ]] || { echo "no index.html or compare.html in $dir" >&2; exit 2; }
 dir=$(cd "$dir" && pwd)
-shots=${2:-$(dirname "$dir")/screenshots}
+if [[ $main == index.html ]]; then
+  shots=${2:-$(dirname "$dir")/screenshots}
+  shot="$shots/index.png"
+else
+  shots=${2:-$dir}
+  shot="$shots/compare.png"
+fi
 mkdir -p "$shots"
-shot="$shots/index.png"
 browser=""
 for b in chromium chromium-browser google-chrome; do
   if command -v "$b" >/dev/null 2>&1; then browser=$b; break; fi
@@ -67,7 +75,7 @@ addEventListener("load", function () {
 });
 </script>'
 failed=0
-pages=("$dir/index.html")
+pages=("$dir/$main")
 for p in "$dir"/categories/*.html; do [[ -f "$p" ]] && pages+=("$p"); done
 for page in "${pages[@]}"; do
   probe="$(dirname "$page")/.check-$(basename "$page")"
@@ -89,13 +97,14 @@ for page in "${pages[@]}"; do
 done
 [[ $failed -eq 0 ]] || exit 1
 
-run_browser --screenshot="$shot" "file://$dir/index.html" >/dev/null 2>&1 || true
-[[ -s "$shot" ]] || { echo "FAIL: Chromium wrote no screenshot of $dir/index.html" >&2; exit 1; }
+run_browser --screenshot="$shot" "file://$dir/$main" >/dev/null 2>&1 || true
+[[ -s "$shot" ]] || { echo "FAIL: Chromium wrote no screenshot of $dir/$main" >&2; exit 1; }
 if [[ ${#pages[@]} -gt 1 ]]; then
   run_browser --screenshot="$shots/category.png" "file://${pages[1]}" >/dev/null 2>&1 || true
   [[ -s "$shots/category.png" ]] || { echo "FAIL: Chromium wrote no screenshot of ${pages[1]}" >&2; exit 1; }
 fi
 echo "screenshots in $shots"
+[[ $main == index.html ]] || exit 0
 
 # Decode the PNG with the standard library only, then measure it.
 python3 - "$shot" <<'PY'

@@ -132,8 +132,14 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
-    /// Compare the metrics of two runs.
-    Compare { run_a: PathBuf, run_b: PathBuf },
+    /// Compare the metrics of two runs (a table of what differs; with --out, an HTML page too).
+    Compare {
+        run_a: PathBuf,
+        run_b: PathBuf,
+        /// Also write DIR/compare.html: both runs side by side, differences highlighted, charts paired.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -612,8 +618,12 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compare { run_a, run_b } => {
+        Command::Compare { run_a, run_b, out } => {
             print!("{}", report::compare(&run_a, &run_b)?);
+            if let Some(out) = out {
+                let page = anoflow_core::cli_support::compare::write_html(&run_a, &run_b, &out)?;
+                println!("side by side: {}", page.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,5 +1,6 @@
 //! The commands of the `anoflow` binary that are more than glue.
 
+pub mod compare;
 pub mod doctor;
 pub mod failures;
 pub mod graph;
