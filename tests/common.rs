@@ -76,10 +76,20 @@ impl From<Output> for Run {
     }
 }
 
-/// Runs `anoflow ARGS` in `cwd` with the default plugin path, or the given plugin dirs.
+/// Keeps a command's default runs and caches under `cwd` (the user's directories outside a
+/// project: see `core/src/local_dirs.rs`), so tests never share them or write to `$HOME`.
+pub fn local_user_dirs(cmd: &mut Command, cwd: &Path) {
+    cmd.env("XDG_CACHE_HOME", cwd.join(".cache"))
+        .env("XDG_DATA_HOME", cwd.join(".local/share"))
+        .env_remove("ANOFLOW_RUNS_DIR")
+        .env_remove("ANOFLOW_CACHE_DIR");
+}
+
+/// Runs `anoflow ARGS` in `cwd` with the default plugin path and the given plugin dirs.
 pub fn anoflow(cwd: &Path, args: &[&str], plugin_dirs: &[&Path]) -> Run {
     let mut cmd = Command::new(anoflow_bin());
     cmd.current_dir(cwd).args(args).env_remove("ANOFLOW_PLUGIN_PATH");
+    local_user_dirs(&mut cmd, cwd);
     for d in plugin_dirs {
         cmd.arg("--plugins").arg(d);
     }

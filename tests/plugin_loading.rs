@@ -276,3 +276,15 @@ fn help_texts_give_the_plugin_path_rule_and_the_name() {
     let run = anoflow(dir.path(), &["new", "plugin", "--help"], &[]);
     assert!(run.stdout.contains("The stage name, lowercase letters"), "{}", run.stdout);
 }
+
+#[test]
+fn inspect_shows_a_declared_size_relation() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = fixture_plugin_dir(dir.path(), &["faulty"]);
+    let run = anoflow(dir.path(), &["plugins", "inspect", "faulty-sized"], &[&fixtures]);
+    assert!(
+        run.stdout.contains("- `score` (score-map, same height and width as input `score`): the misbehaving output"),
+        "{}",
+        run.stdout
+    );
+}

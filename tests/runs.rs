@@ -135,6 +135,7 @@ fn ctrl_c_stops_between_chunks_and_says_where() {
     let child = std::process::Command::new(anoflow_e2e::anoflow_bin())
         .current_dir(dir.path())
         .args(["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--in-flight", "4", "--threads", "1"])
+        .env("XDG_CACHE_HOME", dir.path().join(".cache"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod diag;
 pub mod executor;
 pub mod fsutil;
+pub mod local_dirs;
 pub mod provenance;
 pub mod registry;
 pub mod report;

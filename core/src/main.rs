@@ -11,6 +11,7 @@ use anoflow_core::{
     cli_support::{doctor, failures, graph, inspect, new_plugin, schema},
     diag::PipelineErrors,
     executor::{self, RunOptions},
+    local_dirs,
     provenance,
     registry::{search_path, search_path_origins, Registry},
     report,
@@ -60,7 +61,8 @@ enum Command {
     Run {
         #[command(flatten)]
         pipeline: PipelineArgs,
-        /// Run directory (default: runs/<pipeline name>/<UTC time>); it must be new or empty.
+        /// Run directory (default: <runs>/<pipeline name>/<UTC time>, <runs> being ANOFLOW_RUNS_DIR, the
+        /// project's `runs/` or ~/.local/share/anoflow/runs; `anoflow doctor` says which); new or empty.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Clear `--out` first when it holds an earlier run (only then: other directories are refused).
@@ -83,7 +85,8 @@ enum Command {
         /// Samples in flight at once (bounds memory).
         #[arg(long, default_value_t = 32)]
         in_flight: usize,
-        /// Cache directory for fitted states (default: .cache/anoflow, or ANOFLOW_CACHE_DIR).
+        /// Cache directory for fitted states and node outputs (default: ANOFLOW_CACHE_DIR, the project's
+        /// `.cache/anoflow` or ~/.cache/anoflow; `anoflow doctor` says which).
         #[arg(long)]
         cache: Option<PathBuf>,
         /// Do not read or write the fitted-state cache.
@@ -521,11 +524,8 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
                 }
                 eprintln!("\ninterrupt: stopping after the samples in flight");
             });
-            let cache_dir = (!no_cache).then(|| {
-                cache
-                    .or_else(|| std::env::var_os("ANOFLOW_CACHE_DIR").map(PathBuf::from))
-                    .unwrap_or_else(|| PathBuf::from(".cache/anoflow"))
-            });
+            let local = local_dirs::current().map_err(anyhow::Error::msg)?;
+            let cache_dir = (!no_cache).then(|| cache.unwrap_or_else(|| local.cache.clone()));
             let opts = RunOptions {
                 out_dir: PathBuf::new(),
                 threads,
@@ -540,7 +540,7 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
                 return run_task(&pipeline, checked, &reg, task, shard_by.unwrap_or_default(), &root, replace, opts);
             }
             let out_dir = out.unwrap_or_else(|| {
-                anoflow_core::rundir::unused(&executor::default_run_dir(Path::new("."), &checked.spec.name))
+                anoflow_core::rundir::unused(&local.run_dir(&checked.spec.name))
             });
             anoflow_core::rundir::claim(&out_dir, replace, &needed_paths(&checked, &reg, opts.cache_dir.as_deref()))?;
             let opts = RunOptions { out_dir: out_dir.clone(), ..opts };
@@ -608,7 +608,8 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
         Command::Doctor => {
             let reg = registry(plugin_args);
             let origins = search_path_origins(&plugin_args.plugins, !plugin_args.no_default_plugins);
-            let (text, healthy) = doctor::report(&reg, &origins);
+            let (mut text, healthy) = doctor::report(&reg, &origins);
+            text.push_str(&doctor::local_dirs_section(&local_dirs::current()));
             print!("{text}");
             Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

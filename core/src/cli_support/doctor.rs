@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil::{exe_dir, find_upward};
 
+use crate::local_dirs::LocalDirs;
 use crate::registry::{PathOrigin, Registry, PLUGIN_PATH_ENV};
 
 /// The report text and whether everything needed was found. `origins` says where each
@@ -131,4 +132,24 @@ fn models_section(s: &mut String) -> bool {
         }
     }
     healthy
+}
+
+/// Where runs and caches go when `--out` and `--cache` are not given, and why.
+pub fn local_dirs_section(dirs: &Result<LocalDirs, String>) -> String {
+    let mut s = String::from("\nruns and caches (when --out and --cache are not given):\n");
+    match dirs {
+        Ok(d) => {
+            let _ = writeln!(s, "  runs   {}  ({})", d.runs.display(), d.runs_from);
+            let _ = writeln!(s, "  cache  {}  ({})", d.cache.display(), d.cache_from);
+            let _ = writeln!(
+                s,
+                "  set them with ANOFLOW_RUNS_DIR / ANOFLOW_CACHE_DIR, or `runs:` / `cache:` in a project's {}",
+                crate::local_dirs::PROJECT_FILE
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(s, "  FAIL {e}");
+        }
+    }
+    s
 }

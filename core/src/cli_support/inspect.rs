@@ -48,6 +48,10 @@ pub fn describe(d: &StageDescriptor, library: &str, version: &str) -> String {
             if p.optional {
                 flags.push("optional");
             }
+            let relation = format!("same height and width as input `{}`", p.same_size_as);
+            if !p.same_size_as.is_empty() {
+                flags.push(&relation);
+            }
             let flags = if flags.is_empty() { String::new() } else { format!(", {}", flags.join(", ")) };
             let _ = writeln!(s, "- `{}` ({}{flags}): {}", p.name, p.kind, p.doc);
         }

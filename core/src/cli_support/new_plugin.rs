@@ -88,6 +88,8 @@ impl Created {
     /// The commands that build, test, load and run the new crate.
     pub fn next_steps(&self) -> String {
         let (name, root, lib) = (&self.name, self.root.display(), self.library_file());
+        // Where cargo puts the library of a crate outside the workspace.
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
         match &self.sdk {
             SdkSource::Workspace(ws) => format!(
                 "created {root} (anoflow-plugin-{name}, a member of the workspace at {ws})\n\
@@ -102,9 +104,9 @@ impl Created {
                 "created {root} (anoflow-plugin-{name}, with anoflow-sdk {SDK_VERSION} vendored in vendor/anoflow-sdk)\n\
                  next, from {root}:\n  \
                  cargo test --release                 # its tests, through the SDK's harness\n  \
-                 cargo build --release                # the library: target/release/{lib}\n  \
-                 anoflow plugins inspect {name} --plugins target/release\n  \
-                 anoflow run pipeline.yaml --plugins target/release\n\
+                 cargo build --release                # the library: {target}/release/{lib}\n  \
+                 anoflow plugins inspect {name} --plugins {target}/release\n  \
+                 anoflow run pipeline.yaml --plugins {target}/release\n\
                  The first build compiles the dependencies (a few minutes); point CARGO_TARGET_DIR at one directory \
                  for all your plugins to do that once (the library then lands in $CARGO_TARGET_DIR/release).\n"
             ),
@@ -139,8 +141,13 @@ pub fn create(dir: &Path, name: &str) -> Result<Created> {
     write("Cargo.toml", &crate_manifest(name, &sdk))?;
     write("src/lib.rs", &lib_source(name))?;
     write("pipeline.yaml", &demo_pipeline(name))?;
-    write(".gitignore", "/target\n")?;
     if sdk == SdkSource::Vendored {
+        // The crate is a project of its own: runs started in it stay in it (see local_dirs).
+        write(
+            ".anoflow.yaml",
+            "# anoflow project settings for runs started below this directory\n# runs: runs\n# cache: .cache/anoflow\n",
+        )?;
+        write(".gitignore", "/target\n/runs\n/.cache\n")?;
         for (rel, text) in SDK_FILES {
             write(&format!("vendor/anoflow-sdk/{rel}"), text)?;
         }
@@ -330,10 +337,10 @@ mod tests {
         let abi = std::fs::read_to_string(created.root.join("vendor/anoflow-sdk/src/abi.rs")).unwrap();
         assert_eq!(abi, include_str!("../../../sdk/src/abi.rs"));
         assert!(created.root.join("Cargo.lock").is_file() && created.root.join("pipeline.yaml").is_file());
+        let dirs = crate::local_dirs::resolve(&created.root.join("src"), &|_| None).unwrap();
+        assert_eq!(dirs.runs, created.root.join("runs"), "the crate is a project: its runs stay in it");
         let steps = created.next_steps();
-        assert!(
-            steps.contains("cargo build --release") && steps.contains("target/release/libanoflow_plugin_otsu_binarize")
-        );
+        assert!(steps.contains("cargo build --release") && steps.contains("/release/libanoflow_plugin_otsu_binarize"));
         assert!(create(dir.path(), "otsu-binarize").unwrap_err().to_string().contains("already exists"));
     }
 
