@@ -5,6 +5,7 @@
 # between the guide-test markers) run there as written: `anoflow new plugin` creates a
 # crate (its SDK vendored by the binary), which passes its own tests, builds, loads, and runs
 # its demo pipeline twice; the metrics table must have a column for the new stage's mask.
+# First, `cargo package` and `cargo doc` of the SDK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,13 @@ root=$(pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "new-plugin: $*" >&2; exit 1; }
+
+# The SDK is ready to publish: it packages and builds alone from its package, and its docs
+# build, both offline (cold: a few minutes for the dependencies; then seconds).
+cargo package -p anoflow-sdk --offline --allow-dirty --quiet >"$tmp/package.txt" 2>&1 \
+    || fail "cargo package -p anoflow-sdk failed: $(tail -20 "$tmp/package.txt")"
+RUSTDOCFLAGS="-D warnings" cargo doc -p anoflow-sdk --no-deps --offline --quiet >"$tmp/doc.txt" 2>&1 \
+    || fail "the SDK's docs do not build: $(tail -20 "$tmp/doc.txt")"
 
 # The "release": the binary and the standard libraries, nothing else, first on PATH.
 mkdir -p "$tmp/anoflow" "$tmp/work"
