@@ -324,7 +324,10 @@ pub fn join(root: &Path, plan: &Plan) -> Result<(), ShardError> {
     if path.exists() {
         return agree(&read_plan(&path)?);
     }
-    if std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_some()) {
+    // Another task may be publishing the plan right now: its temporary files do not count.
+    let publishing = |name: &str| name.trim_start_matches('.').starts_with(PLAN_FILE);
+    let mut entries = std::fs::read_dir(root).into_iter().flatten().flatten();
+    if entries.any(|e| !publishing(&e.file_name().to_string_lossy())) {
         return Err(ShardError::NotShared(root.to_path_buf()));
     }
     let not_writable = |path: &Path| {
@@ -572,6 +575,12 @@ mod tests {
         assert!(e.contains("[a, b, c, d]") && e.contains("[a, b, c, e]"), "{e}");
         assert_eq!(std::fs::read(root.join(PLAN_FILE)).unwrap(), recorded);
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1, "no temporary file is left");
+        // A task that finds another one publishing the plan waits for nothing and joins.
+        let racing = tmp.path().join("racing");
+        std::fs::create_dir_all(&racing).unwrap();
+        std::fs::write(racing.join(format!(".{PLAN_FILE}.tmp-1-2")), b"{").unwrap();
+        join(&racing, &four).unwrap();
+        assert_eq!(read_plan(&racing.join(PLAN_FILE)).unwrap(), four);
         let other = tmp.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("notes.txt"), b"mine").unwrap();
