@@ -11,7 +11,12 @@ impl StagePlugin for GradientMagnitude {
     fn descriptor() -> StageDescriptor {
         StageDescriptor::map("gradient-magnitude", "Sobel gradient magnitude of the image's luminance as a score map")
             .input("image", ValueKind::Image, "image (any channel count; colour is converted to luminance)")
-            .output("score", ValueKind::ScoreMap, "gradient magnitude per pixel, same size as the image")
+            .output_same_size(
+                "score",
+                ValueKind::ScoreMap,
+                "image",
+                "gradient magnitude per pixel, same size as the image",
+            )
             .param(ParamSpec::float("scale", 1.0, "factor applied to every magnitude"))
     }
 

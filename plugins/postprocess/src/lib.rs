@@ -14,7 +14,7 @@ impl StagePlugin for GaussianBlur {
             "Gaussian blur of a score map (scipy.ndimage.gaussian_filter, truncate 4)",
         )
         .input("score", ValueKind::ScoreMap, "score map")
-        .output("score", ValueKind::ScoreMap, "blurred score map, same size")
+        .output_same_size("score", ValueKind::ScoreMap, "score", "blurred score map, same size")
         .output("image_score", ValueKind::Scalar, "maximum of the blurred map")
         .param(ParamSpec::float("sigma", 4.0, "standard deviation in pixels (0: unchanged)").range(0.0, 1000.0))
     }
@@ -60,7 +60,7 @@ impl StagePlugin for NormalizeScores {
             "maps scores to (s - a) / b with a, b fitted on the fit split's maps (min-max, mean/std or min to median image maximum)",
         )
         .input("score", ValueKind::ScoreMap, "score map")
-        .output("score", ValueKind::ScoreMap, "normalized score map")
+        .output_same_size("score", ValueKind::ScoreMap, "score", "normalized score map")
         .output("image_score", ValueKind::Scalar, "maximum of the normalized map")
         .param(ParamSpec::choice(
             "method",

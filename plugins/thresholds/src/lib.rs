@@ -257,7 +257,7 @@ impl StagePlugin for ThresholdMeanStd {
             "THR baseline: one threshold = mean + k * std of every pixel of the fit split's score maps",
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
-        .output("mask", ValueKind::Mask, "score > threshold")
+        .output_same_size("mask", ValueKind::Mask, "score", "score > threshold")
         .param(ParamSpec::float("k", 3.0, "number of standard deviations above the mean").min(0.0))
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -275,7 +275,7 @@ impl StagePlugin for ThresholdPercentile {
              factor",
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
-        .output("mask", ValueKind::Mask, "score > threshold")
+        .output_same_size("mask", ValueKind::Mask, "score", "score > threshold")
         .param(ParamSpec::float("percentile", 99.0, "percentile (0-100), linear interpolation").range(0.0, 100.0))
         .param(
             ParamSpec::float(
@@ -297,7 +297,7 @@ impl StagePlugin for ThresholdMax {
     fn descriptor() -> StageDescriptor {
         StageDescriptor::fitted("threshold-max", "one threshold = the largest pixel score of the fit split")
             .input("score", ValueKind::ScoreMap, "anomaly score map")
-            .output("mask", ValueKind::Mask, "score > threshold")
+            .output_same_size("mask", ValueKind::Mask, "score", "score > threshold")
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
         Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::Max)?)))
@@ -394,7 +394,7 @@ impl StagePlugin for ThresholdPixelwise {
             "per-pixel threshold map = mean + k * std of each pixel over the fit split's score maps",
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map (every map the same size)")
-        .output("mask", ValueKind::Mask, "score > threshold of that pixel")
+        .output_same_size("mask", ValueKind::Mask, "score", "score > threshold of that pixel")
         .param(ParamSpec::float("k", 3.0, "number of standard deviations above each pixel's mean").min(0.0))
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -485,7 +485,7 @@ impl StagePlugin for ThresholdOracle {
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
         .optional_input("gt", ValueKind::Mask, "ground-truth mask; required while fitting (ORACLE)")
-        .output("mask", ValueKind::Mask, "ORACLE mask: score > the F1-optimal threshold")
+        .output_same_size("mask", ValueKind::Mask, "score", "ORACLE mask: score > the F1-optimal threshold")
         .output("note", ValueKind::Text, "says ORACLE: this mask used the ground truth")
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -513,7 +513,7 @@ impl StagePlugin for ThresholdFixed {
     fn descriptor() -> StageDescriptor {
         StageDescriptor::map("threshold-fixed", "mask = score > a given constant (no fitting)")
             .input("score", ValueKind::ScoreMap, "any score map")
-            .output("mask", ValueKind::Mask, "score > value")
+            .output_same_size("mask", ValueKind::Mask, "score", "score > value")
             .param(ParamSpec::float("value", 0.0, "the threshold"))
     }
     fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {

@@ -49,7 +49,12 @@ impl StagePlugin for Mebin {
              the count of connected components stays the same; computed on each map alone",
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
-        .output("mask", ValueKind::Mask, "score > the stable threshold; empty when no stable interval exists")
+        .output_same_size(
+            "mask",
+            ValueKind::Mask,
+            "score",
+            "score > the stable threshold; empty when no stable interval exists",
+        )
         .param(
             ParamSpec::int("sample_rate", 4, "step of the threshold sweep on the map scaled to 0-255")
                 .range(1.0, 255.0),

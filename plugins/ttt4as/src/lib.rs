@@ -53,8 +53,13 @@ impl StagePlugin for Ttt4as {
             "self-training: a previous TTT4AS `decision` map; when connected, labels come from its confident \
              pixels (see `prior_confidence`) instead of the score map",
         )
-        .output("mask", ValueKind::Mask, "decision > 0, at the score map's resolution")
-        .output("decision", ValueKind::ScoreMap, "the classifier's decision value per pixel (-1 when none was trained)")
+        .output_same_size("mask", ValueKind::Mask, "score", "decision > 0, at the score map's resolution")
+        .output_same_size(
+            "decision",
+            ValueKind::ScoreMap,
+            "score",
+            "the classifier's decision value per pixel (-1 when none was trained)",
+        )
         .output("pseudo_labels", ValueKind::ScoreMap, "+1 anomalous, -1 nominal, 0 unlabelled")
         .param(ParamSpec::choice(
             "labeler",
