@@ -88,6 +88,21 @@ fn a_panicking_stage_is_an_error_naming_node_stage_and_sample() {
 }
 
 #[test]
+fn with_rust_backtrace_a_panic_gives_one_backtrace_in_the_error_and_no_raw_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = fixture_plugin_dir(dir.path(), &["faulty"]);
+    let p = write_pipeline(dir.path(), "p.yaml", &faulty_pipeline("panic"));
+    let out = dir.path().join("run");
+    let mut cmd = std::process::Command::new(anoflow_e2e::anoflow_bin());
+    cmd.current_dir(dir.path()).args(["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-cache", "-q"]);
+    cmd.arg("--plugins").arg(&fixtures).env_remove("ANOFLOW_PLUGIN_PATH").env("RUST_BACKTRACE", "1");
+    let run: anoflow_e2e::Run = cmd.output().unwrap().into();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(!run.stderr.contains("thread '") && !run.stderr.contains("panicked at"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches("stack backtrace (RUST_BACKTRACE is set):").count(), 1, "{}", run.stderr);
+}
+
+#[test]
 fn keep_going_skips_failing_samples_and_reports_them() {
     let (run, dir) = run_faulty("error", &["--keep-going"]);
     assert_eq!(run.code, 3, "{}", run.all());

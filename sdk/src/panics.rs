@@ -15,11 +15,25 @@ use std::{
 thread_local! {
     /// Stage calls in progress on this thread (calls may nest: a batch calls per sample).
     static DEPTH: Cell<u32> = const { Cell::new(0) };
-    /// Where the last panic inside a stage call on this thread happened (`file:line:column`).
-    static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Where the last panic inside a stage call on this thread happened (`file:line:column`),
+    /// and its stack backtrace when `RUST_BACKTRACE` asks for one.
+    static LOCATION: RefCell<Option<Caught>> = const { RefCell::new(None) };
 }
 
 static INSTALL: Once = Once::new();
+
+/// What the hook records of a panic inside a stage call.
+pub(crate) struct Caught {
+    pub(crate) location: Option<String>,
+    pub(crate) backtrace: Option<String>,
+}
+
+/// `RUST_BACKTRACE` set to anything but `0`: the error then carries the panic's backtrace
+/// (once, in the error of the sample that failed), instead of the standard hook printing one
+/// per sample.
+fn wants_backtrace() -> bool {
+    std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
+}
 
 /// Installs the hook once per library; panics outside stage calls still reach the previous
 /// hook.
@@ -28,8 +42,9 @@ fn install() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if DEPTH.with(Cell::get) > 0 {
-                let at = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-                LOCATION.with(|loc| *loc.borrow_mut() = at);
+                let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                let backtrace = wants_backtrace().then(|| std::backtrace::Backtrace::force_capture().to_string());
+                LOCATION.with(|loc| *loc.borrow_mut() = Some(Caught { location, backtrace }));
             } else {
                 previous(info);
             }
@@ -48,8 +63,8 @@ impl QuietPanics {
         QuietPanics
     }
 
-    /// Where the panic just caught on this thread happened, if the hook saw it.
-    pub(crate) fn location(&self) -> Option<String> {
+    /// What the hook recorded of the panic just caught on this thread, if it saw it.
+    pub(crate) fn caught(&self) -> Option<Caught> {
         LOCATION.with(|loc| loc.borrow_mut().take())
     }
 }

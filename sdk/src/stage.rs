@@ -203,17 +203,23 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs `f`, turning a panic into an error that names the stage and says where it happened
-/// (`stage `x` panicked: message (at src/lib.rs:42:9)`). Nothing is printed: the host
-/// reports the error once per node.
+/// (`stage `x` panicked: message (at src/lib.rs:42:9)`), with the backtrace when
+/// `RUST_BACKTRACE` is set. Nothing is printed: the host reports the error once per node.
 pub fn guard<T>(stage: &str, f: impl FnOnce() -> StageResult<T>) -> StageResult<T> {
     let quiet = QuietPanics::enter();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
-            let at = quiet.location().map(|l| format!(" (at {l})")).unwrap_or_default();
+            let caught = quiet.caught();
+            let at =
+                caught.as_ref().and_then(|c| c.location.as_ref()).map(|l| format!(" (at {l})")).unwrap_or_default();
+            let backtrace = caught
+                .and_then(|c| c.backtrace)
+                .map(|b| format!("\nstack backtrace (RUST_BACKTRACE is set):\n{b}"))
+                .unwrap_or_default();
             Err(StageError::new(
                 ErrorKind::Panic,
-                format!("stage `{stage}` panicked: {}{at}", panic_message(payload.as_ref())),
+                format!("stage `{stage}` panicked: {}{at}{backtrace}", panic_message(payload.as_ref())),
             ))
         }
     }
