@@ -474,6 +474,7 @@ fn merge_runs(inputs: &[PathBuf], out: Option<PathBuf>, replace: bool, reg: &Reg
         anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("# sweep over {} variants\n\n{table}", summaries.len());
+        anoflow_core::cli_support::sweep_charts::write_for_runs(&out, &summaries)?;
     }
     println!("merged {} runs into {}", all_runs.len(), out.display());
     Ok(ExitCode::SUCCESS)
@@ -560,6 +561,7 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             println!("# sweep over {} variants\n\n{table}", runs.len());
+            anoflow_core::cli_support::sweep_charts::write_for_runs(&out_dir, &runs)?;
             let summaries: Vec<_> = runs.into_iter().map(|(_, s)| s).collect();
             Ok(finish_run(&summaries))
         }

@@ -7,3 +7,4 @@ pub mod graph;
 pub mod inspect;
 pub mod new_plugin;
 pub mod schema;
+pub mod sweep_charts;

@@ -1,6 +1,6 @@
 //! A small RGB raster for the report's sample panels (where pixels are the content: images,
-//! score maps, masks), the series palette shared with the SVG charts, and the viridis colour
-//! map with its CSS gradient for the panels' colour bars. Charts are SVG (`charts.rs`).
+//! score maps, masks) and the viridis colour map with its CSS gradient for the panels' colour
+//! bars. Charts are SVG, from the `anoflow-charts` library.
 
 /// An RGB8 image, row-major.
 #[derive(Clone, Debug)]
@@ -14,26 +14,6 @@ pub type Rgb = [u8; 3];
 
 pub const WHITE: Rgb = [255, 255, 255];
 pub const BLACK: Rgb = [0, 0, 0];
-pub const GREY: Rgb = [200, 200, 200];
-pub const DARK: Rgb = [60, 60, 60];
-
-/// Distinct colours for series (matplotlib's tab10).
-pub const PALETTE: [Rgb; 10] = [
-    [31, 119, 180],
-    [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [127, 127, 127],
-    [188, 189, 34],
-    [23, 190, 207],
-];
-
-pub fn series_colour(i: usize) -> Rgb {
-    PALETTE[i % PALETTE.len()]
-}
 
 pub fn hex(c: Rgb) -> String {
     format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])

@@ -8,13 +8,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::accumulate::{Accumulators, MetricsError};
-use crate::charts::{self, Bars, Line, Marker};
 use crate::confusion::Counts;
 use crate::draw::{self, Canvas};
 use crate::ranking::{self, Negatives};
 use crate::report::{Kept, List, Lists};
 use crate::report_panels::{self, Tile, FN, FP, GAP, TP};
 use crate::results::{self, Results, MEAN};
+use anoflow_charts::{self as charts, Bars, ChartError, Line, Marker};
 
 /// What [`write_all`] wrote.
 pub(crate) struct Written {
@@ -22,6 +22,12 @@ pub(crate) struct Written {
     pub(crate) files: Vec<String>,
     pub(crate) panels: usize,
     pub(crate) category_pages: usize,
+}
+
+impl From<ChartError> for MetricsError {
+    fn from(e: ChartError) -> Self {
+        MetricsError::Format { path: format!("chart `{}`", e.chart), reason: e.reason }
+    }
 }
 
 /// Points per PR curve: plenty for a 600-pixel-wide chart.
