@@ -117,7 +117,8 @@ fn legend(area: &DrawingArea<SVGBackend<'_>, Shift>, entries: &[(String, Key)]) 
 }
 
 /// Precision against recall: one line per score map, one diamond per mask (its operating
-/// point), each named in the legend.
+/// point), each named in the legend. Mask `i` takes series colour `i`, as in [`bar_chart`], so
+/// a binarizer keeps its colour across charts; the curves take the colours after them.
 pub fn pr_chart(title: &str, curves: &[Line], markers: &[Marker]) -> Result<String, ChartError> {
     let mut svg = String::new();
     {
@@ -143,11 +144,12 @@ pub fn pr_chart(title: &str, curves: &[Line], markers: &[Marker]) -> Result<Stri
         let mut entries = Vec::new();
         for (i, line) in curves.iter().enumerate() {
             let pts = line.points.iter().map(|&(x, y)| (x.clamp(0.0, 1.0), y.clamp(0.0, 1.0)));
-            chart.draw_series(LineSeries::new(pts, colour(i).stroke_width(2))).map_err(failed(title))?;
-            entries.push((format!("{} (score map)", line.name), Key::Line(colour(i))));
+            let c = colour(markers.len() + i);
+            chart.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(failed(title))?;
+            entries.push((format!("{} (score map)", line.name), Key::Line(c)));
         }
         for (i, m) in markers.iter().enumerate() {
-            let c = colour(curves.len() + i);
+            let c = colour(i);
             let (x, y) = (m.at.0.clamp(0.0, 1.0), m.at.1.clamp(0.0, 1.0));
             let diamond = |(x, y): (i32, i32)| vec![(x, y - 8), (x + 8, y), (x, y + 8), (x - 8, y), (x, y - 8)];
             let (px, py) = chart.backend_coord(&(x, y));
@@ -308,7 +310,9 @@ mod tests {
             assert!(has_text(&svg, text), "missing {text}");
         }
         // The curve is one polyline of 101 points in the first series colour.
-        assert!(svg.contains("#1F77B4") || svg.contains("#1f77b4"), "series colour");
+        // Masks take the first colours (as in the bar charts), the curve the next one.
+        assert!(svg.contains("stroke=\"#2CA02C\""), "curve in series colour 2");
+        assert!(svg.contains("fill=\"#1F77B4\""), "first mask in series colour 0");
         assert_eq!(svg.matches("<polygon").count(), 4, "one diamond per mask on the plot and in the legend");
     }
 

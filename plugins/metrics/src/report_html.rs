@@ -100,7 +100,7 @@ struct Ctx<'a> {
     lists: &'a Lists,
     masks: Vec<(String, String)>,
     scores: Vec<(String, String)>,
-    ranges: Vec<(String, (f32, f32))>,
+    ranges: Ranges,
     failures: usize,
 }
 
@@ -151,10 +151,14 @@ pub(crate) fn write_all(
     Ok(Written { files: out.files, panels, category_pages: res.categories.len() })
 }
 
-/// One colour scale per score source over every kept panel, so panels compare across pages.
-fn score_ranges(lists: &Lists) -> Vec<(String, (f32, f32))> {
-    let mut ranges: Vec<(String, (f32, f32))> = Vec::new();
+/// Colour scales: per category, one per score source over every kept panel of the category,
+/// so the panels of a category compare across pages.
+type Ranges = BTreeMap<String, Vec<(String, (f32, f32))>>;
+
+fn score_ranges(lists: &Lists) -> Ranges {
+    let mut all: Ranges = BTreeMap::new();
     for (_, k) in lists.values().flatten() {
+        let ranges = all.entry(k.category.clone()).or_default();
         for (source, values) in &k.scores {
             let (lo, hi) =
                 values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
@@ -164,7 +168,7 @@ fn score_ranges(lists: &Lists) -> Vec<(String, (f32, f32))> {
             }
         }
     }
-    ranges
+    all
 }
 
 /// The panels in test order: anomalous first, then good ones, `max_samples` in all.
@@ -364,8 +368,8 @@ fn chart(h: &mut String, src: &str, alt: &str) -> std::fmt::Result {
 fn overlay_legend(h: &mut String) -> std::fmt::Result {
     writeln!(
         h,
-        "<p>Each panel: the image, the score map (viridis; one scale per map for the whole report, shown \
-         under it), the mask over the darkened image (<span class=\"sw\" style=\"background:{}\"></span>true \
+        "<p>Each panel: the image, the score map (viridis; one scale per map and category, shown under \
+         it), the mask over the darkened image (<span class=\"sw\" style=\"background:{}\"></span>true \
          positive<span class=\"sw\" style=\"background:{}\"></span>false positive<span class=\"sw\" \
          style=\"background:{}\"></span>missed defect), and the ground truth (white).</p>",
         draw::hex(TP),
@@ -383,7 +387,8 @@ fn panel_html(
     focus: Option<&str>,
     prefix: &str,
 ) -> Result<(), MetricsError> {
-    let (file, tiles) = out.panel(k, focus, &ctx.ranges)?;
+    let ranges = ctx.ranges.get(&k.category).map_or(&[][..], Vec::as_slice);
+    let (file, tiles) = out.panel(k, focus, ranges)?;
     let w = k.w;
     let width = tiles.len() * (w + GAP) - GAP;
     let mut caps = String::new();
