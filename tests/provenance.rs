@@ -250,9 +250,9 @@ nodes:
   eval: { plugin: segmentation-metrics, inputs: { gt: data.mask, scores: [grad.score] } }
 ";
     let p = write_pipeline(dir, "rebuilt.yaml", text);
-    cached_and_uncached(dir, &p, "r1", &[], &[&plugins]);
+    cached_and_uncached(dir, &p, "r1", &["--no-default-plugins"], &[&plugins]);
     assert_eq!(node(&dir.join("r1"), "grad")["samples"], 6);
-    cached_and_uncached(dir, &p, "r2", &[], &[&plugins]);
+    cached_and_uncached(dir, &p, "r2", &["--no-default-plugins"], &[&plugins]);
     assert_eq!(node(&dir.join("r2"), "grad")["cached"], 6);
 
     // The library file changes (same name, same version, other bytes) and still loads.
@@ -260,7 +260,7 @@ nodes:
     let mut bytes = std::fs::read(&lib).unwrap();
     bytes.extend_from_slice(b"rebuilt");
     std::fs::write(&lib, bytes).unwrap();
-    cached_and_uncached(dir, &p, "r3", &[], &[&plugins]);
+    cached_and_uncached(dir, &p, "r3", &["--no-default-plugins"], &[&plugins]);
     let grad = node(&dir.join("r3"), "grad");
     assert_eq!((grad["samples"].as_u64(), grad["cached"].as_u64()), (Some(6), Some(0)), "{grad}");
     assert_eq!(grad["library_version"], "0.1.0");
