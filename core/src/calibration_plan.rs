@@ -41,6 +41,9 @@ pub struct SearchGroup {
     /// Nodes re-created for each candidate: the searched nodes and everything between them
     /// and the target, in topological order.
     pub nodes: Vec<usize>,
+    /// Candidates within this fraction of the best F1 tie; the earliest wins (the group's own
+    /// `tolerance`, else the section's).
+    pub tolerance: f64,
 }
 
 impl SearchGroup {
@@ -207,7 +210,8 @@ pub fn resolve(spec: &PipelineSpec, nodes: &[CheckedNode], d: &mut Diagnostics) 
             }
         }
         if !axes.is_empty() {
-            groups.push(SearchGroup { target, axes, nodes: members.into_iter().collect() });
+            let tolerance = g.tolerance.unwrap_or(c.tolerance);
+            groups.push(SearchGroup { target, axes, nodes: members.into_iter().collect(), tolerance });
         }
     }
     // A fitted node below a calibrated one would be fitted on masks calibration then replaces.

@@ -104,6 +104,8 @@ pub struct CalibrationGroup {
     pub target: String,
     pub pos: Pos,
     pub axes: Vec<SweepAxis>,
+    /// This group's own `tolerance`, in place of the section's.
+    pub tolerance: Option<f64>,
 }
 
 impl CalibrateSpec {
@@ -112,8 +114,11 @@ impl CalibrateSpec {
             .groups
             .iter()
             .map(|g| {
-                let axes: Map<String, Json> =
+                let mut axes: Map<String, Json> =
                     g.axes.iter().map(|a| (a.path.clone(), Json::Array(a.values.clone()))).collect();
+                if let Some(t) = g.tolerance {
+                    axes.insert("tolerance".into(), t.into());
+                }
                 (g.target.clone(), Json::Object(axes))
             })
             .collect();
@@ -402,20 +407,71 @@ fn parse_sweep(value: &Node, d: &mut Diagnostics) -> Vec<SweepAxis> {
         d.error(Some(value.pos()), None, "`sweep` must map `vars.NAME` or `NODE.PARAM` to a list of values");
         return Vec::new();
     };
-    let mut axes = Vec::new();
-    for (key, v) in entries {
-        match v.to_json() {
-            Json::Array(values) if !values.is_empty() && key.text.contains('.') => {
-                axes.push(SweepAxis { path: key.text.clone(), values, pos: key.pos })
-            }
-            _ => d.error(
+    entries.iter().filter_map(|(key, v)| sweep_axis(key, v, d)).collect()
+}
+
+fn sweep_axis(key: &yaml::Key, v: &Node, d: &mut Diagnostics) -> Option<SweepAxis> {
+    match v.to_json() {
+        Json::Array(values) if !values.is_empty() && key.text.contains('.') => {
+            Some(SweepAxis { path: key.text.clone(), values, pos: key.pos })
+        }
+        _ => {
+            d.error(
                 Some(key.pos),
                 None,
                 format!("sweep `{}`: expected `vars.NAME` or `NODE.PARAM` with a non-empty list of values", key.text),
-            ),
+            );
+            None
         }
     }
-    axes
+}
+
+/// A `tolerance` value: a fraction in [0, 1).
+fn parse_tolerance(v: &Node, d: &mut Diagnostics) -> Option<f64> {
+    match v.to_json().as_f64() {
+        Some(x) if (0.0..1.0).contains(&x) => Some(x),
+        found => {
+            let found = if found.is_some() { v.to_json().to_string() } else { describe_node(v) };
+            d.error(
+                Some(v.pos()),
+                None,
+                format!("calibrate `tolerance`: expected a fraction in [0, 1), found {found}"),
+            );
+            None
+        }
+    }
+}
+
+/// One `search` group: `NODE.PARAM: [values]` axes, and optionally its own `tolerance`.
+fn parse_group(target: &yaml::Key, value: &Node, d: &mut Diagnostics) -> CalibrationGroup {
+    let mut group =
+        CalibrationGroup { target: target.text.clone(), pos: target.pos, axes: Vec::new(), tolerance: None };
+    let Some(entries) = value.entries() else {
+        d.error(
+            Some(value.pos()),
+            None,
+            format!("calibrate `search.{}`: expected a mapping of `NODE.PARAM: [values]`", target.text),
+        );
+        return group;
+    };
+    for (key, v) in entries {
+        if key.text == "tolerance" {
+            group.tolerance = parse_tolerance(v, d);
+        } else if let Some(axis) = sweep_axis(key, v, d) {
+            group.axes.push(axis);
+        }
+    }
+    group
+}
+
+/// Defaults of the `calibrate:` keys (docs/pipelines.md); the JSON Schema shows the same.
+pub mod calibrate_defaults {
+    pub const VARIANTS: usize = 4;
+    pub const MAX_SAMPLES: usize = 160;
+    pub const MIN_IMAGES: usize = 3;
+    pub const MAX_GOOD_FP_AREA: f64 = 0.05;
+    /// Chosen on the real-photo demo set and synthetic seed 1 (docs/results/calibration.md).
+    pub const TOLERANCE: f64 = 0.05;
 }
 
 fn parse_calibrate(value: &Node, d: &mut Diagnostics) -> Option<CalibrateSpec> {
@@ -426,11 +482,11 @@ fn parse_calibrate(value: &Node, d: &mut Diagnostics) -> Option<CalibrateSpec> {
     let mut spec = CalibrateSpec {
         pos: value.pos(),
         defects: None,
-        variants: 4,
-        max_samples: 160,
-        min_images: 3,
-        max_good_fp_area: 0.05,
-        tolerance: 0.1,
+        variants: calibrate_defaults::VARIANTS,
+        max_samples: calibrate_defaults::MAX_SAMPLES,
+        min_images: calibrate_defaults::MIN_IMAGES,
+        max_good_fp_area: calibrate_defaults::MAX_GOOD_FP_AREA,
+        tolerance: calibrate_defaults::TOLERANCE,
         groups: Vec::new(),
     };
     let count = |v: &Node, key: &str, min: u64, d: &mut Diagnostics| match v.to_json().as_u64() {
@@ -461,19 +517,15 @@ fn parse_calibrate(value: &Node, d: &mut Diagnostics) -> Option<CalibrateSpec> {
                     format!("calibrate `max_good_fp_area`: expected a share of pixels in [0, 1], found {}", describe_node(v)),
                 ),
             },
-            "tolerance" => match v.to_json().as_f64() {
-                Some(x) if (0.0..1.0).contains(&x) => spec.tolerance = x,
-                _ => d.error(
-                    Some(v.pos()),
-                    None,
-                    format!("calibrate `tolerance`: expected a fraction in [0, 1), found {}", describe_node(v)),
-                ),
-            },
+            "tolerance" => {
+                if let Some(t) = parse_tolerance(v, d) {
+                    spec.tolerance = t;
+                }
+            }
             "search" => match v.entries() {
                 Some(groups) if !groups.is_empty() => {
-                    for (target, axes) in groups {
-                        let axes = parse_sweep(axes, d);
-                        spec.groups.push(CalibrationGroup { target: target.text.clone(), pos: target.pos, axes });
+                    for (target, group) in groups {
+                        spec.groups.push(parse_group(target, group, d));
                     }
                 }
                 _ => d.error(
@@ -870,5 +922,24 @@ nodes:
         assert!(errors("")[0].contains("the pipeline file is empty"));
         assert!(errors("nodes: [unclosed\n")[0].contains("not valid YAML"));
         assert!(errors("just a string")[0].contains("expected a mapping"));
+    }
+
+    #[test]
+    fn a_calibration_group_may_set_its_own_tolerance() {
+        let text = format!(
+            "{PIPE}calibrate:\n  defects: data\n  tolerance: 0.05\n  search:\n    thr: {{ thr.k: [2, 3], tolerance: 0.15 }}\n    eval: {{ thr.k: [4] }}\n"
+        );
+        let s = parse_ok(&text, &[]);
+        let c = s.calibrate.as_ref().unwrap();
+        assert_eq!(c.tolerance, 0.05);
+        assert_eq!(c.groups[0].tolerance, Some(0.15));
+        assert_eq!(c.groups[0].axes.len(), 1, "`tolerance` is not an axis");
+        assert_eq!(c.groups[1].tolerance, None);
+        assert_eq!(s.to_json()["calibrate"]["search"]["thr"]["tolerance"], 0.15);
+
+        let bad =
+            format!("{PIPE}calibrate:\n  defects: data\n  search:\n    thr: {{ thr.k: [2, 3], tolerance: 1.5 }}\n");
+        let e = errors(&bad);
+        assert!(e.iter().any(|m| m.contains("`tolerance`: expected a fraction in [0, 1), found 1.5")), "{e:?}");
     }
 }

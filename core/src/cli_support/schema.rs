@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value as Json};
 
 use crate::registry::Registry;
+use crate::spec::calibrate_defaults;
 
 pub fn pipeline_schema(reg: &Registry) -> Json {
     let mut variants = Vec::new();
@@ -78,15 +79,20 @@ fn calibrate_schema() -> serde_json::Value {
         "description": "choose params per category on synthetic defects pasted into the clean validation images",
         "properties": {
             "defects": {"type": "string", "description": "the node that pastes synthetic defects (e.g. synthetic-defects)"},
-            "variants": {"type": "integer", "minimum": 1, "default": 4},
-            "max_samples": {"type": "integer", "minimum": 1, "default": 160},
-            "min_images": {"type": "integer", "minimum": 1, "default": 3},
-            "max_good_fp_area": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05},
-            "tolerance": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.1},
+            "variants": {"type": "integer", "minimum": 1, "default": calibrate_defaults::VARIANTS},
+            "max_samples": {"type": "integer", "minimum": 1, "default": calibrate_defaults::MAX_SAMPLES},
+            "min_images": {"type": "integer", "minimum": 1, "default": calibrate_defaults::MIN_IMAGES},
+            "max_good_fp_area": {"type": "number", "minimum": 0, "maximum": 1, "default": calibrate_defaults::MAX_GOOD_FP_AREA},
+            "tolerance": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": calibrate_defaults::TOLERANCE},
             "search": {
                 "type": "object",
                 "description": "node whose `mask` is scored -> { NODE.PARAM: [candidate values] }",
-                "additionalProperties": {"type": "object", "additionalProperties": grid},
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {"tolerance": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                                                 "description": "this group's own tolerance"}},
+                    "additionalProperties": grid,
+                },
             },
         },
         "required": ["defects", "search"],

@@ -125,8 +125,11 @@ impl<'a> Runner<'a> {
             objective: format!(
                 "pooled pixel F1 of the target's mask on synthetic defect images, among candidates marking at most {} \
                  of the clean {} images' pixels; the earliest candidate in grid order within {} (relative) of the \
-                 best is chosen",
-                plan.max_good_fp_area, plan.split, plan.tolerance
+                 best is chosen{}",
+                plan.max_good_fp_area,
+                plan.split,
+                plan.tolerance,
+                own_tolerances(self.p, plan)
             ),
             groups: plan
                 .groups
@@ -333,7 +336,7 @@ impl<'a> Runner<'a> {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let Some(chosen) = choose(&scores, plan.tolerance) else {
+        let Some(chosen) = choose(&scores, group.tolerance) else {
             return Err(self.err(phase, group.target, None, "the search has no candidate"));
         };
         let mut flag = None;
@@ -548,6 +551,21 @@ fn choose(scores: &[CandidateScore], tolerance: f64) -> Option<usize> {
             let (a, b) = (&scores[a], &scores[b]);
             a.good_fp_area.total_cmp(&b.good_fp_area).then(b.f1.total_cmp(&a.f1))
         }),
+    }
+}
+
+/// `" (groups with their own tolerance: `best`: 0.15)"` for the groups whose own `tolerance` differs from the section's.
+fn own_tolerances(p: &CheckedPipeline, plan: &CalibrationPlan) -> String {
+    let own: Vec<String> = plan
+        .groups
+        .iter()
+        .filter(|g| g.tolerance != plan.tolerance)
+        .map(|g| format!("`{}`: {}", p.nodes[g.target].id, g.tolerance))
+        .collect();
+    if own.is_empty() {
+        String::new()
+    } else {
+        format!(" (groups with their own tolerance: {})", own.join(", "))
     }
 }
 
