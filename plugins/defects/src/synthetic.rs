@@ -79,10 +79,10 @@ impl StagePlugin for SyntheticDefects {
         .param(
             ParamSpec::float(
                 "min_contrast",
-                0.2,
+                1.0,
                 "faintest defect: each rendered defect's change to the image is scaled by a factor drawn uniformly \
-                 in [min_contrast, 1], so defects run from faint to full strength as real ones do (1: all full; \
-                 0.2 chosen on synthetic seed 1)",
+                 in [min_contrast, 1] (1, the default: every defect at full strength, which transferred best to real \
+                 photographs; fainter defects suit data whose real defects are faint, docs/results/calibration.md)",
             )
             .range(0.05, 1.0),
         )
