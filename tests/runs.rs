@@ -87,6 +87,14 @@ fn a_sweep_runs_every_variant_and_tabulates_them() {
     }
     let table = std::fs::read_to_string(out.join("sweep.md")).unwrap();
     assert!(table.contains("seed=2,scale=0.5"), "{table}");
+    // sweep.html: each figure against each swept param, one line per category and other value.
+    let html = std::fs::read_to_string(out.join("sweep.html")).unwrap();
+    let chart = "sweep-charts/eval_grad_score_pixel_auroc_scale.svg";
+    assert!(html.contains(&format!("src=\"{chart}\"")), "{html}");
+    let svg = std::fs::read_to_string(out.join(chart)).unwrap();
+    for line in ["woven, seed=1", "washer, seed=2", "mean, seed=1"] {
+        assert!(svg.contains(&format!(">\n{line}\n</text>")), "{chart} names {line}");
+    }
 }
 
 #[test]
