@@ -132,6 +132,37 @@ fn calibration_picks_the_best_candidate_per_category_and_says_why() {
 }
 
 #[test]
+fn a_group_with_its_own_tolerance_takes_the_earliest_candidate_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // High k first: on this scorer the best F1 sits at a low k, so a wide tolerance moves the
+    // choice away from it.
+    let grid = "[16, 8, 4, 2, 1]";
+    let text = pipeline(3, 1.0, grid, 3).replace(
+        &format!("thr_cal: {{ thr_cal.k: {grid} }}"),
+        &format!("thr_cal: {{ thr_cal.k: {grid}, tolerance: 0.9 }}"),
+    );
+    assert!(text.contains("tolerance: 0.9"), "{text}");
+    let (_, cal) = run(dir.path(), &text, "t", &["--no-cache"]);
+    assert!(cal["objective"].as_str().unwrap().contains("`thr_cal`: 0.9"), "{cal}");
+    let mut moved = false;
+    for c in cal["groups"][0]["categories"].as_array().unwrap() {
+        let candidates = c["candidates"].as_array().unwrap();
+        let feasible: Vec<(usize, f64)> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s["feasible"] == true)
+            .map(|(i, s)| (i, s["f1"].as_f64().unwrap()))
+            .collect();
+        let best = feasible.iter().map(|&(_, f)| f).fold(f64::NEG_INFINITY, f64::max);
+        let earliest = feasible.iter().find(|&&(_, f)| f >= best * 0.1).unwrap().0;
+        let chosen = c["chosen_index"].as_u64().unwrap() as usize;
+        assert_eq!(chosen, earliest, "{c}");
+        moved |= candidates[chosen]["f1"].as_f64().unwrap() < best;
+    }
+    assert!(moved, "a tolerance of 0.9 should pick a candidate below the best somewhere: {cal}");
+}
+
+#[test]
 fn too_few_clean_images_fall_back_to_the_written_params_and_say_so() {
     let dir = tempfile::tempdir().unwrap();
     let (r, cal) = run(dir.path(), &pipeline(100, 1.0, "[1, 2, 4]", 6), "a", &["--no-cache"]);
