@@ -99,17 +99,23 @@ pub(crate) enum List {
     FalsePositive { category: String, mask: String },
 }
 
-/// A sample's place in a list: by value, then test position, then id (a total order).
+/// A sample's place in a list: by value, then a tie-break value, then test position, then id
+/// (a total order).
 #[derive(Clone, Debug)]
 pub(crate) struct Rank {
     value: f64,
+    then: f64,
     index: u64,
     id: String,
 }
 
 impl Ord for Rank {
     fn cmp(&self, o: &Self) -> Ordering {
-        self.value.total_cmp(&o.value).then(self.index.cmp(&o.index)).then_with(|| self.id.cmp(&o.id))
+        self.value
+            .total_cmp(&o.value)
+            .then(self.then.total_cmp(&o.then))
+            .then(self.index.cmp(&o.index))
+            .then_with(|| self.id.cmp(&o.id))
     }
 }
 impl PartialOrd for Rank {
@@ -127,16 +133,20 @@ impl Eq for Rank {}
 impl List {
     /// The sample's rank in this list (lower comes first), `None` if it does not belong.
     fn rank(&self, index: u64, id: &str, anomalous: bool, counts: &dyn Fn(&str) -> Option<Counts>) -> Option<Rank> {
-        let value = match self {
-            List::FirstAnomalous => anomalous.then_some(0.0)?,
-            List::FirstGood => (!anomalous).then_some(0.0)?,
-            List::Worst { mask, .. } => anomalous.then(|| counts(mask))??.f1(),
+        let (value, then) = match self {
+            List::FirstAnomalous => (anomalous.then_some(0.0)?, 0.0),
+            List::FirstGood => ((!anomalous).then_some(0.0)?, 0.0),
+            // Among equal F1 (often 0), the larger missed defect first.
+            List::Worst { mask, .. } => {
+                let c = anomalous.then(|| counts(mask))??;
+                (c.f1(), -(c.fn_ as f64))
+            }
             List::FalsePositive { mask, .. } => {
                 let c = (!anomalous).then(|| counts(mask))??;
-                (c.fp > 0).then(|| -c.fp_area())?
+                ((c.fp > 0).then(|| -c.fp_area())?, 0.0)
             }
         };
-        Some(Rank { value, index, id: id.to_string() })
+        Some(Rank { value, then, index, id: id.to_string() })
     }
 
     fn rank_of(&self, k: &Kept) -> Option<Rank> {
@@ -365,7 +375,8 @@ mod tests {
         inputs
     }
 
-    /// The F1 of `mask` on each anomalous sample of `category`, computed from the inputs.
+    /// The F1 of `mask` on each anomalous sample of `category`, computed from the inputs, in
+    /// the order the report ranks them.
     fn f1s(samples: &[(SampleMeta, Vec<PortValue>)], category: &str, mask: &str) -> Vec<(f64, String)> {
         let plane = |inputs: &[PortValue], source: &str| match &inputs
             .iter()
@@ -376,13 +387,14 @@ mod tests {
             Value::Mask(m) => m.data().to_vec(),
             _ => unreachable!(),
         };
-        let mut out: Vec<(f64, String)> = samples
+        let mut out: Vec<(Counts, String)> = samples
             .iter()
             .filter(|(m, _)| m.category.as_str() == category && m.label == LABEL_ANOMALOUS)
-            .map(|(m, inputs)| (Counts::of(&plane(inputs, mask), &plane(inputs, "data.mask")).f1(), m.id.to_string()))
+            .map(|(m, inputs)| (Counts::of(&plane(inputs, mask), &plane(inputs, "data.mask")), m.id.to_string()))
             .collect();
-        out.sort_by(|a, b| a.0.total_cmp(&b.0));
-        out
+        // Lowest F1 first; among equal F1 the larger missed area; then test order (stable).
+        out.sort_by(|a, b| a.0.f1().total_cmp(&b.0.f1()).then(b.0.fn_.cmp(&a.0.fn_)));
+        out.into_iter().map(|(c, id)| (c.f1(), id)).collect()
     }
 
     #[test]
