@@ -10,9 +10,10 @@ cargo build --release --workspace
 cargo test --release --workspace
 tools/check_new_plugin.sh
 
-# The visual report of a small quickstart run must render in a real browser.
-report_run=$(mktemp -d)
-trap 'rm -rf "$report_run"' EXIT
+# The visual report of a small quickstart run must render in a real browser; the run and the
+# screenshots of its main and category pages stay in target/report-check/ (CI artifacts).
+report_run=target/report-check/quickstart
+rm -rf "$report_run"
 target/release/anoflow run pipelines/quickstart.yaml -q --no-cache --out "$report_run" \
     --set 'data.categories=[pill]' --set data.train=15 --set data.test_good=3 --set data.test_defective=6 >/dev/null
 tools/check_report_html.sh "$report_run/report"
