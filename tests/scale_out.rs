@@ -166,6 +166,12 @@ fn the_quickstart_split_by_category_merges_into_one_run_even_after_a_killed_task
     assert_eq!(read_json(&merged.join("run.json"))["status"], "completed");
     let compared = assert_same_sink_files(&whole, &merged, &["eval", "report"]);
     assert!(compared > 20, "{compared} files compared");
+    // Each task calibrated its own category; the merge lists both, as the whole run does.
+    let calibration = |run: &Path| std::fs::read_to_string(run.join("calibration.md")).unwrap();
+    assert!(calibration(&merged).contains("| pill |") && calibration(&merged).contains("| tiles |"));
+    assert_eq!(calibration(&whole), calibration(&merged));
+    let groups = |run: &Path| read_json(&run.join("run.json"))["run"]["calibration"]["groups"].clone();
+    assert_eq!(groups(&whole), groups(&merged));
 }
 
 const LIGHT: &str = "name: light

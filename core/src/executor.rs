@@ -1037,6 +1037,7 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
     })?;
     runner.save_sink_states()?;
     let sinks = runner.finish_sinks()?;
+    let calibration = merge_calibration(runs, out_dir)?;
     Ok(RunSummary {
         pipeline: p.spec.name.clone(),
         run_dir: out_dir.to_path_buf(),
@@ -1047,8 +1048,44 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
         nodes: Vec::new(),
         failures: Vec::new(),
         sinks,
-        calibration: None,
+        calibration,
     })
+}
+
+/// The shards' calibration reports (from their `run.json`) merged, and written as the merged
+/// run's `calibration.md`; `None` when the pipeline calibrates nothing.
+fn merge_calibration(runs: &[PathBuf], out_dir: &Path) -> Result<Option<CalibrationReport>, RunError> {
+    let fail = |message: String| RunError {
+        phase: "merge".into(),
+        node: String::new(),
+        stage: String::new(),
+        sample: None,
+        message,
+    };
+    let mut reports = Vec::new();
+    for run in runs {
+        let path = run.join(crate::report::RUN_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| fail(format!("{} is not valid JSON: {e}", path.display())))?;
+        match json.pointer("/run/calibration") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(c) => reports.push(
+                serde_json::from_value::<CalibrationReport>(c.clone())
+                    .map_err(|e| fail(format!("{}: unreadable `run.calibration`: {e}", path.display())))?,
+            ),
+        }
+    }
+    if !reports.is_empty() && reports.len() != runs.len() {
+        return Err(fail("some shards hold a calibration and others none: they are not shards of one run".into()));
+    }
+    let merged = calibrate::merge_reports(&reports).map_err(fail)?;
+    if let Some(report) = &merged {
+        let path = out_dir.join("calibration.md");
+        write_atomic(&path, calibrate::markdown(report, true).as_bytes())
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(merged)
 }
 
 /// Creates the stage of node `n` with its checked params.

@@ -19,27 +19,28 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anoflow_sdk::value::{Mask, Value, LABEL_ANOMALOUS};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use super::*;
 use crate::calibration_plan::{CalibrationPlan, SearchGroup};
 
 /// What calibration chose, and why: kept in `run.json` and written as `calibration.md`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationReport {
     pub seconds: f64,
     pub objective: String,
     pub groups: Vec<GroupReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupReport {
     /// The node whose mask was scored.
     pub target: String,
     pub categories: Vec<CategoryChoice>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoryChoice {
     pub category: String,
     pub clean_images: usize,
@@ -53,7 +54,7 @@ pub struct CategoryChoice {
     pub candidates: Vec<CandidateScore>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateScore {
     pub params: Map<String, Json>,
     /// Pooled pixel F1 of the target mask against the defects' masks.
@@ -585,6 +586,42 @@ fn written_params(p: &CheckedPipeline, group: &SearchGroup) -> Map<String, Json>
 
 /// The report as Markdown: per group, the chosen params per category and, with
 /// `every_candidate`, each candidate's objective.
+/// The calibration of a run merged from its shards' reports: every category once, in the
+/// order one whole run lists them. Shards split by sample each calibrate every category, and
+/// must agree; shards split by category each bring their own. `seconds` is the longest shard's.
+pub fn merge_reports(reports: &[CalibrationReport]) -> Result<Option<CalibrationReport>, String> {
+    let Some(first) = reports.first() else { return Ok(None) };
+    let mut merged = CalibrationReport { seconds: 0.0, objective: first.objective.clone(), groups: Vec::new() };
+    for g in &first.groups {
+        merged.groups.push(GroupReport { target: g.target.clone(), categories: Vec::new() });
+    }
+    for (r, report) in reports.iter().enumerate() {
+        let targets = |x: &CalibrationReport| x.groups.iter().map(|g| g.target.clone()).collect::<Vec<_>>();
+        if report.objective != first.objective || targets(report) != targets(first) {
+            return Err(format!("shard {r} calibrated other groups or by another objective than shard 0"));
+        }
+        merged.seconds = merged.seconds.max(report.seconds);
+        for (into, group) in merged.groups.iter_mut().zip(&report.groups) {
+            for choice in &group.categories {
+                match into.categories.iter().find(|c| c.category == choice.category) {
+                    Some(known) if known != choice => {
+                        return Err(format!(
+                            "shards disagree on the calibration of `{}` in category `{}`",
+                            group.target, choice.category
+                        ))
+                    }
+                    Some(_) => {}
+                    None => into.categories.push(choice.clone()),
+                }
+            }
+        }
+    }
+    for g in &mut merged.groups {
+        g.categories.sort_by(|a, b| a.category.cmp(&b.category));
+    }
+    Ok(Some(merged))
+}
+
 pub fn markdown(report: &CalibrationReport, every_candidate: bool) -> String {
     let mut out = format!("# Calibration\n\nObjective: {}.\n", report.objective);
     for g in &report.groups {
@@ -643,6 +680,42 @@ mod tests {
             good_fp_area,
             feasible: good_fp_area <= 0.05,
         }
+    }
+
+    fn report(categories: &[(&str, f64)], seconds: f64) -> CalibrationReport {
+        let choice = |(category, f1): &(&str, f64)| CategoryChoice {
+            category: category.to_string(),
+            clean_images: 4,
+            defect_images: 16,
+            chosen: Map::new(),
+            chosen_index: Some(0),
+            flag: None,
+            candidates: vec![score(*f1, 0.0)],
+        };
+        CalibrationReport {
+            seconds,
+            objective: "F1".into(),
+            groups: vec![GroupReport { target: "thr".into(), categories: categories.iter().map(choice).collect() }],
+        }
+    }
+
+    #[test]
+    fn shard_reports_merge_into_the_whole_runs_order_and_must_agree() {
+        let whole = report(&[("pill", 0.5), ("tiles", 0.4), ("woven", 0.3)], 9.0);
+        // Split by category (any order), or by sample (every shard calibrated every category).
+        let by_category = [report(&[("woven", 0.3)], 2.0), report(&[("pill", 0.5), ("tiles", 0.4)], 5.0)];
+        let merged = merge_reports(&by_category).unwrap().unwrap();
+        assert_eq!(merged.groups, whole.groups);
+        assert_eq!(merged.seconds, 5.0, "the longest shard's");
+        assert_eq!(merge_reports(&[whole.clone(), whole.clone()]).unwrap().unwrap().groups, whole.groups);
+        assert_eq!(merge_reports(&[]).unwrap(), None);
+
+        let disagreeing = [whole.clone(), report(&[("pill", 0.5), ("tiles", 0.41), ("woven", 0.3)], 9.0)];
+        let e = merge_reports(&disagreeing).unwrap_err();
+        assert!(e.contains("`thr`") && e.contains("`tiles`"), "{e}");
+        let mut other = whole.clone();
+        other.groups[0].target = "thr_cal".into();
+        assert!(merge_reports(&[whole, other]).unwrap_err().contains("shard 1"));
     }
 
     #[test]
