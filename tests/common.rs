@@ -102,3 +102,18 @@ pub fn write_pipeline(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write pipeline");
     path
 }
+
+/// Every file below `dir`, recursively, sorted (none when `dir` does not exist).
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_below(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anoflow_e2e::{anoflow, anoflow_bin, build_dir, library_file, workspace_root, write_pipeline, Run};
+use anoflow_e2e::{anoflow, anoflow_bin, build_dir, files_below, library_file, workspace_root, write_pipeline, Run};
 use serde_json::Value;
 
 fn read_json(path: &Path) -> Value {
@@ -369,30 +369,20 @@ fn the_quickstart_merges_into_exactly_the_files_of_one_run() {
     assert_eq!(r.code, 0, "{}", r.all());
     let mut compared = 0;
     for sink in ["eval", "report"] {
-        let files = walk(&whole.join(sink));
+        let files = files_below(&whole.join(sink));
         assert!(!files.is_empty(), "{sink} wrote nothing");
         for file in files {
             let rel = file.strip_prefix(&whole).unwrap();
             same_file(&file, &merged.join(rel));
             compared += 1;
         }
-        assert_eq!(walk(&whole.join(sink)).len(), walk(&merged.join(sink)).len(), "{sink}: the same files");
+        assert_eq!(
+            files_below(&whole.join(sink)).len(),
+            files_below(&merged.join(sink)).len(),
+            "{sink}: the same files"
+        );
     }
     assert!(compared > 20, "{compared} files compared");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 // ---- run directories ------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anoflow_e2e::{anoflow, workspace_root, write_pipeline};
+use anoflow_e2e::{anoflow, files_below, workspace_root, write_pipeline};
 use serde_json::Value;
 
 const LIGHT: &str = "name: light
@@ -163,24 +163,11 @@ fn ctrl_c_stops_between_chunks_and_says_where() {
     let report = read_json(&out.join("run.json"));
     assert_eq!(report["status"], "interrupted");
     assert!(report["message"].as_str().unwrap().contains("interrupted after"));
-    let leftovers: Vec<_> = walk(&out)
+    let leftovers: Vec<_> = files_below(&out)
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-")))
         .collect();
     assert!(leftovers.is_empty(), "half-written files: {leftovers:?}");
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
@@ -243,7 +230,7 @@ nodes:
     assert_eq!(s3[2], ("blur".to_string(), 12, 0));
 
     // A corrupt entry is detected and recomputed.
-    let entries = walk(&cache.join("outputs"));
+    let entries = files_below(&cache.join("outputs"));
     assert!(entries.len() >= 36, "{entries:?}");
     for e in &entries {
         std::fs::write(e, b"garbage").unwrap();

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anoflow_e2e::{anoflow_bin, workspace_root, write_pipeline, Run};
+use anoflow_e2e::{anoflow_bin, files_below, workspace_root, write_pipeline, Run};
 use serde_json::Value;
 
 /// Variables a cluster sets; removed from every command unless a test sets them.
@@ -41,23 +41,12 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Every file below `dir` with its bytes, paths relative to `dir`.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    walk(dir).into_iter().map(|p| (p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap())).collect()
+    files_below(dir)
+        .into_iter()
+        .map(|p| (p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()))
+        .collect()
 }
 
 /// Every file of the given sinks' directories is the same bytes in both runs.
@@ -86,7 +75,7 @@ fn merge(dir: &Path, inputs: &[&Path], out: Option<&Path>) -> Run {
 }
 
 fn count_files(dir: &Path) -> usize {
-    walk(dir).len()
+    files_below(dir).len()
 }
 
 /// The shipped quickstart (small settings, two categories) run whole and as two tasks split
@@ -361,7 +350,7 @@ fn many_processes_share_one_cache_and_none_sees_a_partial_entry() {
     }
     assert!(results.windows(2).all(|w| w[0] == w[1]), "every run gives the same results");
     // Every entry under its final name is whole; a killed writer leaves only hidden temporaries.
-    for file in walk(&cache) {
+    for file in files_below(&cache) {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         if !name.starts_with('.') {
             let bytes = std::fs::read(&file).unwrap();
