@@ -444,6 +444,24 @@ mod tests {
     }
 
     #[test]
+    fn two_masks_of_one_node_get_their_own_panels() {
+        let mut h = StageHarness::new::<Report>(serde_json::json!({"max_samples": 0, "failures": 1})).unwrap();
+        for (m, mut inputs) in realistic(3, &["bottle"], 2) {
+            for p in inputs.iter_mut().filter(|p| p.source.as_str() == "ttt.mask") {
+                p.source = "thr.coarse".into();
+            }
+            h.consume(&m, inputs).unwrap();
+        }
+        let dir = scratch_dir("report-one-node");
+        let rep = h.finish(&dir).unwrap();
+        let worst = |tag: &str| {
+            let f = rep.files.iter().find(|f| f.ends_with(&format!("_{tag}.png"))).unwrap_or_else(|| panic!("{tag}"));
+            std::fs::read(dir.join(f.split_once('/').unwrap().1)).unwrap()
+        };
+        assert_ne!(worst("thr_mask"), worst("thr_coarse"), "each mask's own overlay");
+    }
+
+    #[test]
     fn good_images_rank_by_false_positive_area_and_clean_ones_are_left_out() {
         let mut h = StageHarness::new::<Report>(serde_json::json!({"max_samples": 0, "failures": 5})).unwrap();
         let samples = realistic(12, &["bottle"], 4);

@@ -82,7 +82,8 @@ impl Out<'_> {
         focus: Option<&str>,
         ranges: &[(String, (f32, f32))],
     ) -> Result<(String, Vec<Tile>), MetricsError> {
-        let tag = focus.map_or_else(|| "all".to_string(), |m| safe_name(m.split('.').next().unwrap_or(m)));
+        // The whole source names the file: two masks of one node must not share a panel.
+        let tag = focus.map_or_else(|| "all".to_string(), safe_name);
         let name = format!("panels/{:05}_{}_{tag}.png", k.index, safe_name(&k.id));
         if let Some(tiles) = self.panels.get(&name) {
             return Ok((name, tiles.clone()));
