@@ -11,8 +11,7 @@ use anoflow_core::{
     cli_support::{doctor, failures, graph, inspect, new_plugin, schema},
     diag::PipelineErrors,
     executor::{self, RunOptions},
-    local_dirs,
-    provenance,
+    local_dirs, provenance,
     registry::{search_path, search_path_origins, Registry},
     report,
     shard::{self, ShardBy},
@@ -540,9 +539,7 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
                 let root = out.context("a task of a sharded run needs --out: the run directory every task shares")?;
                 return run_task(&pipeline, checked, &reg, task, shard_by.unwrap_or_default(), &root, replace, opts);
             }
-            let out_dir = out.unwrap_or_else(|| {
-                anoflow_core::rundir::unused(&local.run_dir(&checked.spec.name))
-            });
+            let out_dir = out.unwrap_or_else(|| anoflow_core::rundir::unused(&local.run_dir(&checked.spec.name)));
             anoflow_core::rundir::claim(&out_dir, replace, &needed_paths(&checked, &reg, opts.cache_dir.as_deref()))?;
             let opts = RunOptions { out_dir: out_dir.clone(), ..opts };
             if checked.spec.sweep.is_empty() {
