@@ -117,3 +117,12 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// `anoflow run` arguments for a small quickstart (the given categories, 15 train, 3 good and
+/// 6 defective test images each) with its cache in `cache`.
+pub fn small_quickstart_args(categories: &[&str], cache: &Path) -> Vec<String> {
+    let sets =
+        [format!("data.categories=[{}]", categories.join(",")), "data.train=15".into(), "data.test_good=3".into()];
+    let sets = sets.into_iter().chain(["data.test_defective=6".to_string()]);
+    sets.flat_map(|s| ["--set".to_string(), s]).chain(["--cache".into(), cache.display().to_string()]).collect()
+}

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anoflow_e2e::{anoflow, anoflow_bin, build_dir, files_below, library_file, workspace_root, write_pipeline, Run};
+use anoflow_e2e::{
+    anoflow, anoflow_bin, build_dir, files_below, library_file, small_quickstart_args, workspace_root, write_pipeline,
+    Run,
+};
 use serde_json::Value;
 
 fn read_json(path: &Path) -> Value {
@@ -338,18 +341,8 @@ fn the_quickstart_merges_into_exactly_the_files_of_one_run() {
     let dir = dir.path();
     let p = workspace_root().join("pipelines/quickstart.yaml");
     let cache = dir.join("cache");
-    let small = [
-        "--set",
-        "data.categories=[pill,tiles]",
-        "--set",
-        "data.train=15",
-        "--set",
-        "data.test_good=3",
-        "--set",
-        "data.test_defective=6",
-        "--cache",
-        cache.to_str().unwrap(),
-    ];
+    let small = small_quickstart_args(&["pill", "tiles"], &cache);
+    let small: Vec<&str> = small.iter().map(String::as_str).collect();
     let whole = dir.join("whole");
     let r = run(dir, &p, &whole, &small, &[]);
     assert_eq!(r.code, 0, "{}", r.all());

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anoflow_e2e::{anoflow, files_below, workspace_root, write_pipeline};
+use anoflow_e2e::{anoflow, files_below, small_quickstart_args, workspace_root, write_pipeline};
 use serde_json::Value;
 
 const LIGHT: &str = "name: light
@@ -278,18 +278,8 @@ fn quickstart_compares_thr_and_ttt4as_and_caches_the_fitted_bank() {
     let dir = tempfile::tempdir().unwrap();
     let p = workspace_root().join("pipelines/quickstart.yaml");
     let cache = dir.path().join("cache");
-    let small = [
-        "--set",
-        "data.categories=[washer]",
-        "--set",
-        "data.train=15",
-        "--set",
-        "data.test_good=3",
-        "--set",
-        "data.test_defective=6",
-        "--cache",
-        cache.to_str().unwrap(),
-    ];
+    let small = small_quickstart_args(&["washer"], &cache);
+    let small: Vec<&str> = small.iter().map(String::as_str).collect();
     let r = run(dir.path(), &p, &dir.path().join("q1"), &small);
     assert_eq!(r.code, 0, "{}", r.all());
     let results = read_json(&dir.path().join("q1/eval/results.json"));

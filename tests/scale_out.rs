@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anoflow_e2e::{anoflow_bin, files_below, workspace_root, write_pipeline, Run};
+use anoflow_e2e::{anoflow_bin, files_below, small_quickstart_args, workspace_root, write_pipeline, Run};
 use serde_json::Value;
 
 /// Variables a cluster sets; removed from every command unless a test sets them.
@@ -87,11 +87,7 @@ fn the_quickstart_split_by_category_merges_into_one_run_even_after_a_killed_task
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let p = workspace_root().join("pipelines/quickstart.yaml");
-    let small = ["--set", "data.categories=[pill,tiles]", "--set", "data.train=15", "--set", "data.test_good=3"];
-    let small: Vec<&str> = small.into_iter().chain(["--set", "data.test_defective=6"]).collect();
-    let with_cache = |cache: &Path| -> Vec<String> {
-        small.iter().map(|s| s.to_string()).chain(["--cache".into(), cache.display().to_string()]).collect()
-    };
+    let with_cache = |cache: &Path| small_quickstart_args(&["pill", "tiles"], cache);
     let whole = dir.join("whole");
     let args = with_cache(&dir.join("cache-whole"));
     let r = run(dir, &p, &whole, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
