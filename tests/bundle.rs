@@ -330,7 +330,42 @@ fn a_full_disk_leaves_no_partial_file_and_the_error_names_the_path() {
     let score = out.join("good.score.png");
     assert!(r.stderr.contains(&format!("cannot write {}", score.display())), "{}", r.stderr);
     assert!(!score.exists(), "no partial score map");
-    let leftovers: Vec<PathBuf> = files_below(&out).into_iter().filter(|p| p.to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<PathBuf> = files_below(&out).into_iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-"))).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(out.join("good.mask.png").is_file(), "the mask, written before, is whole");
+}
+
+#[test]
+fn watch_predicts_new_images_until_terminated() {
+    let f = fixture();
+    let dir = inputs_with(f, "watched", |_| {});
+    let out = new_dir(f, "watched-out");
+    let cwd = f.bin.parent().unwrap().parent().unwrap();
+    let mut cmd = Command::new(&f.bin);
+    cmd.current_dir(cwd).env_remove("ORT_DYLIB_PATH").env_remove("ANOFLOW_PLUGIN_PATH");
+    cmd.args(["predict", f.bundle.to_str().unwrap(), dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    cmd.args(["--category", "tiles", "--watch", "--poll-ms", "100", "--quiet"]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    local_user_dirs(&mut cmd, cwd);
+    let child = cmd.spawn().unwrap();
+    let wait_for = |path: &Path| {
+        let start = std::time::Instant::now();
+        while !path.is_file() {
+            assert!(start.elapsed().as_secs() < 120, "{} never appeared", path.display());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for(&out.join("good.mask.png"));
+    // A new image, written under a hidden name and renamed into place as a copier would.
+    let tmp = dir.join(".incoming.png");
+    std::fs::copy(f.images.join(format!("{}.png", f.ids[1])), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("later.png")).unwrap();
+    wait_for(&out.join("later.mask.png"));
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let r: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(r.code, 0, "a terminated watch ends cleanly\n{}", r.all());
+    assert!(r.stderr.contains("predicted 2 images"), "{}", r.stderr);
+    let ids: Vec<String> = lines(&out.join("predictions.jsonl")).iter().map(|l| l["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["good", "later"]);
 }
