@@ -164,7 +164,8 @@ fn new_dir(f: &Fixture, name: &str) -> PathBuf {
 #[test]
 fn deployed_masks_equal_the_evaluation_runs_masks() {
     let f = fixture();
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(f.bundle.join("bundle.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.bundle.join("bundle.json")).unwrap()).unwrap();
     assert_eq!(manifest["categories"], serde_json::json!(["pill", "tiles"]));
     assert!(manifest["metrics"]["eval"]["records"].is_array(), "the evaluation run's metrics: {}", manifest["metrics"]);
     assert!(!manifest["category_settings"]["pill"].as_object().unwrap().is_empty(), "calibrated settings per category");
@@ -176,7 +177,18 @@ fn deployed_masks_equal_the_evaluation_runs_masks() {
     let verify = deployed(f, &["bundle", "verify", f.bundle.to_str().unwrap()]);
     assert_eq!(verify.code, 0, "{}", verify.all());
     let out = new_dir(f, "predicted");
-    let r = deployed(f, &["predict", f.bundle.to_str().unwrap(), f.images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--in-flight", "4"]);
+    let r = deployed(
+        f,
+        &[
+            "predict",
+            f.bundle.to_str().unwrap(),
+            f.images.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--in-flight",
+            "4",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stderr.contains("images/s"), "{}", r.stderr);
     let predictions = lines(&out.join("predictions.jsonl"));
@@ -199,13 +211,15 @@ fn deployed_masks_equal_the_evaluation_runs_masks() {
         let area = deployed_mask.iter().filter(|&&v| v > 0).count();
         assert_eq!(line["mask_area"], area, "{id}");
         assert_eq!(line["anomalous"], area > 0, "{id}");
-        let components: usize = line["components"].as_array().unwrap().iter().map(|c| c["area"].as_u64().unwrap() as usize).sum();
+        let components: usize =
+            line["components"].as_array().unwrap().iter().map(|c| c["area"].as_u64().unwrap() as usize).sum();
         assert_eq!(components, area, "{id}");
         assert!(line["image_score"].is_number() && line["timings_ms"]["total"].is_number(), "{line}");
         marked += usize::from(area > 0);
     }
     assert!(marked >= 6, "only {marked} images got a mask: the comparison would prove little");
-    let throughput: Value = serde_json::from_str(&std::fs::read_to_string(out.join("throughput.json")).unwrap()).unwrap();
+    let throughput: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("throughput.json")).unwrap()).unwrap();
     assert_eq!(throughput["images"], f.ids.len());
     assert!(throughput["stages"].as_array().unwrap().iter().any(|s| s["node"] == "backbone"));
 }
@@ -227,11 +241,20 @@ fn unreadable_and_wrong_channel_images_get_an_error_line_and_the_rest_goes_on() 
         write_png(&dir.join("grey.png"), 256, 256, png::ColorType::Grayscale, &vec![128; 256 * 256]);
     });
     let out = new_dir(f, "bad-inputs-out");
-    let args = ["predict", f.bundle.to_str().unwrap(), dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--category", "pill"];
+    let args = [
+        "predict",
+        f.bundle.to_str().unwrap(),
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--category",
+        "pill",
+    ];
     let r = deployed(f, &args);
     assert_eq!(r.code, 3, "images failed: exit code 3\n{}", r.all());
     let predictions = lines(&out.join("predictions.jsonl"));
-    let by_id = |id: &str| predictions.iter().find(|l| l["id"] == id).unwrap_or_else(|| panic!("{id}: {predictions:?}"));
+    let by_id =
+        |id: &str| predictions.iter().find(|l| l["id"] == id).unwrap_or_else(|| panic!("{id}: {predictions:?}"));
     assert!(by_id("broken")["error"].as_str().unwrap().contains("unreadable image"), "{}", by_id("broken"));
     assert!(by_id("grey")["error"].as_str().unwrap().contains("1 channel(s)"), "{}", by_id("grey"));
     assert!(by_id("good")["mask_area"].is_number(), "{}", by_id("good"));
@@ -242,7 +265,8 @@ fn refused(f: &Fixture, bundle: &Path) -> String {
     let verify = deployed(f, &["bundle", "verify", bundle.to_str().unwrap()]);
     assert_ne!(verify.code, 0, "{}", verify.all());
     let out = f.root.join("never-written");
-    let r = deployed(f, &["predict", bundle.to_str().unwrap(), f.images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let r =
+        deployed(f, &["predict", bundle.to_str().unwrap(), f.images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert_ne!(r.code, 0, "{}", r.all());
     assert!(!out.exists(), "a refused bundle predicts nothing");
     assert!(verify.stderr.contains("refused"), "{}", verify.stderr);
@@ -304,7 +328,11 @@ fn a_bundle_from_another_sdk_version_or_without_its_libraries_is_refused() {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    let out = Command::new("sha256sum").arg("-").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn();
+    let out = Command::new("sha256sum")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
     let mut child = out.expect("sha256sum");
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), bytes).unwrap();
     let output = child.wait_with_output().unwrap();
@@ -330,7 +358,10 @@ fn a_full_disk_leaves_no_partial_file_and_the_error_names_the_path() {
     let score = out.join("good.score.png");
     assert!(r.stderr.contains(&format!("cannot write {}", score.display())), "{}", r.stderr);
     assert!(!score.exists(), "no partial score map");
-    let leftovers: Vec<PathBuf> = files_below(&out).into_iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-"))).collect();
+    let leftovers: Vec<PathBuf> = files_below(&out)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-")))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(out.join("good.mask.png").is_file(), "the mask, written before, is whole");
 }
@@ -366,6 +397,7 @@ fn watch_predicts_new_images_until_terminated() {
     let r: Run = child.wait_with_output().unwrap().into();
     assert_eq!(r.code, 0, "a terminated watch ends cleanly\n{}", r.all());
     assert!(r.stderr.contains("predicted 2 images"), "{}", r.stderr);
-    let ids: Vec<String> = lines(&out.join("predictions.jsonl")).iter().map(|l| l["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> =
+        lines(&out.join("predictions.jsonl")).iter().map(|l| l["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, ["good", "later"]);
 }

@@ -185,9 +185,14 @@ pub fn choose_outputs(
     let score = score.or_else(|| edges("scores").first().cloned());
     let image_score = image_score.or_else(|| edges("image_scores").first().cloned());
     let outputs = Outputs { mask, score, image_score };
-    for (what, o) in [("mask", Some(&outputs.mask)), ("score", outputs.score.as_ref()), ("image score", outputs.image_score.as_ref())] {
+    for (what, o) in [
+        ("mask", Some(&outputs.mask)),
+        ("score", outputs.score.as_ref()),
+        ("image score", outputs.image_score.as_ref()),
+    ] {
         let Some(o) = o else { continue };
-        let n = p.index_of(&o.node).ok_or_else(|| BundleError::Export(format!("{what} `{o}`: no node `{}`", o.node)))?;
+        let n =
+            p.index_of(&o.node).ok_or_else(|| BundleError::Export(format!("{what} `{o}`: no node `{}`", o.node)))?;
         if p.nodes[n].stage.descriptor.output_port(&o.port).is_none() {
             return Err(BundleError::Export(format!("{what} `{o}`: node `{}` has no output `{}`", o.node, o.port)));
         }
@@ -243,7 +248,8 @@ impl Writer {
     }
 
     fn copy(&mut self, rel: &str, from: &Path) -> Result<(), BundleError> {
-        let bytes = std::fs::read(from).map_err(|e| BundleError::Export(format!("cannot read {}: {e}", from.display())))?;
+        let bytes =
+            std::fs::read(from).map_err(|e| BundleError::Export(format!("cannot read {}: {e}", from.display())))?;
         self.put(rel, &bytes)
     }
 }
@@ -264,10 +270,14 @@ fn model_entry(p: &CheckedPipeline, named: &provenance::NamedPath) -> Option<Jso
             (dir, serde_yaml::from_str(&text).ok()?)
         }
     };
-    manifest["models"].as_array()?.iter().find(|m| {
-        m["file"].as_str().is_some_and(|f| dir.join(f) == named.path)
-            || named.model.as_deref().is_some_and(|name| m["name"] == name)
-    }).cloned()
+    manifest["models"]
+        .as_array()?
+        .iter()
+        .find(|m| {
+            m["file"].as_str().is_some_and(|f| dir.join(f) == named.path)
+                || named.model.as_deref().is_some_and(|name| m["name"] == name)
+        })
+        .cloned()
 }
 
 /// Exports `p` (checked with the run's overrides): fits (or loads from the cache) and
@@ -293,7 +303,10 @@ pub fn export(
     }
     let out = request.out;
     if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(BundleError::Export(format!("--out {} exists and is not empty; choose a new directory", out.display())));
+        return Err(BundleError::Export(format!(
+            "--out {} exists and is not empty; choose a new directory",
+            out.display()
+        )));
     }
     let parent = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let staging = parent.join(format!(
@@ -392,7 +405,8 @@ fn write_bundle(
             );
         }
     }
-    let yaml = serde_yaml::to_string(&pipeline).map_err(|e| BundleError::Export(format!("cannot write the pipeline: {e}")))?;
+    let yaml =
+        serde_yaml::to_string(&pipeline).map_err(|e| BundleError::Export(format!("cannot write the pipeline: {e}")))?;
     w.put(PIPELINE_FILE, yaml.as_bytes())?;
 
     // Fitted states.
@@ -450,15 +464,13 @@ fn write_bundle(
         Some(run) => (Some(run_metrics(p, run, fitted.calibration.as_ref())?), Some(run.display().to_string())),
         None => (None, None),
     };
-    let category_settings = fitted
-        .calibration
-        .iter()
-        .flat_map(|c| &c.groups)
-        .flat_map(|g| &g.categories)
-        .fold(BTreeMap::<String, Map<String, Json>>::new(), |mut acc, c| {
+    let category_settings = fitted.calibration.iter().flat_map(|c| &c.groups).flat_map(|g| &g.categories).fold(
+        BTreeMap::<String, Map<String, Json>>::new(),
+        |mut acc, c| {
             acc.entry(c.category.clone()).or_default().extend(c.chosen.clone());
             acc
-        });
+        },
+    );
     let mut manifest = Manifest {
         format: FORMAT.into(),
         anoflow: env!("CARGO_PKG_VERSION").into(),
@@ -489,12 +501,7 @@ fn write_bundle(
 }
 
 /// Replaces the param's value (or the list item) that named `path` with `replacement`.
-fn rewrite_param(
-    params: &mut Map<String, Json>,
-    named: &provenance::NamedPath,
-    base: &Path,
-    replacement: &str,
-) {
+fn rewrite_param(params: &mut Map<String, Json>, named: &provenance::NamedPath, base: &Path, replacement: &str) {
     let names = |text: &str| base.join(text) == named.path || named.model.as_deref() == Some(text);
     let param = named.param.as_str();
     match params.get_mut(param) {
@@ -519,7 +526,8 @@ fn run_metrics(p: &CheckedPipeline, run: &Path, calibration: Option<&Calibration
     };
     let expanded: Json = serde_yaml::from_str(&read(crate::report::EXPANDED_PIPELINE_FILE)?)
         .map_err(|e| fail(format!("{} is not YAML: {e}", crate::report::EXPANDED_PIPELINE_FILE)))?;
-    let ours: Json = serde_yaml::from_str(&serde_yaml::to_string(&p.spec.to_json()).unwrap_or_default()).unwrap_or_default();
+    let ours: Json =
+        serde_yaml::from_str(&serde_yaml::to_string(&p.spec.to_json()).unwrap_or_default()).unwrap_or_default();
     if expanded != ours {
         return Err(fail("it ran another pipeline (its pipeline.expanded.yaml differs: same file and --set?)".into()));
     }
@@ -630,13 +638,17 @@ pub fn open(dir: &Path, reg: &Registry) -> Result<Bundle, BundleError> {
 fn node_states(dir: &Path, manifest: &Manifest, p: &CheckedPipeline) -> Result<Vec<NodeState>, String> {
     let mut states = vec![NodeState::Plain; p.nodes.len()];
     for entry in &manifest.states {
-        let n = p.index_of(&entry.node).ok_or_else(|| format!("a state names node `{}`, not in the pipeline", entry.node))?;
+        let n = p
+            .index_of(&entry.node)
+            .ok_or_else(|| format!("a state names node `{}`, not in the pipeline", entry.node))?;
         let bytes = match &entry.file {
             Some(rel) => Some(std::fs::read(dir.join(rel)).map_err(|e| format!("cannot read {rel}: {e}"))?),
             None => None,
         };
         match (&entry.category, &mut states[n]) {
-            (None, slot) => *slot = NodeState::Global(bytes.ok_or_else(|| format!("node `{}`: no state file", entry.node))?),
+            (None, slot) => {
+                *slot = NodeState::Global(bytes.ok_or_else(|| format!("node `{}`: no state file", entry.node))?)
+            }
             (Some(category), slot) => {
                 if !matches!(slot, NodeState::PerCategory(_)) {
                     *slot = NodeState::PerCategory(BTreeMap::new());
@@ -663,8 +675,16 @@ mod tests {
             data_contract: 1,
             pipeline: PIPELINE_FILE.into(),
             name: "p".into(),
-            input: Input { node: "data".into(), channels: Some(3), geometry: Some(Geometry { resize: 256, crop: 224 }) },
-            outputs: Outputs { mask: OutputRef { node: "thr".into(), port: "mask".into() }, score: None, image_score: None },
+            input: Input {
+                node: "data".into(),
+                channels: Some(3),
+                geometry: Some(Geometry { resize: 256, crop: 224 }),
+            },
+            outputs: Outputs {
+                mask: OutputRef { node: "thr".into(), port: "mask".into() },
+                score: None,
+                image_score: None,
+            },
             categories: vec!["a".into()],
             category_settings: BTreeMap::new(),
             states: Vec::new(),

@@ -750,7 +750,12 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
                 t.images, t.errors, t.seconds, t.images_per_second, t.latency_p50_ms, t.latency_p99_ms
             );
             for s in &t.stages {
-                eprintln!("  {:<16} {:<20} {:>8} ms/image", s["node"].as_str().unwrap_or(""), s["stage"].as_str().unwrap_or(""), s["ms_per_sample"]);
+                eprintln!(
+                    "  {:<16} {:<20} {:>8} ms/image",
+                    s["node"].as_str().unwrap_or(""),
+                    s["stage"].as_str().unwrap_or(""),
+                    s["ms_per_sample"]
+                );
             }
             Ok(if t.errors > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
         }

@@ -67,7 +67,9 @@ impl InputImage {
 }
 
 fn is_image_file(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "tif" | "tiff"))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "tif" | "tiff"))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -105,7 +107,9 @@ fn match_path(pat: &[&str], path: &[&str]) -> bool {
     match pat.first() {
         None => path.is_empty(),
         Some(&"**") => (0..=path.len()).any(|k| match_path(&pat[1..], &path[k..])),
-        Some(p) => !path.is_empty() && match_component(p.as_bytes(), path[0].as_bytes()) && match_path(&pat[1..], &path[1..]),
+        Some(p) => {
+            !path.is_empty() && match_component(p.as_bytes(), path[0].as_bytes()) && match_path(&pat[1..], &path[1..])
+        }
     }
 }
 
@@ -128,7 +132,13 @@ fn list_input(input: &str) -> Result<Vec<InputImage>, PredictError> {
         let comps: Vec<&str> = input.split('/').collect();
         let first_wild = comps.iter().position(|c| c.contains(['*', '?'])).unwrap_or(comps.len());
         let root_text = comps[..first_wild].join("/");
-        let root = PathBuf::from(if root_text.is_empty() && input.starts_with('/') { "/".into() } else if root_text.is_empty() { ".".into() } else { root_text });
+        let root = PathBuf::from(if root_text.is_empty() && input.starts_with('/') {
+            "/".into()
+        } else if root_text.is_empty() {
+            ".".into()
+        } else {
+            root_text
+        });
         if !root.is_dir() {
             return Err(PredictError::Setup(format!("input {input}: {} is not a directory", root.display())));
         }
@@ -185,10 +195,20 @@ pub fn category_of(image: &InputImage, flag: Option<&str>, categories: &[String]
 
 /// Where a pipeline-size map lands in the original `h x w` image: the canvas of the resized
 /// image, the crop's place in it, and whether that fits the map's size.
-fn placement(geometry: Option<Geometry>, h: usize, w: usize, mh: usize, mw: usize) -> Option<((usize, usize), (usize, usize))> {
+fn placement(
+    geometry: Option<Geometry>,
+    h: usize,
+    w: usize,
+    mh: usize,
+    mw: usize,
+) -> Option<((usize, usize), (usize, usize))> {
     let g = geometry?;
     let resized = if g.resize > 0 { anoflow_imaging::shorter_side_size(h, w, g.resize) } else { (h, w) };
-    let (top, left) = if g.crop > 0 { anoflow_imaging::center_crop_offsets(resized.0, resized.1, g.crop, g.crop).ok()? } else { (0, 0) };
+    let (top, left) = if g.crop > 0 {
+        anoflow_imaging::center_crop_offsets(resized.0, resized.1, g.crop, g.crop).ok()?
+    } else {
+        (0, 0)
+    };
     let window = if g.crop > 0 { (g.crop, g.crop) } else { resized };
     (window == (mh, mw)).then_some((resized, (top, left)))
 }
@@ -196,7 +216,15 @@ fn placement(geometry: Option<Geometry>, h: usize, w: usize, mh: usize, mw: usiz
 /// A pipeline-size map brought back to the original `h x w`: put into the resized image's
 /// canvas at the crop's place (`fill` outside it), then resized (nearest) to `h x w`. Without
 /// a known geometry, resized directly.
-pub fn to_original<T: Copy>(data: &[T], mh: usize, mw: usize, h: usize, w: usize, geometry: Option<Geometry>, fill: T) -> Vec<T> {
+pub fn to_original<T: Copy>(
+    data: &[T],
+    mh: usize,
+    mw: usize,
+    h: usize,
+    w: usize,
+    geometry: Option<Geometry>,
+    fill: T,
+) -> Vec<T> {
     let (canvas, ch, cw) = match placement(geometry, h, w, mh, mw) {
         Some(((rh, rw), (top, left))) => {
             let mut canvas = vec![fill; rh * rw];
@@ -308,7 +336,12 @@ struct Session<'a> {
     lines: PathBuf,
 }
 
-fn port_value<'v>(values: &'v [Vec<PortValue>], outputs: &[usize], p: &crate::check::CheckedPipeline, o: &OutputRef) -> Option<&'v Value> {
+fn port_value<'v>(
+    values: &'v [Vec<PortValue>],
+    outputs: &[usize],
+    p: &crate::check::CheckedPipeline,
+    o: &OutputRef,
+) -> Option<&'v Value> {
     let n = p.index_of(&o.node)?;
     let k = outputs.iter().position(|&x| x == n)?;
     values[k].iter().find(|v| v.port == o.port.as_str()).map(|v| &v.value)
@@ -362,7 +395,11 @@ impl Session<'_> {
             };
             let mut meta = SampleMeta::new(image.id(), category, "test");
             meta.label = LABEL_UNKNOWN;
-            meta.path = std::path::absolute(&image.path).unwrap_or_else(|_| image.path.clone()).to_string_lossy().as_ref().into();
+            meta.path = std::path::absolute(&image.path)
+                .unwrap_or_else(|_| image.path.clone())
+                .to_string_lossy()
+                .as_ref()
+                .into();
             meta.index = metas.len() as u64;
             metas.push(meta);
             accepted.push((image, (decoded.height(), decoded.width()), t0.elapsed()));
@@ -417,7 +454,8 @@ impl Session<'_> {
                     let (lo, hi) = map.data().iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
                     let full = to_original(map.data(), map.height(), map.width(), h, w, geometry, lo);
                     let span = (hi - lo).max(f32::MIN_POSITIVE);
-                    let bytes: Vec<u8> = full.iter().map(|&v| (255.0 * (v - lo) / span).round().clamp(0.0, 255.0) as u8).collect();
+                    let bytes: Vec<u8> =
+                        full.iter().map(|&v| (255.0 * (v - lo) / span).round().clamp(0.0, 255.0) as u8).collect();
                     let path = self.opts.out.join(format!("{id}.score.png"));
                     write_png(&path, h, w, &bytes)?;
                     line["score_map"] = json!({"file": path, "min": lo, "max": hi});
@@ -483,7 +521,11 @@ pub fn run(bundle: &Bundle, predictor: &Predictor<'_>, opts: &PredictOptions) ->
     let mut sizes: std::collections::HashMap<PathBuf, u64> = std::collections::HashMap::new();
     let mut first = true;
     loop {
-        let listed = if first { list_inputs(&opts.inputs)? } else { opts.inputs.iter().flat_map(|i| list_input(i).unwrap_or_default()).collect() };
+        let listed = if first {
+            list_inputs(&opts.inputs)?
+        } else {
+            opts.inputs.iter().flat_map(|i| list_input(i).unwrap_or_default()).collect()
+        };
         let mut fresh = Vec::new();
         for image in listed {
             if seen.contains(&image.path) {

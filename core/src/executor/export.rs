@@ -109,8 +109,10 @@ impl Runner<'_> {
         if !self.per_category[n].is_empty() {
             let mut instances = BTreeMap::new();
             for (category, stage) in &self.per_category[n] {
-                let params = calibrated_params(&self.p.nodes[n].id, self.p.nodes[n].params.clone(), category, calibration);
-                instances.insert(category.clone(), CategoryInstance { params, state: saved_state(stage).map_err(fail)? });
+                let params =
+                    calibrated_params(&self.p.nodes[n].id, self.p.nodes[n].params.clone(), category, calibration);
+                instances
+                    .insert(category.clone(), CategoryInstance { params, state: saved_state(stage).map_err(fail)? });
             }
             return Ok(NodeState::PerCategory(instances));
         }
@@ -119,7 +121,9 @@ impl Runner<'_> {
         }
         match saved_state(&self.stages[n]).map_err(fail)? {
             Some(state) => Ok(NodeState::Global(state)),
-            None => Err(self.err("export", n, None, "the stage cannot save its fitted state, so it cannot be deployed")),
+            None => {
+                Err(self.err("export", n, None, "the stage cannot save its fitted state, so it cannot be deployed"))
+            }
         }
     }
 }
@@ -198,8 +202,11 @@ impl<'a> Predictor<'a> {
             .map(|mut slot| {
                 let lost = slot.failed || self.outputs.iter().any(|&o| slot.lost[o] || slot.outputs[o].is_empty());
                 if lost {
-                    let why: Vec<String> =
-                        failures.iter().filter(|f| f.sample.as_deref() == Some(slot.meta.id.as_str())).map(|f| f.to_string()).collect();
+                    let why: Vec<String> = failures
+                        .iter()
+                        .filter(|f| f.sample.as_deref() == Some(slot.meta.id.as_str()))
+                        .map(|f| f.to_string())
+                        .collect();
                     return Err(if why.is_empty() { "no output was produced".to_string() } else { why.join("; ") });
                 }
                 Ok(self.outputs.iter().map(|&o| std::mem::take(&mut slot.outputs[o])).collect())
