@@ -87,7 +87,13 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let root = tempfile::tempdir().unwrap().keep();
+        // One directory per checkout, cleared at each start: never in the checkout (predict
+        // must not find its models there), never left behind more than once.
+        let checkout =
+            workspace_root().display().to_string().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let root = std::env::temp_dir().join(format!("anoflow-e2e-bundle-{checkout:016x}"));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
         let pipeline = quickstart_with_pngs(&root);
         let cache = root.join("cache");
         let small = small_quickstart_args(&["pill", "tiles"], &cache);
@@ -239,6 +245,15 @@ fn unreadable_and_wrong_channel_images_get_an_error_line_and_the_rest_goes_on() 
     let dir = inputs_with(f, "bad-inputs", |dir| {
         std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\nnot a png at all").unwrap();
         write_png(&dir.join("grey.png"), 256, 256, png::ColorType::Grayscale, &vec![128; 256 * 256]);
+        // Another size (288 x 320): the good image on a wider, taller canvas.
+        let (h, w, c, good) = decode_png(&dir.join("good.png"));
+        let (bh, bw) = (288, 320);
+        let mut bigger = vec![40u8; bh * bw * c];
+        for y in 0..h {
+            bigger[((y + 10) * bw + 20) * c..((y + 10) * bw + 20 + w) * c]
+                .copy_from_slice(&good[y * w * c..(y + 1) * w * c]);
+        }
+        write_png(&dir.join("bigger.png"), bh, bw, png::ColorType::Rgb, &bigger);
     });
     let out = new_dir(f, "bad-inputs-out");
     let args = [
@@ -259,6 +274,9 @@ fn unreadable_and_wrong_channel_images_get_an_error_line_and_the_rest_goes_on() 
     assert!(by_id("grey")["error"].as_str().unwrap().contains("1 channel(s)"), "{}", by_id("grey"));
     assert!(by_id("good")["mask_area"].is_number(), "{}", by_id("good"));
     assert!(out.join("good.mask.png").is_file() && !out.join("grey.mask.png").exists());
+    let (h, w, _, _) = decode_png(&out.join("bigger.mask.png"));
+    assert_eq!((h, w), (288, 320), "the mask comes back at the image's own size");
+    assert_eq!((by_id("bigger")["height"].as_u64(), by_id("bigger")["width"].as_u64()), (Some(288), Some(320)));
 }
 
 fn refused(f: &Fixture, bundle: &Path) -> String {
@@ -370,7 +388,8 @@ fn a_full_disk_leaves_no_partial_file_and_the_error_names_the_path() {
 fn watch_predicts_new_images_until_terminated() {
     let f = fixture();
     let dir = inputs_with(f, "watched", |_| {});
-    let out = new_dir(f, "watched-out");
+    // The outputs land inside the watched directory: they must not be taken for new images.
+    let out = dir.join("predictions");
     let cwd = f.bin.parent().unwrap().parent().unwrap();
     let mut cmd = Command::new(&f.bin);
     cmd.current_dir(cwd).env_remove("ORT_DYLIB_PATH").env_remove("ANOFLOW_PLUGIN_PATH");

@@ -520,6 +520,8 @@ pub fn run(bundle: &Bundle, predictor: &Predictor<'_>, opts: &PredictOptions) ->
     // is left for the next round).
     let mut sizes: std::collections::HashMap<PathBuf, u64> = std::collections::HashMap::new();
     let mut first = true;
+    // Outputs written below an input directory are not inputs.
+    let out_dir = std::fs::canonicalize(&opts.out).unwrap_or_else(|_| opts.out.clone());
     loop {
         let listed = if first {
             list_inputs(&opts.inputs)?
@@ -528,7 +530,7 @@ pub fn run(bundle: &Bundle, predictor: &Predictor<'_>, opts: &PredictOptions) ->
         };
         let mut fresh = Vec::new();
         for image in listed {
-            if seen.contains(&image.path) {
+            if seen.contains(&image.path) || std::fs::canonicalize(&image.path).is_ok_and(|p| p.starts_with(&out_dir)) {
                 continue;
             }
             if opts.watch && !first {
