@@ -591,6 +591,10 @@ pub fn open(dir: &Path, reg: &Registry) -> Result<Bundle, BundleError> {
             env!("CARGO_PKG_VERSION")
         )));
     }
+    let named = manifest.files.keys().chain(manifest.states.iter().filter_map(|s| s.file.as_ref()));
+    if let Some(outside) = named.into_iter().find(|rel| !inside_bundle(rel)) {
+        return Err(refuse(format!("{BUNDLE_FILE} names `{outside}`, a path outside the bundle")));
+    }
     for (rel, expected) in &manifest.files {
         let path = dir.join(rel);
         let found = provenance::file_digest(&path).map_err(|e| refuse(format!("missing file {rel}: {e}")))?.sha256;
@@ -633,6 +637,11 @@ pub fn open(dir: &Path, reg: &Registry) -> Result<Bundle, BundleError> {
     let pipeline = check::check(spec, reg).map_err(|e| refuse(format!("{}: {e}", manifest.pipeline)))?;
     let states = node_states(dir, &manifest, &pipeline).map_err(refuse)?;
     Ok(Bundle { dir: dir.to_path_buf(), manifest, pipeline, states })
+}
+
+/// A relative path that stays inside the bundle (no root, no `..`).
+fn inside_bundle(rel: &str) -> bool {
+    Path::new(rel).components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 fn node_states(dir: &Path, manifest: &Manifest, p: &CheckedPipeline) -> Result<Vec<NodeState>, String> {
@@ -706,6 +715,14 @@ mod tests {
         assert_eq!(back.digest, back.computed_digest(), "a round trip keeps the digest");
         let edited: Manifest = serde_json::from_str(&text.replace("0.5", "0.9")).unwrap();
         assert_ne!(edited.digest, edited.computed_digest());
+    }
+
+    #[test]
+    fn bundle_paths_stay_inside_the_bundle() {
+        assert!(inside_bundle("states/scorer/pill.state"));
+        assert!(!inside_bundle("../outside.state"));
+        assert!(!inside_bundle("states/../../x"));
+        assert!(!inside_bundle("/etc/passwd"));
     }
 
     #[test]
