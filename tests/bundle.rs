@@ -345,6 +345,36 @@ fn a_bundle_from_another_sdk_version_or_without_its_libraries_is_refused() {
     assert!(r.stderr.contains("is not on the plugin path"), "{}", r.stderr);
 }
 
+#[test]
+fn a_bundle_with_another_build_of_a_library_is_refused_naming_it() {
+    let f = fixture();
+    // The same libraries, one with a byte appended: it still loads, with the same name and
+    // version, but it is not the build the bundle was made with.
+    let plugins = new_dir(f, "rebuilt-plugins");
+    for lib in std::fs::read_dir(f.bin.parent().unwrap()).unwrap().flatten().map(|e| e.path()) {
+        let name = lib.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("libanoflow_plugin_") {
+            std::fs::copy(&lib, plugins.join(&name)).unwrap();
+        }
+    }
+    let rebuilt = plugins.join("libanoflow_plugin_postprocess.so");
+    let mut bytes = std::fs::read(&rebuilt).unwrap();
+    bytes.push(0);
+    std::fs::write(&rebuilt, bytes).unwrap();
+    let args = [
+        "--no-default-plugins",
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "bundle",
+        "verify",
+        f.bundle.to_str().unwrap(),
+    ];
+    let r = deployed(f, &args);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("plugin library `anoflow-plugin-postprocess`"), "{}", r.stderr);
+    assert!(r.stderr.contains("is another build"), "{}", r.stderr);
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     let out = Command::new("sha256sum")
         .arg("-")
