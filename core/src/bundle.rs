@@ -726,6 +726,29 @@ mod tests {
     }
 
     #[test]
+    fn only_the_value_naming_the_file_is_rewritten() {
+        let base = Path::new("/p");
+        let named = |param: &str, path: &str, model: Option<&str>| provenance::NamedPath {
+            param: param.into(),
+            model: model.map(str::to_string),
+            path: PathBuf::from(path),
+            is_dir: false,
+        };
+        let mut params: Map<String, Json> = serde_json::from_value(json!({
+            "model": "mobilenet_v2", "maps": ["a.bin", "b.bin"], "file": "x/y.bin", "k": 3
+        }))
+        .unwrap();
+        rewrite_param(&mut params, &named("model", "/m/net.onnx", Some("mobilenet_v2")), base, "mobilenet_v2");
+        rewrite_param(&mut params, &named("maps", "/p/b.bin", None), base, "files/n/maps/b.bin");
+        rewrite_param(&mut params, &named("file", "/p/x/y.bin", None), base, "files/n/file/y.bin");
+        rewrite_param(&mut params, &named("file", "/p/other.bin", None), base, "never");
+        assert_eq!(
+            Json::Object(params),
+            json!({"model": "mobilenet_v2", "maps": ["a.bin", "files/n/maps/b.bin"], "file": "files/n/file/y.bin", "k": 3})
+        );
+    }
+
+    #[test]
     fn output_refs_parse_node_and_port() {
         assert_eq!(OutputRef::parse("best.mask"), Some(OutputRef { node: "best".into(), port: "mask".into() }));
         assert_eq!(OutputRef::parse("best"), None);
