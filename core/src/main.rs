@@ -155,8 +155,10 @@ enum Command {
         /// The image score (default: the first one the metrics sink evaluates).
         #[arg(long, value_name = "NODE.PORT")]
         image_score: Option<String>,
+        /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Samples in flight at once while fitting and calibrating (bounds memory).
         #[arg(long, default_value_t = 32)]
         in_flight: usize,
         /// Cache directory (as for `run`): the fitted states of the evaluation run are loaded from it.
@@ -197,6 +199,7 @@ enum Command {
         /// Images mapped at once (1: per-image latency; more: throughput on a backlog).
         #[arg(long, default_value_t = 1)]
         in_flight: usize,
+        /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
         /// No JSON lines on stdout (they still go to predictions.jsonl).
