@@ -32,7 +32,9 @@ use sha2::{Digest, Sha256};
 use crate::{check::CheckedPipeline, codec, fsutil::write_atomic, provenance};
 
 mod calibrate;
+mod export;
 pub use calibrate::{markdown as calibration_markdown, CalibrationReport};
+pub use export::{fit_for_export, CategoryInstance, FittedPipeline, NodeState, Prediction, Predictor};
 
 /// Set by the Ctrl-C handler; the executor stops between chunks, so every file written so
 /// far is complete (all writes are atomic) and the report says where the run stopped.

@@ -1,8 +1,10 @@
 //! # anoflow-core
 //!
 //! The host side of anoflow: pipeline files ([`spec`]), plugin discovery ([`registry`]),
-//! the checked graph ([`check`]), the executor ([`executor`]) and the run report.
+//! the checked graph ([`check`]), the executor ([`executor`]), the run report, and deployment
+//! bundles ([`bundle`], [`predict`]).
 
+pub mod bundle;
 pub mod calibration_plan;
 pub mod check;
 pub mod cli_support;
@@ -11,6 +13,7 @@ pub mod diag;
 pub mod executor;
 pub mod fsutil;
 pub mod local_dirs;
+pub mod predict;
 pub mod provenance;
 pub mod registry;
 pub mod report;

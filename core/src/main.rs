@@ -7,11 +7,12 @@ use std::{
 };
 
 use anoflow_core::{
+    bundle::{self, OutputRef},
     check::{self, CheckedPipeline},
     cli_support::{doctor, failures, graph, inspect, new_plugin, schema},
     diag::PipelineErrors,
     executor::{self, RunOptions},
-    local_dirs, provenance,
+    local_dirs, predict, provenance,
     registry::{search_path, search_path_origins, Registry},
     report,
     shard::{self, ShardBy},
@@ -134,6 +135,77 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Export a fitted pipeline as a self-contained bundle for `anoflow predict` (fits and
+    /// calibration load from the cache the run filled; no test image is read).
+    Export {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// The bundle directory to create (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// The evaluation run of this pipeline (same file and --set): its metrics go into bundle.json.
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// The mask to deploy, NODE.PORT (default: the last mask the metrics sink evaluates).
+        #[arg(long, value_name = "NODE.PORT")]
+        mask: Option<String>,
+        /// The score map served with it (default: the first one the metrics sink evaluates).
+        #[arg(long, value_name = "NODE.PORT")]
+        score: Option<String>,
+        /// The image score (default: the first one the metrics sink evaluates).
+        #[arg(long, value_name = "NODE.PORT")]
+        image_score: Option<String>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Samples in flight at once while fitting and calibrating (bounds memory).
+        #[arg(long, default_value_t = 32)]
+        in_flight: usize,
+        /// Cache directory (as for `run`): the fitted states of the evaluation run are loaded from it.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Deployment bundles.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// Predict masks for images with a bundle: per image a mask PNG at its own size, a JSON line,
+    /// and the throughput at the end.
+    Predict {
+        /// The bundle directory (`anoflow export`).
+        bundle: PathBuf,
+        /// Images, directories (PNG/TIFF below them) or glob patterns (quote them).
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        /// Output directory: `<id>.mask.png`, `<id>.score.png`, predictions.jsonl, throughput.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// The category of every image (default: the bundle's only one, or the first directory
+        /// of the image's path below its input).
+        #[arg(long)]
+        category: Option<String>,
+        /// Also write each image's score map (8-bit, its own min..max; both in the JSON line).
+        #[arg(long)]
+        scores: bool,
+        /// Keep watching the inputs for new images until interrupted (Ctrl-C, SIGTERM).
+        #[arg(long)]
+        watch: bool,
+        /// Poll interval of --watch, milliseconds.
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
+        /// Images mapped at once (1: per-image latency; more: throughput on a backlog).
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// No JSON lines on stdout (they still go to predictions.jsonl).
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Compare the metrics of two runs (a table of what differs; with --out, an HTML page too).
     Compare {
         run_a: PathBuf,
@@ -142,6 +214,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Check a bundle: every file present and unchanged, the same SDK, libraries and models.
+    Verify { bundle: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -479,6 +557,25 @@ fn merge_runs(inputs: &[PathBuf], out: Option<PathBuf>, replace: bool, reg: &Reg
     Ok(ExitCode::SUCCESS)
 }
 
+/// The global rayon pool with `threads` workers (default: all cores); returns the count.
+fn init_threads(threads: Option<usize>) -> usize {
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+    threads
+}
+
+/// A fresh private directory for the stages' work directories of a command that keeps none.
+fn tempfile_dir(what: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("anoflow-{what}-{}", anoflow_core::fsutil::unique_suffix()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// How predict runs a bundle's pipeline: failures are per image, nothing is cached.
+fn predict_options(work: PathBuf, threads: usize, in_flight: usize) -> RunOptions {
+    RunOptions { out_dir: work, threads, keep_going: true, shard: None, in_flight, cache_dir: None, progress: false }
+}
+
 fn registry(args: &PluginArgs) -> Registry {
     Registry::discover(&search_path(&args.plugins, !args.no_default_plugins))
 }
@@ -561,6 +658,109 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             anoflow_core::cli_support::sweep_charts::write_for_runs(&out_dir, &runs)?;
             let summaries: Vec<_> = runs.into_iter().map(|(_, s)| s).collect();
             Ok(finish_run(&summaries))
+        }
+        Command::Export { pipeline, out, run, mask, score, image_score, threads, in_flight, cache, no_cache } => {
+            let reg = registry(plugin_args);
+            report_load_failures(&reg);
+            let checked = load_checked(&pipeline, &reg)?;
+            let threads = init_threads(threads);
+            let parse = |flag: &str, v: Option<String>| -> Result<Option<OutputRef>> {
+                v.map(|t| OutputRef::parse(&t).with_context(|| format!("{flag} {t}: expected NODE.PORT"))).transpose()
+            };
+            let outputs = bundle::choose_outputs(
+                &checked,
+                parse("--mask", mask)?,
+                parse("--score", score)?,
+                parse("--image-score", image_score)?,
+            )?;
+            let local = local_dirs::current().map_err(anyhow::Error::msg)?;
+            let work = tempfile_dir("export")?;
+            let opts = RunOptions {
+                out_dir: work.clone(),
+                threads,
+                keep_going: false,
+                shard: None,
+                in_flight,
+                cache_dir: (!no_cache).then(|| cache.unwrap_or_else(|| local.cache.clone())),
+                progress: std::io::stderr().is_terminal(),
+            };
+            let fitted = executor::fit_for_export(&checked, &opts);
+            let _ = std::fs::remove_dir_all(&work);
+            let request = bundle::ExportRequest { out: &out, run: run.as_deref() };
+            let manifest = bundle::export(&checked, &fitted?, outputs, &request)?;
+            println!(
+                "exported `{}` to {}: mask {}, categories: {}, {} states, {} files",
+                manifest.name,
+                out.display(),
+                manifest.outputs.mask,
+                manifest.categories.join(", "),
+                manifest.states.len(),
+                manifest.files.len() + 1
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle { command: BundleCommand::Verify { bundle: dir } } => {
+            let reg = registry(plugin_args);
+            report_load_failures(&reg);
+            let b = bundle::open(&dir, &reg)?;
+            // Restoring every state is part of the check.
+            let work = tempfile_dir("verify")?;
+            let opts = predict_options(work.clone(), 1, 1);
+            let restored = executor::Predictor::new(&b.pipeline, &opts, &b.states, Vec::new()).map(|_| ());
+            let _ = std::fs::remove_dir_all(&work);
+            restored.with_context(|| format!("bundle {}: refused", dir.display()))?;
+            println!(
+                "{}: ok: `{}`, mask {}, categories: {}, {} files checked, {} libraries",
+                dir.display(),
+                b.manifest.name,
+                b.manifest.outputs.mask,
+                b.manifest.categories.join(", "),
+                b.manifest.files.len(),
+                b.manifest.plugins.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict { bundle: dir, inputs, out, category, scores, watch, poll_ms, in_flight, threads, quiet } => {
+            let reg = registry(plugin_args);
+            report_load_failures(&reg);
+            let b = bundle::open(&dir, &reg)?;
+            let threads = init_threads(threads);
+            let _ = ctrlc::set_handler(|| {
+                if executor::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+            });
+            let work = tempfile_dir("predict")?;
+            let opts = predict_options(work.clone(), threads, in_flight);
+            let outputs = predict::output_nodes(&b);
+            let predictor = executor::Predictor::new(&b.pipeline, &opts, &b.states, outputs)
+                .with_context(|| format!("bundle {}: refused", dir.display()));
+            let popts = predict::PredictOptions {
+                inputs,
+                out,
+                category,
+                scores,
+                in_flight,
+                watch,
+                poll: std::time::Duration::from_millis(poll_ms),
+                echo: !quiet,
+            };
+            let result = predictor.and_then(|p| predict::run(&b, &p, &popts).map_err(anyhow::Error::from));
+            let _ = std::fs::remove_dir_all(&work);
+            let t = result?;
+            eprintln!(
+                "predicted {} images ({} errors) in {:.2} s: {:.2} images/s, latency p50 {:.1} ms, p99 {:.1} ms",
+                t.images, t.errors, t.seconds, t.images_per_second, t.latency_p50_ms, t.latency_p99_ms
+            );
+            for s in &t.stages {
+                eprintln!(
+                    "  {:<16} {:<20} {:>8} ms/image",
+                    s["node"].as_str().unwrap_or(""),
+                    s["stage"].as_str().unwrap_or(""),
+                    s["ms_per_sample"]
+                );
+            }
+            Ok(if t.errors > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
         }
         Command::Merge { runs, out, replace } => {
             let reg = registry(plugin_args);
