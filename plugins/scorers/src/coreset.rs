@@ -98,6 +98,49 @@ pub fn select(rows: &[f32], dim: usize, fraction: f64, seed: u64) -> Vec<usize> 
 mod tests {
     use super::*;
 
+    /// Greedy k-center in one plain scan per pick: strict `>`, so ties go to the lowest index.
+    fn greedy_k_center_serial(points: &[f32], dim: usize, count: usize, first: usize) -> Vec<usize> {
+        let n = points.len() / dim;
+        let mut chosen = Vec::new();
+        let mut min_d = vec![f32::INFINITY; n];
+        let mut next = first;
+        while chosen.len() < count.min(n) {
+            chosen.push(next);
+            let c = &points[next * dim..(next + 1) * dim];
+            let mut best = (f32::NEG_INFINITY, usize::MAX);
+            for (i, p) in points.chunks_exact(dim).enumerate() {
+                min_d[i] = min_d[i].min(sq_dist(p, c));
+                if min_d[i] > best.0 {
+                    best = (min_d[i], i);
+                }
+            }
+            if best.1 == usize::MAX || best.0 <= 0.0 {
+                break;
+            }
+            next = best.1;
+        }
+        chosen
+    }
+
+    #[test]
+    fn parallel_picks_equal_the_serial_scan() {
+        // Sizes below, at and across the 4096-row chunks; small integer coordinates make many
+        // exact distance ties, across chunks too, which the reduction must break like the scan.
+        for (i, &(n, dim, count)) in [(1, 3, 1), (50, 2, 20), (4096, 3, 300), (4097, 2, 500), (13_001, 4, 900)]
+            .iter()
+            .enumerate()
+        {
+            let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
+            let points: Vec<f32> = (0..n * dim).map(|_| rng.gen_range(0..6) as f32).collect();
+            let first = rng.gen_range(0..n);
+            let want = greedy_k_center_serial(&points, dim, count, first);
+            assert_eq!(greedy_k_center(&points, dim, count, first), want, "n {n} dim {dim}");
+            let floats: Vec<f32> = (0..n * dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let want = greedy_k_center_serial(&floats, dim, count, first);
+            assert_eq!(greedy_k_center(&floats, dim, count, first), want, "n {n} dim {dim}, floats");
+        }
+    }
+
     #[test]
     fn picks_the_farthest_points_of_a_line() {
         // Points 0, 1, ..., 10 on a line, starting at 0: then 10, then 5, then one of {2, 3} ...

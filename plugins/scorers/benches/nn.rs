@@ -1,0 +1,75 @@
+//! Exact nearest-neighbour search at the PatchCore scoring shapes (1024-d): the fused SIMD
+//! kernel against the GEMM-tile path, parallel over query tiles, with GFLOP/s counted as
+//! 2 * queries * bank * dim (the distance GEMM's flops).
+//!
+//! `cargo bench -p anoflow-plugin-scorers --bench nn` prints a Markdown table; with
+//! `NN_BENCH_TSV=<file>` it also writes `shape, impl, seconds` rows that
+//! `tools/bench_nn_reference.py --compare <file>` sets beside OpenBLAS and FAISS
+//! (`tools/bench_nn.sh` runs both).
+
+use std::time::Instant;
+
+use anoflow_plugin_scorers::patchcore::Bank;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const DIM: usize = 1024;
+/// (queries, bank rows): one image's 784 patches against a 10 % and a full 40-image bank, and
+/// four images against a 16-image bank.
+const SHAPES: [(usize, usize); 3] = [(784, 3136), (784, 31_360), (3136, 12_544)];
+
+fn features(rows: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..rows * DIM).map(|_| rng.gen_range(0.0f32..1.0)).collect()
+}
+
+/// Median wall time of `runs` calls after one warm-up, in seconds.
+fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn main() {
+    let runs: usize = std::env::var("NN_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let isa = anoflow_plugin_scorers::nn_kernel::Isa::detect();
+    println!("# nearest-neighbour bench: dim {DIM}, rayon threads {}, fused kernel {isa:?}", rayon::current_num_threads());
+    println!();
+    println!("| queries x bank | fused (ms) | GFLOP/s | GEMM tiles (ms) | GFLOP/s | same results |");
+    println!("|---|---:|---:|---:|---:|---|");
+    let mut tsv = String::new();
+    for (nq, nb) in SHAPES {
+        let bank = Bank::new(features(nb, 7 + nb as u64), DIM);
+        let query = features(nq, 999);
+        let flops = 2.0 * (nq * nb * DIM) as f64;
+        let fused = median_secs(runs, || {
+            std::hint::black_box(bank.score_patches(&query, true));
+        });
+        let gemm = median_secs(runs, || {
+            std::hint::black_box(bank.score_patches_gemm(&query, true));
+        });
+        let same = bank.score_patches(&query, true) == bank.score_patches_gemm(&query, true);
+        let g = |s: f64| flops / s / 1e9;
+        println!(
+            "| {nq} x {nb} | {:.1} | {:.1} | {:.1} | {:.1} | {same} |",
+            fused * 1e3,
+            g(fused),
+            gemm * 1e3,
+            g(gemm)
+        );
+        tsv += &format!("{nq}x{nb}\tanoflow fused\t{fused}\n{nq}x{nb}\tanoflow GEMM tiles\t{gemm}\n");
+    }
+    if let Some(path) = std::env::var_os("NN_BENCH_TSV") {
+        if let Err(e) = std::fs::write(&path, tsv) {
+            eprintln!("cannot write {}: {e}", path.to_string_lossy());
+            std::process::exit(1);
+        }
+    }
+}
