@@ -40,7 +40,10 @@ fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     let runs: usize = std::env::var("NN_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let isa = anoflow_plugin_scorers::nn_kernel::Isa::detect();
-    println!("# nearest-neighbour bench: dim {DIM}, rayon threads {}, fused kernel {isa:?}", rayon::current_num_threads());
+    println!(
+        "# nearest-neighbour bench: dim {DIM}, rayon threads {}, fused kernel {isa:?}",
+        rayon::current_num_threads()
+    );
     println!();
     println!("| queries x bank | fused (ms) | GFLOP/s | GEMM tiles (ms) | GFLOP/s | same results |");
     println!("|---|---:|---:|---:|---:|---|");

@@ -126,9 +126,8 @@ mod tests {
     fn parallel_picks_equal_the_serial_scan() {
         // Sizes below, at and across the 4096-row chunks; small integer coordinates make many
         // exact distance ties, across chunks too, which the reduction must break like the scan.
-        for (i, &(n, dim, count)) in [(1, 3, 1), (50, 2, 20), (4096, 3, 300), (4097, 2, 500), (13_001, 4, 900)]
-            .iter()
-            .enumerate()
+        for (i, &(n, dim, count)) in
+            [(1, 3, 1), (50, 2, 20), (4096, 3, 300), (4097, 2, 500), (13_001, 4, 900)].iter().enumerate()
         {
             let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
             let points: Vec<f32> = (0..n * dim).map(|_| rng.gen_range(0..6) as f32).collect();

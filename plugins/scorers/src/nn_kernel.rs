@@ -13,6 +13,9 @@ use crate::linalg::{row_sq_norms, sq_dist};
 const PANEL: usize = 32;
 /// Bytes of packed bank one query tile sweeps before moving on: sized to stay in L2.
 const BLOCK_BYTES: usize = 1 << 20;
+/// Columns per pass over a panel: a 128 x 32 slice of it (16 KiB) stays in L1 while every
+/// query step of the tile reuses it; partial dot products carry over between passes.
+const K_BLOCK: usize = 128;
 /// Most query rows per tile: bounds the per-tile running-minimum state.
 const MAX_TILE: usize = 256;
 
@@ -21,7 +24,7 @@ const MAX_TILE: usize = 256;
 pub enum Isa {
     /// 6 queries x 16 bank rows per step, 12 ymm accumulators.
     Avx2Fma,
-    /// 8 queries x 32 bank rows per step, 16 zmm accumulators.
+    /// 12 queries x 32 bank rows per step, 24 zmm accumulators.
     Avx512,
 }
 
@@ -50,7 +53,7 @@ impl Isa {
     fn rows_per_step(self) -> usize {
         match self {
             Self::Avx2Fma => 6,
-            Self::Avx512 => 8,
+            Self::Avx512 => 12,
         }
     }
 }
@@ -151,17 +154,29 @@ impl PackedBank {
         let panels = self.panels();
         let n_panels = self.norms.len() / PANEL;
         let per_block = (BLOCK_BYTES / (PANEL * dim * 4)).max(1);
+        // Dot products of every query row with the block's panels, summed over the columns so
+        // far: `[panel in block][query row][lane]`, at most 256 x 1 MiB / (4 dim) values.
+        let mut partial = vec![0.0f32; per_block.min(n_panels) * rows * PANEL];
         let step = self.isa.rows_per_step();
         for block in (0..n_panels).step_by(per_block) {
-            for r0 in (0..rows).step_by(step) {
-                let m = step.min(rows - r0);
-                let q = &qt[r0 * dim..(r0 + m) * dim];
+            for k0 in (0..dim).step_by(K_BLOCK) {
+                let k1 = (k0 + K_BLOCK).min(dim);
                 for p in block..(block + per_block).min(n_panels) {
-                    let panel = &panels[p * PANEL * dim..(p + 1) * PANEL * dim];
+                    let panel = &panels[(p * dim + k0) * PANEL..(p * dim + k1) * PANEL];
                     let norms = &self.norms[p * PANEL..(p + 1) * PANEL];
                     let base = (p * PANEL) as u32;
-                    let (bd, bi) = (&mut best_d[r0 * PANEL..(r0 + m) * PANEL], &mut best_i[r0 * PANEL..(r0 + m) * PANEL]);
-                    step_kernel(self.isa, Step { q, qn: &qn[r0..r0 + m], dim, panel, norms, base }, bd, bi);
+                    let part = &mut partial[(p - block) * rows * PANEL..(p - block + 1) * rows * PANEL];
+                    for r0 in (0..rows).step_by(step) {
+                        let r1 = (r0 + step).min(rows);
+                        let s = Step { q: &qt[r0 * dim..r1 * dim], qn: &qn[r0..r1], dim, k0, k1, panel, norms, base };
+                        let lanes = r0 * PANEL..r1 * PANEL;
+                        let state = State {
+                            partial: &mut part[lanes.clone()],
+                            best_d: &mut best_d[lanes.clone()],
+                            best_i: &mut best_i[lanes],
+                        };
+                        step_kernel(self.isa, s, state);
+                    }
                 }
             }
         }
@@ -183,23 +198,47 @@ impl PackedBank {
     }
 }
 
-/// One microkernel call's inputs: `m = qn.len()` query rows against one packed panel.
+/// One microkernel call's inputs: columns `k0..k1` of `m = qn.len()` query rows (whole rows
+/// of `dim` values in `q`) against the same columns of one packed panel (`panel`: `(k1 - k0)
+/// x 32`), whose rows start at bank index `base` and have squared norms `norms`.
 struct Step<'a> {
     q: &'a [f32],
     qn: &'a [f32],
     dim: usize,
+    k0: usize,
+    k1: usize,
     panel: &'a [f32],
     norms: &'a [f32],
     base: u32,
 }
 
-/// Updates the per-lane running minimum (`best_d`, `best_i`: `m x 32`) of `m` query rows with
-/// one panel, on `isa` (which the bank was packed for, so the CPU runs it).
-fn step_kernel(isa: Isa, s: Step<'_>, best_d: &mut [f32], best_i: &mut [u32]) {
+impl Step<'_> {
+    /// The first column pass starts the dot products from zero.
+    fn first(&self) -> bool {
+        self.k0 == 0
+    }
+    /// The last column pass folds the finished dot products into the running minimum.
+    fn last(&self) -> bool {
+        self.k1 == self.dim
+    }
+}
+
+/// Per query row and lane (`m x 32` each): the partial dot product, the smallest distance
+/// so far and its bank row.
+struct State<'a> {
+    partial: &'a mut [f32],
+    best_d: &'a mut [f32],
+    best_i: &'a mut [u32],
+}
+
+/// Adds one column pass of one panel into `m` query rows' partial dot products and, on the
+/// last pass, their running minimum; on `isa`, which the bank was packed for, so the CPU runs it.
+fn step_kernel(isa: Isa, s: Step<'_>, st: State<'_>) {
     let m = s.qn.len();
     assert!(m >= 1 && m <= isa.rows_per_step());
-    assert!(s.q.len() == m * s.dim && s.panel.len() == PANEL * s.dim && s.norms.len() == PANEL);
-    assert!(best_d.len() == m * PANEL && best_i.len() == m * PANEL);
+    assert!(s.k0 < s.k1 && s.k1 <= s.dim && s.q.len() == m * s.dim);
+    assert!(s.panel.len() == PANEL * (s.k1 - s.k0) && s.norms.len() == PANEL);
+    assert!(st.partial.len() == m * PANEL && st.best_d.len() == m * PANEL && st.best_i.len() == m * PANEL);
     #[cfg(target_arch = "x86_64")]
     {
         use x86::*;
@@ -208,47 +247,59 @@ fn step_kernel(isa: Isa, s: Step<'_>, best_d: &mut [f32], best_i: &mut [u32]) {
                 match m {
                     // SAFETY: a PackedBank holds an `isa` only if `Isa::available` found the
                     // CPU features; the asserts above give every length the kernel reads.
-                    $($n => unsafe { $kernel::<$n>(&s, best_d, best_i) },)*
+                    $($n => unsafe { $kernel::<$n>(&s, st) },)*
                     _ => unreachable!("m is checked against rows_per_step"),
                 }
             };
         }
         match isa {
             Isa::Avx2Fma => dispatch!(avx2_step, 1 2 3 4 5 6),
-            Isa::Avx512 => dispatch!(avx512_step, 1 2 3 4 5 6 7 8),
+            Isa::Avx512 => dispatch!(avx512_step, 1 2 3 4 5 6 7 8 9 10 11 12),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (s, best_d, best_i);
+        let _ = (s, st);
         unreachable!("no SIMD kernel exists off x86-64, so no PackedBank is built");
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Step, PANEL};
+    use super::{State, Step, PANEL};
     use std::arch::x86_64::*;
 
     /// AVX2+FMA: `M` query rows x 16 lanes, once per half panel.
     ///
     /// # Safety
-    /// The CPU supports AVX2 and FMA; `s.q` holds `M * s.dim` values, `s.panel` `32 * s.dim`,
-    /// `s.norms` 32, `best_d` and `best_i` `M * 32` (checked by `step_kernel`).
+    /// The CPU supports AVX2 and FMA; `s.q` holds `M * s.dim` values, `k0 < k1 <= s.dim`,
+    /// `s.panel` holds `32 * (k1 - k0)`, `s.norms` 32, and each slice of `st` `M * 32` (all
+    /// checked by `step_kernel`).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2_step<const M: usize>(s: &Step<'_>, best_d: &mut [f32], best_i: &mut [u32]) {
-        let (q, p, dim) = (s.q.as_ptr(), s.panel.as_ptr(), s.dim);
+    pub(super) unsafe fn avx2_step<const M: usize>(s: &Step<'_>, st: State<'_>) {
+        let (q, p, dim, k0) = (s.q.as_ptr(), s.panel.as_ptr(), s.dim, s.k0);
         for half in 0..2 {
             let lane0 = half * 16;
             let mut acc = [[_mm256_setzero_ps(); 2]; M];
-            for k in 0..dim {
-                // SAFETY: k < dim and lane0 + 16 <= 32, so both loads lie in the panel's
-                // 32 * dim values; r < M and k < dim keep the query read in its M * dim.
+            if !s.first() {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let part = &st.partial[r * PANEL + lane0..r * PANEL + lane0 + 16];
+                    // SAFETY: `part` is exactly 16 values, bounds-checked when cut.
+                    unsafe {
+                        a[0] = _mm256_loadu_ps(part.as_ptr());
+                        a[1] = _mm256_loadu_ps(part.as_ptr().add(8));
+                    }
+                }
+            }
+            for k in 0..s.k1 - k0 {
+                // SAFETY: k < k1 - k0 and lane0 + 16 <= 32, so both loads lie in the panel
+                // slice's 32 * (k1 - k0) values; r < M and k0 + k < dim keep the query read
+                // in its M * dim.
                 unsafe {
                     let b0 = _mm256_loadu_ps(p.add(k * PANEL + lane0));
                     let b1 = _mm256_loadu_ps(p.add(k * PANEL + lane0 + 8));
                     for (r, a) in acc.iter_mut().enumerate() {
-                        let x = _mm256_broadcast_ss(&*q.add(r * dim + k));
+                        let x = _mm256_broadcast_ss(&*q.add(r * dim + k0 + k));
                         a[0] = _mm256_fmadd_ps(x, b0, a[0]);
                         a[1] = _mm256_fmadd_ps(x, b1, a[1]);
                     }
@@ -260,8 +311,14 @@ mod x86 {
                 for (h, &dot) in a.iter().enumerate() {
                     let lane = lane0 + 8 * h;
                     let o = r * PANEL + lane;
+                    if !s.last() {
+                        let part = &mut st.partial[o..o + 8];
+                        // SAFETY: `part` is exactly 8 values, bounds-checked when cut.
+                        unsafe { _mm256_storeu_ps(part.as_mut_ptr(), dot) };
+                        continue;
+                    }
                     let norms = &s.norms[lane..lane + 8];
-                    let (bd, bi) = (&mut best_d[o..o + 8], &mut best_i[o..o + 8]);
+                    let (bd, bi) = (&mut st.best_d[o..o + 8], &mut st.best_i[o..o + 8]);
                     // SAFETY: each slice above is exactly 8 values, bounds-checked when cut.
                     unsafe {
                         // (|q|^2 + |b|^2) - 2 q.b, rounded once as the GEMM path does (2 q.b is exact).
@@ -287,17 +344,27 @@ mod x86 {
     /// # Safety
     /// The CPU supports AVX-512F; lengths as for [`avx2_step`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512_step<const M: usize>(s: &Step<'_>, best_d: &mut [f32], best_i: &mut [u32]) {
-        let (q, p, dim) = (s.q.as_ptr(), s.panel.as_ptr(), s.dim);
+    pub(super) unsafe fn avx512_step<const M: usize>(s: &Step<'_>, st: State<'_>) {
+        let (q, p, dim, k0) = (s.q.as_ptr(), s.panel.as_ptr(), s.dim, s.k0);
         let mut acc = [[_mm512_setzero_ps(); 2]; M];
-        for k in 0..dim {
-            // SAFETY: k < dim, so both loads lie in the panel's 32 * dim values; r < M and
-            // k < dim keep the query read in its M * dim.
+        if !s.first() {
+            for (r, a) in acc.iter_mut().enumerate() {
+                let part = &st.partial[r * PANEL..(r + 1) * PANEL];
+                // SAFETY: `part` is exactly 32 values, bounds-checked when cut.
+                unsafe {
+                    a[0] = _mm512_loadu_ps(part.as_ptr());
+                    a[1] = _mm512_loadu_ps(part.as_ptr().add(16));
+                }
+            }
+        }
+        for k in 0..s.k1 - k0 {
+            // SAFETY: k < k1 - k0, so both loads lie in the panel slice's 32 * (k1 - k0)
+            // values; r < M and k0 + k < dim keep the query read in its M * dim.
             unsafe {
                 let b0 = _mm512_loadu_ps(p.add(k * PANEL));
                 let b1 = _mm512_loadu_ps(p.add(k * PANEL + 16));
                 for (r, a) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*q.add(r * dim + k));
+                    let x = _mm512_set1_ps(*q.add(r * dim + k0 + k));
                     a[0] = _mm512_fmadd_ps(x, b0, a[0]);
                     a[1] = _mm512_fmadd_ps(x, b1, a[1]);
                 }
@@ -309,8 +376,14 @@ mod x86 {
             for (h, &dot) in a.iter().enumerate() {
                 let lane = 16 * h;
                 let o = r * PANEL + lane;
+                if !s.last() {
+                    let part = &mut st.partial[o..o + 16];
+                    // SAFETY: `part` is exactly 16 values, bounds-checked when cut.
+                    unsafe { _mm512_storeu_ps(part.as_mut_ptr(), dot) };
+                    continue;
+                }
                 let norms = &s.norms[lane..lane + 16];
-                let (bd, bi) = (&mut best_d[o..o + 16], &mut best_i[o..o + 16]);
+                let (bd, bi) = (&mut st.best_d[o..o + 16], &mut st.best_i[o..o + 16]);
                 // SAFETY: each slice above is exactly 16 values, bounds-checked when cut.
                 unsafe {
                     let d2 = _mm512_fnmadd_ps(two, dot, _mm512_add_ps(qn, _mm512_loadu_ps(norms.as_ptr())));
@@ -380,18 +453,10 @@ mod tests {
     fn fused_kernel_matches_f64_reference_and_gemm_path_on_remainders() {
         // Dims off multiples of 8, odd and single query/bank counts, banks smaller than a panel,
         // counts off the 6- and 8-row steps and the 32-row panels.
-        for (i, &(dim, nb, nq)) in [
-            (1, 1, 1),
-            (3, 2, 1),
-            (7, 31, 5),
-            (13, 33, 13),
-            (64, 65, 7),
-            (100, 97, 29),
-            (257, 5, 3),
-            (1, 100, 40),
-        ]
-        .iter()
-        .enumerate()
+        for (i, &(dim, nb, nq)) in
+            [(1, 1, 1), (3, 2, 1), (7, 31, 5), (13, 33, 13), (64, 65, 7), (100, 97, 29), (257, 5, 3), (1, 100, 40)]
+                .iter()
+                .enumerate()
         {
             check(dim, nb, nq, i as u64);
         }
