@@ -24,7 +24,8 @@ const MAX_TILE: usize = 256;
 pub enum Isa {
     /// 6 queries x 16 bank rows per step, 12 ymm accumulators.
     Avx2Fma,
-    /// 12 queries x 32 bank rows per step, 24 zmm accumulators.
+    /// 8 queries x 32 bank rows per step, 16 zmm accumulators (more makes LLVM keep them in
+    /// memory).
     Avx512,
 }
 
@@ -53,7 +54,7 @@ impl Isa {
     fn rows_per_step(self) -> usize {
         match self {
             Self::Avx2Fma => 6,
-            Self::Avx512 => 12,
+            Self::Avx512 => 8,
         }
     }
 }
@@ -158,6 +159,7 @@ impl PackedBank {
         // far: `[panel in block][query row][lane]`, at most 256 x 1 MiB / (4 dim) values.
         let mut partial = vec![0.0f32; per_block.min(n_panels) * rows * PANEL];
         let step = self.isa.rows_per_step();
+        let packed_q = pack_queries(qt, dim, step);
         for block in (0..n_panels).step_by(per_block) {
             for k0 in (0..dim).step_by(K_BLOCK) {
                 let k1 = (k0 + K_BLOCK).min(dim);
@@ -168,7 +170,8 @@ impl PackedBank {
                     let part = &mut partial[(p - block) * rows * PANEL..(p - block + 1) * rows * PANEL];
                     for r0 in (0..rows).step_by(step) {
                         let r1 = (r0 + step).min(rows);
-                        let s = Step { q: &qt[r0 * dim..r1 * dim], qn: &qn[r0..r1], dim, k0, k1, panel, norms, base };
+                        let q = &packed_q[r0 * dim..r1 * dim];
+                        let s = Step { q, qn: &qn[r0..r1], dim, k0, k1, panel, norms, base };
                         let lanes = r0 * PANEL..r1 * PANEL;
                         let state = State {
                             partial: &mut part[lanes.clone()],
@@ -198,8 +201,25 @@ impl PackedBank {
     }
 }
 
-/// One microkernel call's inputs: columns `k0..k1` of `m = qn.len()` query rows (whole rows
-/// of `dim` values in `q`) against the same columns of one packed panel (`panel`: `(k1 - k0)
+/// Query rows regrouped by microkernel step: the `m` rows of the step starting at row `r0`
+/// (`m` = `step`, or fewer at the end) occupy `r0 * dim..(r0 + m) * dim`, column-interleaved
+/// (`[r0 * dim + k * m + r]` is column `k` of row `r0 + r`), so a step reads its rows'
+/// values for one column from adjacent addresses instead of rows a page apart.
+fn pack_queries(qt: &[f32], dim: usize, step: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; qt.len()];
+    for (rows, dst) in qt.chunks(step * dim).zip(out.chunks_mut(step * dim)) {
+        let m = rows.len() / dim;
+        for (r, row) in rows.chunks_exact(dim).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                dst[k * m + r] = v;
+            }
+        }
+    }
+    out
+}
+
+/// One microkernel call's inputs: columns `k0..k1` of `m = qn.len()` query rows (all `dim`
+/// columns of them in `q`, interleaved as [`pack_queries`] lays them out) against the same columns of one packed panel (`panel`: `(k1 - k0)
 /// x 32`), whose rows start at bank index `base` and have squared norms `norms`.
 struct Step<'a> {
     q: &'a [f32],
@@ -254,7 +274,7 @@ fn step_kernel(isa: Isa, s: Step<'_>, st: State<'_>) {
         }
         match isa {
             Isa::Avx2Fma => dispatch!(avx2_step, 1 2 3 4 5 6),
-            Isa::Avx512 => dispatch!(avx512_step, 1 2 3 4 5 6 7 8 9 10 11 12),
+            Isa::Avx512 => dispatch!(avx512_step, 1 2 3 4 5 6 7 8),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -277,7 +297,7 @@ mod x86 {
     /// checked by `step_kernel`).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2_step<const M: usize>(s: &Step<'_>, st: State<'_>) {
-        let (q, p, dim, k0) = (s.q.as_ptr(), s.panel.as_ptr(), s.dim, s.k0);
+        let (q, p, k0) = (s.q.as_ptr(), s.panel.as_ptr(), s.k0);
         for half in 0..2 {
             let lane0 = half * 16;
             let mut acc = [[_mm256_setzero_ps(); 2]; M];
@@ -293,13 +313,13 @@ mod x86 {
             }
             for k in 0..s.k1 - k0 {
                 // SAFETY: k < k1 - k0 and lane0 + 16 <= 32, so both loads lie in the panel
-                // slice's 32 * (k1 - k0) values; r < M and k0 + k < dim keep the query read
-                // in its M * dim.
+                // slice's 32 * (k1 - k0) values; r < M and k0 + k < dim keep the query read,
+                // at (k0 + k) * M + r, in its M * dim.
                 unsafe {
                     let b0 = _mm256_loadu_ps(p.add(k * PANEL + lane0));
                     let b1 = _mm256_loadu_ps(p.add(k * PANEL + lane0 + 8));
                     for (r, a) in acc.iter_mut().enumerate() {
-                        let x = _mm256_broadcast_ss(&*q.add(r * dim + k0 + k));
+                        let x = _mm256_broadcast_ss(&*q.add((k0 + k) * M + r));
                         a[0] = _mm256_fmadd_ps(x, b0, a[0]);
                         a[1] = _mm256_fmadd_ps(x, b1, a[1]);
                     }
@@ -345,7 +365,7 @@ mod x86 {
     /// The CPU supports AVX-512F; lengths as for [`avx2_step`].
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512_step<const M: usize>(s: &Step<'_>, st: State<'_>) {
-        let (q, p, dim, k0) = (s.q.as_ptr(), s.panel.as_ptr(), s.dim, s.k0);
+        let (q, p, k0) = (s.q.as_ptr(), s.panel.as_ptr(), s.k0);
         let mut acc = [[_mm512_setzero_ps(); 2]; M];
         if !s.first() {
             for (r, a) in acc.iter_mut().enumerate() {
@@ -359,12 +379,13 @@ mod x86 {
         }
         for k in 0..s.k1 - k0 {
             // SAFETY: k < k1 - k0, so both loads lie in the panel slice's 32 * (k1 - k0)
-            // values; r < M and k0 + k < dim keep the query read in its M * dim.
+            // values; r < M and k0 + k < dim keep the query read, at (k0 + k) * M + r, in
+            // its M * dim.
             unsafe {
                 let b0 = _mm512_loadu_ps(p.add(k * PANEL));
                 let b1 = _mm512_loadu_ps(p.add(k * PANEL + 16));
                 for (r, a) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*q.add(r * dim + k0 + k));
+                    let x = _mm512_set1_ps(*q.add((k0 + k) * M + r));
                     a[0] = _mm512_fmadd_ps(x, b0, a[0]);
                     a[1] = _mm512_fmadd_ps(x, b1, a[1]);
                 }
