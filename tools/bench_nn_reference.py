@@ -9,10 +9,11 @@ Installs numpy and faiss-cpu into its own virtual environment (target/bench-nn-v
 $NN_BENCH_VENV) on first use, and runs with 2 OpenBLAS / OpenMP threads unless
 OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say otherwise.
 
-Run: python3 tools/bench_nn_reference.py [--compare anoflow.tsv]
+Run: python3 tools/bench_nn_reference.py [--compare anoflow.tsv | --cpu]
 With --compare, rows from `NN_BENCH_TSV=anoflow.tsv cargo bench -p anoflow-plugin-scorers
 --bench nn` join the table, with each row's share of the sgemm GFLOP/s and its speed-up over
-FAISS. tools/bench_nn.sh does both.
+FAISS. tools/bench_nn.sh does both. With --cpu it prints GFLOP per CPU-second of sgemm and FAISS
+instead (see NN_BENCH_CPU in the Rust bench).
 """
 import os
 import subprocess
@@ -90,8 +91,40 @@ def measure(runs):
     return rows
 
 
+def cpu_rates():
+    """GFLOP per CPU-second of this process for sgemm and FAISS (about 4e11 flops per cell), the
+    figure plugins/scorers/benches/nn.rs prints with NN_BENCH_CPU=1; meant for one BLAS thread."""
+    import faiss
+    import numpy as np
+
+    faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    print(f"# GFLOP per CPU-second, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+          f"OMP threads {faiss.omp_get_max_threads()}")
+    print("| queries x bank | OpenBLAS sgemm only | FAISS IndexFlatL2 k=1 |")
+    print("|---|---:|---:|")
+    for nq, nb in SHAPES:
+        rng = np.random.default_rng(nb)
+        bank = rng.random((nb, DIM), dtype=np.float32)
+        queries = rng.random((nq, DIM), dtype=np.float32)
+        flops = 2.0 * nq * nb * DIM
+        reps = int(np.ceil(4e11 / flops))
+        index = faiss.IndexFlatL2(DIM)
+        index.add(bank)
+        rates = []
+        for f in (lambda: queries @ bank.T, lambda: index.search(queries, 1)):
+            f()
+            start = time.process_time()
+            for _ in range(reps):
+                f()
+            rates.append(flops * reps / (time.process_time() - start) / 1e9)
+        print(f"| {nq} x {nb} | {rates[0]:.1f} | {rates[1]:.1f} |")
+
+
 def main():
     ensure_venv()
+    if "--cpu" in sys.argv:
+        cpu_rates()
+        return
     runs = int(os.environ.get("NN_BENCH_RUNS", "5"))
     rows = measure(runs)
     if "--compare" in sys.argv:

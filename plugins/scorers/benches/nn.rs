@@ -6,6 +6,11 @@
 //! `NN_BENCH_TSV=<file>` it also writes `shape, impl, seconds` rows that
 //! `tools/bench_nn_reference.py --compare <file>` sets beside OpenBLAS and FAISS
 //! (`tools/bench_nn.sh` runs both).
+//!
+//! With `NN_BENCH_CPU=1` it instead reports GFLOP per CPU-second of this process (user +
+//! system time, about 4e11 flops per cell, sequential query tiles), a figure that other jobs
+//! on a shared machine disturb far less than wall time; run it with `RAYON_NUM_THREADS=1`
+//! beside `tools/bench_nn_reference.py --cpu` with one BLAS thread.
 
 use std::time::Instant;
 
@@ -36,7 +41,44 @@ fn best_secs(runs: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// User + system CPU seconds of this process so far (Linux `/proc/self/stat`).
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn cpu_rates() {
+    println!("| queries x bank | fused (GFLOP per CPU-s) | GEMM tiles (GFLOP per CPU-s) |");
+    println!("|---|---:|---:|");
+    for (nq, nb) in SHAPES {
+        let bank = Bank::new(features(nb, 7 + nb as u64), DIM);
+        let query = features(nq, 999);
+        let flops = 2.0 * (nq * nb * DIM) as f64;
+        let reps = (4e11 / flops).ceil() as usize;
+        let rate = |gemm: bool| -> Option<f64> {
+            let start = cpu_secs()?;
+            for _ in 0..reps {
+                std::hint::black_box(if gemm {
+                    bank.score_patches_gemm(&query, false)
+                } else {
+                    bank.score_patches(&query, false)
+                });
+            }
+            Some(flops * reps as f64 / (cpu_secs()? - start) / 1e9)
+        };
+        let show = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.1}"));
+        println!("| {nq} x {nb} | {} | {} |", show(rate(false)), show(rate(true)));
+    }
+}
+
 fn main() {
+    if std::env::var_os("NN_BENCH_CPU").is_some() {
+        cpu_rates();
+        return;
+    }
     let runs: usize = std::env::var("NN_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let isa = anoflow_plugin_scorers::nn_kernel::Isa::detect();
     println!(
