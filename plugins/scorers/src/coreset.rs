@@ -56,19 +56,7 @@ pub fn greedy_k_center(points: &[f32], dim: usize, count: usize, first: usize) -
             .par_chunks_mut(CHUNK)
             .zip(points.par_chunks(CHUNK * dim))
             .enumerate()
-            .map(|(ci, (md, pts))| {
-                let mut best = (f32::NEG_INFINITY, usize::MAX);
-                for (j, (m, p)) in md.iter_mut().zip(pts.chunks_exact(dim)).enumerate() {
-                    let d = sq_dist(p, c);
-                    if d < *m {
-                        *m = d;
-                    }
-                    if *m > best.0 {
-                        best = (*m, ci * CHUNK + j);
-                    }
-                }
-                best
-            })
+            .map(|(ci, (md, pts))| update_chunk(md, pts, c, ci * CHUNK))
             .reduce(
                 || (f32::NEG_INFINITY, usize::MAX),
                 |a, b| if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) { b } else { a },
@@ -79,6 +67,45 @@ pub fn greedy_k_center(points: &[f32], dim: usize, count: usize, first: usize) -
         next = best_i;
     }
     chosen
+}
+
+/// Lowers each point's distance to the chosen set (`md`, one per row of `pts`) by its
+/// distance to the new centre `c`; returns the farthest point, first on ties, its index
+/// offset by `base` (`usize::MAX` if none beats -inf).
+fn update_chunk(md: &mut [f32], pts: &[f32], c: &[f32], base: usize) -> (f32, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU runs AVX2, checked just above.
+        return unsafe { update_chunk_avx2(md, pts, c, base) };
+    }
+    update_chunk_portable(md, pts, c, base)
+}
+
+/// [`update_chunk_portable`] compiled for 256-bit registers: lane for lane the same
+/// subtractions, multiplications and additions as `sq_dist` (no FMA, no reordering), so the
+/// distances, and hence the picks, are bit-identical to the portable build.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn update_chunk_avx2(md: &mut [f32], pts: &[f32], c: &[f32], base: usize) -> (f32, usize) {
+    update_chunk_portable(md, pts, c, base)
+}
+
+#[inline(always)]
+fn update_chunk_portable(md: &mut [f32], pts: &[f32], c: &[f32], base: usize) -> (f32, usize) {
+    let mut best = (f32::NEG_INFINITY, usize::MAX);
+    for (j, (m, p)) in md.iter_mut().zip(pts.chunks_exact(c.len())).enumerate() {
+        let d = sq_dist(p, c);
+        if d < *m {
+            *m = d;
+        }
+        if *m > best.0 {
+            best = (*m, base + j);
+        }
+    }
+    best
 }
 
 /// The PatchCore coreset: `fraction` of the rows (at least one), picked by greedy k-center on
@@ -97,6 +124,49 @@ pub fn select(rows: &[f32], dim: usize, fraction: f64, seed: u64) -> Vec<usize> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Greedy k-center in one plain scan per pick: strict `>`, so ties go to the lowest index.
+    fn greedy_k_center_serial(points: &[f32], dim: usize, count: usize, first: usize) -> Vec<usize> {
+        let n = points.len() / dim;
+        let mut chosen = Vec::new();
+        let mut min_d = vec![f32::INFINITY; n];
+        let mut next = first;
+        while chosen.len() < count.min(n) {
+            chosen.push(next);
+            let c = &points[next * dim..(next + 1) * dim];
+            let mut best = (f32::NEG_INFINITY, usize::MAX);
+            for (i, p) in points.chunks_exact(dim).enumerate() {
+                min_d[i] = min_d[i].min(sq_dist(p, c));
+                if min_d[i] > best.0 {
+                    best = (min_d[i], i);
+                }
+            }
+            if best.1 == usize::MAX || best.0 <= 0.0 {
+                break;
+            }
+            next = best.1;
+        }
+        chosen
+    }
+
+    #[test]
+    fn parallel_picks_equal_the_serial_scan() {
+        // Sizes below, at and across the 4096-row chunks; small integer coordinates make many
+        // exact distance ties, across chunks too, which the reduction must break like the scan.
+        // 128 columns: the projected width, where the SIMD build's lanes are all in use.
+        let sizes =
+            [(1, 3, 1), (50, 2, 20), (4096, 3, 300), (4097, 2, 500), (13_001, 4, 900), (9000, 128, 200), (700, 13, 90)];
+        for (i, &(n, dim, count)) in sizes.iter().enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
+            let points: Vec<f32> = (0..n * dim).map(|_| rng.gen_range(0..6) as f32).collect();
+            let first = rng.gen_range(0..n);
+            let want = greedy_k_center_serial(&points, dim, count, first);
+            assert_eq!(greedy_k_center(&points, dim, count, first), want, "n {n} dim {dim}");
+            let floats: Vec<f32> = (0..n * dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let want = greedy_k_center_serial(&floats, dim, count, first);
+            assert_eq!(greedy_k_center(&floats, dim, count, first), want, "n {n} dim {dim}, floats");
+        }
+    }
 
     #[test]
     fn picks_the_farthest_points_of_a_line() {

@@ -63,7 +63,9 @@ pub fn sgemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32]) {
     }
 }
 
-/// Squared Euclidean distance, written with eight independent accumulators so it vectorises.
+/// Squared Euclidean distance, written with eight independent accumulators so it vectorises
+/// (inlined, so callers compiled for wider registers get them).
+#[inline(always)]
 pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

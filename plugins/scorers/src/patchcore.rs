@@ -6,6 +6,7 @@ use anoflow_sdk::prelude::*;
 use crate::common::{check_dim, checked_features, fitted, scorer_ports, FitRows, MapShaping};
 use crate::coreset;
 use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
+use crate::nn_kernel::PackedBank;
 use crate::state::{expect_rank, StateReader, StateWriter};
 
 pub struct PatchCore;
@@ -61,12 +62,15 @@ pub struct Bank {
     pub rows: Vec<f32>,
     pub norms: Vec<f32>,
     pub dim: usize,
+    /// The rows packed for the fused SIMD search, where the CPU runs it.
+    packed: Option<PackedBank>,
 }
 
 impl Bank {
     pub fn new(rows: Vec<f32>, dim: usize) -> Self {
         let norms = row_sq_norms(&rows, dim);
-        Self { rows, norms, dim }
+        let packed = PackedBank::new(&rows, &norms, dim);
+        Self { rows, norms, dim, packed }
     }
     pub fn len(&self) -> usize {
         self.norms.len()
@@ -88,8 +92,17 @@ impl Bank {
         Self::new(bank, dim)
     }
 
-    /// Per-patch nearest-neighbour distance and index.
+    /// Per-patch nearest-neighbour distance and index: the fused SIMD search where the CPU
+    /// runs it, else GEMM tiles.
     pub fn score_patches(&self, patches: &[f32], parallel: bool) -> Vec<(f32, u32)> {
+        match &self.packed {
+            Some(packed) => packed.nearest(&self.rows, patches, parallel),
+            None => self.score_patches_gemm(patches, parallel),
+        }
+    }
+
+    /// Per-patch nearest neighbours by GEMM tiles (the portable path), whatever the CPU.
+    pub fn score_patches_gemm(&self, patches: &[f32], parallel: bool) -> Vec<(f32, u32)> {
         nearest_neighbours(&self.rows, &self.norms, patches, self.dim, parallel)
     }
 
