@@ -23,15 +23,22 @@ def features(rows, seed):
 def coreset(rows, fraction, seed=0):
     rng = np.random.default_rng(seed)
     proj = rows @ (rng.standard_normal((DIM, PROJ), dtype=np.float32) / np.sqrt(PROJ))
+    # Squared distances to the new pick as |p|^2 + |q|^2 - 2 p.q: one matrix-vector product
+    # per pick (BLAS), no n x 128 temporary.
+    sq = np.einsum("ij,ij->i", proj, proj)
     n = len(proj)
     count = max(1, int(n * fraction))
     min_d = np.full(n, np.inf, dtype=np.float32)
+    d = np.empty(n, dtype=np.float32)
     nxt = int(rng.integers(n))
-    chosen = []
-    for _ in range(count):
-        chosen.append(nxt)
-        d = proj - proj[nxt]
-        np.minimum(min_d, np.einsum("ij,ij->i", d, d), out=min_d)
+    chosen = np.empty(count, dtype=np.int64)
+    for i in range(count):
+        chosen[i] = nxt
+        np.matmul(proj, proj[nxt], out=d)
+        d *= -2.0
+        d += sq
+        d += sq[nxt]
+        np.minimum(min_d, d, out=min_d)
         nxt = int(np.argmax(min_d))
     return rows[chosen]
 
