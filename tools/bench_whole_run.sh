@@ -4,10 +4,14 @@
 #   ours-core the same file without the calibrated nodes and the `calibrate:` section, so it
 #             does exactly the reference's steps (THR and TTT4AS into the metrics), --no-cache;
 #   python    tools/whole_run_reference.py (numpy, onnxruntime, FAISS, scikit-learn).
-# Prints wall times, ratios, peak RSS, per-phase times (ours from run.json, with each phase's
-# busy/(wall x threads) and CPU time) and the figures of both, as a check that they do the same work.
+# Prints wall and CPU times (user + system, every thread) with the ratios, peak RSS, per-phase
+# times (ours from run.json, with each phase's busy/(wall x threads) and CPU/(wall x threads))
+# and the figures of both, as a check that they do the same work. On a shared machine the CPU
+# ratio is the steadier one: the wall ratio moves with what else runs.
 #
 # usage: tools/bench_whole_run.sh [synthetic] [photo]   (default: both)
+#        RUNS="python" tools/bench_whole_run.sh photo   re-runs only those of ours ours-core python
+#        and prints the table with the others' last results
 # Needs the release build (cargo build --release --workspace), models/mobilenet_v2.onnx
 # (tools/setup.sh) and python3 with venv; the Python packages go into $OUT/venv.
 # OUT (default target/bench-whole-run) holds the datasets, runs and logs.
@@ -56,27 +60,33 @@ dataset_root() {
   esac
 }
 
-timed() {  # timed LOG CMD...: runs CMD, appends wall seconds and peak RSS (KB) to LOG
+timed() {  # timed LOG CMD...: runs CMD; LOG.time gets wall s, peak RSS KB, user s, system s
   local log="$1"; shift
-  /usr/bin/time -f "%e %M" -o "$log.time" "$@" >"$log" 2>&1
+  /usr/bin/time -f "%e %M %U %S" -o "$log.time" "$@" >"$log" 2>&1
 }
 
 for set in "${SETS[@]}"; do
   root="$(dataset_root "$set")"
   echo "== $set: $root (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-  timed "$OUT/$set-ours.log" "$BIN" run pipelines/mvtec-ad-patchcore.yaml --set "vars.root=$root" \
-    --no-cache --out "$OUT/$set-ours" --replace -q
-  timed "$OUT/$set-ours-core.log" "$BIN" run "$CORE" --set "vars.root=$root" \
-    --no-cache --out "$OUT/$set-ours-core" --replace -q
-  timed "$OUT/$set-python.log" "$PY" tools/whole_run_reference.py "$root"
+  for run in ${RUNS:-ours ours-core python}; do
+    case "$run" in
+      ours) timed "$OUT/$set-ours.log" "$BIN" run pipelines/mvtec-ad-patchcore.yaml --set "vars.root=$root" \
+              --no-cache --out "$OUT/$set-ours" --replace -q ;;
+      ours-core) timed "$OUT/$set-ours-core.log" "$BIN" run "$CORE" --set "vars.root=$root" \
+              --no-cache --out "$OUT/$set-ours-core" --replace -q ;;
+      python) timed "$OUT/$set-python.log" "$PY" tools/whole_run_reference.py "$root" ;;
+      *) echo "unknown run $run (ours | ours-core | python)" >&2; exit 2 ;;
+    esac
+  done
   "$PY" - "$OUT" "$set" <<'PY'
 import json, sys
 out, name = sys.argv[1], sys.argv[2]
-def wall_rss(log):
-    wall, rss = open(f"{out}/{name}-{log}.log.time").read().split()[-2:]
-    return float(wall), int(rss) / 1024
+def measured(log):
+    fields = open(f"{out}/{name}-{log}.log.time").read().split()
+    wall, rss = float(fields[0]), int(fields[1]) / 1024
+    return wall, rss, float(fields[2]) + float(fields[3]) if len(fields) >= 4 else float("nan")
 py = json.loads(open(f"{out}/{name}-python.log").read().strip().splitlines()[-1])
-py_wall, py_rss = wall_rss("python")
+py_wall, py_rss, py_cpu = measured("python")
 def figures(run):
     recs = json.load(open(f"{out}/{name}-{run}/eval/results.json"))["records"]
     def get(source, metric, subset="all"):
@@ -87,17 +97,19 @@ def figures(run):
     return {"pixel_auroc": get("scorer.score", "pixel_auroc"), "aupro": get("scorer.score", "aupro"),
             "f1_max": get("scorer.score", "f1_max"), "image_auroc": get("scorer.score", "image_auroc"),
             "thr_pixel_f1": get("thr.mask", "f1"), "ttt_pixel_f1": get("ttt.mask", "f1")}
-print(f"{'run':<10} {'wall s':>8} {'python/ours':>11} {'peak RSS MB':>11}   phases: wall s (busy/(wall x threads), CPU s/(wall x threads))")
-print(f"{'python':<10} {py_wall:>8.1f} {'':>11} {py_rss:>11.0f}   " +
-      ", ".join(f"{k} {v:.1f}" for k, v in py["phases"].items()))
+print(f"load average now: {open('/proc/loadavg').read().split()[:3]}")
+print(f"{'run':<10} {'wall s':>8} {'python/ours':>11} {'CPU s':>8} {'python/ours':>11} {'peak RSS MB':>11}"
+      "   phases: wall s (busy/(wall x threads), CPU s/(wall x threads))")
+print(f"{'python':<10} {py_wall:>8.1f} {'':>11} {py_cpu:>8.1f} {'':>11} {py_rss:>11.0f}   " +
+      ", ".join(f"{k} {v:.1f} (CPU {py.get('phases_cpu', {}).get(k, float('nan')):.1f} s)" for k, v in py["phases"].items()))
 rows = {}
 for run in ["ours-core", "ours"]:
-    wall, rss = wall_rss(run)
+    wall, rss, cpu = measured(run)
     phases = json.load(open(f"{out}/{name}-{run}/run.json"))["run"]["phases"]
     desc = ", ".join(
         f"{p['name']} {p['wall_seconds']:.1f} ({p['utilization']:.2f}, "
         f"{(p.get('cpu_seconds') or 0) / max(1e-9, p['wall_seconds'] * p['threads']):.2f})" for p in phases)
-    print(f"{run:<10} {wall:>8.1f} {py_wall / wall:>10.2f}x {rss:>11.0f}   {desc}")
+    print(f"{run:<10} {wall:>8.1f} {py_wall / wall:>10.2f}x {cpu:>8.1f} {py_cpu / cpu:>10.2f}x {rss:>11.0f}   {desc}")
     rows[run] = figures(run)
 rows["python"] = {k: py[k] for k in rows["ours"]}
 keys = list(rows["ours"])
