@@ -282,6 +282,7 @@ fn quickstart_compares_thr_and_ttt4as_and_caches_the_fitted_bank() {
     let small: Vec<&str> = small.iter().map(String::as_str).collect();
     let r = run(dir.path(), &p, &dir.path().join("q1"), &small);
     assert_eq!(r.code, 0, "{}", r.all());
+    assert_every_phase_reports_its_utilization(&read_json(&dir.path().join("q1/run.json")), &r.stdout);
     let results = read_json(&dir.path().join("q1/eval/results.json"));
     let get = |source: &str, metric: &str| {
         results["records"]
@@ -327,6 +328,24 @@ fn quickstart_compares_thr_and_ttt4as_and_caches_the_fitted_bank() {
         read_json(&dir.path().join("q1/eval/results.json")),
         read_json(&dir.path().join("q2/eval/results.json"))
     );
+}
+
+/// `run.phases` of a run that fitted, calibrated and tested (nothing from the cache): each
+/// phase's `busy / (wall x threads)` lies in (0, 1.05], and the summary line shows them.
+fn assert_every_phase_reports_its_utilization(report: &Value, stdout: &str) {
+    let phases = report["run"]["phases"].as_array().expect("run.phases");
+    let names: Vec<&str> = phases.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["fit", "calibrate", "test", "finish"], "{report}");
+    for phase in phases {
+        let (busy, wall, threads) = (&phase["busy_seconds"], &phase["wall_seconds"], &phase["threads"]);
+        let (busy, wall, threads) = (busy.as_f64().unwrap(), wall.as_f64().unwrap(), threads.as_f64().unwrap());
+        let utilization = phase["utilization"].as_f64().unwrap();
+        assert!(utilization > 0.0 && utilization <= 1.05, "{phase}");
+        assert!((utilization - busy / (wall * threads)).abs() < 1e-9, "{phase}");
+        assert!(phase["cpu_seconds"].as_f64().is_some_and(|c| c > 0.0), "{phase}");
+    }
+    let line = stdout.lines().find(|l| l.starts_with("ran `quickstart`")).expect("the summary line");
+    assert!(line.contains("busy/(wall x ") && line.contains("calibrate ") && line.contains(", test "), "{line}");
 }
 
 /// Two binarizers side by side, one behind a stage that misbehaves (fixture `faulty`, mode

@@ -33,8 +33,10 @@ use crate::{check::CheckedPipeline, codec, fsutil::write_atomic, provenance};
 
 mod calibrate;
 mod export;
+mod phases;
 pub use calibrate::{markdown as calibration_markdown, CalibrationReport};
 pub use export::{fit_for_export, CategoryInstance, FittedPipeline, NodeState, Prediction, Predictor};
+pub use phases::{summary_line as phases_summary_line, PhaseStats};
 
 /// Set by the Ctrl-C handler; the executor stops between chunks, so every file written so
 /// far is complete (all writes are atomic) and the report says where the run stopped.
@@ -78,7 +80,8 @@ pub struct NodeStats {
     /// Samples processed (or consumed) successfully, all phases.
     pub samples: u64,
     pub errors: u64,
-    /// Time spent inside the stage, summed over worker threads.
+    /// Time spent inside the stage (processing, observing and finishing a fit, consuming,
+    /// finishing a sink), summed over worker threads.
     pub busy_seconds: f64,
     /// Samples whose outputs came from the node-output cache.
     pub cached: u64,
@@ -106,6 +109,8 @@ pub struct RunSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard_categories: Option<Vec<String>>,
     pub nodes: Vec<NodeStats>,
+    /// Wall time and utilization of each phase (`fit`, `calibrate`, `test`, `finish`).
+    pub phases: Vec<PhaseStats>,
     pub failures: Vec<RunError>,
     pub sinks: Vec<SinkResult>,
     /// What the `calibrate:` phase chose per category, when the pipeline has one.
@@ -172,13 +177,21 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
 
     let stages = (0..p.nodes.len()).map(|n| create_stage(p, n, opts)).collect::<Result<Vec<_>, _>>()?;
     let mut runner = Runner::new(p, opts, stages);
+    let mut phases = Vec::new();
 
-    for pass in fit_passes(p) {
-        runner.fit(&pass)?;
+    let passes = fit_passes(p);
+    if !passes.is_empty() {
+        let clock = runner.phase_clock("fit");
+        for pass in passes {
+            runner.fit(&pass)?;
+        }
+        phases.push(runner.phase_stop(clock));
     }
     let calibration = match &p.calibration {
         Some(plan) => {
+            let clock = runner.phase_clock("calibrate");
             let report = runner.calibrate(plan)?;
+            phases.push(runner.phase_stop(clock));
             let path = opts.out_dir.join("calibration.md");
             write_atomic(&path, calibrate::markdown(&report, true).as_bytes())
                 .map_err(|e| setup_err(format!("cannot write {}: {e}", path.display())))?;
@@ -186,9 +199,13 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
         }
         None => None,
     };
+    let clock = runner.phase_clock("test");
     let test_samples = runner.test()?;
+    phases.push(runner.phase_stop(clock));
+    let clock = runner.phase_clock("finish");
     runner.save_sink_states()?;
     let sinks = runner.finish_sinks()?;
+    phases.push(runner.phase_stop(clock));
 
     let summary = RunSummary {
         pipeline: p.spec.name.clone(),
@@ -198,6 +215,7 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
         shard: opts.shard.as_ref().map(crate::shard::Shard::label),
         shard_categories: opts.shard.as_ref().and_then(|s| s.categories.as_ref()).map(|c| c.iter().cloned().collect()),
         nodes: runner.stats.iter().map(|s| s.lock().map(|s| s.clone()).unwrap_or_default()).collect(),
+        phases,
         failures: runner.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         sinks,
         calibration,
@@ -259,6 +277,19 @@ impl<'a> Runner<'a> {
         if let Ok(mut s) = self.stats[node].lock() {
             f(&mut s);
         }
+    }
+
+    /// Every node's `busy_seconds` so far, summed.
+    fn busy_total(&self) -> f64 {
+        self.stats.iter().filter_map(|s| s.lock().ok().map(|s| s.busy_seconds)).sum()
+    }
+
+    fn phase_clock(&self, name: &'static str) -> phases::PhaseClock {
+        phases::PhaseClock::start(name, self.busy_total())
+    }
+
+    fn phase_stop(&self, clock: phases::PhaseClock) -> PhaseStats {
+        clock.stop(self.busy_total(), self.opts.threads)
     }
 
     /// The samples of `split` in this task's categories (every one unless split by category).
@@ -689,8 +720,10 @@ impl<'a> Runner<'a> {
             let (stage, key) = &mut instances[j];
             let t0 = Instant::now();
             stage.fit_finish().into_result().map_err(|e| self.err(phase, f, None, e.to_string()))?;
+            let finished = t0.elapsed().as_secs_f64();
             self.with_stats(f, |s| {
-                *s.fit_seconds.get_or_insert(0.0) += streamed + t0.elapsed().as_secs_f64();
+                s.busy_seconds += finished;
+                *s.fit_seconds.get_or_insert(0.0) += streamed + finished;
                 s.fit_state = Some("fitted".into());
             });
             match stage.save_state().into_result() {
@@ -1048,6 +1081,7 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
         shard: None,
         shard_categories: None,
         nodes: Vec::new(),
+        phases: Vec::new(),
         failures: Vec::new(),
         sinks,
         calibration,

@@ -386,11 +386,13 @@ fn finish_run(summaries: &[executor::RunSummary]) -> ExitCode {
                 println!("## {}\n\n{}\n", sink.node, sink.markdown.trim_end());
             }
         }
+        let phases = executor::phases_summary_line(&summary.phases);
         println!(
-            "ran `{}` on {} test samples in {:.1} s; results in {}",
+            "ran `{}` on {} test samples in {:.1} s{}; results in {}",
             summary.pipeline,
             summary.test_samples,
             summary.seconds,
+            if phases.is_empty() { String::new() } else { format!("; {phases}") },
             summary.run_dir.display()
         );
         if !summary.failures.is_empty() {
