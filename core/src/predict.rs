@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anoflow_imaging::paths::{is_image_file, match_path};
 use anoflow_sdk::value::{PortValue, SampleMeta, Value, LABEL_UNKNOWN};
 use serde_json::{json, Value as Json};
 
@@ -66,12 +67,6 @@ impl InputImage {
     }
 }
 
-fn is_image_file(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "tif" | "tiff"))
-}
-
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
@@ -89,28 +84,6 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 fn rel_of(root: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(root).unwrap_or(file);
     rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
-}
-
-/// Matches one path component against a pattern with `*` and `?`.
-fn match_component(pat: &[u8], name: &[u8]) -> bool {
-    match (pat.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => match_component(&pat[1..], name) || (!name.is_empty() && match_component(pat, &name[1..])),
-        (Some(b'?'), Some(_)) => match_component(&pat[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => match_component(&pat[1..], &name[1..]),
-        _ => false,
-    }
-}
-
-/// Matches path components against pattern components (`**`: any depth).
-fn match_path(pat: &[&str], path: &[&str]) -> bool {
-    match pat.first() {
-        None => path.is_empty(),
-        Some(&"**") => (0..=path.len()).any(|k| match_path(&pat[1..], &path[k..])),
-        Some(p) => {
-            !path.is_empty() && match_component(p.as_bytes(), path[0].as_bytes()) && match_path(&pat[1..], &path[1..])
-        }
-    }
 }
 
 /// The images the inputs name, sorted within each input; an input naming nothing is an error.
@@ -635,13 +608,6 @@ mod tests {
         assert_eq!(category_of(&img("tiles/x.png"), Some("pill"), &cats), Ok("pill".into()));
         assert!(category_of(&img("x.png"), None, &cats).unwrap_err().contains("pill, tiles"));
         assert_eq!(category_of(&img("x.png"), None, &cats[..1]), Ok("pill".into()));
-    }
-
-    #[test]
-    fn glob_patterns_match_components() {
-        assert!(match_path(&["**", "*.png"], &["a", "b", "c.png"]));
-        assert!(!match_path(&["*", "*.png"], &["a", "b", "c.png"]));
-        assert!(match_path(&["0?1*"], &["001_x"]));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Pieces shared by the sources: errors, the validation hold-out, directory listing,
 //! category selection.
 
+pub use anoflow_imaging::paths::is_image_file;
 use std::path::{Path, PathBuf};
 
 use anoflow_sdk::prelude::*;
@@ -96,12 +97,6 @@ pub fn validation_holdout(n: usize, fraction: f64, seed: u64, category: &str) ->
 pub fn pick_split<T>(items: Vec<T>, held: &[bool], split: &str) -> Vec<T> {
     let want_held = split == "validation";
     items.into_iter().zip(held).filter(|(_, &h)| h == want_held).map(|(t, _)| t).collect()
-}
-
-pub fn is_image_file(p: &Path) -> bool {
-    let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    !hidden && p.is_file() && matches!(ext.as_deref(), Some("png" | "tif" | "tiff"))
 }
 
 /// Files with one of `exts` (lower-case, no dot) directly in `dir`, sorted; hidden files

@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anoflow_imaging::paths::{has_wildcard, match_path};
 use anoflow_sdk::prelude::*;
 
 use crate::common::{
@@ -80,32 +81,6 @@ struct FolderSource {
     category: String,
     validation_fraction: f64,
     seed: u64,
-}
-
-fn has_wildcard(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-/// Matches one path component against a pattern with `*` and `?`.
-fn match_component(pat: &[u8], name: &[u8]) -> bool {
-    match (pat.first(), name.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => match_component(&pat[1..], name) || (!name.is_empty() && match_component(pat, &name[1..])),
-        (Some(b'?'), Some(_)) => match_component(&pat[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => match_component(&pat[1..], &name[1..]),
-        _ => false,
-    }
-}
-
-/// Matches relative path components against pattern components (`**` = any depth).
-fn match_path(pat: &[&str], path: &[&str]) -> bool {
-    match pat.first() {
-        None => path.is_empty(),
-        Some(&"**") => (0..=path.len()).any(|k| match_path(&pat[1..], &path[k..])),
-        Some(p) => {
-            !path.is_empty() && match_component(p.as_bytes(), path[0].as_bytes()) && match_path(&pat[1..], &path[1..])
-        }
-    }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -271,21 +246,5 @@ impl Source for FolderSource {
             Mask::zeros(h as u32, w as u32)?
         };
         Ok(Outputs::new().with("image", image).with("mask", mask))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_matching() {
-        assert!(match_component(b"*.png", b"a.png"));
-        assert!(!match_component(b"*.png", b"a.tiff"));
-        assert!(match_component(b"0?1*", b"001_x"));
-        assert!(match_path(&["**", "*.png"], &["a", "b", "c.png"]));
-        assert!(match_path(&["**", "*.png"], &["c.png"]));
-        assert!(!match_path(&["*", "*.png"], &["a", "b", "c.png"]));
-        assert!(match_path(&["*", "good", "*"], &["x", "good", "1.png"]));
     }
 }

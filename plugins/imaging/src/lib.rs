@@ -1,13 +1,16 @@
 //! # anoflow-imaging
 //!
 //! Pure helpers shared by anoflow plugins: reading and writing images, masks and organized
-//! point clouds ([`io`]), and resampling on f32 buffers ([`geometry`]). No stage lives here.
+//! point clouds ([`io`]), resampling on f32 buffers ([`geometry`]), and which files are images and
+//! which paths a pattern names ([`paths`], for the `folder` source and `anoflow predict`). No stage
+//! lives here.
 //!
 //! Every error names the file (or the buffer) it is about and what was expected.
 
 pub mod budget;
 pub mod geometry;
 pub mod io;
+pub mod paths;
 pub mod scoremap;
 
 pub use geometry::{
