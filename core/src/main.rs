@@ -164,6 +164,7 @@ enum Command {
         /// Cache directory (as for `run`): the fitted states of the evaluation run are loaded from it.
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Fit and calibrate again instead of loading the run's states from the cache.
         #[arg(long)]
         no_cache: bool,
     },
