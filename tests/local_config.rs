@@ -82,3 +82,77 @@ fn inside_a_project_runs_and_caches_go_to_its_dirs() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains(".anoflow.yaml") && r.stderr.contains("unknown field `run`"), "{}", r.stderr);
 }
+
+/// Files below `dir`, recursively.
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_cache_is_pruned_to_its_limit_after_a_run_keeping_what_the_run_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (project, home) = (dir.path().join("project"), dir.path().join("home"));
+    std::fs::create_dir_all(&project).unwrap();
+    let cache = project.join(".cache/anoflow");
+    let cached = SMALL.replace("inputs: { image: data.image } }", "inputs: { image: data.image }, cache: true }");
+    let a = write_pipeline(&project, "a.yaml", &cached);
+    let b = write_pipeline(&project, "b.yaml", &cached.replace("categories: [tiles]", "categories: [carpet]"));
+
+    // Unlimited: run a's entries (a fitted state and one output per sample) stay.
+    std::fs::write(project.join(".anoflow.yaml"), "cache_max_size: unlimited\n").unwrap();
+    let r = anoflow_at(&project, &home, &["run", a.to_str().unwrap(), "-q"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let after_a = files_below(&cache);
+    assert!(after_a.iter().any(|f| f.starts_with(cache.join("fitted"))), "{after_a:?}");
+    assert!(after_a.iter().any(|f| f.starts_with(cache.join("outputs"))), "{after_a:?}");
+    // Run a was an hour ago.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for f in &after_a {
+        std::fs::File::options().append(true).open(f).unwrap().set_modified(hour_ago).unwrap();
+    }
+
+    // A limit below what run b needs: every entry of a goes, b's own stay, and it says so.
+    std::fs::write(project.join(".anoflow.yaml"), "cache_max_size: 1K\n").unwrap();
+    let r = anoflow_at(&project, &home, &["run", b.to_str().unwrap(), "-q"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let after_b = files_below(&cache);
+    assert!(after_a.iter().all(|f| !f.exists()), "run a's entries are evicted: {after_b:?}");
+    assert!(after_b.len() >= 2, "run b's entries stay: {after_b:?}");
+    assert!(r.stderr.contains("least recently used entries"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("this run alone keeps") && r.stderr.contains("over its limit of 1.0 KiB"),
+        "{}",
+        r.stderr
+    );
+
+    // A hit refreshes an entry: b again loads everything from the cache, and nothing of it goes.
+    let r = anoflow_at(&project, &home, &["run", b.to_str().unwrap(), "-q"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(files_below(&cache), after_b);
+
+    let r = anoflow_at(&project, &home, &["cache", "info"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains(&format!("cache {}", cache.display())), "{}", r.stdout);
+    assert!(r.stdout.contains("limit           1.0 KiB (`cache_max_size` in"), "{}", r.stdout);
+    let r = anoflow_at(&project, &home, &["cache", "prune", "--all", "--dry-run"]);
+    assert!(r.stdout.contains(&format!("would remove {} of {} entries", after_b.len(), after_b.len())), "{}", r.stdout);
+    assert_eq!(files_below(&cache), after_b, "a dry run removes nothing");
+    let r = anoflow_at(&project, &home, &["cache", "prune", "--all"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(files_below(&cache).is_empty(), "{}", r.stdout);
+    let r = anoflow_at(&project, &home, &["cache", "prune", "--max-size", "lots"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("expected a size"), "{}", r.stderr);
+}

@@ -944,7 +944,10 @@ impl<'a> Runner<'a> {
         let path = self.cache_path(key)?;
         let bytes = std::fs::read(&path).ok()?;
         match decode_state(&bytes) {
-            Some(state) => Some(state),
+            Some(state) => {
+                crate::cache_store::touch(&path);
+                Some(state)
+            }
             None => {
                 eprintln!("warning: cache entry {} is corrupt; recomputing", path.display());
                 let _ = std::fs::remove_file(&path);
@@ -1016,6 +1019,8 @@ fn read_cached_outputs(path: &Path) -> Option<Vec<PortValue>> {
     if values.is_none() {
         eprintln!("warning: cache entry {} is corrupt; recomputing", path.display());
         let _ = std::fs::remove_file(path);
+    } else {
+        crate::cache_store::touch(path);
     }
     values
 }

@@ -5,6 +5,7 @@
 //! bundles ([`bundle`], [`predict`]).
 
 pub mod bundle;
+pub mod cache_store;
 pub mod calibration_plan;
 pub mod check;
 pub mod cli_support;

@@ -9,6 +9,9 @@
 //!    is an anoflow checkout (`runs/`, `.cache/anoflow/`);
 //! 4. otherwise `$XDG_DATA_HOME/anoflow/runs` and `$XDG_CACHE_HOME/anoflow` (by default
 //!    `~/.local/share/anoflow/runs` and `~/.cache/anoflow`).
+//!
+//! The cache's size limit ([`CacheLimit`]) comes from `ANOFLOW_CACHE_MAX_SIZE`, else the
+//! project file's `cache_max_size:`, else the default (20 GiB).
 
 use std::{
     ffi::OsString,
@@ -16,6 +19,8 @@ use std::{
 };
 
 use serde::Deserialize;
+
+use crate::cache_store::{CacheLimit, LIMIT_ENV};
 
 pub const RUNS_ENV: &str = "ANOFLOW_RUNS_DIR";
 pub const CACHE_ENV: &str = "ANOFLOW_CACHE_DIR";
@@ -29,6 +34,9 @@ pub struct LocalDirs {
     pub runs_from: String,
     pub cache: PathBuf,
     pub cache_from: String,
+    /// The size the cache is pruned to after each run.
+    pub cache_limit: CacheLimit,
+    pub cache_limit_from: String,
 }
 
 impl LocalDirs {
@@ -43,6 +51,7 @@ impl LocalDirs {
 struct ProjectFile {
     runs: Option<PathBuf>,
     cache: Option<PathBuf>,
+    cache_max_size: Option<String>,
 }
 
 /// Resolves the directories for a process in `cwd` with environment `env`.
@@ -59,7 +68,18 @@ pub fn resolve(cwd: &Path, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Loc
         (None, Some(p)) => (p.cache.clone(), p.describe()),
         (None, None) => xdg(&var, "XDG_CACHE_HOME", ".cache", "anoflow"),
     };
-    Ok(LocalDirs { runs, runs_from, cache, cache_from })
+    let (cache_limit, cache_limit_from) = match (env(LIMIT_ENV).filter(|v| !v.is_empty()), &project) {
+        (Some(v), _) => {
+            let v = v.to_string_lossy();
+            (v.parse().map_err(|e| format!("{LIMIT_ENV}: {e}"))?, LIMIT_ENV.to_string())
+        }
+        (None, Some(Project { cache_max_size: Some(v), file: Some(file), .. })) => (
+            v.parse().map_err(|e| format!("{}: `cache_max_size`: {e}", file.display()))?,
+            format!("`cache_max_size` in {}", file.display()),
+        ),
+        _ => (CacheLimit::default(), "the default".to_string()),
+    };
+    Ok(LocalDirs { runs, runs_from, cache, cache_from, cache_limit, cache_limit_from })
 }
 
 /// The process's own directories.
@@ -73,6 +93,7 @@ struct Project {
     file: Option<PathBuf>,
     runs: PathBuf,
     cache: PathBuf,
+    cache_max_size: Option<String>,
 }
 
 impl Project {
@@ -95,8 +116,12 @@ fn project_of(cwd: &Path) -> Result<Option<Project>, String> {
     let file = root.join(PROJECT_FILE);
     let settings = if file.is_file() {
         let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let parsed: Option<ProjectFile> = serde_yaml::from_str(&text)
-            .map_err(|e| format!("{}: {e} (expected the keys `runs` and `cache`, directories)", file.display()))?;
+        let parsed: Option<ProjectFile> = serde_yaml::from_str(&text).map_err(|e| {
+            format!(
+                "{}: {e} (expected the keys `runs` and `cache`, directories, and `cache_max_size`, e.g. 20G)",
+                file.display()
+            )
+        })?;
         parsed.unwrap_or_default()
     } else {
         ProjectFile::default()
@@ -104,6 +129,7 @@ fn project_of(cwd: &Path) -> Result<Option<Project>, String> {
     Ok(Some(Project {
         runs: root.join(settings.runs.unwrap_or_else(|| PathBuf::from("runs"))),
         cache: root.join(settings.cache.unwrap_or_else(|| PathBuf::from(".cache/anoflow"))),
+        cache_max_size: settings.cache_max_size,
         file: file.is_file().then_some(file),
         root: root.to_path_buf(),
     }))
@@ -164,5 +190,23 @@ mod tests {
         let dirs = resolve(&checkout.join("docs"), &env_of(&[("HOME", "/h")])).unwrap();
         assert_eq!(dirs.runs, checkout.join("runs"));
         assert!(dirs.runs_from.starts_with("the anoflow checkout"), "{}", dirs.runs_from);
+    }
+
+    #[test]
+    fn the_cache_limit_comes_from_the_environment_then_the_project_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = resolve(dir.path(), &env_of(&[("HOME", "/h")])).unwrap();
+        assert_eq!((dirs.cache_limit, dirs.cache_limit_from.as_str()), (CacheLimit::default(), "the default"));
+        std::fs::write(dir.path().join(PROJECT_FILE), "cache_max_size: 5G\n").unwrap();
+        let dirs = resolve(dir.path(), &env_of(&[])).unwrap();
+        assert_eq!(dirs.cache_limit, CacheLimit::Bytes(5 << 30));
+        assert!(dirs.cache_limit_from.contains(PROJECT_FILE), "{}", dirs.cache_limit_from);
+        let dirs = resolve(dir.path(), &env_of(&[(LIMIT_ENV, "unlimited")])).unwrap();
+        assert_eq!((dirs.cache_limit, dirs.cache_limit_from.as_str()), (CacheLimit::Unlimited, LIMIT_ENV));
+        let err = resolve(dir.path(), &env_of(&[(LIMIT_ENV, "lots")])).unwrap_err();
+        assert!(err.starts_with(LIMIT_ENV) && err.contains("expected a size"), "{err}");
+        std::fs::write(dir.path().join(PROJECT_FILE), "cache_max_size: 5Q\n").unwrap();
+        let err = resolve(dir.path(), &env_of(&[])).unwrap_err();
+        assert!(err.contains("cache_max_size") && err.contains("unknown unit"), "{err}");
     }
 }

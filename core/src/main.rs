@@ -9,7 +9,7 @@ use std::{
 use anoflow_core::{
     bundle::{self, OutputRef},
     check::{self, CheckedPipeline},
-    cli_support::{doctor, failures, graph, inspect, new_plugin, schema},
+    cli_support::{cache_cmd, doctor, failures, graph, inspect, new_plugin, schema},
     diag::PipelineErrors,
     executor::{self, RunOptions},
     local_dirs, predict, provenance,
@@ -121,6 +121,13 @@ enum Command {
     },
     /// Check the installation: plugin path, what loaded and what did not, ONNX Runtime, models.
     Doctor,
+    /// What the cache holds; prune it. After each run it is pruned to its limit (default 20G;
+    /// ANOFLOW_CACHE_MAX_SIZE or `cache_max_size` in a project's .anoflow.yaml; `unlimited`),
+    /// least recently used entries first, never an entry the run used.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print a JSON Schema of pipeline files, with every loaded stage's params.
     Schema,
     /// Merge the sink results of several runs of one pipeline (the tasks of a sharded run).
@@ -221,6 +228,36 @@ enum Command {
 enum BundleCommand {
     /// Check a bundle: every file present and unchanged, the same SDK, libraries and models.
     Verify { bundle: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Size, entries and last use of the cache, and its limit.
+    Info {
+        /// The cache directory (default: as `anoflow run` chooses it; `anoflow doctor` says which).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Remove least recently used entries: down to `--max-size` (default: the cache's limit),
+    /// those unused for `--older-than`, or everything with `--all`. Entries are recomputed
+    /// when next needed.
+    Prune {
+        /// The cache directory (default: as `anoflow run` chooses it).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Keep the cache at or under this size (20G, 500M, ...).
+        #[arg(long, value_parser = anoflow_core::cache_store::parse_size)]
+        max_size: Option<u64>,
+        /// Remove entries last used longer ago than this (30d, 12h, 45m).
+        #[arg(long, value_parser = anoflow_core::cache_store::parse_age)]
+        older_than: Option<std::time::Duration>,
+        /// Remove every entry.
+        #[arg(long, conflicts_with_all = ["max_size", "older_than"])]
+        all: bool,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -595,6 +632,77 @@ fn report_load_failures(reg: &Registry) {
     }
 }
 
+/// `anoflow run`'s arguments, less the cache (see [`dispatch`]).
+struct RunArgs {
+    pipeline: PipelineArgs,
+    out: Option<PathBuf>,
+    replace: bool,
+    threads: Option<usize>,
+    keep_going: bool,
+    shard: Option<String>,
+    shard_by: Option<ShardBy>,
+    in_flight: usize,
+    quiet: bool,
+}
+
+fn run_command(
+    plugin_args: &PluginArgs,
+    args: RunArgs,
+    local: &local_dirs::LocalDirs,
+    cache_dir: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let RunArgs { pipeline, out, replace, threads, keep_going, shard, shard_by, in_flight, quiet } = args;
+    let task = shard::task(shard.as_deref(), &ProcessEnv)?;
+    let reg = registry(plugin_args);
+    report_load_failures(&reg);
+    let checked = load_checked(&pipeline, &reg)?;
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+    // First Ctrl-C (or SIGTERM, SIGHUP): stop between chunks and report; a second one
+    // exits at once.
+    let _ = ctrlc::set_handler(|| {
+        if executor::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after the samples in flight");
+    });
+    let opts = RunOptions {
+        out_dir: PathBuf::new(),
+        threads,
+        keep_going,
+        shard: None,
+        in_flight,
+        cache_dir,
+        progress: !quiet && std::io::stderr().is_terminal(),
+    };
+    if let Some(task) = task {
+        let root = out.context("a task of a sharded run needs --out: the run directory every task shares")?;
+        return run_task(&pipeline, checked, &reg, task, shard_by.unwrap_or_default(), &root, replace, opts);
+    }
+    let out_dir = out.unwrap_or_else(|| anoflow_core::rundir::unused(&local.run_dir(&checked.spec.name)));
+    anoflow_core::rundir::claim(&out_dir, replace, &needed_paths(&checked, &reg, opts.cache_dir.as_deref()))?;
+    let opts = RunOptions { out_dir: out_dir.clone(), ..opts };
+    if checked.spec.sweep.is_empty() {
+        let summary = run_one(&checked, &reg, &opts)?;
+        return Ok(finish_run(&[summary]));
+    }
+    // A sweep: one run per combination of the axes' values, side by side.
+    let mut runs = Vec::new();
+    for (name, variant) in load_variants(&pipeline, &reg, &checked.spec.sweep)? {
+        let opts = RunOptions { out_dir: out_dir.join(&name), ..opts.clone() };
+        eprintln!("sweep variant {name}");
+        runs.push((name, run_one(&variant, &reg, &opts)?));
+    }
+    let table = report::sweep_table(&runs);
+    let path = out_dir.join("sweep.md");
+    anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("# sweep over {} variants\n\n{table}", runs.len());
+    anoflow_core::cli_support::sweep_charts::write_for_runs(&out_dir, &runs)?;
+    let summaries: Vec<_> = runs.into_iter().map(|(_, s)| s).collect();
+    Ok(finish_run(&summaries))
+}
+
 fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
     match cli.command {
         Command::Run {
@@ -610,57 +718,19 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             no_cache,
             quiet,
         } => {
-            let task = shard::task(shard.as_deref(), &ProcessEnv)?;
-            let reg = registry(plugin_args);
-            report_load_failures(&reg);
-            let checked = load_checked(&pipeline, &reg)?;
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
-            // First Ctrl-C (or SIGTERM, SIGHUP): stop between chunks and report; a second one
-            // exits at once.
-            let _ = ctrlc::set_handler(|| {
-                if executor::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    std::process::exit(130);
-                }
-                eprintln!("\ninterrupt: stopping after the samples in flight");
-            });
+            let started = std::time::SystemTime::now();
             let local = local_dirs::current().map_err(anyhow::Error::msg)?;
             let cache_dir = (!no_cache).then(|| cache.unwrap_or_else(|| local.cache.clone()));
-            let opts = RunOptions {
-                out_dir: PathBuf::new(),
-                threads,
-                keep_going,
-                shard: None,
-                in_flight,
-                cache_dir,
-                progress: !quiet && std::io::stderr().is_terminal(),
-            };
-            if let Some(task) = task {
-                let root = out.context("a task of a sharded run needs --out: the run directory every task shares")?;
-                return run_task(&pipeline, checked, &reg, task, shard_by.unwrap_or_default(), &root, replace, opts);
+            let result = run_command(
+                plugin_args,
+                RunArgs { pipeline, out, replace, threads, keep_going, shard, shard_by, in_flight, quiet },
+                &local,
+                cache_dir.clone(),
+            );
+            if let Some(dir) = &cache_dir {
+                cache_cmd::prune_after_run(dir, local.cache_limit, started);
             }
-            let out_dir = out.unwrap_or_else(|| anoflow_core::rundir::unused(&local.run_dir(&checked.spec.name)));
-            anoflow_core::rundir::claim(&out_dir, replace, &needed_paths(&checked, &reg, opts.cache_dir.as_deref()))?;
-            let opts = RunOptions { out_dir: out_dir.clone(), ..opts };
-            if checked.spec.sweep.is_empty() {
-                let summary = run_one(&checked, &reg, &opts)?;
-                return Ok(finish_run(&[summary]));
-            }
-            // A sweep: one run per combination of the axes' values, side by side.
-            let mut runs = Vec::new();
-            for (name, variant) in load_variants(&pipeline, &reg, &checked.spec.sweep)? {
-                let opts = RunOptions { out_dir: out_dir.join(&name), ..opts.clone() };
-                eprintln!("sweep variant {name}");
-                runs.push((name, run_one(&variant, &reg, &opts)?));
-            }
-            let table = report::sweep_table(&runs);
-            let path = out_dir.join("sweep.md");
-            anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            println!("# sweep over {} variants\n\n{table}", runs.len());
-            anoflow_core::cli_support::sweep_charts::write_for_runs(&out_dir, &runs)?;
-            let summaries: Vec<_> = runs.into_iter().map(|(_, s)| s).collect();
-            Ok(finish_run(&summaries))
+            result
         }
         Command::Export { pipeline, out, run, mask, score, image_score, threads, in_flight, cache, no_cache } => {
             let reg = registry(plugin_args);
@@ -814,6 +884,27 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             text.push_str(&doctor::local_dirs_section(&local_dirs::current()));
             print!("{text}");
             Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Cache { command } => {
+            let local = local_dirs::current().map_err(anyhow::Error::msg)?;
+            match command {
+                CacheCommand::Info { cache } => {
+                    let dir = cache.unwrap_or(local.cache);
+                    print!("{}", cache_cmd::info(&dir, local.cache_limit, &local.cache_limit_from)?);
+                }
+                CacheCommand::Prune { cache, max_size, older_than, all, dry_run } => {
+                    let dir = cache.unwrap_or(local.cache);
+                    let limit = match (all, max_size, older_than, local.cache_limit) {
+                        (true, ..) => Some(0),
+                        (false, Some(max), ..) => Some(max),
+                        (false, None, None, anoflow_core::cache_store::CacheLimit::Bytes(max)) => Some(max),
+                        _ => None,
+                    };
+                    let rule = anoflow_core::cache_store::PruneRule { limit, older_than, keep_used_since: None };
+                    print!("{}", cache_cmd::prune(&dir, &rule, dry_run)?);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
             let reg = registry(plugin_args);

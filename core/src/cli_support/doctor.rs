@@ -141,6 +141,7 @@ pub fn local_dirs_section(dirs: &Result<LocalDirs, String>) -> String {
         Ok(d) => {
             let _ = writeln!(s, "  runs   {}  ({})", d.runs.display(), d.runs_from);
             let _ = writeln!(s, "  cache  {}  ({})", d.cache.display(), d.cache_from);
+            let _ = writeln!(s, "  cache limit {}  ({}; `anoflow cache info`)", d.cache_limit, d.cache_limit_from);
             let _ = writeln!(
                 s,
                 "  set them with ANOFLOW_RUNS_DIR / ANOFLOW_CACHE_DIR, or `runs:` / `cache:` in a project's {}",

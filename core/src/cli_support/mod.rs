@@ -1,5 +1,6 @@
 //! The commands of the `anoflow` binary that are more than glue.
 
+pub mod cache_cmd;
 pub mod compare;
 pub mod doctor;
 pub mod failures;
