@@ -169,21 +169,35 @@ pub fn scan(dir: &Path) -> std::io::Result<Vec<Entry>> {
                 }
                 let name = item.file_name().to_string_lossy().into_owned();
                 let last_used = meta.modified().unwrap_or(now);
-                let kind = if name.starts_with('.') && name.contains(".tmp-") {
-                    if now.duration_since(last_used).unwrap_or_default() < STALE_TEMP_AGE {
-                        continue;
+                let kind = match name.strip_prefix('.').and_then(|n| n.split_once(".tmp-")) {
+                    Some((entry, _)) if is_entry_name(kind, &d, entry) => {
+                        if now.duration_since(last_used).unwrap_or_default() < STALE_TEMP_AGE {
+                            continue;
+                        }
+                        EntryKind::StaleTemp
                     }
-                    EntryKind::StaleTemp
-                } else if name.ends_with(".state") || name.ends_with(".bin") {
-                    kind
-                } else {
-                    continue;
+                    None if is_entry_name(kind, &d, &name) => kind,
+                    _ => continue,
                 };
                 entries.push(Entry { path, bytes: meta.len(), last_used, kind });
             }
         }
     }
     Ok(entries)
+}
+
+/// Whether `name` in directory `dir` is a cache entry's file name: `fitted/<sha-256>.state`
+/// or `outputs/<first two hex digits>/<sha-256>.bin`. Nothing else is ever removed, so a
+/// cache directory given by mistake (`--cache ~`) loses nothing but cache entries.
+fn is_entry_name(kind: EntryKind, dir: &Path, name: &str) -> bool {
+    let is_key = |k: &str| k.len() == 64 && k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match kind {
+        EntryKind::Fitted => name.strip_suffix(".state").is_some_and(is_key),
+        EntryKind::Outputs => name
+            .strip_suffix(".bin")
+            .is_some_and(|k| is_key(k) && dir.file_name().is_some_and(|d| d.to_str() == Some(&k[..2]))),
+        EntryKind::StaleTemp => false,
+    }
 }
 
 /// Count and bytes per kind, and the range of last uses.
@@ -277,8 +291,12 @@ pub fn apply(dir: &Path, plan: &PrunePlan) -> std::io::Result<u64> {
     }
     if let Ok(list) = std::fs::read_dir(dir.join("outputs")) {
         for item in list.flatten() {
-            // Fails unless empty, which is what is wanted: a writer may be filling it.
-            let _ = std::fs::remove_dir(item.path());
+            let name = item.file_name();
+            let is_shard = name.len() == 2 && name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
+            if is_shard {
+                // Fails unless empty, which is what is wanted: a writer may be filling it.
+                let _ = std::fs::remove_dir(item.path());
+            }
         }
     }
     Ok(freed)
@@ -366,12 +384,21 @@ mod tests {
             std::fs::File::options().append(true).open(&p).unwrap().set_modified(mtime).unwrap();
             p
         };
-        let a = write("outputs/ab/a.bin", 100, old);
-        let b = write("outputs/cd/b.bin", 100, old + Duration::from_secs(60));
-        let s = write("fitted/s.state", 50, old + Duration::from_secs(120));
-        write("outputs/ab/.a.bin.tmp-1-2", 30, old); // a dead writer's leftover
-        write("outputs/cd/.b.bin.tmp-3-4", 30, SystemTime::now()); // a writer at work
-        write("outputs/README", 5, old); // not the cache's
+        let key = |c: char| c.to_string().repeat(64);
+        let (ka, kb, ks) = (key('a'), key('c'), key('e'));
+        let a = write(&format!("outputs/aa/{ka}.bin"), 100, old);
+        let b = write(&format!("outputs/cc/{kb}.bin"), 100, old + Duration::from_secs(60));
+        let s = write(&format!("fitted/{ks}.state"), 50, old + Duration::from_secs(120));
+        let dead = write(&format!("outputs/aa/.{ka}.bin.tmp-1-2"), 30, old); // a dead writer's leftover
+        let busy = write(&format!("outputs/cc/.{kb}.bin.tmp-3-4"), 30, SystemTime::now()); // a writer at work
+                                                                                           // Not the cache's: kept whatever their age (a cache directory given by mistake).
+        let foreign = [
+            write("outputs/README", 5, old),
+            write("outputs/aa/holiday.bin", 5, old),
+            write(&format!("outputs/ab/{ka}.bin"), 5, old),
+            write("fitted/notes.state", 5, old),
+            write("fitted/.notes.state.tmp-1-2", 5, old),
+        ];
         let u = Usage::of(&scan(d).unwrap());
         assert_eq!((u.fitted, u.outputs, u.stale_temp), ((1, 50), (2, 200), (1, 30)));
 
@@ -380,9 +407,12 @@ mod tests {
         let plan = plan_prune(entries, &PruneRule { limit: Some(120), ..Default::default() }, SystemTime::now());
         assert_eq!(apply(d, &plan).unwrap(), 180);
         assert!(a.is_file() && !b.exists() && !s.exists());
-        assert!(!d.join("outputs/ab/.a.bin.tmp-1-2").exists());
-        assert!(d.join("outputs/cd/.b.bin.tmp-3-4").exists(), "a writer's file in use stays");
-        assert!(d.join("outputs/cd").is_dir(), "a directory that is not empty stays");
+        assert!(!dead.exists());
+        assert!(busy.exists(), "a writer's file in use stays");
+        assert!(foreign.iter().all(|f| f.exists()), "only cache entries are removed");
+        let plan = plan_prune(scan(d).unwrap(), &PruneRule { limit: Some(0), ..Default::default() }, SystemTime::now());
+        apply(d, &plan).unwrap();
+        assert!(!a.exists() && foreign.iter().all(|f| f.exists()));
         assert!(scan(&d.join("missing")).unwrap().is_empty());
     }
 }
