@@ -112,7 +112,7 @@ impl<'a> ExactRule<'a> {
     /// group that may hold a candidate it did not keep has all its rows checked exactly; so does
     /// every row when the norms are too large for the bound (overflow) or not finite.
     pub fn resolve(&self, q: &[f32], qn: f32, kept: &[(f32, u32)], slots: usize) -> (f32, u32) {
-        assert!(slots > 0 && kept.len() % slots == 0 && q.len() == self.dim);
+        assert!(slots > 0 && kept.len().is_multiple_of(slots) && q.len() == self.dim);
         let groups = kept.len() / slots;
         let nb = self.norms.len();
         let mut best = (f64::INFINITY, u32::MAX);
@@ -135,7 +135,10 @@ impl<'a> ExactRule<'a> {
             // Rows of the group that no slot holds have a d~ at least the largest kept one.
             let members = if g < nb { (nb - g).div_ceil(groups) } else { 0 };
             let largest = group.iter().map(|k| k.0).fold(f32::NEG_INFINITY, f32::max);
-            if members > slots && !(f64::from(largest) - widest > upper) {
+            // (A slot left empty although the group has more rows cannot happen within the range
+            // checked above; it is scanned all the same.)
+            let may_hide = !largest.is_finite() || f64::from(largest) - widest <= upper;
+            if members > slots && may_hide {
                 (g..nb).step_by(groups).for_each(&mut consider);
                 continue;
             }

@@ -252,6 +252,32 @@ mod tests {
     }
 
     #[test]
+    fn every_kernel_gives_the_same_patch_and_image_scores() {
+        let dim = 256;
+        // A bank with repeated rows (every 50th row again), so exact ties occur too.
+        let mut rows = nominal_rows(400, dim, 3);
+        for j in (0..400).step_by(50) {
+            let src = rows[j * dim..(j + 1) * dim].to_vec();
+            rows[(j + 25) * dim..(j + 26) * dim].copy_from_slice(&src);
+        }
+        let patches = shifted(nominal_rows(28 * 28, dim, 4), 28, dim, (3..9, 3..9), 0.5);
+        let mut kernels = vec![NnKernel::Auto, NnKernel::Gemm];
+        kernels.extend(crate::nn_kernel::Isa::available().into_iter().map(NnKernel::Fused));
+        let results: Vec<_> = kernels
+            .iter()
+            .map(|&k| {
+                let bank = Bank::with_kernel(rows.clone(), dim, k);
+                let nn = bank.score_patches(&patches, true);
+                let image = bank.image_score(&patches, &nn, 3);
+                (nn, image.to_bits())
+            })
+            .collect();
+        for (k, r) in kernels.iter().zip(&results) {
+            assert!(r == &results[1], "{k:?} differs from GEMM tiles");
+        }
+    }
+
+    #[test]
     fn save_load_round_trip_gives_identical_scores() {
         let dim = 1024;
         let mut a = StageHarness::new::<PatchCore>(json!({"coreset": 0.05, "seed": 7})).unwrap();
