@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use anoflow_plugin_scorers::nn_kernel::NnKernel;
 use anoflow_plugin_scorers::patchcore::Bank;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -44,7 +45,7 @@ fn main() {
     for &n in images {
         let rows = features(n * PATCHES, n as u64);
         let t = Instant::now();
-        let bank = Bank::fit(&rows, DIM, 0.1, 0);
+        let bank = Bank::fit(&rows, DIM, 0.1, 0, NnKernel::Auto);
         let fit = t.elapsed().as_secs_f64();
         println!("| {n} | {} | {fit:.2} | {} |", n * PATCHES, bank.len());
     }

@@ -7,6 +7,7 @@
 mod common;
 pub mod coreset;
 pub mod linalg;
+pub mod nn_exact;
 pub mod nn_kernel;
 pub mod padim;
 pub mod patchcore;

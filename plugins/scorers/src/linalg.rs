@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::nn_exact::ExactRule;
+
 /// A row-major or strided view of a matrix for [`sgemm`].
 #[derive(Clone, Copy)]
 pub struct View<'a> {
@@ -93,11 +95,18 @@ pub fn row_sq_norms(data: &[f32], dim: usize) -> Vec<f32> {
 const QUERY_TILE: usize = 256;
 const BANK_CHUNK: usize = 2048;
 
-/// Exact nearest neighbours of `queries` (row-major, `dim` columns) among `bank` rows.
+/// Smallest approximate distances the GEMM-tile path keeps per query for [`ExactRule::resolve`]:
+/// enough that the rows within the rounding bound of the minimum almost always fit.
+const GEMM_SLOTS: usize = 4;
+
+/// Exact nearest neighbours of `queries` (row-major, `dim` columns) among `bank` rows, by the rule
+/// of [`crate::nn_exact`]: the smallest [`crate::nn_exact::exact_sq_dist`], ties to the lowest index, whatever the
+/// kernel.
 ///
-/// Distances are found as |q|^2 + |b|^2 - 2 q.b with GEMM tiles; the winner's distance is then
-/// recomputed directly, so the returned value carries no cancellation error. Returns
-/// (Euclidean distance, bank index) per query. Query tiles run in parallel when `parallel`.
+/// Distances are estimated as |q|^2 + |b|^2 - 2 q.b with GEMM tiles (`bank_norms` are the rows'
+/// squared norms summed in f32), the [`GEMM_SLOTS`] smallest per query kept, and the winner chosen
+/// among them exactly. Returns (Euclidean distance, bank index) per query. Query tiles run in
+/// parallel when `parallel`.
 pub fn nearest_neighbours(
     bank: &[f32],
     bank_norms: &[f32],
@@ -112,28 +121,30 @@ pub fn nearest_neighbours(
     if bank_norms.is_empty() {
         return out;
     }
+    let rule = ExactRule::new(bank, bank_norms, dim);
     let tile = |(qt, res): (&[f32], &mut [(f32, u32)])| {
         let rows = qt.len() / dim;
         let qn = row_sq_norms(qt, dim);
-        let mut best = vec![(f32::INFINITY, 0u32); rows];
+        // Per query, the GEMM_SLOTS smallest (d~, index) so far, ascending.
+        let mut kept = vec![(f32::INFINITY, u32::MAX); rows * GEMM_SLOTS];
         let mut dots = vec![0.0f32; rows * BANK_CHUNK.min(bank_norms.len())];
         for (ci, (chunk, cn)) in bank.chunks(BANK_CHUNK * dim).zip(bank_norms.chunks(BANK_CHUNK)).enumerate() {
             let m = cn.len();
             let dots = &mut dots[..rows * m];
             sgemm(1.0, View::rows(qt, rows, dim), View::transposed(chunk, m, dim), 0.0, dots);
-            for (i, row) in dots.chunks_exact(m).enumerate() {
-                let b = &mut best[i];
+            for (i, (row, slots)) in dots.chunks_exact(m).zip(kept.chunks_exact_mut(GEMM_SLOTS)).enumerate() {
                 for (j, (&dot, &n)) in row.iter().zip(cn).enumerate() {
                     let d2 = qn[i] + n - 2.0 * dot;
-                    if d2 < b.0 {
-                        *b = (d2, (ci * BANK_CHUNK + j) as u32);
+                    if d2 < slots[GEMM_SLOTS - 1].0 {
+                        let at = slots.partition_point(|s| s.0 <= d2);
+                        slots.copy_within(at..GEMM_SLOTS - 1, at + 1);
+                        slots[at] = (d2, (ci * BANK_CHUNK + j) as u32);
                     }
                 }
             }
         }
-        for (i, (r, b)) in res.iter_mut().zip(&best).enumerate() {
-            let j = b.1 as usize;
-            *r = (sq_dist(&qt[i * dim..(i + 1) * dim], &bank[j * dim..(j + 1) * dim]).sqrt(), b.1);
+        for (i, (r, slots)) in res.iter_mut().zip(kept.chunks_exact(GEMM_SLOTS)).enumerate() {
+            *r = rule.resolve(&qt[i * dim..(i + 1) * dim], qn[i], slots, GEMM_SLOTS);
         }
     };
     if parallel {

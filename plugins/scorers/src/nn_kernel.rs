@@ -1,13 +1,14 @@
 //! Fused exact nearest-neighbour search: register-blocked SIMD dot products of query rows
 //! against a bank packed once into lane-interleaved panels, folded with the norms into
-//! |q|^2 + |b|^2 - 2 q.b and reduced straight into a running minimum per query, so no distance
-//! matrix is ever written. The winner's distance is then recomputed directly, as in
-//! [`crate::linalg::nearest_neighbours`], the portable path used where the CPU lacks AVX2+FMA
-//! (or is not x86-64).
+//! |q|^2 + |b|^2 - 2 q.b and reduced straight into the two smallest per query and lane, so no
+//! distance matrix is ever written. The winner is then chosen among those by the rule of
+//! [`crate::nn_exact`], as in [`crate::linalg::nearest_neighbours`] (the portable path used where
+//! the CPU lacks AVX2+FMA, or is not x86-64): both return the same bits.
 
 use rayon::prelude::*;
 
-use crate::linalg::{row_sq_norms, sq_dist};
+use crate::linalg::row_sq_norms;
+use crate::nn_exact::ExactRule;
 
 /// Bank rows per packed panel: the lanes of two AVX-512 or four AVX2 registers.
 const PANEL: usize = 32;
@@ -18,6 +19,9 @@ const BLOCK_BYTES: usize = 1 << 20;
 const K_BLOCK: usize = 128;
 /// Most query rows per tile: bounds the per-tile running-minimum state.
 const MAX_TILE: usize = 256;
+/// Smallest distances kept per query and lane: the rows within the rounding bound of the minimum
+/// rarely share a lane, and a lane whose second one is within it is checked row by row.
+const LANE_SLOTS: usize = 2;
 
 /// The instruction set a [`PackedBank`] runs its microkernel with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +59,50 @@ impl Isa {
         match self {
             Self::Avx2Fma => 6,
             Self::Avx512 => 8,
+        }
+    }
+}
+
+/// Which search a bank runs: all return the same bits (the rule of [`crate::nn_exact`]), so the
+/// choice only changes speed. `ANOFLOW_NN_KERNEL` forces one, to compare them on real runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NnKernel {
+    /// The fastest fused kernel this CPU runs, else GEMM tiles.
+    Auto,
+    /// This fused kernel.
+    Fused(Isa),
+    /// GEMM tiles ([`crate::linalg::nearest_neighbours`]), the portable path.
+    Gemm,
+}
+
+/// The environment variable [`NnKernel::from_env`] reads.
+pub const NN_KERNEL_VAR: &str = "ANOFLOW_NN_KERNEL";
+
+impl NnKernel {
+    /// `ANOFLOW_NN_KERNEL`: unset, empty or `auto`; `avx512`; `avx2`; `gemm`. A fused kernel
+    /// this CPU cannot run is an error, not a silent fallback.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var(NN_KERNEL_VAR) {
+            Err(std::env::VarError::NotPresent) => Ok(Self::Auto),
+            Err(std::env::VarError::NotUnicode(v)) => Err(format!("{NN_KERNEL_VAR}={v:?} is not UTF-8")),
+            Ok(v) => Self::parse(&v),
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, String> {
+        let fused = |isa: Isa| {
+            if Isa::available().contains(&isa) {
+                Ok(Self::Fused(isa))
+            } else {
+                Err(format!("{NN_KERNEL_VAR}={value}: this CPU cannot run the {isa:?} kernel"))
+            }
+        };
+        match value {
+            "" | "auto" => Ok(Self::Auto),
+            "avx512" => fused(Isa::Avx512),
+            "avx2" => fused(Isa::Avx2Fma),
+            "gemm" => Ok(Self::Gemm),
+            _ => Err(format!("{NN_KERNEL_VAR}={value}: expected auto, avx512, avx2 or gemm")),
         }
     }
 }
@@ -112,8 +160,8 @@ impl PackedBank {
     }
 
     /// Exact nearest bank row of each query (row-major, `dim` columns): (Euclidean distance,
-    /// bank index), the same contract as [`crate::linalg::nearest_neighbours`]. Query tiles
-    /// run in parallel when `parallel`.
+    /// bank index), the same contract and the same bits as [`crate::linalg::nearest_neighbours`].
+    /// Query tiles run in parallel when `parallel`.
     pub fn nearest(&self, bank: &[f32], queries: &[f32], parallel: bool) -> Vec<(f32, u32)> {
         let dim = self.dim;
         assert_eq!(bank.len(), self.rows * dim, "the bank is not the one packed");
@@ -121,11 +169,11 @@ impl PackedBank {
         assert_eq!(nq * dim, queries.len(), "queries are whole rows");
         let mut out = vec![(f32::INFINITY, 0u32); nq];
         let tile = self.tile_rows(nq, parallel);
+        let rule = ExactRule::new(bank, &self.norms[..self.rows], dim);
         let run = |(qt, res): (&[f32], &mut [(f32, u32)])| {
-            let best = self.search_tile(qt);
-            for (i, (r, &j)) in res.iter_mut().zip(&best).enumerate() {
-                let j_row = j as usize;
-                *r = (sq_dist(&qt[i * dim..(i + 1) * dim], &bank[j_row * dim..(j_row + 1) * dim]).sqrt(), j);
+            let (qn, kept) = self.search_tile(qt);
+            for (i, (r, lanes)) in res.iter_mut().zip(kept.chunks_exact(PANEL * LANE_SLOTS)).enumerate() {
+                *r = rule.resolve(&qt[i * dim..(i + 1) * dim], qn[i], lanes, LANE_SLOTS);
             }
         };
         if parallel {
@@ -144,14 +192,19 @@ impl PackedBank {
         nq.div_ceil(tiles).div_ceil(step).clamp(1, MAX_TILE / step) * step
     }
 
-    /// Bank index of the nearest row (by |q|^2 + |b|^2 - 2 q.b) for each query row of `qt`.
-    fn search_tile(&self, qt: &[f32]) -> Vec<u32> {
+    /// The squared norms of the query rows of `qt` and, per query row and lane `l` (bank rows
+    /// `l, l + 32, ...`), the two smallest (|q|^2 + |b|^2 - 2 q.b, bank index) in that lane, as
+    /// [`ExactRule::resolve`] takes them: `[row][lane][slot]`.
+    fn search_tile(&self, qt: &[f32]) -> (Vec<f32>, Vec<(f32, u32)>) {
         let dim = self.dim;
         let rows = qt.len() / dim;
         let qn = row_sq_norms(qt, dim);
-        // Per query and lane: the smallest distance seen in that lane and its bank row.
+        // Per query and lane: the smallest and second smallest distance seen in that lane and
+        // their bank rows.
         let mut best_d = vec![f32::INFINITY; rows * PANEL];
         let mut best_i = vec![0u32; rows * PANEL];
+        let mut second_d = vec![f32::INFINITY; rows * PANEL];
+        let mut second_i = vec![0u32; rows * PANEL];
         let panels = self.panels();
         let n_panels = self.norms.len() / PANEL;
         let per_block = (BLOCK_BYTES / (PANEL * dim * 4)).max(1);
@@ -176,28 +229,20 @@ impl PackedBank {
                         let state = State {
                             partial: &mut part[lanes.clone()],
                             best_d: &mut best_d[lanes.clone()],
-                            best_i: &mut best_i[lanes],
+                            best_i: &mut best_i[lanes.clone()],
+                            second_d: &mut second_d[lanes.clone()],
+                            second_i: &mut second_i[lanes],
                         };
                         step_kernel(self.isa, s, state);
                     }
                 }
             }
         }
-        // Lowest distance over the lanes; on equal distances the lowest bank index, which is
-        // the first one a row-by-row scan with a strict `<` keeps.
-        best_d
-            .chunks_exact(PANEL)
-            .zip(best_i.chunks_exact(PANEL))
-            .map(|(d, i)| {
-                let mut b = (f32::INFINITY, 0u32);
-                for (&dv, &iv) in d.iter().zip(i) {
-                    if dv < b.0 || (dv == b.0 && iv < b.1) {
-                        b = (dv, iv);
-                    }
-                }
-                b.1
-            })
-            .collect()
+        let mut kept = Vec::with_capacity(rows * PANEL * LANE_SLOTS);
+        for l in 0..rows * PANEL {
+            kept.extend([(best_d[l], best_i[l]), (second_d[l], second_i[l])]);
+        }
+        (qn, kept)
     }
 }
 
@@ -243,12 +288,14 @@ impl Step<'_> {
     }
 }
 
-/// Per query row and lane (`m x 32` each): the partial dot product, the smallest distance
-/// so far and its bank row.
+/// Per query row and lane (`m x 32` each): the partial dot product, the smallest and second
+/// smallest distance so far and their bank rows.
 struct State<'a> {
     partial: &'a mut [f32],
     best_d: &'a mut [f32],
     best_i: &'a mut [u32],
+    second_d: &'a mut [f32],
+    second_i: &'a mut [u32],
 }
 
 /// Adds one column pass of one panel into `m` query rows' partial dot products and, on the
@@ -259,6 +306,7 @@ fn step_kernel(isa: Isa, s: Step<'_>, st: State<'_>) {
     assert!(s.k0 < s.k1 && s.k1 <= s.dim && s.q.len() == m * s.dim);
     assert!(s.panel.len() == PANEL * (s.k1 - s.k0) && s.norms.len() == PANEL);
     assert!(st.partial.len() == m * PANEL && st.best_d.len() == m * PANEL && st.best_i.len() == m * PANEL);
+    assert!(st.second_d.len() == m * PANEL && st.second_i.len() == m * PANEL);
     #[cfg(target_arch = "x86_64")]
     {
         use x86::*;
@@ -339,20 +387,30 @@ mod x86 {
                     }
                     let norms = &s.norms[lane..lane + 8];
                     let (bd, bi) = (&mut st.best_d[o..o + 8], &mut st.best_i[o..o + 8]);
+                    let (sd, si) = (&mut st.second_d[o..o + 8], &mut st.second_i[o..o + 8]);
                     // SAFETY: each slice above is exactly 8 values, bounds-checked when cut.
                     unsafe {
                         // (|q|^2 + |b|^2) - 2 q.b, rounded once as the GEMM path does (2 q.b is exact).
                         let d2 = _mm256_fnmadd_ps(two, dot, _mm256_add_ps(qn, _mm256_loadu_ps(norms.as_ptr())));
-                        let old = _mm256_loadu_ps(bd.as_ptr());
-                        let better = _mm256_cmp_ps::<_CMP_LT_OQ>(d2, old);
-                        _mm256_storeu_ps(bd.as_mut_ptr(), _mm256_blendv_ps(old, d2, better));
+                        let (old, old2) = (_mm256_loadu_ps(bd.as_ptr()), _mm256_loadu_ps(sd.as_ptr()));
+                        let first = _mm256_cmp_ps::<_CMP_LT_OQ>(d2, old);
+                        let second = _mm256_cmp_ps::<_CMP_LT_OQ>(d2, old2);
+                        // A new smallest pushes the old one to second place; else it may take second.
+                        _mm256_storeu_ps(
+                            sd.as_mut_ptr(),
+                            _mm256_blendv_ps(_mm256_blendv_ps(old2, d2, second), old, first),
+                        );
+                        _mm256_storeu_ps(bd.as_mut_ptr(), _mm256_blendv_ps(old, d2, first));
                         let idx = _mm256_add_epi32(
                             _mm256_set1_epi32((s.base as usize + lane) as i32),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                         );
+                        let (first, second) = (_mm256_castps_si256(first), _mm256_castps_si256(second));
                         let old_i = _mm256_loadu_si256(bi.as_ptr().cast());
-                        let new_i = _mm256_blendv_epi8(old_i, idx, _mm256_castps_si256(better));
-                        _mm256_storeu_si256(bi.as_mut_ptr().cast(), new_i);
+                        let old_i2 = _mm256_loadu_si256(si.as_ptr().cast());
+                        let new_i2 = _mm256_blendv_epi8(_mm256_blendv_epi8(old_i2, idx, second), old_i, first);
+                        _mm256_storeu_si256(si.as_mut_ptr().cast(), new_i2);
+                        _mm256_storeu_si256(bi.as_mut_ptr().cast(), _mm256_blendv_epi8(old_i, idx, first));
                     }
                 }
             }
@@ -405,18 +463,26 @@ mod x86 {
                 }
                 let norms = &s.norms[lane..lane + 16];
                 let (bd, bi) = (&mut st.best_d[o..o + 16], &mut st.best_i[o..o + 16]);
+                let (sd, si) = (&mut st.second_d[o..o + 16], &mut st.second_i[o..o + 16]);
                 // SAFETY: each slice above is exactly 16 values, bounds-checked when cut.
                 unsafe {
                     let d2 = _mm512_fnmadd_ps(two, dot, _mm512_add_ps(qn, _mm512_loadu_ps(norms.as_ptr())));
-                    let old = _mm512_loadu_ps(bd.as_ptr());
-                    let better = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(d2, old);
-                    _mm512_storeu_ps(bd.as_mut_ptr(), _mm512_mask_mov_ps(old, better, d2));
+                    let (old, old2) = (_mm512_loadu_ps(bd.as_ptr()), _mm512_loadu_ps(sd.as_ptr()));
+                    let first = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(d2, old);
+                    let second = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(d2, old2);
+                    // A new smallest pushes the old one to second place; else it may take second.
+                    let new2 = _mm512_mask_mov_ps(_mm512_mask_mov_ps(old2, second, d2), first, old);
+                    _mm512_storeu_ps(sd.as_mut_ptr(), new2);
+                    _mm512_storeu_ps(bd.as_mut_ptr(), _mm512_mask_mov_ps(old, first, d2));
                     let idx = _mm512_add_epi32(
                         _mm512_set1_epi32((s.base as usize + lane) as i32),
                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                     );
                     let old_i = _mm512_loadu_si512(bi.as_ptr().cast());
-                    _mm512_storeu_si512(bi.as_mut_ptr().cast(), _mm512_mask_mov_epi32(old_i, better, idx));
+                    let old_i2 = _mm512_loadu_si512(si.as_ptr().cast());
+                    let new_i2 = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(old_i2, second, idx), first, old_i);
+                    _mm512_storeu_si512(si.as_mut_ptr().cast(), new_i2);
+                    _mm512_storeu_si512(bi.as_mut_ptr().cast(), _mm512_mask_mov_epi32(old_i, first, idx));
                 }
             }
         }
@@ -427,6 +493,7 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::linalg::nearest_neighbours;
+    use crate::nn_exact::tests::brute_force;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -435,43 +502,84 @@ mod tests {
         (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
     }
 
-    /// Nearest bank row by an f64 scan: (distance, index), lowest index on ties.
-    fn brute_f64(bank: &[f32], q: &[f32]) -> (f64, usize) {
-        bank.chunks_exact(q.len())
-            .enumerate()
-            .map(|(j, r)| (r.iter().zip(q).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum::<f64>(), j))
-            .fold((f64::INFINITY, 0), |b, c| if c.0 < b.0 { c } else { b })
+    /// Every search path this CPU runs (GEMM tiles, each fused kernel; sequential and parallel),
+    /// named, with its results.
+    fn every_path(bank: &[f32], queries: &[f32], dim: usize) -> Vec<(String, Vec<(f32, u32)>)> {
+        let norms = row_sq_norms(bank, dim);
+        let mut out = Vec::new();
+        for parallel in [false, true] {
+            out.push((
+                format!("GEMM tiles, parallel {parallel}"),
+                nearest_neighbours(bank, &norms, queries, dim, parallel),
+            ));
+            for isa in Isa::available() {
+                let packed = PackedBank::with_isa(bank, &norms, dim, isa).expect("isa is available");
+                out.push((format!("{isa:?}, parallel {parallel}"), packed.nearest(bank, queries, parallel)));
+            }
+        }
+        out
     }
 
-    fn check(dim: usize, nb: usize, nq: usize, seed: u64) {
-        let bank = random(nb * dim, seed);
-        let mut queries = random(nq * dim, seed + 1000);
-        // The first query sits almost on a bank row: the cancellation-prone case.
-        for c in 0..dim {
-            queries[c] = bank[(nb / 2) * dim + c] + 1e-3;
-        }
-        let norms = row_sq_norms(&bank, dim);
-        let old = nearest_neighbours(&bank, &norms, &queries, dim, false);
-        let isas = Isa::available();
-        for &isa in &isas {
-            let packed = PackedBank::with_isa(&bank, &norms, dim, isa).expect("isa is available");
-            for parallel in [false, true] {
-                let got = packed.nearest(&bank, &queries, parallel);
-                assert_eq!(got.len(), nq);
-                for (qi, (&(d, j), &(od, oj))) in got.iter().zip(&old).enumerate() {
-                    let ctx = format!("{isa:?} dim {dim} nb {nb} nq {nq} parallel {parallel} query {qi}");
-                    let (bd, bj) = brute_f64(&bank, &queries[qi * dim..(qi + 1) * dim]);
-                    assert_eq!(j as usize, bj, "{ctx}: index vs f64 reference");
-                    let bd = bd.sqrt();
-                    assert!((f64::from(d) - bd).abs() <= 1e-5 * bd.max(1e-3) + 1e-6, "{ctx}: {d} vs {bd}");
-                    assert_eq!((d.to_bits(), j), (od.to_bits(), oj), "{ctx}: vs the GEMM path");
-                }
+    /// Every path returns, bit for bit, the documented rule's answer computed by brute force.
+    fn assert_every_path_exact(bank: &[f32], queries: &[f32], dim: usize, what: &str) {
+        let want: Vec<(u32, u32)> =
+            queries.chunks_exact(dim).map(|q| brute_force(bank, q)).map(|(d, j)| (d.to_bits(), j)).collect();
+        for (path, got) in every_path(bank, queries, dim) {
+            assert_eq!(got.len(), want.len(), "{what}: {path}");
+            for (qi, (&(d, j), &w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    (d.to_bits(), j),
+                    w,
+                    "{what}: {path}, query {qi}: ({d}, {j}) vs ({}, {})",
+                    f32::from_bits(w.0),
+                    w.1
+                );
             }
         }
     }
 
+    /// A bank of `nb` random rows with near-ties built in: row pairs duplicated (in the same lane,
+    /// 32 apart, and in others), rows one low bit off another in one column, and queries sitting
+    /// on, next to, or halfway between such rows.
+    fn tie_case(dim: usize, nb: usize, nq: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut bank = random(nb * dim, seed);
+        for _ in 0..nb / 3 {
+            let (src, dst) = (rng.gen_range(0..nb), rng.gen_range(0..nb));
+            let src_row: Vec<f32> = bank[src * dim..(src + 1) * dim].to_vec();
+            let row = &mut bank[dst * dim..(dst + 1) * dim];
+            row.copy_from_slice(&src_row);
+            if rng.gen_bool(0.5) {
+                let c = rng.gen_range(0..dim);
+                let bits = row[c].to_bits();
+                row[c] = f32::from_bits(if rng.gen_bool(0.5) { bits + 1 } else { bits - 1 });
+            }
+        }
+        if nb > 32 {
+            let (src, dst) = bank.split_at_mut(32 * dim);
+            dst[..dim].copy_from_slice(&src[..dim]);
+        }
+        let queries = (0..nq)
+            .flat_map(|_| {
+                let a = rng.gen_range(0..nb);
+                let b = rng.gen_range(0..nb);
+                let how = rng.gen_range(0..4);
+                let (ra, rb) = (&bank[a * dim..(a + 1) * dim], &bank[b * dim..(b + 1) * dim]);
+                (0..dim)
+                    .map(|c| match how {
+                        0 => ra[c],
+                        1 => ra[c] + 1e-3 * rng.gen_range(-1.0f32..1.0),
+                        2 => 0.5 * (ra[c] + rb[c]),
+                        _ => rng.gen_range(-1.0f32..1.0),
+                    })
+                    .collect::<Vec<f32>>()
+            })
+            .collect();
+        (bank, queries)
+    }
+
     #[test]
-    fn fused_kernel_matches_f64_reference_and_gemm_path_on_remainders() {
+    fn every_path_returns_the_exact_rule_on_remainders() {
         // Dims off multiples of 8, odd and single query/bank counts, banks smaller than a panel,
         // counts off the 6- and 8-row steps and the 32-row panels.
         for (i, &(dim, nb, nq)) in
@@ -479,32 +587,96 @@ mod tests {
                 .iter()
                 .enumerate()
         {
-            check(dim, nb, nq, i as u64);
+            let bank = random(nb * dim, i as u64);
+            let mut queries = random(nq * dim, i as u64 + 1000);
+            // The first query sits almost on a bank row: the cancellation-prone case.
+            for c in 0..dim {
+                queries[c] = bank[(nb / 2) * dim + c] + 1e-3;
+            }
+            assert_every_path_exact(&bank, &queries, dim, &format!("dim {dim} nb {nb} nq {nq}"));
         }
     }
 
     #[test]
-    fn fused_kernel_crosses_cache_blocks_and_query_tiles() {
+    fn every_path_returns_the_exact_rule_across_cache_blocks_and_query_tiles() {
         // 1027-d: 7 panels (224 rows) per cache block, so 600 rows span three blocks; 301
         // queries make several tiles, the last one partial.
-        check(1027, 600, 301, 77);
+        let (bank, queries) = tie_case(1027, 600, 301, 77);
+        assert_every_path_exact(&bank, &queries, 1027, "dim 1027 nb 600 nq 301");
     }
 
     #[test]
-    fn lane_reduction_keeps_the_lowest_index_on_exact_ties() {
-        // Bank rows 3, 40 and 70 are identical (lanes 3, 8 and 6 of three panels): the first wins.
+    fn exact_ties_go_to_the_lowest_index_on_every_path() {
+        // Bank rows 3, 35 (the same lane), 40 and 70 are identical: the first wins, on the
+        // query itself (distance 0) and next to it.
         let dim = 5;
         let mut bank = random(80 * dim, 9);
-        for dup in [40, 70] {
+        for dup in [35, 40, 70] {
             let (src, dst) = bank.split_at_mut(dup * dim);
             dst[..dim].copy_from_slice(&src[3 * dim..4 * dim]);
         }
-        let query: Vec<f32> = bank[3 * dim..4 * dim].iter().map(|v| v + 1e-4).collect();
-        let norms = row_sq_norms(&bank, dim);
-        for isa in Isa::available() {
-            let packed = PackedBank::with_isa(&bank, &norms, dim, isa).expect("isa is available");
-            assert_eq!(packed.nearest(&bank, &query, false)[0].1, 3, "{isa:?}");
+        let mut queries: Vec<f32> = bank[3 * dim..4 * dim].to_vec();
+        queries.extend(bank[3 * dim..4 * dim].iter().map(|v| v + 1e-4));
+        assert_every_path_exact(&bank, &queries, dim, "duplicates");
+        for (path, got) in every_path(&bank, &queries, dim) {
+            assert_eq!(got.iter().map(|r| r.1).collect::<Vec<_>>(), [3, 3], "{path}");
+            assert_eq!(got[0].0, 0.0, "{path}");
         }
+    }
+
+    #[test]
+    fn rows_one_low_bit_apart_are_told_apart_exactly() {
+        // 96 copies of one row, each but the 41st moved by one ulp (up, then down) in one column:
+        // the approximate distances cannot rank them, each lane holds three within the bound (so
+        // it is scanned), and the exact distance must single out row 40 (the unmoved one) for a
+        // query on the row.
+        let dim = 64;
+        let base = random(dim, 5);
+        let mut bank = Vec::new();
+        for j in 0..96 {
+            let mut row = base.clone();
+            let bits = row[j % dim].to_bits();
+            if j != 40 {
+                row[j % dim] = f32::from_bits(if j < dim { bits + 1 } else { bits - 1 });
+            }
+            bank.extend(row);
+        }
+        let mut queries = base.clone();
+        // Off the row by far more than an ulp: all 64 stay within the bound of each other.
+        queries.extend(base.iter().map(|v| v + 0.25));
+        assert_every_path_exact(&bank, &queries, dim, "one-ulp rows");
+        for (path, got) in every_path(&bank, &queries, dim) {
+            assert_eq!(got[0], (0.0, 40), "{path}");
+        }
+    }
+
+    #[test]
+    fn every_path_agrees_with_the_exact_rule_on_random_shapes_with_near_ties() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2024);
+        for case in 0..60u64 {
+            let dim = [1, 2, 3, 5, 8, 9, 16, 31, 64, 129, 300][rng.gen_range(0..11)];
+            let nb = rng.gen_range(1..300);
+            let nq = rng.gen_range(1..40);
+            let (bank, queries) = tie_case(dim, nb, nq, case);
+            assert_every_path_exact(&bank, &queries, dim, &format!("case {case}: dim {dim} nb {nb} nq {nq}"));
+        }
+    }
+
+    #[test]
+    fn kernel_choice_reads_the_documented_values() {
+        assert_eq!(NnKernel::parse(""), Ok(NnKernel::Auto));
+        assert_eq!(NnKernel::parse("auto"), Ok(NnKernel::Auto));
+        assert_eq!(NnKernel::parse("gemm"), Ok(NnKernel::Gemm));
+        for (name, isa) in [("avx2", Isa::Avx2Fma), ("avx512", Isa::Avx512)] {
+            let got = NnKernel::parse(name);
+            if Isa::available().contains(&isa) {
+                assert_eq!(got, Ok(NnKernel::Fused(isa)));
+            } else {
+                assert!(got.unwrap_err().contains("this CPU cannot run"), "{name}");
+            }
+        }
+        let err = NnKernel::parse("sse").unwrap_err();
+        assert!(err.contains("ANOFLOW_NN_KERNEL=sse: expected auto, avx512, avx2 or gemm"), "{err}");
     }
 
     #[test]

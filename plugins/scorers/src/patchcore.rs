@@ -6,7 +6,7 @@ use anoflow_sdk::prelude::*;
 use crate::common::{check_dim, checked_features, fitted, scorer_ports, FitRows, MapShaping};
 use crate::coreset;
 use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
-use crate::nn_kernel::PackedBank;
+use crate::nn_kernel::{NnKernel, PackedBank};
 use crate::state::{expect_rank, StateReader, StateWriter};
 
 pub struct PatchCore;
@@ -45,8 +45,11 @@ impl StagePlugin for PatchCore {
                 ctx.node_id
             )));
         }
+        let kernel =
+            NnKernel::from_env().map_err(|e| StageError::invalid_param(format!("node `{}`: {e}", ctx.node_id)))?;
         Ok(StageImpl::Fitted(Box::new(PatchCoreStage {
             node: ctx.node_id.to_string(),
+            kernel,
             fraction,
             num_neighbors: params.positive("num_neighbors")?,
             seed: params.get("seed")?,
@@ -67,9 +70,19 @@ pub struct Bank {
 }
 
 impl Bank {
+    /// The bank searched by the fastest kernel this CPU runs.
     pub fn new(rows: Vec<f32>, dim: usize) -> Self {
+        Self::with_kernel(rows, dim, NnKernel::Auto)
+    }
+
+    /// The bank searched by `kernel` (GEMM tiles where a fused one cannot run here).
+    pub fn with_kernel(rows: Vec<f32>, dim: usize, kernel: NnKernel) -> Self {
         let norms = row_sq_norms(&rows, dim);
-        let packed = PackedBank::new(&rows, &norms, dim);
+        let packed = match kernel {
+            NnKernel::Auto => PackedBank::new(&rows, &norms, dim),
+            NnKernel::Fused(isa) => PackedBank::with_isa(&rows, &norms, dim, isa),
+            NnKernel::Gemm => None,
+        };
         Self { rows, norms, dim, packed }
     }
     pub fn len(&self) -> usize {
@@ -83,17 +96,17 @@ impl Bank {
     }
 
     /// Builds the bank from fit rows: the coreset of `fraction` of them.
-    pub fn fit(rows: &[f32], dim: usize, fraction: f64, seed: u64) -> Self {
+    pub fn fit(rows: &[f32], dim: usize, fraction: f64, seed: u64, kernel: NnKernel) -> Self {
         let picked = coreset::select(rows, dim, fraction, seed);
         let mut bank = Vec::with_capacity(picked.len() * dim);
         for i in picked {
             bank.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
         }
-        Self::new(bank, dim)
+        Self::with_kernel(bank, dim, kernel)
     }
 
     /// Per-patch nearest-neighbour distance and index: the fused SIMD search where the CPU
-    /// runs it, else GEMM tiles.
+    /// runs it (and it was not turned off), else GEMM tiles; the same bits either way.
     pub fn score_patches(&self, patches: &[f32], parallel: bool) -> Vec<(f32, u32)> {
         match &self.packed {
             Some(packed) => packed.nearest(&self.rows, patches, parallel),
@@ -135,6 +148,7 @@ impl Bank {
 
 struct PatchCoreStage {
     node: String,
+    kernel: NnKernel,
     fraction: f64,
     num_neighbors: usize,
     seed: u64,
@@ -153,7 +167,7 @@ impl Fitted for PatchCoreStage {
     fn finish_fit(&mut self) -> StageResult<()> {
         self.fit.require_some(&self.node)?;
         let fit = std::mem::take(&mut self.fit);
-        self.bank = Some(Bank::fit(&fit.rows, fit.dim, self.fraction, self.seed));
+        self.bank = Some(Bank::fit(&fit.rows, fit.dim, self.fraction, self.seed, self.kernel));
         Ok(())
     }
 
@@ -177,7 +191,7 @@ impl Fitted for PatchCoreStage {
         let mut r = StateReader::parse(state, STATE_NAME).map_err(|e| StageError::from(e).context(&self.node))?;
         let (dims, rows) = r.f32s("bank").map_err(|e| StageError::from(e).context(&self.node))?;
         expect_rank("bank", &dims, 2).map_err(|e| StageError::from(e).context(&self.node))?;
-        self.bank = Some(Bank::new(rows, dims[1]));
+        self.bank = Some(Bank::with_kernel(rows, dims[1], self.kernel));
         Ok(())
     }
 }
@@ -235,6 +249,32 @@ mod tests {
         let want = (1.0 - 7f64.exp() / (7f64.exp() + 9f64.exp() + 10f64.exp())) * 7.0;
         assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
         assert_eq!(bank.image_score(&patches, &nn, 1), 7.0);
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_patch_and_image_scores() {
+        let dim = 256;
+        // A bank with repeated rows (every 50th row again), so exact ties occur too.
+        let mut rows = nominal_rows(400, dim, 3);
+        for j in (0..400).step_by(50) {
+            let src = rows[j * dim..(j + 1) * dim].to_vec();
+            rows[(j + 25) * dim..(j + 26) * dim].copy_from_slice(&src);
+        }
+        let patches = shifted(nominal_rows(28 * 28, dim, 4), 28, dim, (3..9, 3..9), 0.5);
+        let mut kernels = vec![NnKernel::Auto, NnKernel::Gemm];
+        kernels.extend(crate::nn_kernel::Isa::available().into_iter().map(NnKernel::Fused));
+        let results: Vec<_> = kernels
+            .iter()
+            .map(|&k| {
+                let bank = Bank::with_kernel(rows.clone(), dim, k);
+                let nn = bank.score_patches(&patches, true);
+                let image = bank.image_score(&patches, &nn, 3);
+                (nn, image.to_bits())
+            })
+            .collect();
+        for (k, r) in kernels.iter().zip(&results) {
+            assert!(r == &results[1], "{k:?} differs from GEMM tiles");
+        }
     }
 
     #[test]
