@@ -444,3 +444,97 @@ fn a_value_only_a_sink_refuses_is_blamed_on_its_producer() {
         r.stderr
     );
 }
+
+/// Every file below `dir` (but `run.json`, which holds timings) with its bytes, by relative path.
+fn result_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    files_below(dir)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "run.json"))
+        .map(|p| (p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn categories_fitted_side_by_side_give_the_same_bytes_as_one_after_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = workspace_root().join("pipelines/quickstart.yaml");
+    let mut fitted = Vec::new();
+    let mut results = Vec::new();
+    for in_flight in ["1", "3"] {
+        let cache = dir.path().join(format!("cache-{in_flight}"));
+        let out = dir.path().join(format!("run-{in_flight}"));
+        let mut args = small_quickstart_args(&["pill", "tiles", "woven"], &cache);
+        args.extend(["--threads", "2", "--categories-in-flight", in_flight].map(String::from));
+        let r = run(dir.path(), &p, &out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(r.code, 0, "{}", r.all());
+        let report = read_json(&out.join("run.json"));
+        let scorer = report["run"]["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "scorer").unwrap();
+        assert_eq!(scorer["fit_state"], "fitted", "{scorer}");
+        fitted.push(result_files(&cache.join("fitted")));
+        results.push(result_files(&out));
+    }
+    // PatchCore, THR, the normalization and the defects node: one state per category each,
+    // under the same content address, the same bytes.
+    assert_eq!(fitted[0].len(), 3 * 4, "{:?}", fitted[0].iter().map(|(p, _)| p).collect::<Vec<_>>());
+    assert!(fitted[0] == fitted[1], "the fitted states differ");
+    let names = |files: &[(std::path::PathBuf, Vec<u8>)]| files.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&results[0]), names(&results[1]));
+    assert!(results[0].iter().any(|(p, _)| p.ends_with("eval/results.json")));
+    assert!(results[0].iter().any(|(p, _)| p.ends_with("calibration.md")));
+    for ((path, a), (_, b)) in results[0].iter().zip(&results[1]) {
+        assert!(a == b, "{} differs", path.display());
+    }
+}
+
+/// Three categories whose fit fails on most of their train images (`/train/good/00*`).
+const FIT_FAILURES: &str = "name: fitfail
+nodes:
+  data: { plugin: synthetic, with: { seed: 2, categories: [woven, washer, tiles], train: 12, test_good: 2, test_defective: 2, size: 64 } }
+  grad: { plugin: gradient-magnitude, inputs: { image: data.image } }
+  bad: { plugin: faulty, with: { mode: error, only: /train/good/00 }, inputs: { score: grad.score } }
+  thr: { plugin: threshold-mean-std, fit: train, inputs: { score: bad.score } }
+  eval: { plugin: segmentation-metrics, inputs: { gt: data.mask, masks: [thr.mask], scores: [grad.score] } }
+";
+
+#[test]
+fn fit_failures_are_reported_in_category_order_however_many_categories_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = anoflow_e2e::fixture_plugin_dir(dir.path(), &["faulty"]);
+    let build = anoflow_e2e::build_dir();
+    let p = write_pipeline(dir.path(), "p.yaml", FIT_FAILURES);
+    let attempt = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-cache", "-q"];
+        args.extend(["--threads", "2", "--in-flight", "2"]);
+        args.extend_from_slice(extra);
+        (anoflow(dir.path(), &args, &[&build, &fixtures]), out)
+    };
+    // Stopping at the first failure: the first category's first failing sample, always.
+    for in_flight in ["1", "3"] {
+        let (r, _) = attempt(&format!("stop-{in_flight}"), &["--categories-in-flight", in_flight]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        let expected = "fit thr on train [tiles]: node `bad` (stage `faulty`), sample `tiles/train/good/000`";
+        assert!(r.stderr.contains(expected), "in flight {in_flight}: {}", r.stderr);
+    }
+    // Going on: every failure, listed in category order, the same list both ways.
+    let mut listed = Vec::new();
+    for in_flight in ["1", "3"] {
+        let (r, out) = attempt(&format!("keep-{in_flight}"), &["--categories-in-flight", in_flight, "--keep-going"]);
+        assert_eq!(r.code, 3, "{}", r.all());
+        let report = read_json(&out.join("run.json"));
+        let failures: Vec<(String, String)> = report["run"]["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["phase"].as_str().unwrap().to_string(), f["sample"].as_str().unwrap().to_string()))
+            .collect();
+        // Nine of each category's ids 000-009 are train images (the source holds one out).
+        assert_eq!(failures.len(), 27, "nine per category: {failures:#?}");
+        let categories: Vec<&str> = failures.iter().map(|(_, s)| s.split('/').next().unwrap()).collect();
+        let mut sorted = categories.clone();
+        sorted.sort_unstable();
+        assert_eq!(categories, sorted, "in category order");
+        listed.push(failures);
+    }
+    assert_eq!(listed[0], listed[1]);
+}

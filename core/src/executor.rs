@@ -24,7 +24,7 @@ use anoflow_sdk::{
     error::StageError,
     value::{PortValue, SampleInput, SampleMeta},
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -32,9 +32,11 @@ use sha2::{Digest, Sha256};
 use crate::{check::CheckedPipeline, codec, fsutil::write_atomic, provenance};
 
 mod calibrate;
+mod categories;
 mod export;
 mod phases;
 pub use calibrate::{markdown as calibration_markdown, CalibrationReport};
+pub use categories::default_in_flight as default_categories_in_flight;
 pub use export::{fit_for_export, CategoryInstance, FittedPipeline, NodeState, Prediction, Predictor};
 pub use phases::{summary_line as phases_summary_line, PhaseStats};
 
@@ -52,8 +54,11 @@ pub struct RunOptions {
     pub keep_going: bool,
     /// Process only this task's share of the run (its categories, or test samples by index).
     pub shard: Option<crate::shard::Shard>,
-    /// Samples in flight at once.
+    /// Samples in flight at once (per category in flight).
     pub in_flight: usize,
+    /// Categories fitted at once by nodes fitted per category, each holding its own fit state
+    /// (1: one after the other); [`default_categories_in_flight`] when the user does not say.
+    pub categories_in_flight: usize,
     /// Where fitted states are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     pub progress: bool,
@@ -221,6 +226,15 @@ pub fn run(p: &CheckedPipeline, opts: &RunOptions) -> Result<RunSummary, RunErro
         calibration,
     };
     Ok(summary)
+}
+
+/// Where the progress bars of work side by side (categories fitted at once) go.
+fn progress_bars(opts: &RunOptions) -> MultiProgress {
+    MultiProgress::with_draw_target(if opts.progress {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    })
 }
 
 fn progress_bar(opts: &RunOptions, len: usize, prefix: String) -> ProgressBar {
@@ -645,22 +659,36 @@ impl<'a> Runner<'a> {
         // fitted first; further categories get fresh instances.
         let mut unfitted: Vec<Option<StageBox>> =
             pass.iter().map(|&f| Some(std::mem::replace(&mut self.stages[f], placeholder_stage()))).collect();
+        let bars = progress_bars(self.opts);
         if !first.fit_per_category {
-            let fitted = self.fit_instances(pass, &phase, &metas, &mut unfitted)?;
+            let fitted = self.fit_instances(pass, &phase, &metas, &mut unfitted, &bars)?;
             for (&f, (stage, key)) in pass.iter().zip(fitted) {
                 self.stages[f] = stage;
                 self.fit_keys[f] = Some(key);
             }
             return Ok(());
         }
-        // One instance per node and category, each fitted on that category's samples only.
+        // One instance per node and category, each fitted on that category's samples only;
+        // `categories_in_flight` categories at once (see `categories`), the first one with the
+        // instances created above.
         let mut by_category: BTreeMap<String, Vec<SampleMeta>> = BTreeMap::new();
         for m in metas {
             by_category.entry(m.category.to_string()).or_default().push(m);
         }
+        let categories: Vec<(String, Vec<SampleMeta>)> = by_category.into_iter().collect();
+        let phases: Vec<String> = categories.iter().map(|(category, _)| format!("{phase} [{category}]")).collect();
+        let created = Mutex::new(unfitted);
+        let failures_before = self.failures.lock().map_or(0, |f| f.len());
+        let runner = &*self;
+        let fitted = categories::run_in_order(categories.len(), self.opts.categories_in_flight, |i| {
+            let mut fresh: Vec<Option<StageBox>> = pass.iter().map(|_| None).collect();
+            let mut created = if i == 0 { created.lock().ok() } else { None };
+            let unfitted = created.as_deref_mut().map_or(fresh.as_mut_slice(), Vec::as_mut_slice);
+            runner.fit_instances(pass, &phases[i], &categories[i].1, unfitted, &bars)
+        });
+        self.order_failures(failures_before, &phases);
         let mut keys = vec![Vec::new(); pass.len()];
-        for (category, metas) in by_category {
-            let fitted = self.fit_instances(pass, &format!("{phase} [{category}]"), &metas, &mut unfitted)?;
+        for ((category, _), fitted) in categories.iter().zip(fitted?) {
             for (j, (stage, key)) in fitted.into_iter().enumerate() {
                 self.per_category[pass[j]].insert(category.clone(), stage);
                 keys[j].push(key);
@@ -672,6 +700,15 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// Puts the failures recorded since the `from`th in the order of `phases` (each
+    /// category's in the order recorded): the order a run doing one category after another
+    /// records them in, however the categories' work interleaved.
+    fn order_failures(&self, from: usize, phases: &[String]) {
+        if let Some(recent) = self.failures.lock().ok().as_mut().and_then(|f| f.get_mut(from..)) {
+            recent.sort_by_key(|e| phases.iter().position(|p| *p == e.phase).unwrap_or(phases.len()));
+        }
+    }
+
     /// Fits one instance of each node of `pass` on `metas` (or loads its cached state);
     /// returns the instances with their cache keys, in the order of `pass`.
     fn fit_instances(
@@ -680,6 +717,7 @@ impl<'a> Runner<'a> {
         phase: &str,
         metas: &[SampleMeta],
         unfitted: &mut [Option<StageBox>],
+        bars: &MultiProgress,
     ) -> Result<Vec<(StageBox, String)>, RunError> {
         let mut instances = Vec::with_capacity(pass.len());
         let mut pending = Vec::new();
@@ -697,7 +735,7 @@ impl<'a> Runner<'a> {
         let targets: Vec<usize> = pending.iter().map(|&j| pass[j]).collect();
         let needed: Vec<usize> =
             targets.iter().flat_map(|&f| self.p.ancestors(f)).collect::<BTreeSet<_>>().into_iter().collect();
-        let bar = progress_bar(self.opts, metas.len(), phase.to_string());
+        let bar = bars.add(progress_bar(self.opts, metas.len(), phase.to_string()));
         let t = Instant::now();
         let in_flight = self.opts.in_flight.max(1);
         for (c, group) in metas.chunks(in_flight).enumerate() {
@@ -714,6 +752,7 @@ impl<'a> Runner<'a> {
             bar.inc(group.len() as u64);
         }
         bar.finish_and_clear();
+        bars.remove(&bar);
         let streamed = t.elapsed().as_secs_f64();
         for &j in &pending {
             let f = pass[j];
@@ -1044,6 +1083,7 @@ pub fn merge(p: &CheckedPipeline, runs: &[PathBuf], out_dir: &Path, threads: usi
         keep_going: false,
         shard: None,
         in_flight: 1,
+        categories_in_flight: 1,
         cache_dir: None,
         progress: false,
     };
@@ -1168,6 +1208,7 @@ pub fn test_categories(p: &CheckedPipeline) -> Result<Vec<String>, RunError> {
         keep_going: false,
         shard: None,
         in_flight: 1,
+        categories_in_flight: 1,
         cache_dir: None,
         progress: false,
     };

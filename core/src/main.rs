@@ -85,6 +85,10 @@ enum Command {
         /// Samples in flight at once (bounds memory).
         #[arg(long, default_value_t = 32)]
         in_flight: usize,
+        /// Categories fitted at once, each holding its own fit state (default: 2, or 1 with one
+        /// thread; 1 fits one category after the other, the least memory).
+        #[arg(long, value_name = "N")]
+        categories_in_flight: Option<usize>,
         /// Cache directory for fitted states and node outputs (default: ANOFLOW_CACHE_DIR, the project's
         /// `.cache/anoflow` or ~/.cache/anoflow; `anoflow doctor` says which).
         #[arg(long)]
@@ -168,6 +172,9 @@ enum Command {
         /// Samples in flight at once while fitting and calibrating (bounds memory).
         #[arg(long, default_value_t = 32)]
         in_flight: usize,
+        /// Categories fitted at once (as for `run`).
+        #[arg(long, value_name = "N")]
+        categories_in_flight: Option<usize>,
         /// Cache directory (as for `run`): the fitted states of the evaluation run are loaded from it.
         #[arg(long)]
         cache: Option<PathBuf>,
@@ -613,7 +620,16 @@ fn tempfile_dir(what: &str) -> Result<PathBuf> {
 
 /// How predict runs a bundle's pipeline: failures are per image, nothing is cached.
 fn predict_options(work: PathBuf, threads: usize, in_flight: usize) -> RunOptions {
-    RunOptions { out_dir: work, threads, keep_going: true, shard: None, in_flight, cache_dir: None, progress: false }
+    RunOptions {
+        out_dir: work,
+        threads,
+        keep_going: true,
+        shard: None,
+        in_flight,
+        categories_in_flight: 1,
+        cache_dir: None,
+        progress: false,
+    }
 }
 
 fn registry(args: &PluginArgs) -> Registry {
@@ -642,6 +658,7 @@ struct RunArgs {
     shard: Option<String>,
     shard_by: Option<ShardBy>,
     in_flight: usize,
+    categories_in_flight: Option<usize>,
     quiet: bool,
 }
 
@@ -651,7 +668,18 @@ fn run_command(
     local: &local_dirs::LocalDirs,
     cache_dir: Option<PathBuf>,
 ) -> Result<ExitCode> {
-    let RunArgs { pipeline, out, replace, threads, keep_going, shard, shard_by, in_flight, quiet } = args;
+    let RunArgs {
+        pipeline,
+        out,
+        replace,
+        threads,
+        keep_going,
+        shard,
+        shard_by,
+        in_flight,
+        categories_in_flight,
+        quiet,
+    } = args;
     let task = shard::task(shard.as_deref(), &ProcessEnv)?;
     let reg = registry(plugin_args);
     report_load_failures(&reg);
@@ -672,6 +700,9 @@ fn run_command(
         keep_going,
         shard: None,
         in_flight,
+        categories_in_flight: categories_in_flight
+            .unwrap_or_else(|| executor::default_categories_in_flight(threads))
+            .max(1),
         cache_dir,
         progress: !quiet && std::io::stderr().is_terminal(),
     };
@@ -714,6 +745,7 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             shard,
             shard_by,
             in_flight,
+            categories_in_flight,
             cache,
             no_cache,
             quiet,
@@ -723,7 +755,18 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             let cache_dir = (!no_cache).then(|| cache.unwrap_or_else(|| local.cache.clone()));
             let result = run_command(
                 plugin_args,
-                RunArgs { pipeline, out, replace, threads, keep_going, shard, shard_by, in_flight, quiet },
+                RunArgs {
+                    pipeline,
+                    out,
+                    replace,
+                    threads,
+                    keep_going,
+                    shard,
+                    shard_by,
+                    in_flight,
+                    categories_in_flight,
+                    quiet,
+                },
                 &local,
                 cache_dir.clone(),
             );
@@ -732,7 +775,19 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
             }
             result
         }
-        Command::Export { pipeline, out, run, mask, score, image_score, threads, in_flight, cache, no_cache } => {
+        Command::Export {
+            pipeline,
+            out,
+            run,
+            mask,
+            score,
+            image_score,
+            threads,
+            in_flight,
+            categories_in_flight,
+            cache,
+            no_cache,
+        } => {
             let reg = registry(plugin_args);
             report_load_failures(&reg);
             let checked = load_checked(&pipeline, &reg)?;
@@ -754,6 +809,9 @@ fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
                 keep_going: false,
                 shard: None,
                 in_flight,
+                categories_in_flight: categories_in_flight
+                    .unwrap_or_else(|| executor::default_categories_in_flight(threads))
+                    .max(1),
                 cache_dir: (!no_cache).then(|| cache.unwrap_or_else(|| local.cache.clone())),
                 progress: std::io::stderr().is_terminal(),
             };

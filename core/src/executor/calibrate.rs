@@ -92,6 +92,9 @@ impl Counts {
     }
 }
 
+/// Instances that serve a category in the test phase, with their nodes.
+type Instances = Vec<(usize, StageBox)>;
+
 /// The calibration samples of one category, with the values the searched nodes read.
 struct CategorySamples {
     clean: Vec<Slot>,
@@ -139,37 +142,24 @@ impl<'a> Runner<'a> {
                 .collect(),
             ..Default::default()
         };
+        // Categories are calibrated side by side like fits (`categories_in_flight`), each
+        // holding its calibration samples; their results are taken in category order.
+        let categories: Vec<(&String, &Vec<SampleMeta>)> = by_category.iter().collect();
+        let phases: Vec<String> = categories.iter().map(|(category, _)| format!("{phase} [{category}]")).collect();
+        let bars = progress_bars(self.opts);
+        let failures_before = self.failures.lock().map_or(0, |f| f.len());
+        let runner = &*self;
+        let calibrated = categories::run_in_order(categories.len(), self.opts.categories_in_flight, |i| {
+            let (category, clean) = categories[i];
+            runner.calibrate_category(plan, &phases[i], category, clean, &upstream, &keep, &bars)
+        });
+        self.order_failures(failures_before, &phases);
         let mut choices: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for (category, clean) in &by_category {
-            let cat_phase = format!("{phase} [{category}]");
-            let mut samples = if clean.len() < plan.min_images {
-                None
-            } else {
-                Some(self.calibration_samples(plan, &cat_phase, category, clean, &upstream, &keep)?)
-            };
-            for (g, group) in plan.groups.iter().enumerate() {
-                let choice = match samples.as_mut() {
-                    Some(samples) => self.search(plan, group, &cat_phase, category, samples)?,
-                    None => {
-                        let flag = format!(
-                            "only {} clean {} image(s), fewer than min_images {}: the params as written are used",
-                            clean.len(),
-                            plan.split,
-                            plan.min_images
-                        );
-                        eprintln!("warning: calibration of `{}` [{category}]: {flag}", self.p.nodes[group.target].id);
-                        self.use_written_params(group, category)?;
-                        CategoryChoice {
-                            category: category.clone(),
-                            clean_images: clean.len(),
-                            defect_images: 0,
-                            chosen: written_params(self.p, group),
-                            chosen_index: None,
-                            flag: Some(flag),
-                            candidates: Vec::new(),
-                        }
-                    }
-                };
+        for ((category, _), (category_choices, instances)) in categories.iter().zip(calibrated?) {
+            for (n, stage) in instances {
+                self.per_category[n].insert(category.to_string(), stage);
+            }
+            for ((g, group), choice) in plan.groups.iter().enumerate().zip(category_choices) {
                 for &n in &group.nodes {
                     choices.entry(n).or_default().push(format!("{category}={}", Json::Object(choice.chosen.clone())));
                 }
@@ -187,6 +177,58 @@ impl<'a> Runner<'a> {
         }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Calibrates one category: each search group in turn. Returns each group's choice and the
+    /// instances that serve the category in the test phase, by node.
+    #[allow(clippy::too_many_arguments)]
+    fn calibrate_category(
+        &self,
+        plan: &CalibrationPlan,
+        phase: &str,
+        category: &str,
+        clean: &[SampleMeta],
+        upstream: &[usize],
+        keep: &BTreeSet<usize>,
+        bars: &MultiProgress,
+    ) -> Result<(Vec<CategoryChoice>, Instances), RunError> {
+        let mut samples = if clean.len() < plan.min_images {
+            None
+        } else {
+            Some(self.calibration_samples(plan, phase, category, clean, upstream, keep)?)
+        };
+        let mut choices = Vec::with_capacity(plan.groups.len());
+        let mut instances = Vec::new();
+        for group in &plan.groups {
+            let choice = match samples.as_mut() {
+                Some(samples) => {
+                    let (choice, kept) = self.search(plan, group, phase, category, samples, bars)?;
+                    instances.extend(kept);
+                    choice
+                }
+                None => {
+                    let flag = format!(
+                        "only {} clean {} image(s), fewer than min_images {}: the params as written are used",
+                        clean.len(),
+                        plan.split,
+                        plan.min_images
+                    );
+                    eprintln!("warning: calibration of `{}` [{category}]: {flag}", self.p.nodes[group.target].id);
+                    instances.extend(self.written_params_instances(group)?);
+                    CategoryChoice {
+                        category: category.to_string(),
+                        clean_images: clean.len(),
+                        defect_images: 0,
+                        chosen: written_params(self.p, group),
+                        chosen_index: None,
+                        flag: Some(flag),
+                        candidates: Vec::new(),
+                    }
+                }
+            };
+            choices.push(choice);
+        }
+        Ok((choices, instances))
     }
 
     /// The clean images of one category and the defect images made from them, carried through
@@ -317,17 +359,19 @@ impl<'a> Runner<'a> {
     }
 
     /// Tries every candidate of `group` on one category's samples and keeps the best.
+    /// Returns the choice and the instances that serve the category, by node.
     fn search(
-        &mut self,
+        &self,
         plan: &CalibrationPlan,
         group: &SearchGroup,
         phase: &str,
         category: &str,
         samples: &mut CategorySamples,
-    ) -> Result<CategoryChoice, RunError> {
+        bars: &MultiProgress,
+    ) -> Result<(CategoryChoice, Instances), RunError> {
         let target = self.p.nodes[group.target].id.clone();
         let candidates = group.candidates();
-        let bar = progress_bar(self.opts, candidates.len(), format!("calibrate {target} [{category}]"));
+        let bar = bars.add(progress_bar(self.opts, candidates.len(), format!("calibrate {target} [{category}]")));
         let mut scores = Vec::with_capacity(candidates.len());
         for (c, candidate) in candidates.iter().enumerate() {
             self.check_interrupt(phase, c, candidates.len())?;
@@ -337,6 +381,7 @@ impl<'a> Runner<'a> {
             bar.inc(1);
         }
         bar.finish_and_clear();
+        bars.remove(&bar);
         let Some(chosen) = choose(&scores, group.tolerance) else {
             return Err(self.err(phase, group.target, None, "the search has no candidate"));
         };
@@ -369,22 +414,21 @@ impl<'a> Runner<'a> {
             flag,
             candidates: scores,
         };
-        if written {
-            self.use_written_params(group, category)?;
+        let kept = if written {
+            let kept = self.written_params_instances(group)?;
             // Later groups read what the written params produce.
             let candidate: Vec<(usize, String, Json)> = Vec::new();
             let (_, outputs) = self.try_candidate(phase, group, &candidate, samples)?;
             store_outputs(group, samples, outputs);
+            kept
         } else {
             // Candidates are deterministic: the chosen one is built again rather than every
             // candidate's instances and outputs being kept.
             let (instances, outputs) = self.try_candidate(phase, group, &candidates[chosen], samples)?;
-            for (&n, stage) in group.nodes.iter().zip(instances) {
-                self.per_category[n].insert(category.to_string(), stage);
-            }
             store_outputs(group, samples, outputs);
-        }
-        Ok(choice)
+            group.nodes.iter().copied().zip(instances).collect()
+        };
+        Ok((choice, kept))
     }
 
     /// Creates the group's nodes with one candidate's params, fits the fitted ones on the clean
@@ -515,16 +559,11 @@ impl<'a> Runner<'a> {
             .collect()
     }
 
-    /// The group's nodes serve `category` with the params as written (already fitted
-    /// instances of fitted nodes stay).
-    fn use_written_params(&mut self, group: &SearchGroup, category: &str) -> Result<(), RunError> {
-        for &n in &group.nodes {
-            if self.p.nodes[n].kind() != StageKind::Fitted {
-                let stage = create_stage(self.p, n, self.opts)?;
-                self.per_category[n].insert(category.to_string(), stage);
-            }
-        }
-        Ok(())
+    /// Instances of the group's nodes with the params as written, to serve a category (the
+    /// already fitted instances of fitted nodes stay: none is made for them).
+    fn written_params_instances(&self, group: &SearchGroup) -> Result<Instances, RunError> {
+        let maps = group.nodes.iter().filter(|&&n| self.p.nodes[n].kind() != StageKind::Fitted);
+        maps.map(|&n| Ok((n, create_stage(self.p, n, self.opts)?))).collect()
     }
 }
 
