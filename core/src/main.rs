@@ -60,45 +60,14 @@ enum Command {
     /// Run a pipeline.
     Run {
         #[command(flatten)]
-        pipeline: PipelineArgs,
-        /// Run directory (default: <runs>/<pipeline name>/<UTC time>, <runs> being ANOFLOW_RUNS_DIR, the
-        /// project's `runs/` or ~/.local/share/anoflow/runs; `anoflow doctor` says which); new or empty.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Clear `--out` first when it holds an earlier run (only then: other directories are refused).
-        #[arg(long)]
-        replace: bool,
-        /// Worker threads (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Skip samples that fail and report them, instead of stopping at the first failure.
-        #[arg(long)]
-        keep_going: bool,
-        /// Run only task I of N (`--shard 0/4`); default: the Slurm array task
-        /// (SLURM_ARRAY_TASK_ID/_COUNT) or Kubernetes indexed pod (JOB_COMPLETION_INDEX,
-        /// ANOFLOW_SHARD_COUNT). Every task shares `--out`; `anoflow merge` joins them.
-        #[arg(long, value_name = "I/N")]
-        shard: Option<String>,
-        /// What a task owns: whole categories, fits included (default), or test samples by index.
-        #[arg(long, value_name = "category|sample")]
-        shard_by: Option<ShardBy>,
-        /// Samples in flight at once (bounds memory).
-        #[arg(long, default_value_t = 32)]
-        in_flight: usize,
-        /// Categories fitted at once, each holding its own fit state (default: 2, or 1 with one
-        /// thread; 1 fits one category after the other, the least memory).
-        #[arg(long, value_name = "N")]
-        categories_in_flight: Option<usize>,
+        run: RunArgs,
         /// Cache directory for fitted states and node outputs (default: ANOFLOW_CACHE_DIR, the project's
         /// `.cache/anoflow` or ~/.cache/anoflow; `anoflow doctor` says which).
         #[arg(long)]
         cache: Option<PathBuf>,
-        /// Do not read or write the fitted-state cache.
+        /// Do not read or write the cache (fitted states and node outputs).
         #[arg(long)]
         no_cache: bool,
-        /// No progress bars.
-        #[arg(long, short)]
-        quiet: bool,
     },
     /// Check a pipeline file and report every problem at once.
     Validate {
@@ -649,16 +618,40 @@ fn report_load_failures(reg: &Registry) {
 }
 
 /// `anoflow run`'s arguments, less the cache (see [`dispatch`]).
+#[derive(Args)]
 struct RunArgs {
+    #[command(flatten)]
     pipeline: PipelineArgs,
+    /// Run directory (default: <runs>/<pipeline name>/<UTC time>, <runs> being ANOFLOW_RUNS_DIR, the
+    /// project's `runs/` or ~/.local/share/anoflow/runs; `anoflow doctor` says which); new or empty.
+    #[arg(long)]
     out: Option<PathBuf>,
+    /// Clear `--out` first when it holds an earlier run (only then: other directories are refused).
+    #[arg(long)]
     replace: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
     threads: Option<usize>,
+    /// Skip samples that fail and report them, instead of stopping at the first failure.
+    #[arg(long)]
     keep_going: bool,
+    /// Run only task I of N (`--shard 0/4`); default: the Slurm array task
+    /// (SLURM_ARRAY_TASK_ID/_COUNT) or Kubernetes indexed pod (JOB_COMPLETION_INDEX,
+    /// ANOFLOW_SHARD_COUNT). Every task shares `--out`; `anoflow merge` joins them.
+    #[arg(long, value_name = "I/N")]
     shard: Option<String>,
+    /// What a task owns: whole categories, fits included (default), or test samples by index.
+    #[arg(long, value_name = "category|sample")]
     shard_by: Option<ShardBy>,
+    /// Samples in flight at once (bounds memory).
+    #[arg(long, default_value_t = 32)]
     in_flight: usize,
+    /// Categories fitted at once, each holding its own fit state (default: 2, or 1 with one
+    /// thread; 1 fits one category after the other, the least memory).
+    #[arg(long, value_name = "N")]
     categories_in_flight: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short)]
     quiet: bool,
 }
 
@@ -736,40 +729,11 @@ fn run_command(
 
 fn dispatch(cli: Cli, plugin_args: &PluginArgs) -> Result<ExitCode> {
     match cli.command {
-        Command::Run {
-            pipeline,
-            out,
-            replace,
-            threads,
-            keep_going,
-            shard,
-            shard_by,
-            in_flight,
-            categories_in_flight,
-            cache,
-            no_cache,
-            quiet,
-        } => {
+        Command::Run { run, cache, no_cache } => {
             let started = std::time::SystemTime::now();
             let local = local_dirs::current().map_err(anyhow::Error::msg)?;
             let cache_dir = (!no_cache).then(|| cache.unwrap_or_else(|| local.cache.clone()));
-            let result = run_command(
-                plugin_args,
-                RunArgs {
-                    pipeline,
-                    out,
-                    replace,
-                    threads,
-                    keep_going,
-                    shard,
-                    shard_by,
-                    in_flight,
-                    categories_in_flight,
-                    quiet,
-                },
-                &local,
-                cache_dir.clone(),
-            );
+            let result = run_command(plugin_args, run, &local, cache_dir.clone());
             if let Some(dir) = &cache_dir {
                 cache_cmd::prune_after_run(dir, local.cache_limit, started);
             }
