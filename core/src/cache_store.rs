@@ -1,6 +1,6 @@
 //! The cache directory as a bounded store. It holds fitted states (`fitted/*.state`) and node
 //! outputs per sample (`outputs/<xx>/*.bin`); every entry can be recomputed, so evicting one
-//! only costs time. A hit refreshes the entry's modification time ([`touch`]), so the oldest
+//! only costs time. A hit refreshes the entry's modification time ([`read_entry`]), so the oldest
 //! modification time is the least recently used entry, whatever the file system's atime
 //! settings. After a run the cache is pruned, least recently used first, to its size limit
 //! ([`CacheLimit`]); entries the run itself used are never evicted.
@@ -133,12 +133,16 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
-/// Refreshes `path`'s modification time: the entry was just used. Failure (a read-only
-/// cache, an entry another process removed) only makes the entry look older.
-pub fn touch(path: &Path) {
-    if let Ok(f) = std::fs::File::options().append(true).open(path) {
-        let _ = f.set_modified(SystemTime::now());
-    }
+/// Reads a cache entry and refreshes its modification time through the same handle: the
+/// entry was just used. A failure to refresh (a cache another user owns) only makes the
+/// entry look older.
+pub fn read_entry(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
+    file.read_to_end(&mut bytes)?;
+    let _ = file.set_modified(SystemTime::now());
+    Ok(bytes)
 }
 
 /// Every entry under `dir` (none when `dir` does not exist). Temporary files of writers
@@ -373,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn scan_apply_and_touch_on_a_real_directory() {
+    fn scan_apply_and_read_entry_on_a_real_directory() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let old = SystemTime::now() - Duration::from_secs(3 * 86_400);
@@ -402,7 +406,7 @@ mod tests {
         let u = Usage::of(&scan(d).unwrap());
         assert_eq!((u.fitted, u.outputs, u.stale_temp), ((1, 50), (2, 200), (1, 30)));
 
-        touch(&a); // a hit: `a` becomes the most recently used
+        assert_eq!(read_entry(&a).unwrap().len(), 100); // a hit: `a` becomes the most recently used
         let entries = scan(d).unwrap();
         let plan = plan_prune(entries, &PruneRule { limit: Some(120), ..Default::default() }, SystemTime::now());
         assert_eq!(apply(d, &plan).unwrap(), 180);

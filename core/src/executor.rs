@@ -981,12 +981,9 @@ impl<'a> Runner<'a> {
 
     fn cache_read(&self, key: &str) -> Option<Vec<u8>> {
         let path = self.cache_path(key)?;
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = crate::cache_store::read_entry(&path).ok()?;
         match decode_state(&bytes) {
-            Some(state) => {
-                crate::cache_store::touch(&path);
-                Some(state)
-            }
+            Some(state) => Some(state),
             None => {
                 eprintln!("warning: cache entry {} is corrupt; recomputing", path.display());
                 let _ = std::fs::remove_file(&path);
@@ -1053,13 +1050,11 @@ fn output_cache_path(dir: &Path, node: &[u8], sample: &[u8]) -> PathBuf {
 /// A cached node output, or `None` when missing or corrupt (a corrupt entry is removed, so
 /// it is recomputed and rewritten).
 fn read_cached_outputs(path: &Path) -> Option<Vec<PortValue>> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = crate::cache_store::read_entry(path).ok()?;
     let values = decode_state(&bytes).and_then(|payload| codec::decode(&payload));
     if values.is_none() {
         eprintln!("warning: cache entry {} is corrupt; recomputing", path.display());
         let _ = std::fs::remove_file(path);
-    } else {
-        crate::cache_store::touch(path);
     }
     values
 }
