@@ -562,18 +562,24 @@ fn merge_runs(inputs: &[PathBuf], out: Option<PathBuf>, replace: bool, reg: &Reg
         summaries.push((variant.clone(), summary));
     }
     if set.is_sweep() {
-        let table = report::sweep_table(&summaries);
-        let path = out.join("sweep.md");
-        anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("# sweep over {} variants\n\n{table}", summaries.len());
-        anoflow_core::cli_support::sweep_charts::write_for_runs(&out, &summaries)?;
+        write_sweep(&out, &summaries)?;
     }
     println!("merged {} runs into {}", all_runs.len(), out.display());
     Ok(ExitCode::SUCCESS)
 }
 
 /// The global rayon pool with `threads` workers (default: all cores); returns the count.
+/// A sweep's table of its variants side by side (`sweep.md`, also printed) and its charts.
+fn write_sweep(out: &Path, runs: &[(String, executor::RunSummary)]) -> Result<()> {
+    let table = report::sweep_table(runs);
+    let path = out.join("sweep.md");
+    anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("# sweep over {} variants\n\n{table}", runs.len());
+    anoflow_core::cli_support::sweep_charts::write_for_runs(out, runs)?;
+    Ok(())
+}
+
 fn init_threads(threads: Option<usize>) -> usize {
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
@@ -677,8 +683,7 @@ fn run_command(
     let reg = registry(plugin_args);
     report_load_failures(&reg);
     let checked = load_checked(&pipeline, &reg)?;
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+    let threads = init_threads(threads);
     // First Ctrl-C (or SIGTERM, SIGHUP): stop between chunks and report; a second one
     // exits at once.
     let _ = ctrlc::set_handler(|| {
@@ -717,12 +722,7 @@ fn run_command(
         eprintln!("sweep variant {name}");
         runs.push((name, run_one(&variant, &reg, &opts)?));
     }
-    let table = report::sweep_table(&runs);
-    let path = out_dir.join("sweep.md");
-    anoflow_core::fsutil::write_atomic(&path, table.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("# sweep over {} variants\n\n{table}", runs.len());
-    anoflow_core::cli_support::sweep_charts::write_for_runs(&out_dir, &runs)?;
+    write_sweep(&out_dir, &runs)?;
     let summaries: Vec<_> = runs.into_iter().map(|(_, s)| s).collect();
     Ok(finish_run(&summaries))
 }
