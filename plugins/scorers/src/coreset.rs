@@ -44,8 +44,10 @@ pub fn random_projection(rows: &[f32], dim: usize, seed: u64) -> (Vec<f32>, usiz
 /// is small against that centre's distance to the new one cannot come nearer to the new one
 /// (triangle inequality). The bound allows for the rounding of the computed distances
 /// ([`PruneBound`]), so a skipped point is one whose computed distance could not have dropped,
-/// and the picks are bit-identical. Points are still visited in order, so the rows that are
-/// measured stream from memory as in the plain scan.
+/// and the picks are bit-identical. Of the points left, those whose 8-bit codes already put
+/// them too far from the new centre are skipped too ([`Quantized`]: a quarter of the bytes,
+/// exact integer sums, the codes' rounding error bounded per row). Points are visited in
+/// order, so the rows that are measured stream from memory as in the plain scan.
 pub fn greedy_k_center(points: &[f32], dim: usize, count: usize, first: usize) -> Vec<usize> {
     k_center(points, dim, count, first, PruneBound::new(dim))
 }
@@ -63,6 +65,7 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
         return Vec::new();
     }
     let row = |i: usize| &points[i * dim..(i + 1) * dim];
+    let screen = bound.as_ref().and_then(|_| Quantized::new(points, dim));
     let mut chosen = Vec::with_capacity(count);
     // The chosen rows, side by side, so the per-pick centre distances stream.
     let mut centres: Vec<f32> = Vec::with_capacity(count * dim);
@@ -70,7 +73,10 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
     // The centre (position in `chosen`) each point's distance was measured against; any
     // value while the distance is infinite, which is always measured.
     let mut owner = vec![0u32; n];
+    // Per point, what the quantized screen needs to know of its distance (Quantized::reach).
+    let mut reach = vec![f64::INFINITY; n];
     let mut skip_below = Vec::with_capacity(count);
+    let mut blocks: Vec<Vec<f32>> = Vec::new();
     let mut next = first;
     const CHUNK: usize = 4096;
     while chosen.len() < count {
@@ -79,22 +85,42 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
         let c = row(next);
         skip_below.clear();
         match &bound {
-            Some(bound) if slot > 0 => centres
-                .par_chunks(dim)
-                .with_min_len(1024)
-                .map(|a| bound.skip_below(sq_dist(a, c)))
-                .collect_into_vec(&mut skip_below),
+            Some(bound) if slot > 0 => {
+                centres.par_chunks(1024 * dim).map(|block| bound.skip_below_all(block, c)).collect_into_vec(&mut blocks)
+            }
             _ => skip_below.resize(slot.max(1) as usize, f32::NEG_INFINITY),
         }
+        if !blocks.is_empty() {
+            skip_below.extend(blocks.drain(..).flatten());
+        }
         centres.extend_from_slice(c);
-        let update = Update { c, slot, skip_below: &skip_below };
+        let update = Update {
+            c,
+            slot,
+            skip_below: &skip_below,
+            screen: screen.as_ref().zip(bound.as_ref()).map(|(quantized, bound)| Screen {
+                quantized,
+                bound,
+                centre: quantized.codes(next, next + 1),
+                centre_error: quantized.error[next],
+            }),
+        };
         // Update every point's distance to the chosen set and find the farthest, per chunk.
         let (best_d, best_i) = min_d
             .par_chunks_mut(CHUNK)
             .zip(owner.par_chunks_mut(CHUNK))
-            .zip(points.par_chunks(CHUNK * dim))
+            .zip(reach.par_chunks_mut(CHUNK))
             .enumerate()
-            .map(|(ci, ((md, own), pts))| update.chunk(md, own, pts, ci * CHUNK))
+            .map(|(ci, ((md, own), rch))| {
+                let (base, len) = (ci * CHUNK, md.len());
+                update.chunk(Chunk {
+                    md,
+                    owner: own,
+                    reach: rch,
+                    points: &points[base * dim..(base + len) * dim],
+                    base,
+                })
+            })
             .reduce(
                 || (f32::NEG_INFINITY, usize::MAX),
                 |a, b| if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) { b } else { a },
@@ -107,25 +133,43 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
     chosen
 }
 
-/// One pick's update: the new centre, its position among the chosen, and per earlier centre
-/// the distance below which that centre's points are not measured.
+/// One pick's update: the new centre, its position among the chosen, per earlier centre the
+/// distance below which that centre's points are not measured, and the quantized screen.
 struct Update<'a> {
     c: &'a [f32],
     slot: u32,
     skip_below: &'a [f32],
+    screen: Option<Screen<'a>>,
+}
+
+/// A run of consecutive points: their distances to the chosen set, centres and reaches.
+struct Chunk<'a> {
+    md: &'a mut [f32],
+    owner: &'a mut [u32],
+    reach: &'a mut [f64],
+    points: &'a [f32],
+    /// Index of the first point.
+    base: usize,
+}
+
+/// The new centre's codes and rounding error, for [`Quantized::rules_out`].
+struct Screen<'a> {
+    quantized: &'a Quantized,
+    bound: &'a PruneBound,
+    centre: &'a [i8],
+    centre_error: f64,
 }
 
 impl Update<'_> {
-    /// Lowers each point's distance to the chosen set (`md`, one per row of `pts`) by its
-    /// distance to the new centre; returns the farthest point, first on ties, its index
-    /// offset by `base` (`usize::MAX` if none beats -inf).
-    fn chunk(&self, md: &mut [f32], owner: &mut [u32], pts: &[f32], base: usize) -> (f32, usize) {
+    /// Lowers each point's distance to the chosen set by its distance to the new centre;
+    /// returns the farthest point, first on ties (`usize::MAX` if none beats -inf).
+    fn chunk(&self, chunk: Chunk<'_>) -> (f32, usize) {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU runs AVX2, checked just above.
-            return unsafe { self.chunk_avx2(md, owner, pts, base) };
+            return unsafe { self.chunk_avx2(chunk) };
         }
-        self.chunk_portable(md, owner, pts, base)
+        self.chunk_portable(chunk)
     }
 
     /// [`Self::chunk_portable`] compiled for 256-bit registers: lane for lane the same
@@ -136,20 +180,29 @@ impl Update<'_> {
     /// The CPU supports AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn chunk_avx2(&self, md: &mut [f32], owner: &mut [u32], pts: &[f32], base: usize) -> (f32, usize) {
-        self.chunk_portable(md, owner, pts, base)
+    unsafe fn chunk_avx2(&self, chunk: Chunk<'_>) -> (f32, usize) {
+        self.chunk_portable(chunk)
     }
 
     #[inline(always)]
-    fn chunk_portable(&self, md: &mut [f32], owner: &mut [u32], pts: &[f32], base: usize) -> (f32, usize) {
+    fn chunk_portable(&self, chunk: Chunk<'_>) -> (f32, usize) {
+        let Chunk { md, owner, reach, points, base } = chunk;
+        let dim = self.c.len();
         let mut best = (f32::NEG_INFINITY, usize::MAX);
-        for (j, ((m, own), p)) in md.iter_mut().zip(owner.iter_mut()).zip(pts.chunks_exact(self.c.len())).enumerate() {
+        for (j, ((m, own), p)) in md.iter_mut().zip(owner.iter_mut()).zip(points.chunks_exact(dim)).enumerate() {
             // Neither is NaN: distances to the set never take a NaN, nor does the bound.
-            if *m >= self.skip_below[*own as usize] {
+            let ruled_out = *m < self.skip_below[*own as usize]
+                || self.screen.as_ref().is_some_and(|s| {
+                    s.quantized.rules_out(s.quantized.codes(base + j, base + j + 1), s.centre, reach[j], s.centre_error)
+                });
+            if !ruled_out {
                 let d = sq_dist(p, self.c);
                 if d < *m {
                     *m = d;
                     *own = self.slot;
+                    if let Some(s) = &self.screen {
+                        reach[j] = s.quantized.reach(d, s.quantized.error[base + j], s.bound);
+                    }
                 }
             }
             if *m > best.0 {
@@ -157,6 +210,82 @@ impl Update<'_> {
             }
         }
         best
+    }
+}
+
+/// The rows rounded to 8-bit integers on one scale shared by all, with a bound on each row's
+/// rounding error: a lower bound on any distance from integer arithmetic, which is exact, on
+/// a quarter of the bytes. A point whose bound already exceeds its distance to the chosen set
+/// is not measured.
+///
+/// With x~ = scale q_x (a real number, no rounding), |x - c| >= |x~ - c~| - e_x - e_c =
+/// scale sqrt(I) - e_x - e_c, I = sum (q_x - q_c)² exactly. If that exceeds
+/// R = sqrt((ŝ(x,a) + η) / (1 - γ)) (the point's current computed distance ŝ(x,a), and
+/// [`PruneBound`]'s γ and η), then (1 - γ)|x - c|² - η > ŝ(x,a), so the computed ŝ(x,c)
+/// cannot be below it. Every f64 step adds relative slack 1e-9 (its own rounding is ~1e-15).
+struct Quantized {
+    codes: Vec<i8>,
+    /// Per row, an upper bound on |x - x~|.
+    error: Vec<f64>,
+    inv_scale: f64,
+    dim: usize,
+}
+
+impl Quantized {
+    /// `None` when there is nothing to gain or the bound cannot be kept: rows all zero,
+    /// non-finite values, or a width whose integer sums could overflow.
+    fn new(points: &[f32], dim: usize) -> Option<Self> {
+        if dim == 0 || dim > 30_000 || !points.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let max = points.iter().fold(0.0f64, |a, &v| a.max(f64::from(v).abs()));
+        if max == 0.0 {
+            return None;
+        }
+        let scale = max / 127.0;
+        let inv_scale = 1.0 / scale;
+        let codes: Vec<i8> = points
+            .par_iter()
+            .with_min_len(1 << 16)
+            .map(|&v| (f64::from(v) * inv_scale).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        let error: Vec<f64> = points
+            .par_chunks(dim)
+            .zip(codes.par_chunks(dim))
+            .with_min_len(1024)
+            .map(|(row, q)| {
+                let sum: f64 = row.iter().zip(q).map(|(&v, &q)| (f64::from(v) - scale * f64::from(q)).powi(2)).sum();
+                // The f64 products scale * q carry an absolute error up to 2^-53 max each.
+                sum.sqrt() * (1.0 + 1e-9) + 1e-12 * max
+            })
+            .collect();
+        Some(Self { codes, error, inv_scale, dim })
+    }
+
+    fn codes(&self, from: usize, to: usize) -> &[i8] {
+        &self.codes[from * self.dim..to * self.dim]
+    }
+
+    /// R + e_x for a point at computed distance `d` to the chosen set with rounding error
+    /// `error`; infinite while `d` is.
+    fn reach(&self, d: f32, error: f64, bound: &PruneBound) -> f64 {
+        (error + ((f64::from(d) + bound.eta) / (1.0 - bound.gamma)).sqrt()) * (1.0 + 1e-9)
+    }
+
+    /// Whether a point with codes `q` and [`Self::reach`] `reach` cannot come nearer to the
+    /// centre with codes `qc` and rounding error `centre_error`.
+    #[inline(always)]
+    fn rules_out(&self, q: &[i8], qc: &[i8], reach: f64, centre_error: f64) -> bool {
+        let needed = (reach + centre_error) * self.inv_scale;
+        let sum: i32 = q
+            .iter()
+            .zip(qc)
+            .map(|(&a, &b)| {
+                let d = i32::from(a) - i32::from(b);
+                d * d
+            })
+            .sum();
+        f64::from(sum) > needed * needed * (1.0 + 1e-9)
     }
 }
 
@@ -194,6 +323,7 @@ impl PruneBound {
     /// The computed distance below which a point of a centre at computed distance
     /// `centre_d` from the new centre cannot come nearer to the new one: the largest f32 not
     /// above [`Self::keep_below`].
+    #[inline]
     fn skip_below(&self, centre_d: f32) -> f32 {
         let t = self.keep_below(centre_d);
         let t32 = t as f32;
@@ -202,6 +332,29 @@ impl PruneBound {
         } else {
             t32
         }
+    }
+
+    /// [`Self::skip_below`] for each row of `centres` against `c`.
+    fn skip_below_all(&self, centres: &[f32], c: &[f32]) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU runs AVX2, checked just above.
+            return unsafe { self.skip_below_all_avx2(centres, c) };
+        }
+        self.skip_below_all_portable(centres, c)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn skip_below_all_avx2(&self, centres: &[f32], c: &[f32]) -> Vec<f32> {
+        self.skip_below_all_portable(centres, c)
+    }
+
+    #[inline(always)]
+    fn skip_below_all_portable(&self, centres: &[f32], c: &[f32]) -> Vec<f32> {
+        centres.chunks_exact(c.len()).map(|a| self.skip_below(sq_dist(a, c))).collect()
     }
 
     /// [`Self::skip_below`] in f64; -inf (measure everything) if `centre_d` is not finite.
@@ -362,6 +515,40 @@ mod tests {
         assert!(f64::from(sq_dist(&x, &a)) >= bound.keep_below(sq_dist(&a, &c)));
         assert_eq!(bound.keep_below(f32::INFINITY), f64::NEG_INFINITY);
         assert_eq!(bound.keep_below(f32::NAN), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn the_quantized_screen_never_rules_out_a_point_that_would_come_nearer() {
+        // Pairs (x, c) at distances spread around x's distance to the chosen set, down to the
+        // rounding error of the 8-bit codes, where the screen is tight.
+        let dim = PROJECTION_DIM;
+        let bound = PruneBound::new(dim).expect("a bound at 128 dimensions");
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (mut ruled_out, mut checked) = (0, 0);
+        for _ in 0..200 {
+            let x: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let dir: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let mut rows = x.clone();
+            let mut radii = Vec::new();
+            for _ in 0..50 {
+                let r = rng.gen_range(0.5f32..1.5);
+                radii.push(r);
+                rows.extend(x.iter().zip(&dir).map(|(&v, &d)| v + r * d / 6.5));
+            }
+            let q = Quantized::new(&rows, dim).expect("finite, non-zero rows");
+            let m = sq_dist(&x, &rows[dim..2 * dim]); // x's distance to the chosen set: the first c
+            let reach = q.reach(m, q.error[0], &bound);
+            for k in 1..=radii.len() {
+                let c = &rows[k * dim..(k + 1) * dim];
+                checked += 1;
+                if q.rules_out(q.codes(0, 1), q.codes(k, k + 1), reach, q.error[k]) {
+                    ruled_out += 1;
+                    assert!(sq_dist(&x, c) >= m, "ruled out a centre that is nearer");
+                }
+            }
+        }
+        assert!(ruled_out > checked / 4, "the screen ruled out {ruled_out} of {checked}: too loose to be of use");
+        assert!(ruled_out < checked, "the screen ruled out every centre, the nearer ones too");
     }
 
     #[test]
