@@ -77,6 +77,8 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
     let mut reach = vec![f64::INFINITY; n];
     let mut skip_below = Vec::with_capacity(count);
     let mut blocks: Vec<Vec<f32>> = Vec::new();
+    let mut screen_rest = 0u32;
+    const SCREEN_REST: u32 = 64;
     let mut next = first;
     const CHUNK: usize = 4096;
     while chosen.len() < count {
@@ -103,10 +105,11 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
                 bound,
                 centre: quantized.codes(next, next + 1),
                 centre_error: quantized.error[next],
+                on: screen_rest == 0,
             }),
         };
         // Update every point's distance to the chosen set and find the farthest, per chunk.
-        let (best_d, best_i) = min_d
+        let Tally { farthest: (best_d, best_i), screened, ruled_out } = min_d
             .par_chunks_mut(CHUNK)
             .zip(owner.par_chunks_mut(CHUNK))
             .zip(reach.par_chunks_mut(CHUNK))
@@ -121,10 +124,14 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
                     base,
                 })
             })
-            .reduce(
-                || (f32::NEG_INFINITY, usize::MAX),
-                |a, b| if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) { b } else { a },
-            );
+            .reduce(Tally::default, Tally::join);
+        // Where the codes rarely rule a point out (distances all alike), the screen only
+        // costs: rest it for a while, then try again. Either way the picks are the same.
+        screen_rest = match screen_rest {
+            0 if screened > 0 && ruled_out * 4 < screened => SCREEN_REST,
+            0 => 0,
+            n => n - 1,
+        };
         if best_i == usize::MAX || best_d <= 0.0 {
             break; // every remaining point duplicates a chosen one
         }
@@ -158,12 +165,39 @@ struct Screen<'a> {
     bound: &'a PruneBound,
     centre: &'a [i8],
     centre_error: f64,
+    /// Whether to screen at this pick (the reaches are kept up to date either way).
+    on: bool,
+}
+
+/// One pick's outcome over some points: the farthest (first on ties; `usize::MAX` if none
+/// beats -inf), how many points the screen looked at and how many it ruled out.
+struct Tally {
+    farthest: (f32, usize),
+    screened: usize,
+    ruled_out: usize,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self { farthest: (f32::NEG_INFINITY, usize::MAX), screened: 0, ruled_out: 0 }
+    }
+}
+
+impl Tally {
+    fn join(a: Self, b: Self) -> Self {
+        let (x, y) = (a.farthest, b.farthest);
+        Self {
+            farthest: if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) { y } else { x },
+            screened: a.screened + b.screened,
+            ruled_out: a.ruled_out + b.ruled_out,
+        }
+    }
 }
 
 impl Update<'_> {
     /// Lowers each point's distance to the chosen set by its distance to the new centre;
     /// returns the farthest point, first on ties (`usize::MAX` if none beats -inf).
-    fn chunk(&self, chunk: Chunk<'_>) -> (f32, usize) {
+    fn chunk(&self, chunk: Chunk<'_>) -> Tally {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU runs AVX2, checked just above.
@@ -180,21 +214,30 @@ impl Update<'_> {
     /// The CPU supports AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn chunk_avx2(&self, chunk: Chunk<'_>) -> (f32, usize) {
+    unsafe fn chunk_avx2(&self, chunk: Chunk<'_>) -> Tally {
         self.chunk_portable(chunk)
     }
 
     #[inline(always)]
-    fn chunk_portable(&self, chunk: Chunk<'_>) -> (f32, usize) {
+    fn chunk_portable(&self, chunk: Chunk<'_>) -> Tally {
         let Chunk { md, owner, reach, points, base } = chunk;
         let dim = self.c.len();
-        let mut best = (f32::NEG_INFINITY, usize::MAX);
+        let mut tally = Tally::default();
+        let best = &mut tally.farthest;
+        let screen = self.screen.as_ref().filter(|s| s.on);
         for (j, ((m, own), p)) in md.iter_mut().zip(owner.iter_mut()).zip(points.chunks_exact(dim)).enumerate() {
             // Neither is NaN: distances to the set never take a NaN, nor does the bound.
-            let ruled_out = *m < self.skip_below[*own as usize]
-                || self.screen.as_ref().is_some_and(|s| {
-                    s.quantized.rules_out(s.quantized.codes(base + j, base + j + 1), s.centre, reach[j], s.centre_error)
-                });
+            let mut ruled_out = *m < self.skip_below[*own as usize];
+            if let Some(s) = screen.filter(|_| !ruled_out) {
+                tally.screened += 1;
+                ruled_out = s.quantized.rules_out(
+                    s.quantized.codes(base + j, base + j + 1),
+                    s.centre,
+                    reach[j],
+                    s.centre_error,
+                );
+                tally.ruled_out += usize::from(ruled_out);
+            }
             if !ruled_out {
                 let d = sq_dist(p, self.c);
                 if d < *m {
@@ -206,10 +249,10 @@ impl Update<'_> {
                 }
             }
             if *m > best.0 {
-                best = (*m, base + j);
+                *best = (*m, base + j);
             }
         }
-        best
+        tally
     }
 }
 
