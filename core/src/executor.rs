@@ -1320,7 +1320,7 @@ fn in_flight_share(in_flight: usize, workers: usize, batch_sizes: impl IntoItera
     let in_flight = in_flight.max(1);
     let step = batch_sizes.into_iter().fold(1, |a, b| a / gcd(a, b) * b.max(1));
     let share = in_flight / workers.max(1);
-    if in_flight % step != 0 || share < step {
+    if !in_flight.is_multiple_of(step) || share < step {
         return in_flight;
     }
     share / step * step
