@@ -402,6 +402,16 @@ impl<'a> Runner<'a> {
         self.p.nodes[node].params.get("batch_size").and_then(serde_json::Value::as_u64).map_or(1, |b| b.max(1) as usize)
     }
 
+    /// Samples per chunk of one category's fit while `workers` categories are fitted at once:
+    /// `--in-flight` shared among them, so that the samples in flight stay bounded by it (a
+    /// chunk's feature maps are what a fit holds most of). The share is cut to a multiple of
+    /// every batch size of `nodes`, so each batch holds the samples it holds when categories
+    /// are fitted one at a time; where that cannot be (a share below a batch, or `--in-flight`
+    /// not a multiple of the batch sizes), each category takes the whole `--in-flight`.
+    fn category_chunk(&self, nodes: &[usize], workers: usize) -> usize {
+        in_flight_share(self.opts.in_flight, workers, nodes.iter().map(|&n| self.batch_size(n)))
+    }
+
     /// [`Self::compute_retaining`], leaving every output that a node outside `nodes` reads: for
     /// callers that compute more of the chunk afterwards (calibration, below the value its
     /// defects replace).
@@ -661,7 +671,7 @@ impl<'a> Runner<'a> {
             pass.iter().map(|&f| Some(std::mem::replace(&mut self.stages[f], placeholder_stage()))).collect();
         let bars = progress_bars(self.opts);
         if !first.fit_per_category {
-            let fitted = self.fit_instances(pass, &phase, &metas, &mut unfitted, &bars)?;
+            let fitted = self.fit_instances(pass, &phase, &metas, &mut unfitted, 1, &bars)?;
             for (&f, (stage, key)) in pass.iter().zip(fitted) {
                 self.stages[f] = stage;
                 self.fit_keys[f] = Some(key);
@@ -680,11 +690,12 @@ impl<'a> Runner<'a> {
         let created = Mutex::new(unfitted);
         let failures_before = self.failures.lock().map_or(0, |f| f.len());
         let runner = &*self;
+        let workers = self.opts.categories_in_flight.clamp(1, categories.len());
         let fitted = categories::run_in_order(categories.len(), self.opts.categories_in_flight, |i| {
             let mut fresh: Vec<Option<StageBox>> = pass.iter().map(|_| None).collect();
             let mut created = if i == 0 { created.lock().ok() } else { None };
             let unfitted = created.as_deref_mut().map_or(fresh.as_mut_slice(), Vec::as_mut_slice);
-            runner.fit_instances(pass, &phases[i], &categories[i].1, unfitted, &bars)
+            runner.fit_instances(pass, &phases[i], &categories[i].1, unfitted, workers, &bars)
         });
         self.order_failures(failures_before, &phases);
         let mut keys = vec![Vec::new(); pass.len()];
@@ -717,6 +728,7 @@ impl<'a> Runner<'a> {
         phase: &str,
         metas: &[SampleMeta],
         unfitted: &mut [Option<StageBox>],
+        workers: usize,
         bars: &MultiProgress,
     ) -> Result<Vec<(StageBox, String)>, RunError> {
         let mut instances = Vec::with_capacity(pass.len());
@@ -737,7 +749,7 @@ impl<'a> Runner<'a> {
             targets.iter().flat_map(|&f| self.p.ancestors(f)).collect::<BTreeSet<_>>().into_iter().collect();
         let bar = bars.add(progress_bar(self.opts, metas.len(), phase.to_string()));
         let t = Instant::now();
-        let in_flight = self.opts.in_flight.max(1);
+        let in_flight = self.category_chunk(&needed, workers);
         for (c, group) in metas.chunks(in_flight).enumerate() {
             self.check_interrupt(phase, c * in_flight, metas.len())?;
             let mut chunk = self.new_chunk(group);
@@ -1301,6 +1313,27 @@ fn release_points(
     release
 }
 
+/// `in_flight` shared by `workers`, cut to a multiple of every one of `batch_sizes`; the whole
+/// `in_flight` where the share would batch samples otherwise than `in_flight` does (see
+/// [`Runner::category_chunk`]).
+fn in_flight_share(in_flight: usize, workers: usize, batch_sizes: impl IntoIterator<Item = usize>) -> usize {
+    let in_flight = in_flight.max(1);
+    let step = batch_sizes.into_iter().fold(1, |a, b| a / gcd(a, b) * b.max(1));
+    let share = in_flight / workers.max(1);
+    if !in_flight.is_multiple_of(step) || share < step {
+        return in_flight;
+    }
+    share / step * step
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// The default run directory: `runs/<pipeline>/<UTC timestamp>`.
 pub fn default_run_dir(root: &Path, pipeline: &str) -> PathBuf {
     root.join("runs").join(pipeline).join(crate::fsutil::utc_timestamp())
@@ -1309,6 +1342,20 @@ pub fn default_run_dir(root: &Path, pipeline: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn categories_in_flight_share_in_flight_in_whole_batches() {
+        assert_eq!(in_flight_share(32, 1, [8, 1]), 32);
+        assert_eq!(in_flight_share(32, 2, [8, 1, 1]), 16);
+        assert_eq!(in_flight_share(32, 3, [8]), 8, "10 each would batch 8 + 2");
+        assert_eq!(in_flight_share(32, 2, [1]), 16);
+        assert_eq!(in_flight_share(33, 2, [1]), 16);
+        assert_eq!(in_flight_share(32, 2, [4, 6]), 32, "32 is no multiple of 12: batches would differ");
+        assert_eq!(in_flight_share(48, 2, [4, 6]), 24);
+        assert_eq!(in_flight_share(32, 8, [8]), 32, "a share below one batch");
+        assert_eq!(in_flight_share(0, 2, []), 1);
+        assert_eq!(gcd(12, 18), 6);
+    }
 
     #[test]
     fn cached_state_detects_corruption() {

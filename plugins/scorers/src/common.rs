@@ -33,17 +33,18 @@ pub fn check_dim(node: &str, sample: &Sample<'_>, fitted: usize, found: usize) -
     Ok(())
 }
 
-/// Patch rows gathered over the fit split, all of one dimension.
+/// What the fit split looked like so far: how many samples, all of one channel count.
 #[derive(Default)]
-pub struct FitRows {
-    pub rows: Vec<f32>,
+pub struct FitShape {
     pub dim: usize,
     pub samples: usize,
     first_sample: String,
 }
 
-impl FitRows {
-    pub fn observe(&mut self, node: &str, sample: &Sample<'_>) -> StageResult<()> {
+impl FitShape {
+    /// The sample's checked feature map, counted; refused if its channel count differs from
+    /// the first fit sample's.
+    pub fn accept<'a>(&mut self, node: &str, sample: &Sample<'a>) -> StageResult<&'a FeatureMap> {
         let fm = checked_features(sample, node)?;
         if self.samples == 0 {
             self.dim = fm.channels();
@@ -57,9 +58,8 @@ impl FitRows {
                 self.dim
             )));
         }
-        self.rows.extend_from_slice(fm.data());
         self.samples += 1;
-        Ok(())
+        Ok(fm)
     }
 
     /// Refuses an empty fit split.
@@ -69,6 +69,21 @@ impl FitRows {
                 "node `{node}`: the fit split delivered no samples; nothing to fit on"
             )));
         }
+        Ok(())
+    }
+}
+
+/// Patch rows gathered over the fit split, all of one dimension.
+#[derive(Default)]
+pub struct FitRows {
+    pub rows: Vec<f32>,
+    pub shape: FitShape,
+}
+
+impl FitRows {
+    pub fn observe(&mut self, node: &str, sample: &Sample<'_>) -> StageResult<()> {
+        let fm = self.shape.accept(node, sample)?;
+        self.rows.extend_from_slice(fm.data());
         Ok(())
     }
 }

@@ -6,12 +6,14 @@
 
 mod common;
 pub mod coreset;
+mod coreset_fit;
 pub mod linalg;
 pub mod nn_exact;
 pub mod nn_kernel;
 pub mod padim;
 pub mod patchcore;
 pub mod pca;
+mod spill;
 pub mod state;
 #[cfg(test)]
 mod testdata;

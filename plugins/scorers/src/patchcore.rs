@@ -3,8 +3,9 @@
 
 use anoflow_sdk::prelude::*;
 
-use crate::common::{check_dim, checked_features, fitted, scorer_ports, FitRows, MapShaping};
+use crate::common::{check_dim, checked_features, fitted, scorer_ports, MapShaping};
 use crate::coreset;
+use crate::coreset_fit::CoresetFit;
 use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
 use crate::nn_kernel::{NnKernel, PackedBank};
 use crate::state::{expect_rank, StateReader, StateWriter};
@@ -45,6 +46,7 @@ impl StagePlugin for PatchCore {
                 ctx.node_id
             )));
         }
+        let seed = params.get("seed")?;
         let kernel =
             NnKernel::from_env().map_err(|e| StageError::invalid_param(format!("node `{}`: {e}", ctx.node_id)))?;
         Ok(StageImpl::Fitted(Box::new(PatchCoreStage {
@@ -52,9 +54,9 @@ impl StagePlugin for PatchCore {
             kernel,
             fraction,
             num_neighbors: params.positive("num_neighbors")?,
-            seed: params.get("seed")?,
+            seed,
             shaping: MapShaping::from_params(params)?,
-            fit: FitRows::default(),
+            fit: CoresetFit::new(fraction, seed),
             bank: None,
         })))
     }
@@ -153,7 +155,7 @@ struct PatchCoreStage {
     num_neighbors: usize,
     seed: u64,
     shaping: MapShaping,
-    fit: FitRows,
+    fit: CoresetFit,
     bank: Option<Bank>,
 }
 
@@ -165,9 +167,8 @@ impl Fitted for PatchCoreStage {
     }
 
     fn finish_fit(&mut self) -> StageResult<()> {
-        self.fit.require_some(&self.node)?;
-        let fit = std::mem::take(&mut self.fit);
-        self.bank = Some(Bank::fit(&fit.rows, fit.dim, self.fraction, self.seed, self.kernel));
+        let fit = std::mem::replace(&mut self.fit, CoresetFit::new(self.fraction, self.seed));
+        self.bank = Some(fit.into_bank(&self.node, self.kernel)?);
         Ok(())
     }
 

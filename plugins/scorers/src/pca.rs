@@ -129,9 +129,9 @@ impl Fitted for PcaStage {
     }
 
     fn finish_fit(&mut self) -> StageResult<()> {
-        self.fit.require_some(&self.node)?;
+        self.fit.shape.require_some(&self.node)?;
         let fit = std::mem::take(&mut self.fit);
-        self.model = Some(PcaModel::fit(&fit.rows, fit.dim, self.variance, self.components));
+        self.model = Some(PcaModel::fit(&fit.rows, fit.shape.dim, self.variance, self.components));
         Ok(())
     }
 
