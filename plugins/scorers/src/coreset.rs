@@ -16,24 +16,44 @@ pub fn random_projection(rows: &[f32], dim: usize, seed: u64) -> (Vec<f32>, usiz
     if dim <= PROJECTION_DIM {
         return (rows.to_vec(), dim);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let scale = 1.0 / (PROJECTION_DIM as f32).sqrt();
-    // Box-Muller Gaussian entries: a Johnson-Lindenstrauss map that keeps distances in expectation.
-    let proj: Vec<f32> = (0..dim * PROJECTION_DIM)
-        .map(|_| {
-            let (u, v): (f32, f32) = (rng.gen_range(f32::EPSILON..1.0), rng.gen());
-            scale * (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-        })
-        .collect();
-    let n = rows.len() / dim;
-    let mut out = vec![0.0f32; n * PROJECTION_DIM];
-    // In row blocks so the GEMM threads and its buffers stay small.
-    const BLOCK: usize = 8192;
-    out.par_chunks_mut(BLOCK * PROJECTION_DIM).zip(rows.par_chunks(BLOCK * dim)).for_each(|(o, r)| {
-        let m = r.len() / dim;
-        sgemm(1.0, View::rows(r, m, dim), View::rows(&proj, dim, PROJECTION_DIM), 0.0, o);
-    });
-    (out, PROJECTION_DIM)
+    (Projection::new(dim, seed).apply(rows), PROJECTION_DIM)
+}
+
+/// The seeded Gaussian matrix of [`random_projection`], made once for rows that arrive in parts.
+pub struct Projection {
+    matrix: Vec<f32>,
+    dim: usize,
+}
+
+impl Projection {
+    /// The map from `dim` columns (more than [`PROJECTION_DIM`]) to [`PROJECTION_DIM`].
+    pub fn new(dim: usize, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let scale = 1.0 / (PROJECTION_DIM as f32).sqrt();
+        // Box-Muller Gaussian entries: a Johnson-Lindenstrauss map that keeps distances in expectation.
+        let matrix = (0..dim * PROJECTION_DIM)
+            .map(|_| {
+                let (u, v): (f32, f32) = (rng.gen_range(f32::EPSILON..1.0), rng.gen());
+                scale * (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+            })
+            .collect();
+        Self { matrix, dim }
+    }
+
+    /// `rows` (`dim` columns) projected; a row's projection does not depend on the rows
+    /// projected with it.
+    pub fn apply(&self, rows: &[f32]) -> Vec<f32> {
+        let dim = self.dim;
+        let n = rows.len() / dim;
+        let mut out = vec![0.0f32; n * PROJECTION_DIM];
+        // In row blocks so the GEMM threads and its buffers stay small.
+        const BLOCK: usize = 8192;
+        out.par_chunks_mut(BLOCK * PROJECTION_DIM).zip(rows.par_chunks(BLOCK * dim)).for_each(|(o, r)| {
+            let m = r.len() / dim;
+            sgemm(1.0, View::rows(r, m, dim), View::rows(&self.matrix, dim, PROJECTION_DIM), 0.0, o);
+        });
+        out
+    }
 }
 
 /// Indices of `count` points chosen by greedy k-center from `points` (row-major, `dim`
@@ -418,14 +438,23 @@ impl PruneBound {
 /// The PatchCore coreset: `fraction` of the rows (at least one), picked by greedy k-center on
 /// a seeded random projection. Returns the selected row indices.
 pub fn select(rows: &[f32], dim: usize, fraction: f64, seed: u64) -> Vec<usize> {
-    let n = rows.len() / dim;
     if fraction >= 1.0 {
+        return (0..rows.len().checked_div(dim).unwrap_or(0)).collect();
+    }
+    let (proj, pdim) = random_projection(rows, dim, seed);
+    select_projected(&proj, pdim, fraction, seed)
+}
+
+/// [`select`] on rows already projected (by [`Projection`] with the same seed, or at most
+/// [`PROJECTION_DIM`] wide to begin with): the same picks, without copying the rows.
+pub fn select_projected(proj: &[f32], pdim: usize, fraction: f64, seed: u64) -> Vec<usize> {
+    let n = proj.len().checked_div(pdim).unwrap_or(0);
+    if fraction >= 1.0 || n == 0 {
         return (0..n).collect();
     }
-    let count = ((n as f64 * fraction) as usize).clamp(1, n.max(1));
-    let (proj, pdim) = random_projection(rows, dim, seed);
+    let count = ((n as f64 * fraction) as usize).clamp(1, n);
     let first = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15).gen_range(0..n);
-    greedy_k_center(&proj, pdim, count, first)
+    greedy_k_center(proj, pdim, count, first)
 }
 
 #[cfg(test)]

@@ -6,8 +6,7 @@
 //!
 //! The bank is bit-identical to [`Bank::fit`] over all rows at once: the projection of a row
 //! does not depend on the rows projected with it (`projection_is_the_same_in_any_row_blocks`),
-//! so [`coreset::select`] on the gathered projection (already [`PROJECTION_DIM`] wide, so it is
-//! used as it is) picks the same rows.
+//! so [`coreset::select_projected`] on the gathered projection picks the same rows.
 //!
 //! The file goes to [`std::env::temp_dir`] (`TMPDIR` on Unix), never to the cache or the run
 //! directory, and has no name there.
@@ -32,6 +31,8 @@ pub struct CoresetFit {
     /// else the rows themselves (already narrow enough, or all of them kept).
     kept: Vec<f32>,
     spill: Option<RowSpill>,
+    /// The projection's matrix, made at the first spilled sample.
+    projection: Option<coreset::Projection>,
 }
 
 impl CoresetFit {
@@ -42,7 +43,15 @@ impl CoresetFit {
 
     /// Gathers rows for a bank of `fraction` of them, spilling full rows to `dir`.
     pub fn spilling_to(dir: PathBuf, fraction: f64, seed: u64) -> Self {
-        Self { fraction, seed, spill_dir: dir, shape: FitShape::default(), kept: Vec::new(), spill: None }
+        Self {
+            fraction,
+            seed,
+            spill_dir: dir,
+            shape: FitShape::default(),
+            kept: Vec::new(),
+            spill: None,
+            projection: None,
+        }
     }
 
     /// Whether rows of `dim` columns go to the spill: only when the selection runs on a
@@ -83,7 +92,8 @@ impl CoresetFit {
                 ),
             )
         })?;
-        let (projected, _) = coreset::random_projection(fm.data(), dim, self.seed);
+        let seed = self.seed;
+        let projected = self.projection.get_or_insert_with(|| coreset::Projection::new(dim, seed)).apply(fm.data());
         self.kept.extend_from_slice(&projected);
         Ok(())
     }
@@ -95,7 +105,7 @@ impl CoresetFit {
         let Some(spill) = self.spill else {
             return Ok(Bank::fit(&self.kept, dim, self.fraction, self.seed, kernel));
         };
-        let picked = coreset::select(&self.kept, PROJECTION_DIM, self.fraction, self.seed);
+        let picked = coreset::select_projected(&self.kept, PROJECTION_DIM, self.fraction, self.seed);
         drop(self.kept);
         let rows = spill.gather(&picked).map_err(|e| {
             StageError::new(
