@@ -9,7 +9,9 @@
 # and the figures of both, as a check that they do the same work. On a shared machine the CPU
 # ratio is the steadier one: the wall ratio moves with what else runs.
 #
-# usage: tools/bench_whole_run.sh [synthetic] [photo]   (default: both)
+# usage: tools/bench_whole_run.sh [synthetic] [photo] [synthetic448]   (default: the first two)
+#        synthetic448: two synthetic categories (woven, pill) with 250 train images each, at
+#        the 448 pipeline's settings (resize 512, crop 448, coreset 1 %), ours-core and python only
 #        RUNS="python" tools/bench_whole_run.sh photo   re-runs only those of ours ours-core python
 #        and prints the table with the others' last results
 # Needs the release build (cargo build --release --workspace), models/mobilenet_v2.onnx
@@ -53,10 +55,14 @@ dataset_root() {
       # The shipped synthetic set (7 categories, 50 train, 30 test images each) in MVTec layout.
       [ -d "$OUT/synthetic" ] || "$ROOT_DIR/target/release/make-synthetic" --out "$OUT/synthetic" >/dev/null
       echo "$OUT/synthetic" ;;
+    synthetic448)
+      [ -d "$OUT/synthetic448" ] || "$ROOT_DIR/target/release/make-synthetic" --out "$OUT/synthetic448" \
+        --categories woven,pill --train 250 >/dev/null
+      echo "$OUT/synthetic448" ;;
     photo)
       [ -d "$ROOT_DIR/data/photo-demo" ] || "$PY" tools/make_photo_demo.py --out "$ROOT_DIR/data/photo-demo" >&2
       echo "$ROOT_DIR/data/photo-demo" ;;
-    *) echo "unknown set $1 (synthetic | photo)" >&2; exit 2 ;;
+    *) echo "unknown set $1 (synthetic | photo | synthetic448)" >&2; exit 2 ;;
   esac
 }
 
@@ -68,13 +74,18 @@ timed() {  # timed LOG CMD...: runs CMD; LOG.time gets wall s, peak RSS KB, user
 for set in "${SETS[@]}"; do
   root="$(dataset_root "$set")"
   echo "== $set: $root (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-  for run in ${RUNS:-ours ours-core python}; do
+  ours_args=(); py_args=(); runs="ours ours-core python"
+  if [ "$set" = synthetic448 ]; then
+    ours_args=(--set prep.resize=512 --set prep.crop=448 --set backbone.input_size=448 --set scorer.coreset=0.01)
+    py_args=(--resize 512 --crop 448 --coreset 0.01); runs="ours-core python"
+  fi
+  for run in ${RUNS:-$runs}; do
     case "$run" in
       ours) timed "$OUT/$set-ours.log" "$BIN" run pipelines/mvtec-ad-patchcore.yaml --set "vars.root=$root" \
               --no-cache --out "$OUT/$set-ours" --replace -q ;;
-      ours-core) timed "$OUT/$set-ours-core.log" "$BIN" run "$CORE" --set "vars.root=$root" \
+      ours-core) timed "$OUT/$set-ours-core.log" "$BIN" run "$CORE" --set "vars.root=$root" "${ours_args[@]}" \
               --no-cache --out "$OUT/$set-ours-core" --replace -q ;;
-      python) timed "$OUT/$set-python.log" "$PY" tools/whole_run_reference.py "$root" ;;
+      python) timed "$OUT/$set-python.log" "$PY" tools/whole_run_reference.py "$root" "${py_args[@]}" ;;
       *) echo "unknown run $run (ours | ours-core | python)" >&2; exit 2 ;;
     esac
   done
@@ -102,8 +113,10 @@ print(f"{'run':<10} {'wall s':>8} {'python/ours':>11} {'CPU s':>8} {'python/ours
       "   phases: wall s (busy/(wall x threads), CPU s/(wall x threads))")
 print(f"{'python':<10} {py_wall:>8.1f} {'':>11} {py_cpu:>8.1f} {'':>11} {py_rss:>11.0f}   " +
       ", ".join(f"{k} {v:.1f} (CPU {py.get('phases_cpu', {}).get(k, float('nan')):.1f} s)" for k, v in py["phases"].items()))
+import os
+ran = [run for run in ["ours-core", "ours"] if os.path.exists(f"{out}/{name}-{run}/run.json")]
 rows = {}
-for run in ["ours-core", "ours"]:
+for run in ran:
     wall, rss, cpu = measured(run)
     phases = json.load(open(f"{out}/{name}-{run}/run.json"))["run"]["phases"]
     desc = ", ".join(
@@ -111,10 +124,10 @@ for run in ["ours-core", "ours"]:
         f"{(p.get('cpu_seconds') or 0) / max(1e-9, p['wall_seconds'] * p['threads']):.2f})" for p in phases)
     print(f"{run:<10} {wall:>8.1f} {py_wall / wall:>10.2f}x {cpu:>8.1f} {py_cpu / cpu:>10.2f}x {rss:>11.0f}   {desc}")
     rows[run] = figures(run)
-rows["python"] = {k: py[k] for k in rows["ours"]}
-keys = list(rows["ours"])
+keys = list(rows[ran[0]])
+rows["python"] = {k: py[k] for k in keys}
 print(f"{'figures':<10} " + " ".join(f"{k:>12}" for k in keys))
-for run in ["python", "ours-core", "ours"]:
+for run in ["python"] + ran:
     print(f"{run:<10} " + " ".join(f"{rows[run][k]:>12.4f}" for k in keys))
 PY
 done

@@ -30,6 +30,8 @@ The validation hold-out and the random draws differ from anoflow's (different ge
 so the figures are close, not equal.
 
 usage: whole_run_reference.py ROOT [--model models/mobilenet_v2.onnx] [--threads 2]
+                              [--resize 256 --crop 224 --coreset 0.1]
+(`--resize 512 --crop 448 --coreset 0.01`: the steps of `pipelines/patchcore-hires.yaml`)
 """
 from __future__ import annotations
 
@@ -290,11 +292,16 @@ def category_metrics(maps, image_scores, gts, thr_masks, ttt_masks):
 
 # ---------------------------------------------------------------- run
 def main() -> None:
+    global SIZE, CROP
     ap = argparse.ArgumentParser()
     ap.add_argument("root", type=Path)
     ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parent.parent / "models/mobilenet_v2.onnx")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--resize", type=int, default=SIZE, help="shorter side before the centre crop")
+    ap.add_argument("--crop", type=int, default=CROP, help="centre crop: the backbone's input size")
+    ap.add_argument("--coreset", type=float, default=0.1, help="fraction of the fit rows in the memory bank")
     args = ap.parse_args()
+    SIZE, CROP = args.resize, args.crop
     started = time.perf_counter()
     extract = Extractor(args.model, args.threads)
     cats = sorted(d.name for d in args.root.iterdir() if (d / "train" / "good").is_dir())
@@ -306,7 +313,7 @@ def main() -> None:
         fit_files, val_files, test = list_category(args.root, cat, rng)
         t, c = time.perf_counter(), time.process_time()
         fit_feats = extract([load_pair(p, None)[0] for p in fit_files])
-        model = PatchCore(fit_feats.reshape(-1, DIM), 0.1)
+        model = PatchCore(fit_feats.reshape(-1, DIM), args.coreset)
         del fit_feats
         val_maps, _ = model.score(extract([load_pair(p, None)[0] for p in val_files]))
         v = np.stack(val_maps)
