@@ -95,8 +95,9 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
     let mut owner = vec![0u32; n];
     // Per point, what the quantized screen needs to know of its distance (Quantized::reach).
     let mut reach = vec![f64::INFINITY; n];
-    let mut skip_below = Vec::with_capacity(count);
-    let mut blocks: Vec<Vec<f32>> = Vec::new();
+    // Per earlier centre, the distance below which its points are not measured: rebuilt at
+    // every pick with a bound, all -inf (measure everything) without one.
+    let mut skip_below = vec![f32::NEG_INFINITY; if bound.is_some() { 1 } else { count }];
     let mut screen_rest = 0u32;
     const SCREEN_REST: u32 = 64;
     let mut next = first;
@@ -105,15 +106,9 @@ fn k_center(points: &[f32], dim: usize, count: usize, first: usize, bound: Optio
         let slot = chosen.len() as u32;
         chosen.push(next);
         let c = row(next);
-        skip_below.clear();
-        match &bound {
-            Some(bound) if slot > 0 => {
-                centres.par_chunks(1024 * dim).map(|block| bound.skip_below_all(block, c)).collect_into_vec(&mut blocks)
-            }
-            _ => skip_below.resize(slot.max(1) as usize, f32::NEG_INFINITY),
-        }
-        if !blocks.is_empty() {
-            skip_below.extend(blocks.drain(..).flatten());
+        if let Some(bound) = bound.as_ref().filter(|_| slot > 0) {
+            skip_below.clear();
+            skip_below.par_extend(centres.par_chunks(1024 * dim).flat_map_iter(|block| bound.skip_below_all(block, c)));
         }
         centres.extend_from_slice(c);
         let update = Update {
@@ -438,11 +433,10 @@ impl PruneBound {
 /// The PatchCore coreset: `fraction` of the rows (at least one), picked by greedy k-center on
 /// a seeded random projection. Returns the selected row indices.
 pub fn select(rows: &[f32], dim: usize, fraction: f64, seed: u64) -> Vec<usize> {
-    if fraction >= 1.0 {
-        return (0..rows.len().checked_div(dim).unwrap_or(0)).collect();
+    if dim <= PROJECTION_DIM || fraction >= 1.0 {
+        return select_projected(rows, dim, fraction, seed); // already narrow, or every row kept
     }
-    let (proj, pdim) = random_projection(rows, dim, seed);
-    select_projected(&proj, pdim, fraction, seed)
+    select_projected(&Projection::new(dim, seed).apply(rows), PROJECTION_DIM, fraction, seed)
 }
 
 /// [`select`] on rows already projected (by [`Projection`] with the same seed, or at most
