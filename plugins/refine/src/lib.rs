@@ -5,11 +5,14 @@
 //! - `gate-mask` (fitted, on nominal validation data): an empty mask when the image score lies
 //!   within the nominal range learned on validation, the mask unchanged otherwise. The
 //!   paper's protocol scores anomalous test images only; users also see good ones;
-//! - `select-mask` (map, [`select`]): one of several masks, picked by the edge it arrives on.
+//! - `select-mask` (map, [`select`]): one of several masks, picked by the edge it arrives on;
+//! - `grow-mask` (map, [`grow`]): seeded growth of a precise mask within a wider one.
 
+pub mod grow;
 pub mod morphology;
 pub mod select;
 
+pub use grow::GrowMask;
 pub use select::SelectMask;
 
 use anoflow_sdk::prelude::*;
@@ -239,7 +242,7 @@ impl Fitted for GateMaskStage {
     }
 }
 
-anoflow_sdk::export_plugin! { stages: [MaskRefine, GateMask, SelectMask] }
+anoflow_sdk::export_plugin! { stages: [MaskRefine, GateMask, SelectMask, GrowMask] }
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,8 @@
 //!   split it is fitted on (normally test). It is an upper bound for global thresholds, not a
 //!   deployable method, and says ORACLE in its summary, its ports and its `note` output.
 //!
-//! - `mebin` (map, [`mebin`]): MEBin's per-image stable-component threshold.
+//! - `mebin` (fitted, [`mebin`]): MEBin's per-image stable-component threshold, its sweep
+//!   floored at the smallest peak of the nominal fit maps.
 //!
 //! Statistics are exact: per-map two-pass mean and squared deviations in f64, merged across
 //! maps with Chan's formula (order-independent up to rounding); the percentile is taken over

@@ -16,9 +16,15 @@
 //!   mask;
 //! - defaults: `sample_rate` 4, `min_interval_len` 4, `erode` true, kernel size 6.
 //!
-//! Ours differs on purpose in one point: anomalib scales with the minimum and maximum of
-//! the per-image peaks of the whole batch, so an image's mask depends on the images it is
-//! batched with; here the scale is this map's own minimum and maximum.
+//! Ours differs on purpose in one point: anomalib scales from the smallest to the largest
+//! per-image peak of the whole batch (scores below the smallest peak count as 0), so an
+//! image's mask depends on the images it is batched with. Here the stage is fitted on the
+//! nominal validation maps instead: with `range: nominal` (the default) the floor is the
+//! smallest peak among them, as a batch holding nominal images gives anomalib, and the top
+//! is the map's own peak; a map whose peak does not clear the floor gets an empty mask.
+//! `range: own` scales each map from its own minimum: on blurred memory-bank maps that
+//! sweeps the whole background, whose single component is then the longest stable count
+//! (docs/results/calibration.md).
 //!
 //! Cost: a binarize-erode-label pass per threshold would be O(steps x pixels). Erosion of a
 //! thresholded map is the threshold of its minimum filter, and lowering the threshold only
@@ -27,13 +33,32 @@
 
 use anoflow_sdk::prelude::*;
 
-use super::finite_scores;
+use serde::{Deserialize, Serialize};
+
+use super::{bad_state, finite_scores, not_fitted};
 
 /// The `mebin` stage type.
 pub struct Mebin;
 
+/// Where the sweep starts: see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Range {
+    Nominal,
+    Own,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MebinState {
+    /// The smallest per-image peak of the fit split.
+    floor: f64,
+}
+
 struct MebinStage {
     node: String,
+    range: Range,
+    /// Smallest peak seen so far while fitting; then the fitted floor.
+    nominal_floor: Option<f64>,
+    fitted: bool,
     sample_rate: usize,
     min_interval_len: usize,
     erode: bool,
@@ -43,10 +68,11 @@ struct MebinStage {
 
 impl StagePlugin for Mebin {
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::fitted(
             "mebin",
             "MEBin (AnomalyNCD): per image, the threshold at the end of the longest run of thresholds over which \
-             the count of connected components stays the same; computed on each map alone",
+             the count of connected components stays the same; the sweep starts at the smallest peak of the \
+             nominal fit maps, so a mask never depends on the other images of a batch",
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
         .output_same_size(
@@ -55,6 +81,12 @@ impl StagePlugin for Mebin {
             "score",
             "score > the stable threshold; empty when no stable interval exists",
         )
+        .param(ParamSpec::choice(
+            "range",
+            &["nominal", "own"],
+            "scale each map from the smallest per-image peak of the fit split (anomalib's floor, fitted on \
+             nominal maps) to its own peak, or from its own minimum to its own peak (the fit is then unused)",
+        ))
         .param(
             ParamSpec::int("sample_rate", 4, "step of the threshold sweep on the map scaled to 0-255")
                 .range(1.0, 255.0),
@@ -84,8 +116,15 @@ impl StagePlugin for Mebin {
                 params.node()
             )));
         }
-        Ok(StageImpl::Map(Box::new(MebinStage {
+        let range = match params.string("range")?.as_str() {
+            "own" => Range::Own,
+            _ => Range::Nominal,
+        };
+        Ok(StageImpl::Fitted(Box::new(MebinStage {
             node: params.node().to_string(),
+            range,
+            nominal_floor: None,
+            fitted: false,
             sample_rate,
             min_interval_len: params.positive("min_interval_len")?,
             erode: params.bool("erode")?,
@@ -95,8 +134,29 @@ impl StagePlugin for Mebin {
     }
 }
 
-impl Map for MebinStage {
+impl Fitted for MebinStage {
+    fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
+        let score = finite_scores(sample, &self.node)?;
+        let peak = score.data().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let floor = self.nominal_floor.get_or_insert(f64::INFINITY);
+        *floor = floor.min(f64::from(peak));
+        Ok(())
+    }
+
+    fn finish_fit(&mut self) -> StageResult<()> {
+        match self.nominal_floor {
+            Some(f) if f.is_finite() => {
+                self.fitted = true;
+                Ok(())
+            }
+            _ => Err(StageError::invalid_input(format!("node `{}`: the fit split held no score map", self.node))),
+        }
+    }
+
     fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
+        if !self.fitted {
+            return Err(not_fitted(&self.node));
+        }
         let score = finite_scores(sample, &self.node)?;
         let (h, w) = (score.height(), score.width());
         let mask = match self.threshold(score) {
@@ -111,18 +171,39 @@ impl Map for MebinStage {
         };
         Ok(Outputs::new().with("mask", Mask::new(h as u32, w as u32, mask)?))
     }
+
+    fn save_state(&self) -> StageResult<Vec<u8>> {
+        let floor = self.nominal_floor.filter(|_| self.fitted).ok_or_else(|| not_fitted(&self.node))?;
+        serde_json::to_vec(&MebinState { floor }).map_err(|e| StageError::internal(e.to_string()))
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
+        let s: MebinState = serde_json::from_slice(state).map_err(|e| bad_state(&self.node, e))?;
+        if !s.floor.is_finite() {
+            return Err(bad_state(&self.node, format!("floor {}", s.floor)));
+        }
+        self.nominal_floor = Some(s.floor);
+        self.fitted = true;
+        Ok(())
+    }
 }
 
 impl MebinStage {
     /// The stable threshold in score units and the component count of its interval (the
     /// estimated number of anomalies), or `None` (flat map, or no stable interval).
     fn threshold(&self, score: &ScoreMap) -> Option<(f64, usize)> {
-        let (lo, hi) = score.data().iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let (own_lo, hi) =
+            score.data().iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let lo = match self.range {
+            Range::Own => own_lo,
+            // anomalib's clipping: what lies below the floor is 0, never part of a component.
+            Range::Nominal => self.nominal_floor? as f32,
+        };
         if hi <= lo {
             return None;
         }
         let range = hi - lo;
-        let scaled: Vec<f32> = score.data().iter().map(|&v| (v - lo) / range * 255.0).collect();
+        let scaled: Vec<f32> = score.data().iter().map(|&v| ((v - lo) / range).max(0.0) * 255.0).collect();
         let (h, w) = (score.height(), score.width());
         let swept = if self.erode { min_filter(&scaled, h, w, self.kernel_size) } else { scaled };
         let thresholds: Vec<f32> = (0..=255 / self.sample_rate).map(|j| (255 - j * self.sample_rate) as f32).collect();
@@ -245,6 +326,15 @@ mod tests {
     /// Two Gaussian bumps on a blobby floor (smooth random values up to 0.12, as the nominal
     /// texture of a real map): below the floor's level the component count breaks up.
     fn two_bumps(scale: f32, offset: f32) -> ScoreMap {
+        scene(scale, offset, 1.0)
+    }
+
+    /// The same floor alone, as a nominal map.
+    fn nominal(scale: f32, offset: f32) -> ScoreMap {
+        scene(scale, offset, 0.0)
+    }
+
+    fn scene(scale: f32, offset: f32, bumps: f32) -> ScoreMap {
         let node = |gx: usize, gy: usize| ((gx * 31 + gy * 977) as u32).wrapping_mul(2_654_435_761) >> 8;
         let floor = |x: f32, y: f32| {
             let (gx, gy) = (x / 24.0, y / 24.0);
@@ -261,10 +351,25 @@ mod tests {
                 let bump = |cx: f32, cy: f32, s: f32, a: f32| {
                     a * (-((x - cx).powi(2) + (y - cy).powi(2)) / (2.0 * s * s)).exp()
                 };
-                offset + scale * (bump(60.0, 70.0, 9.0, 1.0) + bump(160.0, 150.0, 12.0, 0.8) + floor(x, y))
+                offset + scale * (bumps * (bump(60.0, 70.0, 9.0, 1.0) + bump(160.0, 150.0, 12.0, 0.8)) + floor(x, y))
             })
             .collect();
         ScoreMap::new(N as u32, N as u32, data).unwrap()
+    }
+
+    /// A stage fitted on nominal maps of the given scale and offset.
+    fn fitted(params: serde_json::Value, scale: f32, offset: f32) -> StageHarness {
+        let mut h = StageHarness::new::<Mebin>(params).unwrap();
+        // Two nominal maps; the second one's peak is the lower (the floor).
+        let fit = [nominal(scale, offset), nominal(scale * 0.95, offset)];
+        h.fit(
+            fit.iter()
+                .enumerate()
+                .map(|(i, m)| (meta(&format!("v{i}")), inputs(vec![("score", m.clone().into())])))
+                .collect(),
+        )
+        .unwrap();
+        h
     }
 
     fn mask_of(h: &StageHarness, score: &ScoreMap) -> Vec<u8> {
@@ -272,21 +377,15 @@ mod tests {
     }
 
     #[test]
-    fn two_bumps_give_two_components_around_their_peaks() {
-        let h = StageHarness::new::<Mebin>(json!({})).unwrap();
+    fn own_range_gives_two_components_around_the_peaks() {
+        let h = fitted(json!({"range": "own"}), 1.0, 0.0);
         let score = two_bumps(1.0, 0.0);
         let mask = mask_of(&h, &score);
-        let mut times: Vec<f64> = (0..15)
-            .map(|_| {
-                let started = std::time::Instant::now();
-                mask_of(&h, &score);
-                started.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        println!("mebin on 224x224: median {:.2} ms, fastest {:.2} ms (15 runs)", times[7], times[0]);
         let stage = MebinStage {
             node: "n".into(),
+            range: Range::Own,
+            nominal_floor: None,
+            fitted: true,
             sample_rate: 4,
             min_interval_len: 4,
             erode: true,
@@ -307,22 +406,51 @@ mod tests {
         let rest: usize = sizes.iter().enumerate().filter(|(k, _)| !peaks.contains(k)).map(|(_, s)| s).sum();
         assert!(sizes[peaks[0]] > 300 && sizes[peaks[1]] > 300 && rest * 100 < mask.len(), "{sizes:?}");
         // Eroding the output as well (the reference's choice) leaves exactly the two bumps.
-        let eroded = StageHarness::new::<Mebin>(json!({"erode_mask": true})).unwrap();
+        let eroded = fitted(json!({"range": "own", "erode_mask": true}), 1.0, 0.0);
         assert_eq!(labels(&mask_of(&eroded, &score), N, N).1.len(), 2);
     }
 
     #[test]
-    fn flat_maps_give_empty_masks_and_affine_rescaling_changes_nothing() {
-        let h = StageHarness::new::<Mebin>(json!({})).unwrap();
-        let flat = ScoreMap::new(N as u32, N as u32, vec![0.7; N * N]).unwrap();
-        assert!(!mask_of(&h, &flat).contains(&1));
-        // Per image: the map's own range, so scaling and shifting it gives the same mask.
-        assert_eq!(mask_of(&h, &two_bumps(1.0, 0.0)), mask_of(&h, &two_bumps(4.0, 10.0)));
+    fn the_nominal_floor_keeps_the_background_out() {
+        let h = fitted(json!({}), 1.0, 0.0);
+        let mask = mask_of(&h, &two_bumps(1.0, 0.0));
+        let (label, sizes) = labels(&mask, N, N);
+        assert_eq!(sizes.len(), 2, "exactly the two bumps: {sizes:?}");
+        assert!(label[70 * N + 60] != usize::MAX && label[150 * N + 160] != usize::MAX);
+        // A nominal map whose peak stays under the floor: nothing.
+        assert!(!mask_of(&h, &nominal(0.9, 0.0)).contains(&1));
+        // Scaled from its own minimum, the same nominal map is all floor texture, and a
+        // stable count of it is found and marked: what the floor prevents.
+        let own = fitted(json!({"range": "own"}), 1.0, 0.0);
+        let marked = mask_of(&own, &nominal(0.9, 0.0)).iter().filter(|&&m| m == 1).count();
+        assert!(marked * 100 > N * N, "own range marked {marked} nominal pixels");
+    }
+
+    #[test]
+    fn flat_maps_and_affine_rescaling() {
+        let flat = |v: f32| ScoreMap::new(N as u32, N as u32, vec![v; N * N]).unwrap();
+        // A flat map under the nominal floor is nominal; one above it is anomalous everywhere
+        // (one component at every threshold). Scaled by its own range, it has no threshold.
+        let h = fitted(json!({}), 1.0, 0.0);
+        assert!(!mask_of(&h, &flat(0.01)).contains(&1));
+        assert!(!mask_of(&h, &flat(0.7)).contains(&0));
+        assert!(!mask_of(&fitted(json!({"range": "own"}), 1.0, 0.0), &flat(0.7)).contains(&1));
+        for range in ["nominal", "own"] {
+            let h = fitted(json!({ "range": range }), 1.0, 0.0);
+            // Scaling and shifting the fit maps and the map alike gives the same mask.
+            let moved = fitted(json!({ "range": range }), 4.0, 10.0);
+            let mask = mask_of(&h, &two_bumps(1.0, 0.0));
+            assert!(mask.contains(&1), "{range}");
+            assert_eq!(mask, mask_of(&moved, &two_bumps(4.0, 10.0)), "{range}");
+        }
+        // The map alone moves under `own` only.
+        let own = fitted(json!({"range": "own"}), 1.0, 0.0);
+        assert_eq!(mask_of(&own, &two_bumps(1.0, 0.0)), mask_of(&own, &two_bumps(4.0, 10.0)));
     }
 
     #[test]
     fn masks_do_not_depend_on_the_other_samples_of_a_batch() {
-        let h = StageHarness::new::<Mebin>(json!({})).unwrap();
+        let h = fitted(json!({}), 1.0, 0.0);
         let a = two_bumps(1.0, 0.0);
         let hot = two_bumps(50.0, 3.0);
         let alone = mask_of(&h, &a);
@@ -331,6 +459,19 @@ mod tests {
             (meta("a"), inputs(vec![("score", a.into())])),
         ]);
         assert_eq!(batch[1].as_ref().unwrap().mask("mask").data(), &alone[..]);
+    }
+
+    #[test]
+    fn the_floor_round_trips_and_an_unfitted_stage_says_so() {
+        let h = fitted(json!({}), 1.0, 0.0);
+        let score = two_bumps(1.0, 0.0);
+        let mut fresh = StageHarness::new::<Mebin>(json!({})).unwrap();
+        let err = fresh.process(&meta("t"), inputs(vec![("score", score.clone().into())])).unwrap_err();
+        assert!(err.to_string().contains("before it was fitted"), "{err}");
+        fresh.load_state(h.save_state().unwrap()).unwrap();
+        assert_eq!(mask_of(&fresh, &score), mask_of(&h, &score));
+        let bad = StageHarness::new::<Mebin>(json!({})).unwrap().load_state(b"{\"floor\": null}".to_vec());
+        assert!(bad.is_err());
     }
 
     #[test]
@@ -369,8 +510,8 @@ mod tests {
 
     #[test]
     fn erode_mask_shrinks_the_output() {
-        let plain = StageHarness::new::<Mebin>(json!({})).unwrap();
-        let eroded = StageHarness::new::<Mebin>(json!({"erode_mask": true})).unwrap();
+        let plain = fitted(json!({}), 1.0, 0.0);
+        let eroded = fitted(json!({"erode_mask": true}), 1.0, 0.0);
         let score = two_bumps(1.0, 0.0);
         let (a, b) = (mask_of(&plain, &score), mask_of(&eroded, &score));
         assert_eq!(b, naive_erode(&a, N, N));
