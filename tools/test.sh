@@ -6,11 +6,11 @@ cd "$(dirname "$0")/.."
 
 tools/setup.sh
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(tools/fetch_onnxruntime.sh)}"
-# One build of libraries, binaries and test targets together: dependencies are resolved once with
-# the test targets' features, so `cargo test` below reuses every artifact instead of building
-# the shared dependencies a second time with other features (the plugin libraries and the
-# binary the end-to-end tests load are the ones built here).
-cargo build --release --workspace --lib --bins --tests
+# One build of libraries, binaries, tests and examples (what `cargo test` builds) together:
+# dependencies are resolved once with the test targets' features, so `cargo test` below reuses
+# every artifact instead of building the shared dependencies a second time with other features
+# (the plugin libraries and the binary the end-to-end tests load are the ones built here).
+cargo build --release --workspace --lib --bins --tests --examples
 cargo test --release --workspace
 tools/check_new_plugin.sh
 
