@@ -76,7 +76,6 @@ unsafe fn row_dist_avx2(a: &[f32], b: &[f32]) -> f32 {
 /// An HNSW graph over a bank's rows.
 pub struct HnswIndex {
     hnsw: Hnsw<Row>,
-    params: HnswParams,
 }
 
 /// Queries per parallel task: enough to amortise a task, few enough to share the work out.
@@ -97,11 +96,7 @@ impl HnswIndex {
             // Without a pool of its own (threads exhausted), the calling thread builds it.
             Err(_) => build(),
         };
-        Self { hnsw, params }
-    }
-
-    pub fn params(&self) -> HnswParams {
-        self.params
+        Self { hnsw }
     }
 
     /// Per query row of `patches`: (L2 distance, bank row) of the nearest of the graph search's
