@@ -9,6 +9,7 @@ pub mod coreset;
 mod coreset_fit;
 pub mod linalg;
 pub mod nn_exact;
+pub mod nn_hnsw;
 pub mod nn_kernel;
 pub mod padim;
 pub mod patchcore;

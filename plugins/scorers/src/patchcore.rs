@@ -1,12 +1,15 @@
 //! `patchcore`: memory bank of nominal patch features, reduced by a greedy k-center coreset;
 //! a test patch scores its distance to the nearest bank member (Roth et al., CVPR 2022).
 
+use std::sync::Arc;
+
 use anoflow_sdk::prelude::*;
 
 use crate::common::{check_dim, checked_features, fitted, scorer_ports, MapShaping};
 use crate::coreset;
 use crate::coreset_fit::CoresetFit;
 use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
+use crate::nn_hnsw::{HnswIndex, HnswParams};
 use crate::nn_kernel::{NnKernel, PackedBank};
 use crate::state::{expect_rank, StateReader, StateWriter};
 
@@ -35,7 +38,36 @@ impl StagePlugin for PatchCore {
             )
             .min(1.0),
         )
-        .param(ParamSpec::int("seed", 0, "seed of the coreset's random projection and starting point").min(0.0))
+        .param(
+            ParamSpec::int(
+                "seed",
+                0,
+                "seed of the coreset's random projection and starting point, and of the HNSW graph's levels",
+            )
+            .min(0.0),
+        )
+        .param(ParamSpec::choice(
+            "search",
+            &["exact", "hnsw"],
+            "nearest-neighbour search: `exact` (every bank row) or `hnsw` (approximate: an HNSW graph shortlists \
+             `ef_search` candidates, ranked by the exact distance; the graph is rebuilt from the bank on load)",
+        ))
+        .param(
+            ParamSpec::int(
+                "ef_construction",
+                40,
+                "search: hnsw: candidate list length while building the graph (larger: better graph, slower build)",
+            )
+            .range(1.0, 4096.0),
+        )
+        .param(
+            ParamSpec::int(
+                "ef_search",
+                64,
+                "search: hnsw: candidate list length per query (larger: higher recall, slower search)",
+            )
+            .range(1.0, 4096.0),
+        )
     }
 
     fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
@@ -47,6 +79,20 @@ impl StagePlugin for PatchCore {
             )));
         }
         let seed = params.get("seed")?;
+        let search = match params.string("search")?.as_str() {
+            "exact" => None,
+            "hnsw" => Some(HnswParams {
+                ef_construction: ranged(params, "ef_construction")?,
+                ef_search: ranged(params, "ef_search")?,
+                seed,
+            }),
+            other => {
+                return Err(StageError::invalid_param(format!(
+                    "node `{}`: param `search`: expected `exact` or `hnsw`, found `{other}`",
+                    ctx.node_id
+                )))
+            }
+        };
         let kernel =
             NnKernel::from_env().map_err(|e| StageError::invalid_param(format!("node `{}`: {e}", ctx.node_id)))?;
         Ok(StageImpl::Fitted(Box::new(PatchCoreStage {
@@ -55,6 +101,7 @@ impl StagePlugin for PatchCore {
             fraction,
             num_neighbors: params.positive("num_neighbors")?,
             seed,
+            search,
             shaping: MapShaping::from_params(params)?,
             fit: CoresetFit::new(fraction, seed),
             bank: None,
@@ -62,13 +109,29 @@ impl StagePlugin for PatchCore {
     }
 }
 
+/// An HNSW param within its declared range [1, 4096] (the host checks it too; a stage created
+/// by other means gets the same answer).
+fn ranged(params: &Params, name: &str) -> StageResult<usize> {
+    let v = params.positive(name)?;
+    if v > 4096 {
+        return Err(StageError::invalid_param(format!(
+            "node `{}`: param `{name}`: expected an integer in [1, 4096], found {v}",
+            params.node()
+        )));
+    }
+    Ok(v)
+}
+
 /// The fitted memory bank.
 pub struct Bank {
-    pub rows: Vec<f32>,
+    /// Shared with the HNSW graph's points, when there is one.
+    pub rows: Arc<[f32]>,
     pub norms: Vec<f32>,
     pub dim: usize,
     /// The rows packed for the fused SIMD search, where the CPU runs it.
     packed: Option<PackedBank>,
+    /// An approximate search replacing the exact one (`search: hnsw`).
+    hnsw: Option<HnswIndex>,
 }
 
 impl Bank {
@@ -85,7 +148,14 @@ impl Bank {
             NnKernel::Fused(isa) => PackedBank::with_isa(&rows, &norms, dim, isa),
             NnKernel::Gemm => None,
         };
-        Self { rows, norms, dim, packed }
+        Self { rows: rows.into(), norms, dim, packed, hnsw: None }
+    }
+
+    /// The bank searched through an HNSW graph (built here) instead of exactly, or exactly
+    /// (`None`).
+    pub fn with_search(mut self, search: Option<HnswParams>) -> Self {
+        self.hnsw = search.map(|p| HnswIndex::build(&self.rows, self.dim, p));
+        self
     }
     pub fn len(&self) -> usize {
         self.norms.len()
@@ -107,9 +177,18 @@ impl Bank {
         Self::with_kernel(bank, dim, kernel)
     }
 
-    /// Per-patch nearest-neighbour distance and index: the fused SIMD search where the CPU
-    /// runs it (and it was not turned off), else GEMM tiles; the same bits either way.
+    /// Per-patch nearest-neighbour distance and index: through the HNSW graph if the bank has
+    /// one, else exactly: the fused SIMD search where the CPU runs it (and it was not turned off),
+    /// else GEMM tiles; the same bits either way.
     pub fn score_patches(&self, patches: &[f32], parallel: bool) -> Vec<(f32, u32)> {
+        if let Some(hnsw) = &self.hnsw {
+            return hnsw.nearest(&self.rows, patches, self.dim, parallel);
+        }
+        self.score_patches_exact(patches, parallel)
+    }
+
+    /// Per-patch exact nearest neighbours, whether or not the bank has an HNSW graph.
+    pub fn score_patches_exact(&self, patches: &[f32], parallel: bool) -> Vec<(f32, u32)> {
         match &self.packed {
             Some(packed) => packed.nearest(&self.rows, patches, parallel),
             None => self.score_patches_gemm(patches, parallel),
@@ -154,6 +233,8 @@ struct PatchCoreStage {
     fraction: f64,
     num_neighbors: usize,
     seed: u64,
+    /// `search: hnsw`'s graph params; `None` for exact search.
+    search: Option<HnswParams>,
     shaping: MapShaping,
     fit: CoresetFit,
     bank: Option<Bank>,
@@ -168,7 +249,7 @@ impl Fitted for PatchCoreStage {
 
     fn finish_fit(&mut self) -> StageResult<()> {
         let fit = std::mem::replace(&mut self.fit, CoresetFit::new(self.fraction, self.seed));
-        self.bank = Some(fit.into_bank(&self.node, self.kernel)?);
+        self.bank = Some(fit.into_bank(&self.node, self.kernel)?.with_search(self.search));
         Ok(())
     }
 
@@ -192,7 +273,8 @@ impl Fitted for PatchCoreStage {
         let mut r = StateReader::parse(state, STATE_NAME).map_err(|e| StageError::from(e).context(&self.node))?;
         let (dims, rows) = r.f32s("bank").map_err(|e| StageError::from(e).context(&self.node))?;
         expect_rank("bank", &dims, 2).map_err(|e| StageError::from(e).context(&self.node))?;
-        self.bank = Some(Bank::with_kernel(rows, dims[1], self.kernel));
+        // The graph is not stored: rebuilt from the bank, deterministically, it is the same one.
+        self.bank = Some(Bank::with_kernel(rows, dims[1], self.kernel).with_search(self.search));
         Ok(())
     }
 }
@@ -293,6 +375,40 @@ mod tests {
         assert_eq!(oa.scalar("image_score"), ob.scalar("image_score"));
         let err = b.load_state(b"ANOFLOWS".to_vec()).unwrap_err();
         assert!(err.message.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn hnsw_search_wide_enough_is_exact_and_survives_save_and_load() {
+        let dim = 256;
+        let hnsw = json!({"coreset": 0.1, "search": "hnsw", "ef_construction": 40, "ef_search": 400});
+        let mut a = StageHarness::new::<PatchCore>(hnsw.clone()).unwrap();
+        a.fit(fit_samples(2, dim)).unwrap();
+        let mut exact = StageHarness::new::<PatchCore>(json!({"coreset": 0.1})).unwrap();
+        exact.fit(fit_samples(2, dim)).unwrap();
+        let mut b = StageHarness::new::<PatchCore>(hnsw).unwrap();
+        b.load_state(a.save_state().unwrap()).unwrap();
+        let rows = shifted(nominal_rows(28 * 28, dim, 5), 28, dim, (3..9, 3..9), 0.5);
+        let fm = feature_map(28, 28, dim, 8.0, rows);
+        let run = |h: &mut StageHarness| h.process(&meta("t"), inputs(vec![("features", fm.clone().into())])).unwrap();
+        let (oa, ob, oe) = (run(&mut a), run(&mut b), run(&mut exact));
+        // ef_search 400 covers the 156-row bank: the graph search returns every row.
+        assert_eq!(oa.score_map("score").data(), oe.score_map("score").data());
+        assert_eq!(oa.scalar("image_score"), oe.scalar("image_score"));
+        // The graph rebuilt on load is the same.
+        assert_eq!(oa.score_map("score").data(), ob.score_map("score").data());
+        assert_eq!(oa.scalar("image_score"), ob.scalar("image_score"));
+    }
+
+    #[test]
+    fn bad_search_params_name_the_node_and_the_param() {
+        for (params, want) in [
+            (json!({"search": "hnsw", "ef_search": 0}), "param `ef_search`: 0 is out of range"),
+            (json!({"search": "hnsw", "ef_construction": 5000}), "param `ef_construction`: 5000 is out of range"),
+            (json!({"search": "annoy"}), "param `search`: `annoy` is not one of exact, hnsw"),
+        ] {
+            let err = StageHarness::new::<PatchCore>(params).err().expect("refused");
+            assert!(err.message.contains("node `test-patchcore`") && err.message.contains(want), "{err}");
+        }
     }
 
     #[test]
