@@ -56,9 +56,10 @@ struct MebinState {
 struct MebinStage {
     node: String,
     range: Range,
-    /// Smallest peak seen so far while fitting; then the fitted floor.
-    nominal_floor: Option<f64>,
-    fitted: bool,
+    /// Smallest per-image peak observed while fitting.
+    smallest_peak: f64,
+    /// The fitted floor: `Some` once fitted or loaded.
+    floor: Option<f64>,
     sample_rate: usize,
     min_interval_len: usize,
     erode: bool,
@@ -117,14 +118,20 @@ impl StagePlugin for Mebin {
             )));
         }
         let range = match params.string("range")?.as_str() {
+            "nominal" => Range::Nominal,
             "own" => Range::Own,
-            _ => Range::Nominal,
+            other => {
+                return Err(StageError::invalid_param(format!(
+                    "node `{}`: param `range`: expected `nominal` or `own`, found `{other}`",
+                    params.node()
+                )))
+            }
         };
         Ok(StageImpl::Fitted(Box::new(MebinStage {
             node: params.node().to_string(),
             range,
-            nominal_floor: None,
-            fitted: false,
+            smallest_peak: f64::INFINITY,
+            floor: None,
             sample_rate,
             min_interval_len: params.positive("min_interval_len")?,
             erode: params.bool("erode")?,
@@ -138,28 +145,23 @@ impl Fitted for MebinStage {
     fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
         let score = finite_scores(sample, &self.node)?;
         let peak = score.data().iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let floor = self.nominal_floor.get_or_insert(f64::INFINITY);
-        *floor = floor.min(f64::from(peak));
+        self.smallest_peak = self.smallest_peak.min(f64::from(peak));
         Ok(())
     }
 
     fn finish_fit(&mut self) -> StageResult<()> {
-        match self.nominal_floor {
-            Some(f) if f.is_finite() => {
-                self.fitted = true;
-                Ok(())
-            }
-            _ => Err(StageError::invalid_input(format!("node `{}`: the fit split held no score map", self.node))),
+        if !self.smallest_peak.is_finite() {
+            return Err(StageError::invalid_input(format!("node `{}`: the fit split held no score map", self.node)));
         }
+        self.floor = Some(self.smallest_peak);
+        Ok(())
     }
 
     fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
-        if !self.fitted {
-            return Err(not_fitted(&self.node));
-        }
+        let floor = self.floor.ok_or_else(|| not_fitted(&self.node))?;
         let score = finite_scores(sample, &self.node)?;
         let (h, w) = (score.height(), score.width());
-        let mask = match self.threshold(score) {
+        let mask = match self.threshold(score, floor) {
             Some((t, _)) => {
                 let mut m: Vec<u8> = score.data().iter().map(|&v| u8::from(f64::from(v) > t)).collect();
                 if self.erode_mask {
@@ -173,7 +175,7 @@ impl Fitted for MebinStage {
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
-        let floor = self.nominal_floor.filter(|_| self.fitted).ok_or_else(|| not_fitted(&self.node))?;
+        let floor = self.floor.ok_or_else(|| not_fitted(&self.node))?;
         serde_json::to_vec(&MebinState { floor }).map_err(|e| StageError::internal(e.to_string()))
     }
 
@@ -182,22 +184,22 @@ impl Fitted for MebinStage {
         if !s.floor.is_finite() {
             return Err(bad_state(&self.node, format!("floor {}", s.floor)));
         }
-        self.nominal_floor = Some(s.floor);
-        self.fitted = true;
+        self.floor = Some(s.floor);
         Ok(())
     }
 }
 
 impl MebinStage {
     /// The stable threshold in score units and the component count of its interval (the
-    /// estimated number of anomalies), or `None` (flat map, or no stable interval).
-    fn threshold(&self, score: &ScoreMap) -> Option<(f64, usize)> {
+    /// estimated number of anomalies), or `None` (flat map, or no stable interval). `floor` is
+    /// the fitted nominal floor, used with `range: nominal`.
+    fn threshold(&self, score: &ScoreMap, floor: f64) -> Option<(f64, usize)> {
         let (own_lo, hi) =
             score.data().iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let lo = match self.range {
             Range::Own => own_lo,
             // anomalib's clipping: what lies below the floor is 0, never part of a component.
-            Range::Nominal => self.nominal_floor? as f32,
+            Range::Nominal => floor as f32,
         };
         if hi <= lo {
             return None;
@@ -384,15 +386,15 @@ mod tests {
         let stage = MebinStage {
             node: "n".into(),
             range: Range::Own,
-            nominal_floor: None,
-            fitted: true,
+            smallest_peak: f64::INFINITY,
+            floor: None,
             sample_rate: 4,
             min_interval_len: 4,
             erode: true,
             kernel_size: 6,
             erode_mask: false,
         };
-        assert_eq!(stage.threshold(&score).map(|t| t.1), Some(2), "the stable count is the two bumps");
+        assert_eq!(stage.threshold(&score, 0.0).map(|t| t.1), Some(2), "the stable count is the two bumps");
         let (label, sizes) = labels(&mask, N, N);
         let peaks = [label[70 * N + 60], label[150 * N + 160]];
         assert!(peaks[0] != usize::MAX && peaks[1] != usize::MAX && peaks[0] != peaks[1], "both peaks, apart");
