@@ -11,6 +11,7 @@ pub mod linalg;
 pub mod nn_exact;
 pub mod nn_hnsw;
 pub mod nn_kernel;
+pub mod nn_pruned;
 pub mod padim;
 pub mod patchcore;
 pub mod pca;

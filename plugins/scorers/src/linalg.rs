@@ -6,23 +6,23 @@ use rayon::prelude::*;
 
 use crate::nn_exact::ExactRule;
 
-/// A row-major or strided view of a matrix for [`sgemm`].
+/// A row-major or strided view of a matrix for [`sgemm`] (f32) and [`dgemm`] (f64).
 #[derive(Clone, Copy)]
-pub struct View<'a> {
-    pub data: &'a [f32],
+pub struct View<'a, T = f32> {
+    pub data: &'a [T],
     pub rows: usize,
     pub cols: usize,
     pub row_stride: usize,
     pub col_stride: usize,
 }
 
-impl<'a> View<'a> {
+impl<'a, T> View<'a, T> {
     /// A row-major `rows x cols` matrix.
-    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
         Self { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
     /// The transpose of a row-major `rows x cols` matrix (a `cols x rows` view).
-    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn transposed(data: &'a [T], rows: usize, cols: usize) -> Self {
         Self { data, rows: cols, cols: rows, row_stride: 1, col_stride: cols }
     }
     fn fits(&self) -> bool {
@@ -32,14 +32,19 @@ impl<'a> View<'a> {
     }
 }
 
+/// Checks the shapes of `c = a * b` (internal invariants).
+fn check_gemm<T>(a: &View<'_, T>, b: &View<'_, T>, c_len: usize) {
+    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
+    assert!(a.fits() && b.fits(), "gemm: a view exceeds its buffer");
+    assert_eq!(c_len, a.rows * b.cols, "gemm: output has the wrong size");
+}
+
 /// `c = alpha * a * b + beta * c`, with `c` row-major `a.rows x b.cols`.
 ///
 /// # Panics
 /// If the shapes do not agree or a view does not fit its buffer (internal invariants).
 pub fn sgemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32]) {
-    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
-    assert!(a.fits() && b.fits(), "gemm: a view exceeds its buffer");
-    assert_eq!(c.len(), a.rows * b.cols, "gemm: output has the wrong size");
+    check_gemm(&a, &b, c.len());
     if a.rows == 0 || b.cols == 0 {
         return;
     }
@@ -47,6 +52,37 @@ pub fn sgemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32]) {
     // checked above to lie inside its slice; `c` is exactly m x n, row-major, exclusive.
     unsafe {
         matrixmultiply::sgemm(
+            a.rows,
+            a.cols,
+            b.cols,
+            alpha,
+            a.data.as_ptr(),
+            a.row_stride as isize,
+            a.col_stride as isize,
+            b.data.as_ptr(),
+            b.row_stride as isize,
+            b.col_stride as isize,
+            beta,
+            c.as_mut_ptr(),
+            b.cols as isize,
+            1,
+        );
+    }
+}
+
+/// [`sgemm`] in f64.
+///
+/// # Panics
+/// If the shapes do not agree or a view does not fit its buffer (internal invariants).
+pub fn dgemm(alpha: f64, a: View<'_, f64>, b: View<'_, f64>, beta: f64, c: &mut [f64]) {
+    check_gemm(&a, &b, c.len());
+    if a.rows == 0 || b.cols == 0 {
+        return;
+    }
+    // SAFETY: as in `sgemm`: every index read was checked to lie inside its slice, and `c` is
+    // exactly m x n, row-major, exclusive.
+    unsafe {
+        matrixmultiply::dgemm(
             a.rows,
             a.cols,
             b.cols,

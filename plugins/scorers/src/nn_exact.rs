@@ -34,7 +34,7 @@ pub fn exact_sq_dist(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// The reported distance: the square root of [`exact_sq_dist`], rounded once to f32.
-fn reported(sq: f64) -> f32 {
+pub(crate) fn reported(sq: f64) -> f32 {
     sq.sqrt() as f32
 }
 

@@ -67,9 +67,11 @@ impl Isa {
 /// choice only changes speed. `ANOFLOW_NN_KERNEL` forces one, to compare them on real runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NnKernel {
-    /// The fastest fused kernel this CPU runs, else GEMM tiles.
+    /// Rows ruled out by a projected lower bound where the bank has a low-dimensional structure
+    /// ([`crate::nn_pruned`]), and the fastest fused kernel this CPU runs (else GEMM tiles) for
+    /// the rest.
     Auto,
-    /// This fused kernel.
+    /// This fused kernel, scanning every row.
     Fused(Isa),
     /// GEMM tiles ([`crate::linalg::nearest_neighbours`]), the portable path.
     Gemm,

@@ -11,6 +11,7 @@ use crate::coreset_fit::CoresetFit;
 use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
 use crate::nn_hnsw::{HnswIndex, HnswParams};
 use crate::nn_kernel::{NnKernel, PackedBank};
+use crate::nn_pruned::ProjectedBank;
 use crate::state::{expect_rank, StateReader, StateWriter};
 
 pub struct PatchCore;
@@ -130,6 +131,8 @@ pub struct Bank {
     pub dim: usize,
     /// The rows packed for the fused SIMD search, where the CPU runs it.
     packed: Option<PackedBank>,
+    /// The lower bound that lets exact search measure few rows (`NnKernel::Auto`, where it pays).
+    projected: Option<ProjectedBank>,
     /// An approximate search replacing the exact one (`search: hnsw`).
     hnsw: Option<HnswIndex>,
 }
@@ -148,7 +151,11 @@ impl Bank {
             NnKernel::Fused(isa) => PackedBank::with_isa(&rows, &norms, dim, isa),
             NnKernel::Gemm => None,
         };
-        Self { rows: rows.into(), norms, dim, packed, hnsw: None }
+        let projected = match kernel {
+            NnKernel::Auto => ProjectedBank::build(&rows, dim),
+            NnKernel::Fused(_) | NnKernel::Gemm => None,
+        };
+        Self { rows: rows.into(), norms, dim, packed, projected, hnsw: None }
     }
 
     /// The bank searched through an HNSW graph (built here) instead of exactly, or exactly
@@ -187,8 +194,26 @@ impl Bank {
         self.score_patches_exact(patches, parallel)
     }
 
-    /// Per-patch exact nearest neighbours, whether or not the bank has an HNSW graph.
+    /// Per-patch exact nearest neighbours, whether or not the bank has an HNSW graph: through
+    /// the lower bound where the bank has one (the queries it hands back are scanned whole), else
+    /// by a full scan. The same bits either way.
     pub fn score_patches_exact(&self, patches: &[f32], parallel: bool) -> Vec<(f32, u32)> {
+        let Some(projected) = &self.projected else {
+            return self.score_patches_scan(patches, parallel);
+        };
+        let found = projected.nearest(&self.rows, patches, parallel);
+        let handed_back: Vec<usize> = found.iter().enumerate().filter(|(_, f)| f.is_none()).map(|(i, _)| i).collect();
+        let mut rest = Vec::with_capacity(handed_back.len() * self.dim);
+        for &i in &handed_back {
+            rest.extend_from_slice(&patches[i * self.dim..(i + 1) * self.dim]);
+        }
+        let mut scanned = self.score_patches_scan(&rest, parallel).into_iter();
+        found.into_iter().map(|f| f.or_else(|| scanned.next()).unwrap_or((f32::INFINITY, 0))).collect()
+    }
+
+    /// Per-patch exact nearest neighbours by a full scan of the bank: the fused SIMD kernel where
+    /// the CPU runs it (and it was not turned off), else GEMM tiles.
+    pub fn score_patches_scan(&self, patches: &[f32], parallel: bool) -> Vec<(f32, u32)> {
         match &self.packed {
             Some(packed) => packed.nearest(&self.rows, patches, parallel),
             None => self.score_patches_gemm(patches, parallel),
@@ -350,6 +375,8 @@ mod tests {
             .iter()
             .map(|&k| {
                 let bank = Bank::with_kernel(rows.clone(), dim, k);
+                // `Auto` rules rows out by the projected bound; the others scan every row.
+                assert_eq!(bank.projected.is_some(), k == NnKernel::Auto, "{k:?}");
                 let nn = bank.score_patches(&patches, true);
                 let image = bank.image_score(&patches, &nn, 3);
                 (nn, image.to_bits())
