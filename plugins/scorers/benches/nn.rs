@@ -172,6 +172,9 @@ impl RealSet {
                 .ok_or_else(|| format!("{}: `{key}`: expected a string", meta_path.display()))
         };
         let dim = count(&meta, "dim")?;
+        if dim == 0 {
+            return Err(format!("{}: `dim`: expected a positive integer, found 0", meta_path.display()));
+        }
         let arrays = field(&meta, "arrays")?;
         let array = |name: &str| -> Result<Vec<f32>, String> {
             let a = field(&arrays, name)?;
