@@ -11,9 +11,20 @@
 //! system time, about 4e11 flops per cell, sequential query tiles), a figure that other jobs
 //! on a shared machine disturb far less than wall time; run it with `RAYON_NUM_THREADS=1`
 //! beside `tools/bench_nn_reference.py --cpu` with one BLAS thread.
+//!
+//! With `NN_BENCH_REAL=<dir>` it also searches real patch features, written by
+//! `tools/bench_nn_reference.py --extract-real <dir>` (raw little-endian f32 rows and a side
+//! `features.json` naming the arrays, their rows and the searched shapes): per shape, the
+//! default search (`Bank::new` then `score_patches_exact`), each fused kernel this CPU runs and
+//! the GEMM-tile path, timed on the same query subset as the Python side. Every path must return
+//! the same (distance bits, index) per query, or the bench panics; the default path's results go
+//! to `<dir>/anoflow-nn-<label>.bin` (f32 distance, u32 index per query) for the Python side's
+//! check against FAISS.
 
+use std::path::Path;
 use std::time::Instant;
 
+use anoflow_plugin_scorers::nn_kernel::{Isa, NnKernel};
 use anoflow_plugin_scorers::patchcore::Bank;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -110,10 +121,177 @@ fn main() {
         );
         tsv += &format!("{nq}x{nb}\tanoflow fused\t{fused}\n{nq}x{nb}\tanoflow GEMM tiles\t{gemm}\n");
     }
+    if let Some(dir) = std::env::var_os("NN_BENCH_REAL") {
+        if let Err(e) = real_features(Path::new(&dir), runs, &mut tsv) {
+            eprintln!("NN_BENCH_REAL={}: {e}", dir.to_string_lossy());
+            std::process::exit(1);
+        }
+    }
     if let Some(path) = std::env::var_os("NN_BENCH_TSV") {
         if let Err(e) = std::fs::write(&path, tsv) {
             eprintln!("cannot write {}: {e}", path.to_string_lossy());
             std::process::exit(1);
         }
     }
+}
+
+/// One searched shape of the real features: the first `queries` query rows against a bank.
+struct RealShape {
+    label: String,
+    bank: Vec<f32>,
+    queries: usize,
+}
+
+/// The real features of `tools/bench_nn_reference.py --extract-real`.
+struct RealSet {
+    category: String,
+    dim: usize,
+    queries: Vec<f32>,
+    shapes: Vec<RealShape>,
+}
+
+impl RealSet {
+    fn load(dir: &Path) -> Result<Self, String> {
+        let meta_path = dir.join("features.json");
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        let meta: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        let field = |v: &serde_json::Value, key: &str| -> Result<serde_json::Value, String> {
+            v.get(key).cloned().ok_or_else(|| format!("{}: expected a field `{key}`", meta_path.display()))
+        };
+        let count = |v: &serde_json::Value, key: &str| -> Result<usize, String> {
+            field(v, key)?
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| format!("{}: `{key}`: expected a non-negative integer", meta_path.display()))
+        };
+        let text_of = |v: &serde_json::Value, key: &str| -> Result<String, String> {
+            field(v, key)?
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{}: `{key}`: expected a string", meta_path.display()))
+        };
+        let dim = count(&meta, "dim")?;
+        if dim == 0 {
+            return Err(format!("{}: `dim`: expected a positive integer, found 0", meta_path.display()));
+        }
+        let arrays = field(&meta, "arrays")?;
+        let array = |name: &str| -> Result<Vec<f32>, String> {
+            let a = field(&arrays, name)?;
+            read_f32(&dir.join(text_of(&a, "file")?), count(&a, "rows")?, dim)
+        };
+        let queries = array("queries")?;
+        let mut shapes = Vec::new();
+        let listed = field(&meta, "shapes")?;
+        for shape in listed.as_array().ok_or_else(|| format!("{}: `shapes`: expected a list", meta_path.display()))? {
+            let n = count(shape, "queries")?;
+            if n * dim > queries.len() {
+                return Err(format!(
+                    "{}: a shape asks for {n} queries, the queries file has {}",
+                    meta_path.display(),
+                    queries.len() / dim
+                ));
+            }
+            shapes.push(RealShape {
+                label: text_of(shape, "label")?,
+                bank: array(&text_of(shape, "bank")?)?,
+                queries: n,
+            });
+        }
+        Ok(Self { category: text_of(&meta, "category")?, dim, queries, shapes })
+    }
+}
+
+/// `rows x dim` little-endian f32 values, the whole file.
+fn read_f32(path: &Path, rows: usize, dim: usize) -> Result<Vec<f32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() != rows * dim * 4 {
+        return Err(format!(
+            "{}: {} bytes, expected {rows} rows x {dim} f32 = {} (features.json)",
+            path.display(),
+            bytes.len(),
+            rows * dim * 4
+        ));
+    }
+    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+/// Panics, naming both paths and the first query that differs, unless `got` has the bits of
+/// `want`: every search path is exact, so this is a correctness check.
+fn assert_same(want: &[(f32, u32)], got: &[(f32, u32)], want_name: &str, got_name: &str, shape: &str) {
+    assert_eq!(want.len(), got.len(), "{shape}: {got_name} returned {} results, {want_name} {}", got.len(), want.len());
+    let differ: Vec<usize> =
+        (0..want.len()).filter(|&i| want[i].0.to_bits() != got[i].0.to_bits() || want[i].1 != got[i].1).collect();
+    if let Some(&i) = differ.first() {
+        panic!(
+            "{shape}: {got_name} differs from {want_name} on {} of {} queries; first: query {i}, {:?} against {:?}",
+            differ.len(),
+            want.len(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// Times every exact search path on the real features of `dir`, checks that they agree, writes
+/// the default path's results beside the features and appends TSV rows.
+fn real_features(dir: &Path, runs: usize, tsv: &mut String) -> Result<(), String> {
+    let set = RealSet::load(dir)?;
+    let dim = set.dim;
+    println!();
+    println!("# real patch features ({}), {dim}-d, from {}", set.category, dir.display());
+    println!();
+    println!("| queries x bank | path | bank build (ms) | search (ms) | GFLOP/s | same results |");
+    println!("|---|---|---:|---:|---:|---|");
+    // None: `Bank::new`, the default search.
+    let mut paths: Vec<(String, Option<NnKernel>)> = vec![("anoflow default (Bank::new)".into(), None)];
+    for isa in Isa::available() {
+        paths.push((format!("anoflow fused {isa:?}"), Some(NnKernel::Fused(isa))));
+    }
+    paths.push(("anoflow GEMM tiles".into(), Some(NnKernel::Gemm)));
+    for shape in &set.shapes {
+        let (nq, nb) = (shape.queries, shape.bank.len() / dim);
+        let queries = &set.queries[..nq * dim];
+        let key = format!("real ({}, {}): {nq}x{nb}", set.category, shape.label);
+        let flops = 2.0 * (nq * nb * dim) as f64;
+        let mut reference: Option<(String, Vec<(f32, u32)>)> = None;
+        for (name, kernel) in &paths {
+            let rows = shape.bank.clone();
+            let start = Instant::now();
+            let bank = match kernel {
+                None => Bank::new(rows, dim),
+                Some(k) => Bank::with_kernel(rows, dim, *k),
+            };
+            let build = start.elapsed().as_secs_f64();
+            let secs = best_secs(runs, || {
+                std::hint::black_box(bank.score_patches_exact(queries, true));
+            });
+            let got = bank.score_patches_exact(queries, true);
+            let same = match &reference {
+                None => {
+                    reference = Some((name.clone(), got));
+                    "reference"
+                }
+                Some((ref_name, want)) => {
+                    assert_same(want, &got, ref_name, name, &key);
+                    "identical"
+                }
+            };
+            println!(
+                "| {} {nq} x {nb} | {name} | {:.1} | {:.1} | {:.1} | {same} |",
+                shape.label,
+                build * 1e3,
+                secs * 1e3,
+                flops / secs / 1e9
+            );
+            *tsv += &format!("{key}\t{name}\t{secs}\n");
+        }
+        if let Some((_, results)) = reference {
+            let path = dir.join(format!("anoflow-nn-{}.bin", shape.label));
+            let bytes: Vec<u8> =
+                results.iter().flat_map(|&(d, i)| d.to_le_bytes().into_iter().chain(i.to_le_bytes())).collect();
+            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
 }
