@@ -16,7 +16,8 @@
 //! `tools/bench_nn_reference.py --extract-real <dir>` (raw little-endian f32 rows and a side
 //! `features.json` naming the arrays, their rows and the searched shapes): per shape, the
 //! default search (`Bank::new` then `score_patches_exact`), each fused kernel this CPU runs and
-//! the GEMM-tile path, timed on the same query subset as the Python side. Every path must return
+//! the GEMM-tile path, timed on the same query subset as the Python side, and what the default's
+//! projected bound did (variance held, rows measured per query, queries scanned whole). Every path must return
 //! the same (distance bits, index) per query, or the bench panics; the default path's results go
 //! to `<dir>/anoflow-nn-<label>.bin` (f32 distance, u32 index per query) for the Python side's
 //! check against FAISS.
@@ -25,6 +26,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anoflow_plugin_scorers::nn_kernel::{Isa, NnKernel};
+use anoflow_plugin_scorers::nn_pruned::{ProjectedBank, DIRECTIONS};
 use anoflow_plugin_scorers::patchcore::Bank;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -285,6 +287,22 @@ fn real_features(dir: &Path, runs: usize, tsv: &mut String) -> Result<(), String
                 flops / secs / 1e9
             );
             *tsv += &format!("{key}\t{name}\t{secs}\n");
+        }
+        match ProjectedBank::build(&shape.bank, dim) {
+            Some(pb) => {
+                let (found, measured) = pb.nearest_counted(&shape.bank, queries, true);
+                let handed_back = found.iter().filter(|f| f.is_none()).count();
+                println!(
+                    "| {} {nq} x {nb} | default: {} directions hold {:.1} % of the bank's variance; {:.2} rows \
+                     measured per query; {handed_back} queries ({:.2} %) scanned whole | | | | |",
+                    shape.label,
+                    DIRECTIONS,
+                    100.0 * pb.captured_variance(),
+                    measured as f64 / nq as f64,
+                    100.0 * handed_back as f64 / nq as f64
+                );
+            }
+            None => println!("| {} {nq} x {nb} | default: no projected bound for this bank | | | | |", shape.label),
         }
         if let Some((_, results)) = reference {
             let path = dir.join(format!("anoflow-nn-{}.bin", shape.label));

@@ -64,6 +64,8 @@ pub struct ProjectedBank {
     offset: Vec<f32>,
     /// Relative rounding allowance (see [`allowance`]).
     allowance: f64,
+    /// Share of the bank's variance (about its mean) the directions hold.
+    captured: f64,
     /// Rows a query may measure before it is handed back for a full scan.
     max_checks: usize,
 }
@@ -113,7 +115,13 @@ impl ProjectedBank {
         if !(total > 0.0 && kept >= MIN_CAPTURED * total) {
             return None;
         }
-        Some(Self { dim, k, mean, basis, reduced, offset, allowance, max_checks: (rows / 32).max(32) })
+        let captured = kept / total;
+        Some(Self { dim, k, mean, basis, reduced, offset, allowance, captured, max_checks: (rows / 32).max(32) })
+    }
+
+    /// Share of the bank's variance (about its mean) the bound's directions hold.
+    pub fn captured_variance(&self) -> f64 {
+        self.captured
     }
 
     /// Bank rows.
