@@ -129,7 +129,7 @@ pub struct Bank {
     pub rows: Arc<[f32]>,
     pub norms: Vec<f32>,
     pub dim: usize,
-    /// The rows packed for the fused SIMD search, where the CPU runs it.
+    /// The rows packed for the fused SIMD search, where the CPU runs it and there is no bound.
     packed: Option<PackedBank>,
     /// The lower bound that lets exact search measure few rows (`NnKernel::Auto`, where it pays).
     projected: Option<ProjectedBank>,
@@ -146,14 +146,17 @@ impl Bank {
     /// The bank searched by `kernel` (GEMM tiles where a fused one cannot run here).
     pub fn with_kernel(rows: Vec<f32>, dim: usize, kernel: NnKernel) -> Self {
         let norms = row_sq_norms(&rows, dim);
-        let packed = match kernel {
-            NnKernel::Auto => PackedBank::new(&rows, &norms, dim),
-            NnKernel::Fused(isa) => PackedBank::with_isa(&rows, &norms, dim, isa),
-            NnKernel::Gemm => None,
-        };
         let projected = match kernel {
             NnKernel::Auto => ProjectedBank::build(&rows, dim),
             NnKernel::Fused(_) | NnKernel::Gemm => None,
+        };
+        // With the bound, the few queries it hands back take GEMM tiles: a packed copy of the
+        // bank would cost as much memory as the bank for well under 1 % of the queries.
+        let packed = match kernel {
+            NnKernel::Auto if projected.is_some() => None,
+            NnKernel::Auto => PackedBank::new(&rows, &norms, dim),
+            NnKernel::Fused(isa) => PackedBank::with_isa(&rows, &norms, dim, isa),
+            NnKernel::Gemm => None,
         };
         Self { rows: rows.into(), norms, dim, packed, projected, hnsw: None }
     }
