@@ -90,6 +90,7 @@ pub fn fill_holes(mask: &mut [u8], h: usize, w: usize) {
 /// `exp(-d^2 / 2r^2) * exp(-|I_p - I_q|^2 / 2 sigma^2)` on the image's colour (`c` channels,
 /// 0-255 scale). Mask edges move to nearby image edges; isolated speckles vanish. Only
 /// pixels within `r` of a mask edge can change, so the cost is proportional to the edge length.
+/// `mask` holds 0 or 1 per pixel (as every `Mask` does).
 pub fn guided_vote(mask: &[u8], image: &[f32], h: usize, w: usize, c: usize, r: usize, sigma: f32) -> Vec<u8> {
     let mut out = mask.to_vec();
     let ri = r as isize;
@@ -97,12 +98,14 @@ pub fn guided_vote(mask: &[u8], image: &[f32], h: usize, w: usize, c: usize, r: 
         .flat_map(|dy| (-ri..=ri).map(move |dx| (-((dy * dy + dx * dx) as f32) / (2.0 * (r * r) as f32)).exp()))
         .collect();
     let inv = 1.0 / (2.0 * sigma * sigma);
+    let on_count = WindowCounts::new(mask, h, w);
     for y in 0..h {
         for x in 0..w {
             let p = y * w + x;
             // Skip pixels whose whole window agrees with them (nothing to vote about).
             let (y0, y1, x0, x1) = (y.saturating_sub(r), (y + r + 1).min(h), x.saturating_sub(r), (x + r + 1).min(w));
-            let mixed = (y0..y1).any(|ny| mask[ny * w + x0..ny * w + x1].iter().any(|&m| m != mask[p]));
+            let on = on_count.sum(y0, y1, x0, x1);
+            let mixed = if mask[p] != 0 { on < (y1 - y0) * (x1 - x0) } else { on > 0 };
             if !mixed {
                 continue;
             }
@@ -125,6 +128,34 @@ pub fn guided_vote(mask: &[u8], image: &[f32], h: usize, w: usize, c: usize, r: 
         }
     }
     out
+}
+
+/// Counts of nonzero mask pixels over any rectangle, from a summed-area table.
+struct WindowCounts {
+    /// `(h + 1) x (w + 1)`: entry (y, x) counts the nonzero pixels above and left of (y, x).
+    table: Vec<usize>,
+    w1: usize,
+}
+
+impl WindowCounts {
+    fn new(mask: &[u8], h: usize, w: usize) -> Self {
+        let w1 = w + 1;
+        let mut table = vec![0usize; (h + 1) * w1];
+        for y in 0..h {
+            let mut row = 0;
+            for x in 0..w {
+                row += usize::from(mask[y * w + x] != 0);
+                table[(y + 1) * w1 + x + 1] = table[y * w1 + x + 1] + row;
+            }
+        }
+        Self { table, w1 }
+    }
+
+    /// Nonzero pixels in rows `y0..y1`, columns `x0..x1`.
+    fn sum(&self, y0: usize, y1: usize, x0: usize, x1: usize) -> usize {
+        let t = |y: usize, x: usize| self.table[y * self.w1 + x];
+        t(y1, x1) + t(y0, x0) - t(y0, x1) - t(y1, x0)
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +210,18 @@ mod tests {
         let before = c_shape.clone();
         fill_holes(&mut c_shape, h, w);
         assert_eq!(c_shape, before);
+    }
+
+    #[test]
+    fn window_counts_match_a_direct_count() {
+        let (h, w) = (37, 23);
+        let mask: Vec<u8> = (0..h * w).map(|p| u8::from((p * 7919) % 13 < 5)).collect();
+        let counts = WindowCounts::new(&mask, h, w);
+        for (y0, y1, x0, x1) in [(0, h, 0, w), (0, 1, 0, 1), (3, 10, 5, 6), (30, 37, 20, 23), (4, 4, 2, 9)] {
+            let direct =
+                (y0..y1).flat_map(|y| (x0..x1).map(move |x| (y, x))).filter(|&(y, x)| mask[y * w + x] != 0).count();
+            assert_eq!(counts.sum(y0, y1, x0, x1), direct, "{y0}..{y1} x {x0}..{x1}");
+        }
     }
 
     #[test]
