@@ -19,7 +19,9 @@ model=models/mobilenet_v2.onnx
 real="$PWD/target/bench-nn-real/$category"
 real_args=()
 if [ -d "$root/$category/train/good" ] && [ -f "$model" ]; then
-  if [ "$real/features.json" -nt "$model" ]; then
+  # Up to date: newer than the model and the extraction code, and from the same root.
+  if [ "$real/features.json" -nt "$model" ] && [ "$real/features.json" -nt tools/bench_nn_reference.py ] \
+    && grep -q "\"root\": \"$root\"" "$real/features.json"; then
     echo "real features: $real (up to date)"
   else
     echo "real features: extracting $root/$category into $real"

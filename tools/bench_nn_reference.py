@@ -26,7 +26,10 @@ writes them to DIR as raw little-endian f32 row-major files with a side features
   queries  every test image's 784 patches, the images taken round-robin over the defect types so
            that any prefix of whole images mixes them;
 and the searched shapes: queries x bank10 with every query, queries x bankall with the first
-BIG_BANK_IMAGES images' patches (a run under about a minute). `--real DIR` (with
+BIG_BANK_IMAGES images' patches (a run under about a minute); and the three SHAPES of the random
+rows on real features, from every train image (fit and validation, 40 on the photo set: 31,360
+rows): the first image's 784 patches against the 10 % coreset (3,136 rows) and against every
+train row, the first 4 images' 3,136 against the 40 % coreset (12,544 rows). `--real DIR` (with
 `NN_BENCH_REAL=DIR` on the Rust side) times FAISS and sgemm on those shapes, and checks FAISS's
 nearest indices against anoflow's (anoflow-nn-<label>.bin in DIR, written by the Rust bench): an
 index may differ only where the two rows' distances (recomputed in f64) tie within 1e-6 relative.
@@ -174,13 +177,22 @@ def extract_real(out: Path, root: Path, category: str, model: Path, threads: int
         sys.exit(f"--extract-real: model {model} not found (tools/setup.sh fetches it)")
     # The hold-out draw of whole_run_reference.py's main: its generator is seeded with the
     # category's position among the root's categories.
-    fit_files, _, test = list_category(root, category, np.random.default_rng(cats.index(category)))
+    fit_files, val_files, test = list_category(root, category, np.random.default_rng(cats.index(category)))
     started = time.perf_counter()
     extract = Extractor(model, threads)
     fit = extract([load_pair(p, None)[0] for p in fit_files])
     patches = fit.shape[1] * fit.shape[2]
     fit = np.ascontiguousarray(fit.reshape(-1, fit.shape[-1]))
     bank10 = np.ascontiguousarray(fit[greedy_coreset(fit, 0.1)])
+    val = extract([load_pair(p, None)[0] for p in val_files])
+    train = np.ascontiguousarray(np.concatenate([fit, val.reshape(-1, val.shape[-1])]))
+    # Banks of the random rows' sizes where the train split allows (31,360 rows = 40 images).
+    sized = {}
+    for (nq, nb) in SHAPES:
+        if nb == len(train):
+            sized[nb] = train
+        elif nb < len(train):
+            sized[nb] = np.ascontiguousarray(train[greedy_coreset(train, nb / len(train))][:nb])
     by_kind = {}
     for p, _ in test:
         by_kind.setdefault(p.parent.name, []).append(p)
@@ -190,10 +202,14 @@ def extract_real(out: Path, root: Path, category: str, model: Path, threads: int
     queries = np.ascontiguousarray(queries.reshape(-1, queries.shape[-1]))
     out.mkdir(parents=True, exist_ok=True)
     arrays = {}
-    for name, a in (("bank10", bank10), ("bankall", fit), ("queries", queries)):
+    named = [("bank10", bank10), ("bankall", fit), ("queries", queries)]
+    named += [(f"train{nb}", a) for nb, a in sized.items()]
+    for name, a in named:
         a.astype("<f4").tofile(out / f"{name}.f32")
         arrays[name] = {"file": f"{name}.f32", "rows": int(a.shape[0])}
     big = min(BIG_BANK_IMAGES, len(order)) * patches
+    issue_shapes = [{"label": f"{nq}x{nb}", "bank": f"train{nb}", "queries": nq}
+                    for nq, nb in SHAPES if nb in sized and nq <= len(queries) and len(sized[nb]) == nb]
     meta = {
         "category": category,
         "root": shown(root),
@@ -206,7 +222,7 @@ def extract_real(out: Path, root: Path, category: str, model: Path, threads: int
         "shapes": [
             {"label": "bank10", "bank": "bank10", "queries": int(queries.shape[0])},
             {"label": "bankall", "bank": "bankall", "queries": int(big)},
-        ],
+        ] + issue_shapes,
     }
     # Written last: its presence (and time) says the arrays are complete.
     (out / "features.json").write_text(json.dumps(meta, indent=1) + "\n")

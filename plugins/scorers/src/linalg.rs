@@ -126,7 +126,7 @@ pub fn row_sq_norms(data: &[f32], dim: usize) -> Vec<f32> {
     data.chunks_exact(dim).map(|r| r.iter().map(|v| v * v).sum()).collect()
 }
 
-/// Query rows per tile and bank rows per chunk: one distance tile is 256 x 2048 f32 (2 MiB),
+/// Most query rows per tile, and bank rows per chunk: one distance tile is 256 x 2048 f32 (2 MiB),
 /// so memory stays bounded whatever the bank size.
 const QUERY_TILE: usize = 256;
 const BANK_CHUNK: usize = 2048;
@@ -184,7 +184,9 @@ pub fn nearest_neighbours(
         }
     };
     if parallel {
-        queries.par_chunks(QUERY_TILE * dim).zip(out.par_chunks_mut(QUERY_TILE)).for_each(tile);
+        // Few queries (those a projected bound hands back) still spread over the threads.
+        let rows = nq.div_ceil(2 * rayon::current_num_threads()).clamp(8, QUERY_TILE);
+        queries.par_chunks(rows * dim).zip(out.par_chunks_mut(rows)).for_each(tile);
     } else {
         queries.chunks(QUERY_TILE * dim).zip(out.chunks_mut(QUERY_TILE)).for_each(tile);
     }
