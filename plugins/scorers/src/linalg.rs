@@ -32,73 +32,85 @@ impl<'a, T> View<'a, T> {
     }
 }
 
-/// Checks the shapes of `c = a * b` (internal invariants).
-fn check_gemm<T>(a: &View<'_, T>, b: &View<'_, T>, c_len: usize) {
-    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
-    assert!(a.fits() && b.fits(), "gemm: a view exceeds its buffer");
-    assert_eq!(c_len, a.rows * b.cols, "gemm: output has the wrong size");
+/// The element types `matrixmultiply` multiplies.
+pub trait GemmScalar: Copy {
+    /// `matrixmultiply`'s GEMM for this type.
+    ///
+    /// # Safety
+    /// As `matrixmultiply::sgemm`: every strided index the shapes reach lies inside its buffer,
+    /// and `c` is exclusive.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn raw_gemm(
+        shape: (usize, usize, usize),
+        alpha: Self,
+        a: (*const Self, isize, isize),
+        b: (*const Self, isize, isize),
+        beta: Self,
+        c: (*mut Self, isize, isize),
+    );
+}
+
+impl GemmScalar for f32 {
+    unsafe fn raw_gemm(
+        (m, k, n): (usize, usize, usize),
+        alpha: f32,
+        a: (*const f32, isize, isize),
+        b: (*const f32, isize, isize),
+        beta: f32,
+        c: (*mut f32, isize, isize),
+    ) {
+        // SAFETY: the caller's contract is matrixmultiply's.
+        unsafe { matrixmultiply::sgemm(m, k, n, alpha, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2) }
+    }
+}
+
+impl GemmScalar for f64 {
+    unsafe fn raw_gemm(
+        (m, k, n): (usize, usize, usize),
+        alpha: f64,
+        a: (*const f64, isize, isize),
+        b: (*const f64, isize, isize),
+        beta: f64,
+        c: (*mut f64, isize, isize),
+    ) {
+        // SAFETY: the caller's contract is matrixmultiply's.
+        unsafe { matrixmultiply::dgemm(m, k, n, alpha, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2) }
+    }
 }
 
 /// `c = alpha * a * b + beta * c`, with `c` row-major `a.rows x b.cols`.
 ///
 /// # Panics
 /// If the shapes do not agree or a view does not fit its buffer (internal invariants).
-pub fn sgemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32]) {
-    check_gemm(&a, &b, c.len());
+pub fn gemm<T: GemmScalar>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: &mut [T]) {
+    assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
+    assert!(a.fits() && b.fits(), "gemm: a view exceeds its buffer");
+    assert_eq!(c.len(), a.rows * b.cols, "gemm: output has the wrong size");
     if a.rows == 0 || b.cols == 0 {
         return;
     }
     // SAFETY: every index the kernel reads, (i * rs + j * cs) for i < rows, j < cols, was
     // checked above to lie inside its slice; `c` is exactly m x n, row-major, exclusive.
     unsafe {
-        matrixmultiply::sgemm(
-            a.rows,
-            a.cols,
-            b.cols,
+        T::raw_gemm(
+            (a.rows, a.cols, b.cols),
             alpha,
-            a.data.as_ptr(),
-            a.row_stride as isize,
-            a.col_stride as isize,
-            b.data.as_ptr(),
-            b.row_stride as isize,
-            b.col_stride as isize,
+            (a.data.as_ptr(), a.row_stride as isize, a.col_stride as isize),
+            (b.data.as_ptr(), b.row_stride as isize, b.col_stride as isize),
             beta,
-            c.as_mut_ptr(),
-            b.cols as isize,
-            1,
+            (c.as_mut_ptr(), b.cols as isize, 1),
         );
     }
 }
 
-/// [`sgemm`] in f64.
-///
-/// # Panics
-/// If the shapes do not agree or a view does not fit its buffer (internal invariants).
+/// [`gemm`] in f32.
+pub fn sgemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32]) {
+    gemm(alpha, a, b, beta, c);
+}
+
+/// [`gemm`] in f64.
 pub fn dgemm(alpha: f64, a: View<'_, f64>, b: View<'_, f64>, beta: f64, c: &mut [f64]) {
-    check_gemm(&a, &b, c.len());
-    if a.rows == 0 || b.cols == 0 {
-        return;
-    }
-    // SAFETY: as in `sgemm`: every index read was checked to lie inside its slice, and `c` is
-    // exactly m x n, row-major, exclusive.
-    unsafe {
-        matrixmultiply::dgemm(
-            a.rows,
-            a.cols,
-            b.cols,
-            alpha,
-            a.data.as_ptr(),
-            a.row_stride as isize,
-            a.col_stride as isize,
-            b.data.as_ptr(),
-            b.row_stride as isize,
-            b.col_stride as isize,
-            beta,
-            c.as_mut_ptr(),
-            b.cols as isize,
-            1,
-        );
-    }
+    gemm(alpha, a, b, beta, c);
 }
 
 /// Squared Euclidean distance, written with eight independent accumulators so it vectorises
