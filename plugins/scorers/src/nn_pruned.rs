@@ -304,8 +304,8 @@ fn centre(rows: &[f32], mean: &[f64], out: &mut [f64]) {
 
 /// An orthonormal `dim x k` basis (row-major) of the bank's leading principal subspace, by
 /// subspace iteration from a seeded random start on evenly spaced rows: deterministic, and only
-/// its quality (not the search's result) depends on how well it converged. `None` if the rows
-/// span fewer than `k` directions.
+/// its quality (not the search's result) depends on how well it converged. `None` only for
+/// non-finite values.
 fn estimate_basis(bank: &[f32], dim: usize, mean: &[f64], k: usize) -> Option<Vec<f64>> {
     let rows = bank.len() / dim;
     let step = rows.div_ceil(SAMPLE_ROWS);
@@ -326,22 +326,40 @@ fn estimate_basis(bank: &[f32], dim: usize, mean: &[f64], k: usize) -> Option<Ve
     Some(basis)
 }
 
-/// Modified Gram-Schmidt, twice, on the columns of a row-major `dim x k` matrix. `None` if a
-/// column depends on the previous ones.
+/// Modified Gram-Schmidt, twice, on the columns of a row-major `dim x k` matrix. A column that
+/// depends on the previous ones (rows spanning fewer than `k` directions) is replaced by the
+/// first coordinate axis that does not, so the basis is always orthonormal; `None` only if
+/// `k > dim` or the values are not finite.
 fn orthonormalize(m: &mut [f64], dim: usize, k: usize) -> Option<()> {
+    if k > dim {
+        return None;
+    }
+    let mut next_axis = 0;
     for c in 0..k {
-        let before = column_norm(m, dim, k, c);
-        for _ in 0..2 {
-            for p in 0..c {
-                let dot: f64 = (0..dim).map(|r| m[r * k + p] * m[r * k + c]).sum();
-                (0..dim).for_each(|r| m[r * k + c] -= dot * m[r * k + p]);
+        loop {
+            let before = column_norm(m, dim, k, c);
+            for _ in 0..2 {
+                for p in 0..c {
+                    let dot: f64 = (0..dim).map(|r| m[r * k + p] * m[r * k + c]).sum();
+                    (0..dim).for_each(|r| m[r * k + c] -= dot * m[r * k + p]);
+                }
             }
+            let norm = column_norm(m, dim, k, c);
+            if !norm.is_finite() {
+                return None;
+            }
+            if norm > 1e-9 * before && norm > 0.0 {
+                (0..dim).for_each(|r| m[r * k + c] /= norm);
+                break;
+            }
+            // Dependent: try the next coordinate axis instead (at most `dim` of them are needed
+            // before `k <= dim` independent columns are found).
+            if next_axis == dim {
+                return None;
+            }
+            (0..dim).for_each(|r| m[r * k + c] = f64::from(u8::from(r == next_axis)));
+            next_axis += 1;
         }
-        let norm = column_norm(m, dim, k, c);
-        if !(norm > 1e-9 * before && norm.is_finite()) {
-            return None;
-        }
-        (0..dim).for_each(|r| m[r * k + c] /= norm);
     }
     Some(())
 }
@@ -412,7 +430,8 @@ mod tests {
             let w: Vec<f32> = (0..rank).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
             for c in 0..dim {
                 let v: f32 = (0..rank).map(|t| w[t] * dirs[t * dim + c]).sum();
-                out.push(v + rng.gen_range(-noise..noise) + 3.0);
+                let jitter = if noise > 0.0 { rng.gen_range(-noise..noise) } else { 0.0 };
+                out.push(v + jitter + 3.0);
             }
         }
         out
@@ -505,6 +524,33 @@ mod tests {
     }
 
     #[test]
+    fn exact_at_every_scale_offset_and_near_tie() {
+        // Scales from 1e-3 to 1e4 and a mean far from the origin (centring must not lose the
+        // winner), rows exactly in the subspace (zero residual, where the bound is tightest) and
+        // copies of rows moved by one ulp in one column: the bound's allowance must cover every
+        // rounding, or a winner is ruled out and the brute force disagrees.
+        let dim = 80;
+        for (seed, scale, offset) in [(20u64, 1e-3f32, 0.0f32), (21, 1.0, 500.0), (22, 1e4, -3e4), (23, 7.0, 1e3)] {
+            let base = low_rank(900, dim, 6, 0.0, seed);
+            let mut bank: Vec<f32> = base.iter().map(|v| (v - 3.0) * scale + offset).collect();
+            for row in (0..900).step_by(7) {
+                let src: Vec<f32> = bank[row * dim..(row + 1) * dim].to_vec();
+                let to = (row + 3) % 900;
+                bank[to * dim..(to + 1) * dim].copy_from_slice(&src);
+                let col = row % dim;
+                bank[to * dim + col] = f32::from_bits(src[col].to_bits() + 1);
+            }
+            let queries: Vec<f32> = low_rank(200, dim, 6, 0.01, seed + 100)
+                .iter()
+                .map(|v| (v - 3.0) * scale + offset)
+                .chain(bank[..50 * dim].iter().copied())
+                .collect();
+            let pb = ProjectedBank::build_with(&bank, dim, 8, 256).expect("bound");
+            check_against_brute_force(&bank, &queries, dim, &pb);
+        }
+    }
+
+    #[test]
     fn no_bound_where_it_cannot_pay() {
         let dim = 64;
         let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -516,7 +562,7 @@ mod tests {
         let mut bad = low.clone();
         bad[17] = f32::NAN;
         assert!(ProjectedBank::build_with(&bad, dim, 8, 256).is_none(), "non-finite bank");
-        // Identical rows: no variance, no basis.
+        // Identical rows: no variance to hold, no bound.
         let same: Vec<f32> = low[..dim].iter().copied().cycle().take(500 * dim).collect();
         assert!(ProjectedBank::build_with(&same, dim, 8, 256).is_none());
     }
