@@ -538,3 +538,31 @@ fn fit_failures_are_reported_in_category_order_however_many_categories_run_at_on
     }
     assert_eq!(listed[0], listed[1]);
 }
+
+#[test]
+fn a_stage_error_names_the_node_and_sample_once() {
+    // `score-maps` names its node and sample in its own message (it also runs in harnesses);
+    // the run's error already starts with both, so they are not said twice.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("maps")).unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "name: once
+nodes:
+  data: { plugin: synthetic, with: { seed: 2, categories: [tiles], train: 2, test_good: 1, test_defective: 1, size: 64 } }
+  maps: { plugin: score-maps, with: { root: maps }, inputs: { like: data.image } }
+  thr: { plugin: threshold-fixed, with: { value: 0.5 }, inputs: { score: maps.score } }
+  eval: { plugin: segmentation-metrics, inputs: { gt: data.mask, masks: [thr.mask] } }
+",
+    );
+    let out = dir.path().join("run");
+    let r = anoflow(
+        dir.path(),
+        &["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-cache", "-q"],
+        &[&anoflow_e2e::build_dir()],
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("node `maps` (stage `score-maps`), sample `tiles/test/"), "{}", r.stderr);
+    assert_eq!(r.stderr.matches("node `maps`").count(), 1, "{}", r.stderr);
+}

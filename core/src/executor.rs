@@ -278,12 +278,20 @@ impl<'a> Runner<'a> {
     }
 
     fn err(&self, phase: &str, node: usize, sample: Option<&SampleMeta>, message: impl Into<String>) -> RunError {
+        let id = &self.p.nodes[node].id;
+        let mut message = message.into();
+        // Stages name their node and sample themselves (they also run outside a host, in
+        // harnesses and benches); the error's own prefix says both already.
+        let echoes = [sample.map(|m| format!("node `{id}`, sample `{}`: ", m.id)), Some(format!("node `{id}`: "))];
+        if let Some(rest) = echoes.iter().flatten().find_map(|echo| message.strip_prefix(echo.as_str())) {
+            message = rest.to_string();
+        }
         RunError {
             phase: phase.to_string(),
-            node: self.p.nodes[node].id.clone(),
+            node: id.clone(),
             stage: self.p.nodes[node].plugin().to_string(),
             sample: sample.map(|m| m.id.to_string()),
-            message: message.into(),
+            message,
         }
     }
 
