@@ -24,15 +24,17 @@ use crate::{descriptor::StageDescriptor, error::StageError, value::PortValue, va
 
 /// Version of the host/plugin calling interface (root module, stage trait, contexts).
 /// 2: param ranges in `ParamSpec`, the rejected input in `StageError`, the input edges in
-/// `CreateContext`. 3: an output's size relation in `PortSpec` (`same_size_as`).
-pub const SDK_ABI_VERSION: u32 = 3;
+/// `CreateContext`. 3: an output's size relation in `PortSpec` (`same_size_as`). 4: typed
+/// configs (the config schema, batch size and source file in `StageDescriptor`; `File`,
+/// `Model` and `FileList` param types), `SinkReport::headline`.
+pub const SDK_ABI_VERSION: u32 = 4;
 /// Version of the data contract (the value types that flow between stages).
 pub const DATA_CONTRACT_VERSION: u32 = 1;
 /// The semver-compatible release lines of this crate and the versions each speaks:
 /// `(line, SDK_ABI_VERSION, DATA_CONTRACT_VERSION)`, the line being `0.minor` before 1.0 and
 /// the major version after. A change of either number is a breaking release: it needs a new
 /// line (a test checks the crate's version against this table).
-pub const SDK_RELEASES: &[(&str, u32, u32)] = &[("0.1", 3, 1)];
+pub const SDK_RELEASES: &[(&str, u32, u32)] = &[("0.1", 3, 1), ("0.2", 4, 1)];
 /// Name of the plain C symbol carrying [`AbiVersions`].
 pub const VERSIONS_SYMBOL: &[u8] = b"anoflow_plugin_versions\0";
 
@@ -103,6 +105,17 @@ pub struct SinkReport {
     pub json: RString,
     /// Files written, relative to the run directory.
     pub files: RVec<RString>,
+    /// The few figures that sum the sink up (e.g. `best.f1`), in order: the host puts them in
+    /// run.json and in the columns of a sweep's comparison table.
+    pub headline: RVec<Headline>,
+}
+
+/// One headline figure of a sink.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Headline {
+    pub name: RString,
+    pub value: f64,
 }
 
 /// Per-sample result of a batch call.

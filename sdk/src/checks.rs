@@ -68,8 +68,12 @@ pub fn non_finite(v: &Value) -> Option<String> {
     Some(format!("holds {} at (y {}, x {})", data[i], cell / w.max(1), cell % w.max(1)))
 }
 
-/// Descriptor problems the host refuses a library for: a size relation naming no input.
+/// Descriptor problems the host refuses a library for: a size relation naming no input, a
+/// config schema that is not a JSON object.
 pub fn check_descriptor(desc: &StageDescriptor) -> Result<(), String> {
+    if !matches!(serde_json::from_str::<serde_json::Value>(&desc.config_schema), Ok(serde_json::Value::Object(_))) {
+        return Err(format!("stage `{}`: its config schema is not a JSON object", desc.name));
+    }
     for out in desc.outputs.iter().filter(|o| !o.same_size_as.is_empty()) {
         if desc.input_port(&out.same_size_as).is_none() {
             return Err(format!(
@@ -94,12 +98,14 @@ mod tests {
     }
 
     fn binarizer() -> StageDescriptor {
-        StageDescriptor::map("b", "b").input("score", ValueKind::ScoreMap, "in").output_same_size(
+        let mut d = StageDescriptor::new("b", "b").input("score", ValueKind::ScoreMap, "in").output_same_size(
             "mask",
             ValueKind::Mask,
             "score",
             "out",
-        )
+        );
+        d.config_schema = "{}".into();
+        d
     }
 
     #[test]
@@ -115,7 +121,7 @@ mod tests {
 
     #[test]
     fn one_value_per_single_port_and_no_nan() {
-        let d = StageDescriptor::map("s", "s").output("score", ValueKind::ScoreMap, "out");
+        let d = StageDescriptor::new("s", "s").output("score", ValueKind::ScoreMap, "out");
         let map = ScoreMap::new(1, 2, vec![0.0, 1.0]).unwrap();
         let twice = [pv("score", map.clone().into()), pv("score", map.into())];
         assert!(check_outputs(&d, &[], &twice).unwrap_err().contains("one value per sample"));
@@ -126,7 +132,10 @@ mod tests {
     #[test]
     fn a_relation_to_an_unknown_input_is_a_descriptor_error() {
         assert_eq!(check_descriptor(&binarizer()), Ok(()));
-        let d = StageDescriptor::map("b", "b").output_same_size("mask", ValueKind::Mask, "scor", "out");
+        let mut d = StageDescriptor::new("b", "b").output_same_size("mask", ValueKind::Mask, "scor", "out");
+        d.config_schema = "{}".into();
         assert!(check_descriptor(&d).unwrap_err().contains("input `scor`, which the stage does not have"));
+        d.config_schema = "".into();
+        assert!(check_descriptor(&d).unwrap_err().contains("config schema is not a JSON object"));
     }
 }

@@ -61,11 +61,16 @@ pub enum ParamType {
     Int,
     Float,
     String,
-    /// A file or directory path; relative paths resolve against the pipeline file.
-    Path,
+    /// A file or directory path ([`crate::config::File`]); relative paths resolve against the
+    /// pipeline file. The host fingerprints what it names.
+    File,
+    /// A model ([`crate::config::Model`]): a name in the model manifest or a file path.
+    Model,
     IntList,
     FloatList,
     StringList,
+    /// A list of [`ParamType::File`].
+    FileList,
     /// A nested mapping (e.g. `classifier: { kind: linear-svm, c: 0.001 }`).
     Object,
     /// Anything.
@@ -79,10 +84,12 @@ impl ParamType {
             ParamType::Int => "integer",
             ParamType::Float => "number",
             ParamType::String => "string",
-            ParamType::Path => "path",
+            ParamType::File => "path",
+            ParamType::Model => "model",
             ParamType::IntList => "list of integers",
             ParamType::FloatList => "list of numbers",
             ParamType::StringList => "list of strings",
+            ParamType::FileList => "list of paths",
             ParamType::Object => "mapping",
             ParamType::Any => "any value",
         }
@@ -95,12 +102,12 @@ impl ParamType {
             ParamType::Bool => v.is_boolean(),
             ParamType::Int => v.is_i64() || v.is_u64(),
             ParamType::Float => v.is_number(),
-            ParamType::String | ParamType::Path => v.is_string(),
+            ParamType::String | ParamType::File | ParamType::Model => v.is_string(),
             ParamType::IntList => {
                 matches!(v, J::Array(a) if a.iter().all(|e| e.is_i64() || e.is_u64()))
             }
             ParamType::FloatList => matches!(v, J::Array(a) if a.iter().all(J::is_number)),
-            ParamType::StringList => matches!(v, J::Array(a) if a.iter().all(J::is_string)),
+            ParamType::StringList | ParamType::FileList => matches!(v, J::Array(a) if a.iter().all(J::is_string)),
             ParamType::Object => v.is_object(),
             ParamType::Any => true,
         }
@@ -113,10 +120,15 @@ impl ParamType {
             ParamType::Bool => json!({"type": "boolean"}),
             ParamType::Int => json!({"type": "integer"}),
             ParamType::Float => json!({"type": "number"}),
-            ParamType::String | ParamType::Path => json!({"type": "string"}),
+            ParamType::String => json!({"type": "string"}),
+            ParamType::File => json!({"type": "string", "format": crate::config::FORMAT_FILE}),
+            ParamType::Model => json!({"type": "string", "format": crate::config::FORMAT_MODEL}),
             ParamType::IntList => json!({"type": "array", "items": {"type": "integer"}}),
             ParamType::FloatList => json!({"type": "array", "items": {"type": "number"}}),
             ParamType::StringList => json!({"type": "array", "items": {"type": "string"}}),
+            ParamType::FileList => {
+                json!({"type": "array", "items": {"type": "string", "format": crate::config::FORMAT_FILE}})
+            }
             ParamType::Object => json!({"type": "object"}),
             ParamType::Any => json!({}),
         }
@@ -277,7 +289,9 @@ impl ParamSpec {
             constraints.insert("enum".into(), serde_json::Value::Array(choices));
         }
         let target = match self.ty {
-            ParamType::IntList | ParamType::FloatList | ParamType::StringList => schema.get_mut("items"),
+            ParamType::IntList | ParamType::FloatList | ParamType::StringList | ParamType::FileList => {
+                schema.get_mut("items")
+            }
             _ => Some(&mut schema),
         };
         if let Some(serde_json::Value::Object(m)) = target {
@@ -294,45 +308,58 @@ impl ParamSpec {
     }
 }
 
-/// Everything a stage declares about itself.
+/// Everything a stage declares about itself. A stage writes its name, summary, ports and
+/// splits ([`crate::stage::StagePlugin::descriptor`]); the SDK fills in the rest from the
+/// stage's types: the kind from its `Stage` type, the params and schema from its `Config`.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct StageDescriptor {
     /// The name pipelines use in `plugin:`, e.g. `ttt4as`.
     pub name: RString,
+    /// Filled in by the SDK from the stage's `Stage` type.
     pub kind: StageKind,
     /// One line saying what the stage does.
     pub summary: RString,
     pub inputs: RVec<PortSpec>,
     pub outputs: RVec<PortSpec>,
+    /// The top-level params, derived from the config schema (filled in by the SDK).
     pub params: RVec<ParamSpec>,
     /// Sources: the splits they provide (e.g. train, validation, test).
     pub splits: RVec<RString>,
+    /// The JSON Schema of the stage's config (filled in by the SDK): nested options, ranges
+    /// and docs, for the host's checks and `plugins inspect`.
+    pub config_schema: RString,
+    /// Batched stages: the default of the host-read `batch_size` param (0: not batched).
+    pub batch_size: u32,
+    /// The source file of the stage's code, relative to its crate (e.g.
+    /// `src/stages/ttt4as.rs`), filled in by the SDK where the stage is exported.
+    pub source_file: RString,
 }
 
 impl StageDescriptor {
-    pub fn new(name: &str, kind: StageKind, summary: &str) -> Self {
+    /// A stage named `name` (as pipelines write it in `plugin:`), with a one-line summary.
+    pub fn new(name: &str, summary: &str) -> Self {
         Self {
             name: name.into(),
-            kind,
+            // Set from the stage's `Stage` type by the SDK.
+            kind: StageKind::Map,
             summary: summary.into(),
             inputs: RVec::new(),
             outputs: RVec::new(),
             params: RVec::new(),
             splits: RVec::new(),
+            config_schema: RString::new(),
+            batch_size: 0,
+            source_file: RString::new(),
         }
     }
-    pub fn source(name: &str, summary: &str) -> Self {
-        Self::new(name, StageKind::Source, summary)
-    }
-    pub fn map(name: &str, summary: &str) -> Self {
-        Self::new(name, StageKind::Map, summary)
-    }
-    pub fn fitted(name: &str, summary: &str) -> Self {
-        Self::new(name, StageKind::Fitted, summary)
-    }
-    pub fn sink(name: &str, summary: &str) -> Self {
-        Self::new(name, StageKind::Sink, summary)
+
+    /// A stage that takes several samples per call: the host sends batches of the reserved
+    /// `batch_size` param (an integer >= 1, default `default`), which the SDK adds to the
+    /// stage's params; the stage's `Config` does not hold it.
+    pub fn batched(mut self, default: u32) -> Self {
+        self.batch_size = default.max(1);
+        self
     }
 
     fn port(name: &str, kind: ValueKind, multiple: bool, optional: bool, doc: &str) -> PortSpec {
@@ -374,10 +401,6 @@ impl StageDescriptor {
     /// An output carrying one or more labelled values per sample (see [`PortSpec::multiple`]).
     pub fn multi_output(mut self, name: &str, kind: ValueKind, doc: &str) -> Self {
         self.outputs.push(Self::port(name, kind, true, false, doc));
-        self
-    }
-    pub fn param(mut self, spec: ParamSpec) -> Self {
-        self.params.push(spec);
         self
     }
     pub fn splits(mut self, splits: &[&str]) -> Self {

@@ -13,7 +13,7 @@ use crate::{
     descriptor::StageDescriptor,
     error::{StageError, StageResult},
     params::{check_params, with_defaults},
-    stage::{create_shim, StagePlugin},
+    stage::{create_shim, describe, StagePlugin},
     value::{FeatureMap, Mask, PortValue, SampleInput, SampleMeta, ScoreMap, Value},
 };
 
@@ -103,7 +103,7 @@ impl StageHarness {
         work_dir: &Path,
         edges: RVec<InputEdge>,
     ) -> StageResult<Self> {
-        let desc = T::descriptor();
+        let desc = describe::<T>();
         let node = format!("test-{}", desc.name);
         let given = params
             .as_object()
@@ -295,16 +295,38 @@ mod tests {
             Ok(Outputs::new().with("score", ScoreMap::new(s.height() as u32, s.width() as u32, data)?))
         }
     }
+    fn two() -> f32 {
+        2.0
+    }
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct DoublerConfig {
+        /// multiplier
+        #[serde(default = "two")]
+        factor: f32,
+    }
     impl StagePlugin for Doubler {
+        type Config = DoublerConfig;
+        type Stage = Box<dyn Map>;
         fn descriptor() -> StageDescriptor {
-            StageDescriptor::map("doubler", "multiplies a score map")
-                .input("score", ValueKind::ScoreMap, "in")
-                .output("score", ValueKind::ScoreMap, "out")
-                .param(ParamSpec::float("factor", 2.0, "multiplier"))
+            StageDescriptor::new("doubler", "multiplies a score map").input("score", ValueKind::ScoreMap, "in").output(
+                "score",
+                ValueKind::ScoreMap,
+                "out",
+            )
         }
-        fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-            Ok(StageImpl::Map(Box::new(DoublerStage { factor: params.f64("factor")? as f32 })))
+        fn create(config: DoublerConfig, _ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+            Ok(Box::new(DoublerStage { factor: config.factor }))
         }
+    }
+
+    #[test]
+    fn the_kind_and_params_come_from_the_types() {
+        let d = describe::<Doubler>();
+        assert_eq!(d.kind, StageKind::Map);
+        assert_eq!(d.params.len(), 1);
+        assert_eq!((d.params[0].name.as_str(), d.params[0].doc.as_str()), ("factor", "multiplier"));
+        assert!(d.source_file.ends_with(".rs"), "{}", d.source_file);
     }
 
     #[test]
@@ -370,16 +392,23 @@ mod tests {
             })
         }
     }
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct SloppyConfig {
+        /// how to misbehave
+        mode: String,
+    }
     impl StagePlugin for Sloppy {
+        type Config = SloppyConfig;
+        type Stage = Box<dyn Map>;
         fn descriptor() -> StageDescriptor {
-            StageDescriptor::map("sloppy", "misbehaves on request")
+            StageDescriptor::new("sloppy", "misbehaves on request")
                 .input("score", ValueKind::ScoreMap, "in")
                 .output_same_size("mask", ValueKind::Mask, "score", "same size as `score`")
                 .output("level", ValueKind::Scalar, "a level")
-                .param(ParamSpec::string("mode", "ok", "how to misbehave"))
         }
-        fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-            Ok(StageImpl::Map(Box::new(SloppyStage(params.string("mode")?))))
+        fn create(config: SloppyConfig, _ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+            Ok(Box::new(SloppyStage(config.mode)))
         }
     }
 

@@ -10,13 +10,15 @@
 //!
 //! pub struct Invert;
 //! impl StagePlugin for Invert {
+//!     type Config = NoParams;
+//!     type Stage = Box<dyn Map>;
 //!     fn descriptor() -> StageDescriptor {
-//!         StageDescriptor::map("invert", "255 minus every pixel")
+//!         StageDescriptor::new("invert", "255 minus every pixel")
 //!             .input("image", ValueKind::Image, "input image")
 //!             .output("image", ValueKind::Image, "inverted image")
 //!     }
-//!     fn create(_params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-//!         Ok(StageImpl::Map(Box::new(InvertStage)))
+//!     fn create(_config: NoParams, _ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+//!         Ok(Box::new(InvertStage))
 //!     }
 //! }
 //! anoflow_sdk::export_plugin! { stages: [Invert] }
@@ -28,6 +30,7 @@
 
 pub mod abi;
 pub mod checks;
+pub mod config;
 pub mod descriptor;
 pub mod error;
 pub mod harness;
@@ -44,17 +47,22 @@ pub mod reexports {
     pub use abi_stable::std_types::{RStr, RVec};
 }
 
+/// The derive macros and attributes a stage's `Config` uses.
+pub use schemars;
+
 /// Everything a plugin author needs, in one import.
 pub mod prelude {
-    pub use crate::abi::{CreateContext, FinishContext, SinkReport};
-    pub use crate::descriptor::{ParamSpec, ParamType, StageDescriptor, StageKind};
+    pub use crate::abi::{CreateContext, FinishContext, Headline, SinkReport};
+    pub use crate::config::{File, Model, NoParams};
+    pub use crate::descriptor::{StageDescriptor, StageKind};
     pub use crate::error::{ErrorKind, StageError, StageResult};
-    pub use crate::params::Params;
-    pub use crate::stage::{Fitted, Map, Outputs, Sample, Sink, Source, StageImpl, StagePlugin};
+    pub use crate::stage::{Fitted, Map, Outputs, Sample, Sink, Source, StagePlugin};
     pub use crate::value::{
         FeatureMap, Image, Mask, Pixels, PointCloud, SampleMeta, ScoreMap, Value, ValueKind, LABEL_ANOMALOUS,
         LABEL_NOMINAL, LABEL_UNKNOWN,
     };
+    pub use schemars::JsonSchema;
+    pub use serde::{Deserialize, Serialize};
 }
 
 /// Exports a plugin library's stages. Put it once at the root of a `cdylib` crate:
@@ -79,11 +87,18 @@ macro_rules! export_plugin {
             $crate::abi::AbiVersions { sdk_abi: $sdk_abi, data_contract: $contract }
         }
 
+        /// Where this crate lives, for the descriptors' source files.
+        #[doc(hidden)]
+        pub struct __AnoflowCrate;
+        impl $crate::stage::CrateInfo for __AnoflowCrate {
+            const MANIFEST_DIR: &'static str = env!("CARGO_MANIFEST_DIR");
+        }
+
         extern "C" fn __anoflow_stage_factories() -> $crate::reexports::RVec<$crate::abi::StageFactory> {
             let mut factories = $crate::reexports::RVec::new();
             $(
                 factories.push($crate::abi::StageFactory {
-                    descriptor: $crate::stage::descriptor_shim::<$stage>,
+                    descriptor: $crate::stage::descriptor_shim::<$stage, __AnoflowCrate>,
                     create: $crate::stage::create_shim::<$stage>,
                 });
             )*

@@ -1,16 +1,10 @@
-//! Parameters: checked against the stage's [`ParamSpec`]s once (by the host, or by the test
-//! harness), merged with their defaults, then read by the stage with typed getters whose
-//! errors name the node and the parameter.
+//! Parameters: checked against the stage's config schema once (by the host, or by the test
+//! harness) with every problem reported at once, then merged with their defaults; the stage
+//! receives them deserialized into its `Config` ([`crate::config`]).
 
-use std::path::{Path, PathBuf};
-
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
-use crate::{
-    descriptor::{ParamSpec, StageDescriptor},
-    error::StageError,
-};
+use crate::descriptor::{ParamSpec, StageDescriptor};
 
 /// A problem found while checking the parameters a pipeline gives a node. `OutOfRange`: a
 /// number (or an element of a number list) outside the declared range.
@@ -94,33 +88,11 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Checks `given` against the stage's specs; returns every problem at once.
+/// Checks `given` against the stage's config schema; returns every problem at once.
 pub fn check_params(desc: &StageDescriptor, given: &Map<String, Json>) -> Vec<ParamProblem> {
-    let mut problems = Vec::new();
-    for (name, value) in given {
-        let Some(spec) = desc.param_spec(name) else {
-            problems.push(ParamProblem::Unknown {
-                name: name.clone(),
-                suggestion: did_you_mean(name, desc.params.iter().map(|p| p.name.as_str())),
-            });
-            continue;
-        };
-        if !spec.ty.matches(value) {
-            problems.push(ParamProblem::WrongType {
-                name: name.clone(),
-                expected: spec.ty.name().to_string(),
-                found: describe_json(value),
-            });
-        } else if let Some(problem) = check_value(spec, value) {
-            problems.push(problem);
-        }
-    }
-    for spec in &desc.params {
-        if spec.is_required() && !given.contains_key(spec.name.as_str()) {
-            problems.push(ParamProblem::Missing { name: spec.name.to_string() });
-        }
-    }
-    problems
+    // The registry refuses a library whose schemas do not parse, so this always parses.
+    let schema: Json = serde_json::from_str(&desc.config_schema).unwrap_or(Json::Null);
+    crate::config::check_against_schema(&schema, given)
 }
 
 /// The declared choices and range of `spec` against a value of the right type: the value
@@ -165,207 +137,39 @@ pub fn with_defaults(desc: &StageDescriptor, given: &Map<String, Json>) -> Map<S
     merged
 }
 
-/// The checked parameters of one node, as a stage reads them.
-#[derive(Debug, Clone)]
-pub struct Params {
-    node: String,
-    base_dir: PathBuf,
-    values: Map<String, Json>,
-}
-
-impl Params {
-    pub fn new(node: impl Into<String>, base_dir: impl Into<PathBuf>, values: Map<String, Json>) -> Self {
-        Self { node: node.into(), base_dir: base_dir.into(), values }
-    }
-
-    /// Parses the JSON object the host sends across the boundary.
-    pub fn from_json(node: &str, base_dir: &str, json: &str) -> Result<Self, StageError> {
-        let values: Map<String, Json> = serde_json::from_str(json)
-            .map_err(|e| StageError::invalid_param(format!("node `{node}`: params are not a JSON object: {e}")))?;
-        Ok(Self::new(node, base_dir, values))
-    }
-
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-    pub fn raw(&self) -> &Map<String, Json> {
-        &self.values
-    }
-    pub fn has(&self, name: &str) -> bool {
-        self.values.get(name).is_some_and(|v| !v.is_null())
-    }
-
-    fn err(&self, name: &str, msg: impl std::fmt::Display) -> StageError {
-        StageError::invalid_param(format!("node `{}`: param `{name}`: {msg}", self.node))
-    }
-
-    /// Any deserializable type; the error names node, param and what was expected.
-    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T, StageError> {
-        let v = self.values.get(name).ok_or_else(|| self.err(name, "missing"))?;
-        serde_json::from_value(v.clone()).map_err(|e| self.err(name, format!("{e} (found {})", describe_json(v))))
-    }
-
-    pub fn get_or<T: DeserializeOwned>(&self, name: &str, default: T) -> Result<T, StageError> {
-        if self.has(name) {
-            self.get(name)
-        } else {
-            Ok(default)
-        }
-    }
-
-    pub fn f64(&self, name: &str) -> Result<f64, StageError> {
-        let v: f64 = self.get(name)?;
-        if !v.is_finite() {
-            return Err(self.err(name, "must be finite"));
-        }
-        Ok(v)
-    }
-
-    /// A number within `[lo, hi]`.
-    pub fn f64_in(&self, name: &str, lo: f64, hi: f64) -> Result<f64, StageError> {
-        let v = self.f64(name)?;
-        if !(lo..=hi).contains(&v) {
-            return Err(self.err(name, format!("expected a number in [{lo}, {hi}], found {v}")));
-        }
-        Ok(v)
-    }
-
-    pub fn usize(&self, name: &str) -> Result<usize, StageError> {
-        self.get(name)
-    }
-
-    /// A positive integer.
-    pub fn positive(&self, name: &str) -> Result<usize, StageError> {
-        let v = self.usize(name)?;
-        if v == 0 {
-            return Err(self.err(name, "expected a positive integer, found 0"));
-        }
-        Ok(v)
-    }
-
-    pub fn bool(&self, name: &str) -> Result<bool, StageError> {
-        self.get(name)
-    }
-
-    pub fn string(&self, name: &str) -> Result<String, StageError> {
-        self.get(name)
-    }
-
-    /// A path; relative paths resolve against the pipeline file's directory.
-    pub fn path(&self, name: &str) -> Result<PathBuf, StageError> {
-        let p: String = self.get(name)?;
-        Ok(self.resolve_path(&p))
-    }
-
-    pub fn resolve_path(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
-    }
-
-    /// A nested mapping as its own `Params` (node name extended with the param name).
-    pub fn object(&self, name: &str) -> Result<Params, StageError> {
-        let map: Map<String, Json> = self.get(name)?;
-        Ok(Params::new(format!("{}.{name}", self.node), self.base_dir.clone(), map))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::descriptor::{ParamSpec, ParamType, StageDescriptor};
+    use crate::descriptor::{ParamSpec, ParamType};
     use serde_json::json;
-
-    fn desc() -> StageDescriptor {
-        StageDescriptor::map("t", "test")
-            .param(ParamSpec::float("percentile", 99.0, "p"))
-            .param(ParamSpec::required("model", ParamType::Path, "m"))
-            .param(ParamSpec::choice("mode", &["a", "b"], "m"))
-    }
-
-    #[test]
-    fn all_problems_reported() {
-        let given = json!({"percentil": 3, "mode": "c"});
-        let problems = check_params(&desc(), given.as_object().unwrap());
-        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert_eq!(text.len(), 3, "{text:?}");
-        assert!(text.iter().any(|t| t.contains("did you mean `percentile`")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("`c` is not one of a, b")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("missing required param `model`")), "{text:?}");
-    }
-
-    #[test]
-    fn wrong_type_names_expected_and_found() {
-        let given = json!({"percentile": "high", "model": "m.onnx"});
-        let problems = check_params(&desc(), given.as_object().unwrap());
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].to_string(), "param `percentile`: expected number, found string \"high\"");
-    }
-
-    fn bounded() -> StageDescriptor {
-        StageDescriptor::map("t", "test")
-            .param(ParamSpec::float("sigma", 4.0, "s").min(0.0))
-            .param(ParamSpec::float("coreset", 0.1, "c").above(0.0).max(1.0))
-            .param(ParamSpec::int("size", 64, "n").min(64.0))
-            .param(ParamSpec::with_default("mean", ParamType::FloatList, json!([0.5]), "m").range(0.0, 1.0))
-            .param(ParamSpec::with_default("cats", ParamType::StringList, json!(["a"]), "k").one_of(&["a", "b"]))
-    }
-
-    fn problems_of(given: serde_json::Value) -> Vec<String> {
-        check_params(&bounded(), given.as_object().unwrap()).iter().map(ToString::to_string).collect()
-    }
-
-    #[test]
-    fn bounds_are_enforced_inclusive_and_exclusive() {
-        assert_eq!(problems_of(json!({"sigma": -3})), ["param `sigma`: -3 is out of range: expected a value >= 0"]);
-        assert!(problems_of(json!({"sigma": 0, "coreset": 1.0, "size": 64})).is_empty(), "values on the bounds pass");
-        assert_eq!(
-            problems_of(json!({"coreset": 0.0})),
-            ["param `coreset`: 0.0 is out of range: expected a value in (0, 1]"]
-        );
-        assert_eq!(problems_of(json!({"size": 10})), ["param `size`: 10 is out of range: expected a value >= 64"]);
-    }
-
-    #[test]
-    fn list_elements_are_checked_one_by_one() {
-        assert_eq!(
-            problems_of(json!({"mean": [0.2, 1.5]})),
-            ["param `mean`: element 1 (1.5) is out of range: expected a value in [0, 1]"]
-        );
-        assert_eq!(problems_of(json!({"cats": ["a", "zebra"]})), ["param `cats`: `zebra` is not one of a, b"]);
-        assert!(problems_of(json!({"mean": [0.0, 1.0], "cats": ["b", "a"]})).is_empty());
-    }
 
     #[test]
     fn json_schema_carries_bounds_and_choices() {
-        let d = bounded();
-        assert_eq!(d.param_spec("sigma").unwrap().json_schema(), json!({"type": "number", "minimum": 0}));
+        let sigma = ParamSpec::float("sigma", 4.0, "s").min(0.0);
+        assert_eq!(sigma.json_schema(), json!({"type": "number", "minimum": 0}));
+        let coreset = ParamSpec::float("coreset", 0.1, "c").above(0.0).max(1.0);
+        assert_eq!(coreset.json_schema(), json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1}));
+        assert_eq!(coreset.range_text().as_deref(), Some("in (0, 1]"));
+        let mean = ParamSpec::with_default("mean", ParamType::FloatList, json!([0.5]), "m").range(0.0, 1.0);
         assert_eq!(
-            d.param_spec("coreset").unwrap().json_schema(),
-            json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1})
-        );
-        assert_eq!(
-            d.param_spec("mean").unwrap().json_schema(),
+            mean.json_schema(),
             json!({"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}})
         );
+        let cats = ParamSpec::with_default("cats", ParamType::StringList, json!(["a"]), "k").one_of(&["a", "b"]);
+        assert_eq!(cats.json_schema(), json!({"type": "array", "items": {"type": "string", "enum": ["a", "b"]}}));
         assert_eq!(
-            d.param_spec("cats").unwrap().json_schema(),
-            json!({"type": "array", "items": {"type": "string", "enum": ["a", "b"]}})
+            check_value(&cats, &json!(["a", "z"])).map(|p| p.to_string()).as_deref(),
+            Some("param `cats`: `z` is not one of a, b")
         );
-        assert_eq!(d.param_spec("coreset").unwrap().range_text().as_deref(), Some("in (0, 1]"));
+        assert_eq!(
+            check_value(&mean, &json!([0.2, 1.5])).map(|p| p.to_string()).as_deref(),
+            Some("param `mean`: element 1 (1.5) is out of range: expected a value in [0, 1]")
+        );
     }
 
     #[test]
-    fn defaults_and_typed_getters() {
-        let given = json!({"model": "m.onnx"});
-        let p = Params::new("ttt", "/base", with_defaults(&desc(), given.as_object().unwrap()));
-        assert_eq!(p.f64("percentile").unwrap(), 99.0);
-        assert_eq!(p.path("model").unwrap(), PathBuf::from("/base/m.onnx"));
-        let err = p.usize("mode").unwrap_err().to_string();
-        assert!(err.starts_with("node `ttt`: param `mode`:"), "{err}");
-        assert!(p.f64_in("percentile", 0.0, 50.0).is_err());
+    fn did_you_mean_only_for_near_names() {
+        assert_eq!(did_you_mean("percentil", ["percentile", "margin"]).as_deref(), Some("percentile"));
+        assert_eq!(did_you_mean("zzz", ["percentile", "margin"]), None);
     }
 }

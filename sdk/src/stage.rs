@@ -10,10 +10,10 @@ use abi_stable::{
 
 use crate::{
     abi::{CreateContext, FinishContext, SampleOutputs, SinkReport, StageBox, StageFfi, StageFfi_TO},
-    descriptor::StageDescriptor,
+    config::{field_order, param_specs, parse_config, schema_of, with_batch_size},
+    descriptor::{StageDescriptor, StageKind},
     error::{ErrorKind, StageError, StageResult},
     panics::QuietPanics,
-    params::Params,
     value::{FeatureMap, Image, Mask, PointCloud, PortValue, SampleInput, SampleMeta, ScoreMap, Value},
 };
 
@@ -185,10 +185,89 @@ pub enum StageImpl {
     Sink(Box<dyn Sink>),
 }
 
+/// What [`StagePlugin::create`] returns: a boxed stage of one of the four kinds. The kind a
+/// stage declares comes from this type, so it cannot disagree with what the stage does.
+pub trait IntoStage {
+    const KIND: StageKind;
+    fn into_stage(self) -> StageImpl;
+}
+
+macro_rules! into_stage {
+    ($trait:ident, $kind:ident) => {
+        impl IntoStage for Box<dyn $trait> {
+            const KIND: StageKind = StageKind::$kind;
+            fn into_stage(self) -> StageImpl {
+                StageImpl::$kind(self)
+            }
+        }
+    };
+}
+into_stage!(Source, Source);
+into_stage!(Map, Map);
+into_stage!(Fitted, Fitted);
+into_stage!(Sink, Sink);
+
 /// Implemented once per stage type; the export macro lists these types.
 pub trait StagePlugin {
+    /// The node's params (`with:` in a pipeline), as one serde type: see [`crate::config`]
+    /// for the conventions. Its schema is the stage's whole param declaration.
+    type Config: serde::de::DeserializeOwned + serde::Serialize + schemars::JsonSchema;
+    /// `Box<dyn Map>`, `Box<dyn Fitted>`, `Box<dyn Source>` or `Box<dyn Sink>`.
+    type Stage: IntoStage;
+    /// Name, summary, ports (and splits, for a source). Kind and params come from the types.
     fn descriptor() -> StageDescriptor;
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl>;
+    /// A stage for one node, from its checked config.
+    fn create(config: Self::Config, ctx: &CreateContext) -> StageResult<Self::Stage>;
+}
+
+/// Where a library's crate lives; the export macro implements it, so a descriptor can name
+/// the file of its stage's code.
+pub trait CrateInfo {
+    /// `CARGO_MANIFEST_DIR` of the plugin crate.
+    const MANIFEST_DIR: &'static str;
+}
+
+/// The file of a type's module, from its path: `crate::stages::ttt4as::Ttt4as` ->
+/// `src/stages/ttt4as.rs`; a type at the crate root -> `src/lib.rs`.
+fn module_file(type_name: &str) -> String {
+    let path = type_name.split('<').next().unwrap_or(type_name);
+    let segments: Vec<&str> = path.split("::").collect();
+    match segments.as_slice() {
+        [_krate, modules @ .., _ty] if !modules.is_empty() => format!("src/{}.rs", modules.join("/")),
+        _ => "src/lib.rs".into(),
+    }
+}
+
+/// The full descriptor of stage type `T`: what it declares, with the kind from its `Stage`
+/// type and the params and schema from its `Config`.
+pub fn describe<T: StagePlugin>() -> StageDescriptor {
+    let mut desc = T::descriptor();
+    desc.kind = <T::Stage as IntoStage>::KIND;
+    let mut schema = schema_of::<T::Config>();
+    if desc.batch_size > 0 {
+        schema = with_batch_size(schema, desc.batch_size);
+    }
+    desc.params = param_specs(&schema, &field_order::<T::Config>()).into();
+    desc.config_schema = schema.to_string().into();
+    desc.source_file = module_file(std::any::type_name::<T>()).into();
+    desc
+}
+
+/// [`describe`], with the source file relative to the workspace (`plugins/x/src/...`).
+pub fn describe_in<T: StagePlugin, C: CrateInfo>() -> StageDescriptor {
+    let mut desc = describe::<T>();
+    let dir = std::path::Path::new(C::MANIFEST_DIR);
+    let tail: Vec<String> = dir
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    desc.source_file = format!("{}/{}", tail.join("/"), desc.source_file).into();
+    desc
 }
 
 /// Text of a caught panic payload.
@@ -365,9 +444,9 @@ impl StageFfi for StageAdapter {
     }
 }
 
-/// FFI shim: the descriptor of stage type `T`, panics caught.
-pub extern "C" fn descriptor_shim<T: StagePlugin>() -> RResult<StageDescriptor, StageError> {
-    guard(std::any::type_name::<T>(), || Ok(T::descriptor())).into()
+/// FFI shim: the descriptor of stage type `T` of the crate `C`, panics caught.
+pub extern "C" fn descriptor_shim<T: StagePlugin, C: CrateInfo>() -> RResult<StageDescriptor, StageError> {
+    guard(std::any::type_name::<T>(), || Ok(describe_in::<T, C>())).into()
 }
 
 /// FFI shim: creates stage type `T` from the host's context, panics caught.
@@ -375,9 +454,21 @@ pub extern "C" fn create_shim<T: StagePlugin>(ctx: &CreateContext) -> RResult<St
     let name = ctx.node_id.to_string();
     guard(&name, || {
         let desc = T::descriptor();
-        let params = Params::from_json(&ctx.node_id, &ctx.base_dir, &ctx.params_json)?;
-        let inner = T::create(&params, ctx)?;
+        let config = parse_config::<T::Config>(&ctx.node_id, &ctx.params_json)?;
+        let inner = T::create(config, ctx)?.into_stage();
         Ok(StageAdapter::new(desc.name.to_string(), inner).into_box())
     })
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_file;
+
+    #[test]
+    fn a_stage_names_the_file_of_its_module() {
+        assert_eq!(module_file("anoflow_plugin_ttt4as::stages::ttt4as::Ttt4as"), "src/stages/ttt4as.rs");
+        assert_eq!(module_file("anoflow_plugin_example::GradientMagnitude"), "src/lib.rs");
+        assert_eq!(module_file("a::b::C<x::y::Z>"), "src/b.rs");
+    }
 }

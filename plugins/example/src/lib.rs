@@ -7,9 +7,28 @@ use anoflow_sdk::prelude::*;
 /// The stage type: declares itself and creates instances.
 pub struct GradientMagnitude;
 
+/// The stage's params (`with:` in a pipeline). Field docs, defaults and ranges are what
+/// `anoflow plugins inspect` shows and what the host checks before anything runs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GradientMagnitudeConfig {
+    /// Factor applied to every magnitude.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0.0))]
+    pub scale: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
 impl StagePlugin for GradientMagnitude {
+    type Config = GradientMagnitudeConfig;
+    // A map stage: the kind comes from this type.
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map("gradient-magnitude", "Sobel gradient magnitude of the image's luminance as a score map")
+        StageDescriptor::new("gradient-magnitude", "Sobel gradient magnitude of the image's luminance as a score map")
             .input("image", ValueKind::Image, "image (any channel count; colour is converted to luminance)")
             .output_same_size(
                 "score",
@@ -17,12 +36,10 @@ impl StagePlugin for GradientMagnitude {
                 "image",
                 "gradient magnitude per pixel, same size as the image",
             )
-            .param(ParamSpec::float("scale", 1.0, "factor applied to every magnitude"))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let scale = params.f64("scale")? as f32;
-        Ok(StageImpl::Map(Box::new(GradientMagnitudeStage { scale })))
+    fn create(config: GradientMagnitudeConfig, _ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        Ok(Box::new(GradientMagnitudeStage { scale: config.scale }))
     }
 }
 

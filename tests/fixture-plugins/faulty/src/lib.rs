@@ -5,21 +5,40 @@ use anoflow_sdk::prelude::*;
 
 pub struct Faulty;
 
+/// How to fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Panic,
+    Nan,
+    WrongSize,
+    UndeclaredOutput,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultyConfig {
+    /// How to fail.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Fail only on samples whose id contains this (empty: all).
+    #[serde(default)]
+    pub only: String,
+}
+
 impl StagePlugin for Faulty {
+    type Config = FaultyConfig;
+    type Stage = Box<dyn Map>;
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map("faulty", "misbehaves on purpose (test fixture)")
+        StageDescriptor::new("faulty", "misbehaves on purpose (test fixture)")
             .input("score", ValueKind::ScoreMap, "any score map")
             .output("score", ValueKind::ScoreMap, "the misbehaving output")
-            .param(ParamSpec::choice(
-                "mode",
-                &["panic", "nan", "wrong-size", "undeclared-output", "error"],
-                "how to fail",
-            ))
-            .param(ParamSpec::string("only", "", "fail only on samples whose id contains this (empty: all)"))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Map(Box::new(FaultyStage { mode: params.string("mode")?, only: params.string("only")? })))
+    fn create(config: FaultyConfig, _ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        Ok(Box::new(FaultyStage { mode: config.mode, only: config.only }))
     }
 }
 
@@ -27,6 +46,8 @@ impl StagePlugin for Faulty {
 pub struct FaultySized;
 
 impl StagePlugin for FaultySized {
+    type Config = FaultyConfig;
+    type Stage = Box<dyn Map>;
     fn descriptor() -> StageDescriptor {
         let mut d = Faulty::descriptor();
         d.name = "faulty-sized".into();
@@ -34,13 +55,13 @@ impl StagePlugin for FaultySized {
         d.output_same_size("score", ValueKind::ScoreMap, "score", "the misbehaving output, declared the input's size")
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        Faulty::create(params, ctx)
+    fn create(config: FaultyConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        Faulty::create(config, ctx)
     }
 }
 
 struct FaultyStage {
-    mode: String,
+    mode: Mode,
     only: String,
 }
 
@@ -51,14 +72,14 @@ impl Map for FaultyStage {
         if !sample.meta.id.contains(self.only.as_str()) {
             return Ok(Outputs::new().with("score", s.clone()));
         }
-        match self.mode.as_str() {
-            "panic" => panic!("deliberate panic on sample {}", sample.meta.id),
-            "nan" => Ok(Outputs::new().with("score", ScoreMap::new(h, w, vec![f32::NAN; (h * w) as usize])?)),
-            "wrong-size" => {
+        match self.mode {
+            Mode::Panic => panic!("deliberate panic on sample {}", sample.meta.id),
+            Mode::Nan => Ok(Outputs::new().with("score", ScoreMap::new(h, w, vec![f32::NAN; (h * w) as usize])?)),
+            Mode::WrongSize => {
                 Ok(Outputs::new().with("score", ScoreMap::new(h / 2, w / 2, vec![0.0; (h / 2 * w / 2) as usize])?))
             }
-            "undeclared-output" => Ok(Outputs::new().with("surprise", s.clone())),
-            _ => Err(StageError::invalid_input(format!("deliberate error on sample {}", sample.meta.id))),
+            Mode::UndeclaredOutput => Ok(Outputs::new().with("surprise", s.clone())),
+            Mode::Error => Err(StageError::invalid_input(format!("deliberate error on sample {}", sample.meta.id))),
         }
     }
 }

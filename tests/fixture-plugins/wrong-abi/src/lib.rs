@@ -6,14 +6,16 @@ use anoflow_sdk::prelude::*;
 pub struct Identity;
 
 impl StagePlugin for Identity {
+    type Config = NoParams;
+    type Stage = Box<dyn Map>;
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map("identity-wrong-abi", "passes a score map through (test fixture)")
+        StageDescriptor::new("identity-wrong-abi", "passes a score map through (test fixture)")
             .input("score", ValueKind::ScoreMap, "in")
             .output("score", ValueKind::ScoreMap, "out")
     }
 
-    fn create(_params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Map(Box::new(IdentityStage)))
+    fn create(_config: NoParams, _ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        Ok(Box::new(IdentityStage))
     }
 }
 
