@@ -9,7 +9,7 @@ fn wrong_abi_and_contract_versions_are_reported_with_expected_and_found() {
     let fixtures = fixture_plugin_dir(dir.path(), &["wrong-abi", "wrong-contract"]);
     let run = anoflow(dir.path(), &["doctor"], &[&fixtures]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stdout.contains("libanoflow_plugin_fixture_wrong_abi.so: built against anoflow SDK ABI version 99, but this host speaks version 3"), "{}", run.stdout);
+    assert!(run.stdout.contains("libanoflow_plugin_fixture_wrong_abi.so: built against anoflow SDK ABI version 99, but this host speaks version 4"), "{}", run.stdout);
     assert!(run.stdout.contains("libanoflow_plugin_fixture_wrong_contract.so: built against data-contract version 99, but this host uses version 1"), "{}", run.stdout);
     // The stages of a refused library are not offered.
     let run = anoflow(dir.path(), &["plugins", "list"], &[&fixtures]);

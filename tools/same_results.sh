@@ -6,8 +6,10 @@
 #
 #   tools/same_results.sh [--quick] BASE [PIPELINE...]
 #
-# BASE: a git revision (built in a worktree under target/same-results/) or a directory
-# holding an `anoflow` binary and its plugin libraries. --quick runs two categories of each
+# BASE: a git revision (built in a worktree under target/same-results/; its own pipeline
+# files run with its binary) or a directory holding an `anoflow` binary and its plugin
+# libraries (then BASE_REV=<revision> takes the base's pipeline files from that revision,
+# for a change that also changed how pipelines are written). --quick runs two categories of each
 # pipeline (minutes instead of about an hour on 2 cores). Pipelines whose data or models are
 # not here are skipped and listed. Exit status 1 when any result differs; the runs stay in
 # target/same-results/runs/ to inspect.
@@ -22,10 +24,12 @@ export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(tools/fetch_onnxruntime.sh)}"
 work=target/same-results
 mkdir -p "$work/runs"
 
+base_rev=${BASE_REV:-}
 if [[ -x $base/anoflow ]]; then
     base_bin=$(cd "$base" && pwd)/anoflow
 else
     rev=$(git rev-parse --verify "$base^{commit}")
+    base_rev=$rev
     tree=$work/base-$rev
     [[ -d $tree ]] || git worktree add --detach -q "$tree" "$rev"
     echo "building $rev in $tree" >&2
@@ -71,7 +75,9 @@ import json, sys
 cal = json.load(open(sys.argv[1]))["run"].get("calibration") or {}
 for g in cal.get("groups", []):
     for c in g["categories"]:
-        print("== calibration", g["target"], c["category"], json.dumps(c["chosen"], sort_keys=True), c.get("flag"))
+        # The chosen values, not their param paths: a change of config shape renames the paths.
+        chosen = [c["chosen"][k] for k in sorted(c["chosen"])]
+        print("== calibration", g["target"], c["category"], json.dumps(chosen, sort_keys=True), c.get("flag"))
 EOF
 }
 
@@ -89,15 +95,22 @@ for row in "${table[@]}"; do
     times=()
     for side in base new; do
         bin=$base_bin
+        pipeline=$file
+        if [[ $side == base && -n $base_rev ]]; then
+            # Beside the current file, so relative paths in it resolve the same way.
+            pipeline=$(dirname "$file")/.same-results-base-$(basename "$file")
+            git show "$base_rev:$file" >"$pipeline"
+        fi
         [[ $side == new ]] && bin=$new_bin
         out=$work/runs/$name-$side
         rm -rf "$out"
         start=$(date +%s.%N)
-        if ! "$bin" run "$file" "${args[@]}" -q --no-cache --out "$out" >"$work/runs/$name-$side.log" 2>&1; then
+        if ! "$bin" run "$pipeline" "${args[@]}" -q --no-cache --out "$out" >"$work/runs/$name-$side.log" 2>&1; then
             echo "$name: the $side build failed; see $work/runs/$name-$side.log" >&2
             differ=1
         fi
         times+=("$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)")")
+        [[ $pipeline != "$file" ]] && rm -f "$pipeline"
         fingerprint "$out" >"$work/runs/$name-$side.fingerprint" 2>/dev/null || true
     done
     if cmp -s "$work/runs/$name-base.fingerprint" "$work/runs/$name-new.fingerprint" \

@@ -144,7 +144,9 @@ pub fn resolve(spec: &PipelineSpec, nodes: &[CheckedNode], d: &mut Diagnostics) 
                 continue;
             };
             let node = &nodes[n];
-            if node.stage.descriptor.param_spec(param).is_none() {
+            // `node.param` or, for a setting of a nested option, `node.param.setting`.
+            let top = param.split('.').next().unwrap_or(param);
+            if node.stage.descriptor.param_spec(top).is_none() {
                 d.error(
                     Some(axis.pos),
                     Some(node_id),
@@ -154,7 +156,7 @@ pub fn resolve(spec: &PipelineSpec, nodes: &[CheckedNode], d: &mut Diagnostics) 
             }
             for v in &axis.values {
                 let mut params = node.params.clone();
-                params.insert(param.to_string(), v.clone());
+                set_param(&mut params, param, v.clone());
                 for problem in check_params(&node.stage.descriptor, &params) {
                     d.error(Some(axis.pos), Some(node_id), format!("calibrate `{}`: {problem}", axis.path));
                 }
@@ -259,4 +261,49 @@ fn ancestors_with(nodes: &[CheckedNode], target: usize) -> BTreeSet<usize> {
         }
     }
     out
+}
+
+/// Sets a param by its dotted path (`k` or, in a nested option, `labeler.level`).
+pub fn set_param(params: &mut serde_json::Map<String, serde_json::Value>, path: &str, value: serde_json::Value) {
+    let mut map = params;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            map.insert(part.to_string(), value);
+            return;
+        }
+        let entry = map.entry(part.to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !entry.is_object() {
+            *entry = serde_json::Value::Object(Default::default());
+        }
+        let serde_json::Value::Object(next) = entry else { return };
+        map = next;
+    }
+}
+
+/// A param by its dotted path.
+pub fn get_param<'a>(
+    params: &'a serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Option<&'a serde_json::Value> {
+    let mut parts = path.split('.');
+    let first = params.get(parts.next()?)?;
+    parts.try_fold(first, |v, part| v.get(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_are_set_and_read_by_dotted_path() {
+        let mut p = json!({"k": 3, "labeler": {"kind": "level", "level": 1.2}}).as_object().cloned().unwrap();
+        set_param(&mut p, "labeler.level", json!(1.4));
+        set_param(&mut p, "k", json!(5));
+        assert_eq!(p, json!({"k": 5, "labeler": {"kind": "level", "level": 1.4}}).as_object().cloned().unwrap());
+        assert_eq!(get_param(&p, "labeler.level"), Some(&json!(1.4)));
+        assert_eq!(get_param(&p, "labeler.kind"), Some(&json!("level")));
+        assert_eq!(get_param(&p, "labeler.nothing"), None);
+    }
 }

@@ -153,35 +153,26 @@ fn glob_root(pattern: &str) -> &str {
     }
 }
 
-/// Every file and directory node `n`'s params name: top-level strings and lists of strings
-/// that resolve (from the pipeline's directory) to an existing path (for a glob pattern, the
-/// directory before its wildcards), and a `model` param's file through the model manifest.
+/// Every file and directory node `n`'s params name: each param its stage declares a file
+/// ([`anoflow_sdk::config::File`], anywhere in its config; for a glob pattern, the directory
+/// before its wildcards) that exists, and each model ([`anoflow_sdk::config::Model`]): a
+/// path, or a name resolved through the model manifest. Found by type, never by name.
 pub fn named_paths(p: &CheckedPipeline, n: usize) -> Vec<NamedPath> {
     let base = &p.spec.base_dir;
+    let node = &p.nodes[n];
+    let schema: Json = serde_json::from_str(&node.stage.descriptor.config_schema).unwrap_or(Json::Null);
     let mut out = Vec::new();
-    for (param, value) in &p.nodes[n].params {
-        let texts: Vec<&str> = match value {
-            Json::String(s) => vec![s.as_str()],
-            Json::Array(items) => items.iter().filter_map(Json::as_str).collect(),
-            _ => continue,
-        };
-        for text in texts {
-            let root = glob_root(text);
-            if root.is_empty() {
-                continue;
-            }
-            let path = base.join(root);
-            if path.is_file() || path.is_dir() {
-                out.push(NamedPath { param: param.clone(), model: None, path: path.clone(), is_dir: path.is_dir() });
-            } else if param == "model" {
-                if let Some(file) = find_manifest(base).and_then(|m| manifest_entry(&m, text)).map(|(f, _)| f) {
-                    out.push(NamedPath {
-                        param: param.clone(),
-                        model: Some(text.to_string()),
-                        path: file,
-                        is_dir: false,
-                    });
-                }
+    for named in anoflow_sdk::config::named_refs(&schema, &node.params) {
+        let root = glob_root(&named.text);
+        if root.is_empty() {
+            continue;
+        }
+        let path = base.join(root);
+        if path.is_file() || path.is_dir() {
+            out.push(NamedPath { param: named.param, model: None, path: path.clone(), is_dir: path.is_dir() });
+        } else if named.is_model {
+            if let Some(file) = find_manifest(base).and_then(|m| manifest_entry(&m, &named.text)).map(|(f, _)| f) {
+                out.push(NamedPath { param: named.param, model: Some(named.text.clone()), path: file, is_dir: false });
             }
         }
     }

@@ -278,12 +278,13 @@ fn load(path: &Path) -> Result<(Library, Vec<(StageDescriptor, StageFactory)>), 
 /// A default outside its own declared range or choices is a bug of the plugin: refuse the
 /// library rather than run a node with a value `validate` would reject if it were written.
 fn check_defaults(d: &StageDescriptor) -> Result<(), String> {
-    for spec in &d.params {
-        if let Some(problem) = spec.default_value().and_then(|v| anoflow_sdk::params::check_value(spec, &v)) {
-            return Err(format!("stage `{}`: the default of {problem}", d.name));
-        }
+    use anoflow_sdk::params::{check_params, with_defaults, ParamProblem};
+    let defaults = with_defaults(d, &serde_json::Map::new());
+    // Required params have no default to check.
+    match check_params(d, &defaults).into_iter().find(|p| !matches!(p, ParamProblem::Missing { .. })) {
+        Some(problem) => Err(format!("stage `{}`: the default of {problem}", d.name)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Reads the plain C version symbol before abi_stable looks at the library, so a version
@@ -321,14 +322,24 @@ mod tests {
     #[test]
     fn a_default_outside_its_own_range_is_refused() {
         use anoflow_sdk::descriptor::ParamSpec;
-        let ok = StageDescriptor::map("t", "t").param(ParamSpec::float("sigma", 0.0, "s").min(0.0));
+        let with_schema = |spec: ParamSpec| {
+            let mut d = StageDescriptor::new("t", "t");
+            let schema = serde_json::json!({
+                "type": "object", "additionalProperties": false,
+                "properties": { spec.name.as_str(): spec.json_schema() },
+            });
+            d.config_schema = schema.to_string().into();
+            d.params.push(spec);
+            d
+        };
+        let ok = with_schema(ParamSpec::float("sigma", 0.0, "s").min(0.0));
         assert_eq!(check_defaults(&ok), Ok(()));
-        let bad = StageDescriptor::map("t", "t").param(ParamSpec::float("sigma", -1.0, "s").min(0.0));
+        let bad = with_schema(ParamSpec::float("sigma", -1.0, "s").min(0.0));
         assert_eq!(
             check_defaults(&bad),
             Err("stage `t`: the default of param `sigma`: -1.0 is out of range: expected a value >= 0".to_string())
         );
-        let choice = StageDescriptor::map("t", "t").param(ParamSpec::string("mode", "c", "m").one_of(&["a", "b"]));
+        let choice = with_schema(ParamSpec::string("mode", "c", "m").one_of(&["a", "b"]));
         assert!(check_defaults(&choice).is_err());
     }
 

@@ -475,6 +475,63 @@ pub fn check_against_schema(schema: &Json, given: &Map<String, Json>) -> Vec<Par
     out
 }
 
+/// A [`File`] or [`Model`] named in a node's params, wherever it sits (a top-level param, a
+/// list element, a setting of a nested option).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedRef {
+    /// The param's dotted path (`labeler.model`; list elements keep the list's name).
+    pub param: String,
+    pub text: String,
+    pub is_model: bool,
+}
+
+/// Every [`File`] and [`Model`] in `params`, found through the config schema (so by type,
+/// never by a param's name), in param order.
+pub fn named_refs(schema: &Json, params: &Map<String, Json>) -> Vec<NamedRef> {
+    fn walk(schema: &Json, value: &Json, param: &str, out: &mut Vec<NamedRef>) {
+        if let Some(alts) = alternatives(schema) {
+            // A tagged choice: the matching alternative; an option: the one that fits.
+            let kind = value.get("kind").and_then(Json::as_str);
+            let pick = match tags(alts) {
+                Some(kinds) => kinds.iter().position(|k| Some(*k) == kind).map(|i| &alts[i]),
+                None => alts.iter().find(|a| types(a).iter().any(|t| type_fits(t, value) && *t != "null")),
+            };
+            if let Some(alt) = pick {
+                walk(alt, value, param, out);
+            }
+            return;
+        }
+        match (schema.get("format").and_then(Json::as_str), value) {
+            (Some(f @ (FORMAT_FILE | FORMAT_MODEL)), Json::String(text)) => {
+                out.push(NamedRef { param: param.into(), text: text.clone(), is_model: f == FORMAT_MODEL })
+            }
+            (_, Json::Array(items)) => {
+                if let Some(item_schema) = schema.get("items") {
+                    items.iter().for_each(|item| walk(item_schema, item, param, out));
+                }
+            }
+            (_, Json::Object(map)) => {
+                if let Some(props) = schema.get("properties").and_then(Json::as_object) {
+                    for (k, v) in map {
+                        if let Some(s) = props.get(k) {
+                            walk(s, v, &format!("{param}.{k}"), out);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let props = schema.get("properties").and_then(Json::as_object);
+    for (k, v) in params {
+        if let Some(s) = props.and_then(|p| p.get(k)) {
+            walk(s, v, k, &mut out);
+        }
+    }
+    out
+}
+
 /// Deserializes a node's params (checked, merged with defaults) into its config; the
 /// reserved `batch_size` is the host's, not the stage's.
 pub fn parse_config<C: DeserializeOwned>(node: &str, params_json: &str) -> Result<C, crate::error::StageError> {
@@ -626,6 +683,16 @@ mod tests {
         assert_eq!(specs[0].name.as_str(), BATCH_SIZE_PARAM);
         assert_eq!(specs[0].default_value(), Some(json!(8)));
         assert!(check_against_schema(&schema, json!({"batch_size": 0}).as_object().unwrap()).len() == 1);
+    }
+
+    #[test]
+    fn files_and_models_are_found_by_type() {
+        let schema = schema_of::<Config>();
+        let params = json!({"coreset": 1, "maps": ["a.bin", "b.bin"], "model": "net", "mode": "min-max"});
+        let refs = named_refs(&schema, params.as_object().unwrap());
+        let got: Vec<(&str, &str, bool)> =
+            refs.iter().map(|r| (r.param.as_str(), r.text.as_str(), r.is_model)).collect();
+        assert_eq!(got, [("maps", "a.bin", false), ("maps", "b.bin", false), ("model", "net", true)]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("src/abi.rs", include_str!("../../../sdk/src/abi.rs")),
     ("src/checks.rs", include_str!("../../../sdk/src/checks.rs")),
+    ("src/config.rs", include_str!("../../../sdk/src/config.rs")),
     ("src/descriptor.rs", include_str!("../../../sdk/src/descriptor.rs")),
     ("src/error.rs", include_str!("../../../sdk/src/error.rs")),
     ("src/harness.rs", include_str!("../../../sdk/src/harness.rs")),
@@ -50,6 +51,7 @@ publish = false
 abi_stable = "0.11.3"
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
+schemars = "1"
 thiserror = "2"
 "#
     )
@@ -168,13 +170,20 @@ fn workspace_of(dir: &Path) -> Option<PathBuf> {
 
 fn crate_manifest(name: &str, sdk: &SdkSource) -> String {
     let (dependency, workspace) = match sdk {
-        SdkSource::Workspace(_) => ("anoflow-sdk.workspace = true\nabi_stable.workspace = true".to_string(), ""),
+        SdkSource::Workspace(_) => (
+            "anoflow-sdk.workspace = true\nabi_stable.workspace = true\nserde.workspace = true\nschemars.workspace = true"
+                .to_string(),
+            "",
+        ),
         SdkSource::Vendored => (
             format!(
                 "# The SDK this crate's anoflow carries, at its exact version. To follow a checkout instead:\n\
                  # anoflow-sdk = {{ git = \"<anoflow repository URL>\", tag = \"v{SDK_VERSION}\" }}\n\
                  anoflow-sdk = {{ path = \"vendor/anoflow-sdk\", version = \"={SDK_VERSION}\" }}\n\
-                 abi_stable = \"0.11.3\"   # the export macro expands to paths in it"
+                 abi_stable = \"0.11.3\"   # the export macro expands to paths in it\n\
+                 # The derives of a stage's config (its params) expand to paths in these.\n\
+                 serde = {{ version = \"1\", features = [\"derive\"] }}\n\
+                 schemars = \"1\""
             ),
             "\n# A workspace of its own, wherever it is created.\n[workspace]\n",
         ),
@@ -217,17 +226,35 @@ use anoflow_sdk::prelude::*;
 
 pub struct {type_name};
 
+/// The stage's params (`with:` in a pipeline): the doc comments, defaults and ranges are
+/// what `anoflow plugins inspect` shows and what the host checks before anything runs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct {type_name}Config {{
+    /// Exponent.
+    #[serde(default = "one")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub power: f32,
+}}
+
+fn one() -> f32 {{
+    1.0
+}}
+
 impl StagePlugin for {type_name} {{
+    type Config = {type_name}Config;
+    // A map stage: the kind comes from this type.
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {{
-        StageDescriptor::map("{stage}", "raises every score to `power` (keeping its sign)")
+        StageDescriptor::new("{stage}", "raises every score to `power` (keeping its sign)")
             .input("score", ValueKind::ScoreMap, "anomaly score map")
             // Checked on every sample, by the host and by the harness.
             .output_same_size("score", ValueKind::ScoreMap, "score", "the new score map, the size of the input")
-            .param(ParamSpec::float("power", 1.0, "exponent").above(0.0))
     }}
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {{
-        Ok(StageImpl::Map(Box::new({type_name}Stage {{ power: params.f64("power")? as f32 }})))
+    fn create(config: {type_name}Config, _ctx: &CreateContext) -> StageResult<Box<dyn Map>> {{
+        Ok(Box::new({type_name}Stage {{ power: config.power }}))
     }}
 }}
 

@@ -10,22 +10,8 @@ pub fn pipeline_schema(reg: &Registry) -> Json {
     let mut variants = Vec::new();
     for (name, e) in &reg.stages {
         let d = &e.descriptor;
-        let mut props = Map::new();
-        let mut required = Vec::new();
-        for p in &d.params {
-            // Type, range (`minimum`, `exclusiveMinimum`, ...) and choices (`enum`).
-            let mut s = p.json_schema();
-            if let Json::Object(m) = &mut s {
-                m.insert("description".into(), Json::String(p.doc.to_string()));
-                if let Some(dflt) = p.default_value() {
-                    m.insert("default".into(), dflt);
-                }
-            }
-            props.insert(p.name.to_string(), s);
-            if p.is_required() {
-                required.push(Json::String(p.name.to_string()));
-            }
-        }
+        // The stage's own config schema: types, ranges, choices, nested options and docs.
+        let with: Json = serde_json::from_str(&d.config_schema).unwrap_or_else(|_| json!({"type": "object"}));
         let inputs: Map<String, Json> = d
             .inputs
             .iter()
@@ -38,7 +24,7 @@ pub fn pipeline_schema(reg: &Registry) -> Json {
         let mut node_props = json!({
             "plugin": {"const": name},
             "doc": {"type": "string"},
-            "with": {"type": "object", "properties": props, "required": required, "additionalProperties": false},
+            "with": with,
             "inputs": {"type": "object", "properties": inputs, "additionalProperties": false},
         });
         if d.kind == anoflow_sdk::descriptor::StageKind::Fitted {
