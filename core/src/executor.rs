@@ -26,7 +26,7 @@ use anoflow_sdk::{
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{check::CheckedPipeline, codec, fsutil::write_atomic, provenance};
@@ -65,7 +65,7 @@ pub struct RunOptions {
 }
 
 /// A failure inside the run, naming where it happened.
-#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
 #[error("{phase}: {}{}: {message}", if node.is_empty() { "run".to_string() } else { format!("node `{node}` (stage `{stage}`)") }, sample.as_ref().map(|s| format!(", sample `{s}`")).unwrap_or_default())]
 pub struct RunError {
     pub phase: String,
@@ -75,7 +75,7 @@ pub struct RunError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeStats {
     pub id: String,
     pub stage: String,
@@ -95,7 +95,7 @@ pub struct NodeStats {
     pub fit_state: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SinkResult {
     pub node: String,
     pub markdown: String,
@@ -103,7 +103,7 @@ pub struct SinkResult {
     pub files: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
     pub pipeline: String,
     pub run_dir: PathBuf,

@@ -18,6 +18,7 @@ pub mod predict;
 pub mod provenance;
 pub mod registry;
 pub mod report;
+pub mod run_record;
 pub mod rundir;
 pub mod shard;
 pub mod spec;

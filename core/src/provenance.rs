@@ -14,7 +14,9 @@ use std::{
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::{check::CheckedPipeline, fsutil::find_upward};
+use anoflow_ort_session::manifest;
+
+use crate::check::CheckedPipeline;
 
 /// A file as a cache key sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +142,8 @@ pub struct NamedPath {
     pub param: String,
     /// The model name, when the param named a model of `models/manifest.yaml`.
     pub model: Option<String>,
+    /// The param is a model ([`anoflow_sdk::config::Model`]), named or given as a path.
+    pub is_model: bool,
     pub path: PathBuf,
     pub is_dir: bool,
 }
@@ -169,10 +173,13 @@ pub fn named_paths(p: &CheckedPipeline, n: usize) -> Vec<NamedPath> {
         }
         let path = base.join(root);
         if path.is_file() || path.is_dir() {
-            out.push(NamedPath { param: named.param, model: None, path: path.clone(), is_dir: path.is_dir() });
+            let is_dir = path.is_dir();
+            out.push(NamedPath { param: named.param, model: None, is_model: named.is_model, path, is_dir });
         } else if named.is_model {
-            if let Some(file) = find_manifest(base).and_then(|m| manifest_entry(&m, &named.text)).map(|(f, _)| f) {
-                out.push(NamedPath { param: named.param, model: Some(named.text.clone()), path: file, is_dir: false });
+            let manifest = model_manifest(base, &named.text);
+            if let Some(file) = manifest.and_then(|m| manifest_entry(&m, &named.text)).map(|(f, _)| f) {
+                let model = Some(named.text.clone());
+                out.push(NamedPath { param: named.param, model, is_model: true, path: file, is_dir: false });
             }
         }
     }
@@ -206,13 +213,14 @@ pub fn named_content(p: &CheckedPipeline, n: usize, skip: &[PathBuf]) -> String 
         .join(";")
 }
 
-/// The model manifest (`models/manifest.yaml`) found from `start` or the working directory
-/// upward, with its directory.
-pub fn find_manifest(start: &Path) -> Option<(PathBuf, Json)> {
-    let starts = [std::fs::canonicalize(start).ok(), std::env::current_dir().ok()].into_iter().flatten();
-    let models = find_upward(starts, |d| d.join("models/manifest.yaml").is_file())?.join("models");
-    let text = std::fs::read_to_string(models.join("manifest.yaml")).ok()?;
-    Some((models, serde_yaml::from_str(&text).ok()?))
+/// The manifest listing model `name` (its directory and content), found by the one manifest
+/// rule (`anoflow_ort_session::manifest::search_starts`) from the pipeline's directory `base`.
+pub fn model_manifest(base: &Path, name: &str) -> Option<(PathBuf, Json)> {
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    let starts = manifest::search_starts(Some(&base));
+    let (_, file) = manifest::find_model(name, &starts).ok()??;
+    let text = std::fs::read_to_string(&file).ok()?;
+    Some((file.parent()?.to_path_buf(), serde_yaml::from_str(&text).ok()?))
 }
 
 /// A model's file and the SHA-256 the manifest gives it.

@@ -8,10 +8,11 @@ use serde_json::{json, Value as Json};
 
 use crate::{
     check::CheckedPipeline,
-    executor::{RunError, RunSummary},
+    executor::{RunError, RunSummary, SinkResult},
     fsutil::write_atomic,
     provenance,
     registry::Registry,
+    run_record::{self, RunRecord},
 };
 
 fn write_json(path: &Path, value: &Json) -> Result<()> {
@@ -61,8 +62,7 @@ pub fn write_run_inputs(p: &CheckedPipeline, reg: &Registry, out_dir: &Path) -> 
 pub const EXPANDED_PIPELINE_FILE: &str = "pipeline.expanded.yaml";
 /// The run directory's file with the libraries, versions and file hashes used.
 pub const PLUGINS_FILE: &str = "plugins.json";
-/// The run directory's status and results.
-pub const RUN_FILE: &str = "run.json";
+pub use crate::run_record::RUN_FILE;
 
 /// Every file a node's params name (models, datasets' single files, score maps...) with the
 /// SHA-256 of its content, models named through `models/manifest.yaml` included, so a run
@@ -86,25 +86,28 @@ fn referenced_files(p: &CheckedPipeline) -> Vec<Json> {
 /// A run in progress: `run.json` says so from the start, so a run that dies never leaves
 /// an earlier `completed` behind.
 pub fn write_run_started(pipeline: &str, out_dir: &Path) -> Result<()> {
-    write_json(
-        &out_dir.join(RUN_FILE),
-        &json!({"status": "running", "pipeline": pipeline, "started": crate::fsutil::utc_timestamp(), "pid": std::process::id()}),
-    )
+    let record = RunRecord::Running {
+        pipeline: pipeline.to_string(),
+        started: crate::fsutil::utc_timestamp(),
+        pid: std::process::id(),
+    };
+    write_record(out_dir, &record)
 }
 
 pub fn write_run_report(summary: &RunSummary) -> Result<()> {
-    let value = serde_json::to_value(summary)?;
-    write_json(&summary.run_dir.join(RUN_FILE), &json!({"status": "completed", "run": value}))
+    write_record(&summary.run_dir, &RunRecord::Completed { run: summary.clone() })
 }
 
 /// A run that stopped: `run.json` says where and why, and whether it was interrupted
 /// (Ctrl-C, SIGTERM) or failed.
 pub fn write_failed_run(pipeline: &str, out_dir: &Path, error: &RunError, interrupted: bool) -> Result<()> {
-    let status = if interrupted { "interrupted" } else { "failed" };
-    write_json(
-        &out_dir.join(RUN_FILE),
-        &json!({"status": status, "pipeline": pipeline, "error": error, "message": error.to_string()}),
-    )
+    write_record(out_dir, &RunRecord::stopped(pipeline, error, interrupted))
+}
+
+fn write_record(out_dir: &Path, record: &RunRecord) -> Result<()> {
+    let path = out_dir.join(RUN_FILE);
+    let text = record.to_json_text()?;
+    write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn flatten(prefix: &str, v: &Json, out: &mut BTreeMap<String, f64>) {
@@ -130,18 +133,10 @@ fn flatten(prefix: &str, v: &Json, out: &mut BTreeMap<String, f64>) {
 }
 
 fn run_metrics(run: &Path) -> Result<BTreeMap<String, f64>> {
-    let path = if run.is_dir() { run.join("run.json") } else { run.to_path_buf() };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let v: Json = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    if v["status"] != "completed" {
-        anyhow::bail!("{}: the run did not complete", path.display());
-    }
+    let summary = run_record::read_completed(run).map_err(anyhow::Error::msg)?;
     let mut out = BTreeMap::new();
-    if let Some(sinks) = v["run"]["sinks"].as_array() {
-        for s in sinks {
-            let node = s["node"].as_str().unwrap_or("sink");
-            flatten(node, &s["json"], &mut out);
-        }
+    for s in &summary.sinks {
+        flatten(&s.node, &s.json, &mut out);
     }
     Ok(out)
 }
@@ -173,6 +168,12 @@ pub fn compare(a: &Path, b: &Path) -> Result<String> {
     Ok(s)
 }
 
+/// A sink's headline figures (name to number), from the `headline` key of its JSON: the one
+/// place the host reads them, so a typed field of the sink's report can replace the key.
+pub fn sink_headline(sink: &SinkResult) -> Option<&serde_json::Map<String, Json>> {
+    sink.json.get("headline").and_then(Json::as_object)
+}
+
 /// The side-by-side table of a sweep: one row per variant, one column per headline figure
 /// of each sink (a sink's JSON may hold a flat `headline` map of name to number).
 pub fn sweep_table(variants: &[(String, RunSummary)]) -> String {
@@ -188,7 +189,7 @@ pub fn sweep_table(variants: &[(String, RunSummary)]) -> String {
     for sink in sinks {
         let mut columns: Vec<String> = Vec::new();
         for (_, run) in variants {
-            if let Some(h) = run.sinks.iter().find(|x| x.node == sink).and_then(|x| x.json["headline"].as_object()) {
+            if let Some(h) = run.sinks.iter().find(|x| x.node == sink).and_then(sink_headline) {
                 for k in h.keys() {
                     if !columns.contains(k) {
                         columns.push(k.clone());
@@ -208,10 +209,14 @@ pub fn sweep_table(variants: &[(String, RunSummary)]) -> String {
         let _ = writeln!(s, "| variant | {} |", columns.join(" | "));
         let _ = writeln!(s, "|---|{}", "---:|".repeat(columns.len()));
         for (name, run) in variants {
-            let h = run.sinks.iter().find(|x| x.node == sink).map(|x| x.json["headline"].clone()).unwrap_or(Json::Null);
+            let h = run.sinks.iter().find(|x| x.node == sink).and_then(sink_headline);
             let cells: Vec<String> = columns
                 .iter()
-                .map(|c| h[c.as_str()].as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.4}")))
+                .map(|c| {
+                    h.and_then(|h| h.get(c.as_str()))
+                        .and_then(Json::as_f64)
+                        .map_or_else(|| "-".to_string(), |v| format!("{v:.4}"))
+                })
                 .collect();
             let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
         }

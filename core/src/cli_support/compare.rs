@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value as Json;
+use anyhow::{Context, Result};
+
+use crate::run_record;
 
 /// A figure's labels: sink node, category, source, metric, subset, pooling.
 type Key = (String, String, String, String, String, String);
@@ -27,17 +28,12 @@ struct Run {
 }
 
 fn read_run(dir: &Path) -> Result<Run> {
-    let path = dir.join("run.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let v: Json = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    if v["status"] != "completed" {
-        bail!("{}: the run did not complete (status {})", path.display(), v["status"]);
-    }
+    let summary = run_record::read_completed(dir).map_err(anyhow::Error::msg)?;
     let mut figures = BTreeMap::new();
     let mut charts = BTreeMap::new();
-    for sink in v["run"]["sinks"].as_array().into_iter().flatten() {
-        let node = sink["node"].as_str().unwrap_or("sink").to_string();
-        for r in sink["json"]["records"].as_array().into_iter().flatten() {
+    for sink in &summary.sinks {
+        let node = sink.node.clone();
+        for r in sink.json["records"].as_array().into_iter().flatten() {
             let label = |k: &str| r[k].as_str().unwrap_or_default().to_string();
             if let Some(value) = r["value"].as_f64() {
                 let key = (
@@ -51,24 +47,12 @@ fn read_run(dir: &Path) -> Result<Run> {
                 figures.insert(key, value);
             }
         }
-        let svgs: Vec<String> = sink["files"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Json::as_str)
-            .filter(|f| f.ends_with(".svg"))
-            .map(str::to_string)
-            .collect();
+        let svgs: Vec<String> = sink.files.iter().filter(|f| f.ends_with(".svg")).cloned().collect();
         if !svgs.is_empty() {
             charts.insert(node, svgs);
         }
     }
-    Ok(Run {
-        dir: dir.to_path_buf(),
-        pipeline: v["run"]["pipeline"].as_str().unwrap_or("?").to_string(),
-        figures,
-        charts,
-    })
+    Ok(Run { dir: dir.to_path_buf(), pipeline: summary.pipeline, figures, charts })
 }
 
 /// The figures shown first, with whether higher is better.
@@ -219,6 +203,8 @@ pub fn write_html(a: &Path, b: &Path, out: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::SinkResult;
+    use crate::run_record::{test_summary, RunRecord};
     use serde_json::json;
 
     fn run_dir(root: &Path, name: &str, f1: f64, fp: f64) -> PathBuf {
@@ -230,11 +216,22 @@ mod tests {
         )
         .unwrap();
         let rec = |metric: &str, subset: &str, v: f64| json!({"category": "pill", "source": "thr.mask", "metric": metric, "subset": subset, "pooling": "pixels", "value": v});
-        let run = json!({"status": "completed", "run": {"pipeline": "q", "sinks": [
-            {"node": "eval", "json": {"records": [rec("f1", "anomalous", f1), rec("fp_area", "good", fp), rec("iou", "anomalous", f1 / 2.0)]}, "files": []},
-            {"node": "report", "json": null, "files": ["report/charts/f1.svg", "report/index.html"]}
-        ]}});
-        std::fs::write(dir.join("run.json"), run.to_string()).unwrap();
+        let sink = |node: &str, json: serde_json::Value, files: &[&str]| SinkResult {
+            node: node.into(),
+            markdown: String::new(),
+            json,
+            files: files.iter().map(|f| f.to_string()).collect(),
+        };
+        let sinks = vec![
+            sink(
+                "eval",
+                json!({"records": [rec("f1", "anomalous", f1), rec("fp_area", "good", fp), rec("iou", "anomalous", f1 / 2.0)]}),
+                &[],
+            ),
+            sink("report", serde_json::Value::Null, &["report/charts/f1.svg", "report/index.html"]),
+        ];
+        let run = RunRecord::Completed { run: test_summary(None, sinks) };
+        std::fs::write(dir.join("run.json"), run.to_json_text().unwrap()).unwrap();
         dir
     }
 
@@ -264,7 +261,14 @@ mod tests {
         let a = run_dir(tmp.path(), "a", 0.3, 0.0);
         let b = tmp.path().join("b");
         std::fs::create_dir_all(&b).unwrap();
-        std::fs::write(b.join("run.json"), r#"{"status": "failed"}"#).unwrap();
+        let error = crate::executor::RunError {
+            phase: "test".into(),
+            node: String::new(),
+            stage: String::new(),
+            sample: None,
+            message: "stopped".into(),
+        };
+        std::fs::write(b.join("run.json"), RunRecord::stopped("q", &error, false).to_json_text().unwrap()).unwrap();
         let err = write_html(&a, &b, &tmp.path().join("cmp")).unwrap_err().to_string();
         assert!(err.contains("did not complete") && err.contains("run.json"), "{err}");
     }

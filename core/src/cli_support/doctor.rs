@@ -1,13 +1,8 @@
 //! `anoflow doctor`: what the host can see, and how to fix what is missing.
 
-use std::{
-    fmt::Write,
-    path::{Path, PathBuf},
-};
+use std::{fmt::Write, path::PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use crate::fsutil::{exe_dir, find_upward};
+use anoflow_ort_locate::Status;
 
 use crate::local_dirs::LocalDirs;
 use crate::registry::{PathOrigin, Registry, PLUGIN_PATH_ENV};
@@ -59,77 +54,30 @@ pub fn report(reg: &Registry, origins: &[(PathBuf, PathOrigin)]) -> (String, boo
             let _ = writeln!(s, "  SKIP {}: {}", entry.path.display(), entry.reason);
         }
     }
-    healthy &= runtime_section(&mut s);
-    healthy &= models_section(&mut s);
+    healthy &= library_sections(&mut s);
     (s, healthy)
 }
 
-fn runtime_section(s: &mut String) -> bool {
-    let _ = writeln!(s, "\nONNX Runtime (for onnx-features and onnx-scorer):");
-    match anoflow_ort_locate::locate() {
-        Ok(lib) => {
-            let version = lib.version.map_or_else(|| "version unknown".to_string(), |v| format!("version {v}"));
-            let _ = writeln!(s, "  ok   {} ({version}, found through {})", lib.path.display(), lib.found_by);
-            true
-        }
-        Err(e) => {
-            let _ = writeln!(s, "  FAIL {e}");
-            false
-        }
-    }
-}
-
-/// The first `models/manifest.yaml` above the current directory or the executable.
-fn find_manifest() -> Option<PathBuf> {
-    let starts = [std::env::current_dir().ok(), exe_dir()].into_iter().flatten();
-    find_upward(starts, |d| d.join("models/manifest.yaml").is_file()).map(|d| d.join("models/manifest.yaml"))
-}
-
-fn models_section(s: &mut String) -> bool {
-    let _ = writeln!(s, "\nmodels:");
-    let Some(manifest) = find_manifest() else {
-        let _ = writeln!(s, "  no models/manifest.yaml above the current directory; run tools/setup.sh in the project");
-        return false;
-    };
-    let dir = manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let parsed: Result<serde_json::Value, String> = std::fs::read_to_string(&manifest)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_yaml::from_str(&t).map_err(|e| e.to_string()));
-    let value = match parsed {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = writeln!(s, "  FAIL {}: {e}", manifest.display());
-            return false;
-        }
-    };
+/// Each plain library's own report ([`anoflow_ort_locate::Health`]): where ONNX Runtime is and whether it loads,
+/// which model manifests the manifest rule finds and whether their models are intact.
+fn library_sections(s: &mut String) -> bool {
+    let entries = [
+        anoflow_ort_locate::health(),
+        anoflow_ort_session::manifest::runtime_health(),
+        anoflow_ort_session::manifest::health(&anoflow_ort_session::manifest::search_starts(None)),
+    ];
     let mut healthy = true;
-    for m in value["models"].as_array().into_iter().flatten() {
-        let name = m["name"].as_str().unwrap_or("?");
-        let file = dir.join(m["file"].as_str().unwrap_or_default());
-        let expected = m["sha256"].as_str().unwrap_or_default();
-        match std::fs::read(&file) {
-            Ok(bytes) => {
-                let found = hex::encode(Sha256::digest(&bytes));
-                if found == expected {
-                    let _ = writeln!(s, "  ok   {name}: {}", file.display());
-                } else {
-                    healthy = false;
-                    let _ = writeln!(
-                        s,
-                        "  FAIL {name}: {} has sha256 {found}, the manifest expects {expected}",
-                        file.display()
-                    );
-                }
-            }
-            // Optional models (exported by users with internet) are reported, not required.
-            Err(_) if name != "mobilenet_v2" => {
-                let _ = writeln!(s, "  --   {name}: {} not present (optional)", file.display());
-            }
-            Err(e) => {
-                healthy = false;
-                let _ = writeln!(s, "  FAIL {name}: {}: {e}; run tools/setup.sh", file.display());
-            }
+    for entry in &entries {
+        let _ = writeln!(s, "\n{}:", entry.title);
+        for (status, text) in &entry.lines {
+            let tag = match status {
+                Status::Ok => "ok  ",
+                Status::Fail => "FAIL",
+                Status::Note => "--  ",
+            };
+            let _ = writeln!(s, "  {tag} {text}");
         }
+        healthy &= entry.healthy();
     }
     healthy
 }

@@ -3,10 +3,10 @@
 
 use std::{fmt::Write, time::Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One phase of a run, as written in `run.json` (`run.phases`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseStats {
     /// `fit`, `calibrate`, `test` or `finish`.
     pub name: String,

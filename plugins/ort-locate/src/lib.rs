@@ -234,6 +234,43 @@ fn python_package_dir_from(python: &Path, run_dir: &Path) -> Option<PathBuf> {
     (out.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
+/// How one thing a library checks stands, in a [`Health`] report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Something a pipeline needs is missing or wrong.
+    Fail,
+    /// Worth knowing, not a problem.
+    Note,
+}
+
+/// A plain library's answer to `anoflow doctor`: a title and one line per thing it checked.
+/// The shape is shared by the libraries that report (this one and `anoflow-ort-session`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub title: String,
+    pub lines: Vec<(Status, String)>,
+}
+
+impl Health {
+    /// Whether no line fails.
+    pub fn healthy(&self) -> bool {
+        self.lines.iter().all(|(status, _)| *status != Status::Fail)
+    }
+}
+
+/// Which runtime library [`locate`] finds, and its version: this library's doctor entry.
+pub fn health() -> Health {
+    let line = match locate() {
+        Ok(lib) => {
+            let version = lib.version.map_or_else(|| "version unknown".to_string(), |v| format!("version {v}"));
+            (Status::Ok, format!("{} ({version}, found through {})", lib.path.display(), lib.found_by))
+        }
+        Err(e) => (Status::Fail, e.to_string()),
+    };
+    Health { title: "ONNX Runtime's library (anoflow-ort-locate)".into(), lines: vec![line] }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

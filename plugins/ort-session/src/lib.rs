@@ -18,6 +18,7 @@ use std::path::Path;
 
 use ort::{ep::ExecutionProvider, session::Session};
 
+pub use anoflow_ort_locate::{Health, Status};
 pub use error::OnnxError;
 pub use ort;
 

@@ -122,8 +122,8 @@ fn how_to_make(name: &str) -> String {
 }
 
 /// Resolves the `model` parameter: a path (it ends in `.onnx` or contains a `/`) or a manifest
-/// name, searched in `<dir>/models/manifest.yaml` for `dir` = each of `search_from` and their
-/// ancestors. Checks that the file exists and that its sha256 matches the manifest.
+/// name, looked up by the manifest rule ([`search_starts`]) from `base_dir`, then each of
+/// `search_from`. Checks that the file exists and that its sha256 matches the manifest.
 pub fn resolve(spec: &str, base_dir: &Path, search_from: &[PathBuf]) -> Result<ResolvedModel, OnnxError> {
     let resolved = if spec.ends_with(".onnx") || spec.contains('/') || spec.contains('\\') {
         let path = if Path::new(spec).is_absolute() { PathBuf::from(spec) } else { base_dir.join(spec) };
@@ -163,42 +163,137 @@ pub fn resolve(spec: &str, base_dir: &Path, search_from: &[PathBuf]) -> Result<R
     Ok(resolved)
 }
 
-fn find_by_name(name: &str, base_dir: &Path, search_from: &[PathBuf]) -> Result<ResolvedModel, OnnxError> {
-    let mut seen: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    for start in std::iter::once(base_dir).chain(search_from.iter().map(PathBuf::as_path)) {
+/// The directory, below each directory searched, that holds a manifest.
+pub const MODELS_DIR: &str = "models";
+
+/// Where model manifests are looked for: the one rule, used by the ONNX plugins, by the host
+/// (the files a run records and its cache keys, bundles) and by `anoflow doctor`.
+///
+/// The starts are the pipeline's directory (when there is one), the working directory, then
+/// the directory of the running executable (so an installation finds its own `models/`).
+/// From each start in turn, `models/manifest.yaml` in that directory and in each of its
+/// ancestors, nearest first. A model name is taken from the first manifest that lists it.
+pub fn search_starts(pipeline_dir: Option<&Path>) -> Vec<PathBuf> {
+    let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    pipeline_dir.map(Path::to_path_buf).into_iter().chain(std::env::current_dir().ok()).chain(exe_dir).collect()
+}
+
+/// Every manifest file [`search_starts`]'s rule finds from `starts`, in search order, each once.
+pub fn manifest_files(starts: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for start in starts {
         for dir in start.ancestors() {
-            let manifest = dir.join("models").join(MANIFEST_FILE);
-            if !manifest.is_file() || seen.iter().any(|(m, _)| *m == manifest) {
-                continue;
+            let manifest = dir.join(MODELS_DIR).join(MANIFEST_FILE);
+            if manifest.is_file() && !out.contains(&manifest) {
+                out.push(manifest);
             }
-            let entries = read_manifest(&manifest)?;
-            if let Some(entry) = entries.iter().find(|e| e.name == name) {
-                let path = manifest.parent().unwrap_or(Path::new(".")).join(&entry.file);
-                if !path.is_file() {
-                    return Err(OnnxError::ModelNotFound(format!(
-                        "model `{name}` (listed in {}) has no file: {} does not exist; {}",
-                        manifest.display(),
-                        path.display(),
-                        how_to_make(name)
-                    )));
-                }
-                return Ok(ResolvedModel { path, entry: Some((entry.clone(), manifest)) });
-            }
-            seen.push((manifest, entries.into_iter().map(|e| e.name).collect()));
         }
     }
+    out
+}
+
+/// Model `name`'s entry and the manifest listing it: the first of [`manifest_files`] that
+/// does, or `Ok(None)`. An unreadable manifest met on the way is an error.
+pub fn find_model(name: &str, starts: &[PathBuf]) -> Result<Option<(ModelEntry, PathBuf)>, OnnxError> {
+    for manifest in manifest_files(starts) {
+        if let Some(entry) = read_manifest(&manifest)?.into_iter().find(|e| e.name == name) {
+            return Ok(Some((entry, manifest)));
+        }
+    }
+    Ok(None)
+}
+
+/// The file of a manifest entry (relative to the manifest's directory).
+pub fn entry_file(entry: &ModelEntry, manifest: &Path) -> PathBuf {
+    manifest.parent().unwrap_or(Path::new(".")).join(&entry.file)
+}
+
+fn find_by_name(name: &str, base_dir: &Path, search_from: &[PathBuf]) -> Result<ResolvedModel, OnnxError> {
+    let starts: Vec<PathBuf> = std::iter::once(base_dir.to_path_buf()).chain(search_from.iter().cloned()).collect();
+    if let Some((entry, manifest)) = find_model(name, &starts)? {
+        let path = entry_file(&entry, &manifest);
+        if !path.is_file() {
+            return Err(OnnxError::ModelNotFound(format!(
+                "model `{name}` (listed in {}) has no file: {} does not exist; {}",
+                manifest.display(),
+                path.display(),
+                how_to_make(name)
+            )));
+        }
+        return Ok(ResolvedModel { path, entry: Some((entry, manifest)) });
+    }
+    let mut seen = Vec::new();
+    for manifest in manifest_files(&starts) {
+        let names: Vec<String> = read_manifest(&manifest)?.into_iter().map(|e| e.name).collect();
+        seen.push(format!("{} has: {}", manifest.display(), names.join(", ")));
+    }
     let looked = if seen.is_empty() {
-        format!("no models/{MANIFEST_FILE} found in {} or its ancestors", base_dir.display())
+        format!("no {MODELS_DIR}/{MANIFEST_FILE} found in {} or its ancestors", base_dir.display())
     } else {
-        seen.iter()
-            .map(|(m, names)| format!("{} has: {}", m.display(), names.join(", ")))
-            .collect::<Vec<_>>()
-            .join("; ")
+        seen.join("; ")
     };
     Err(OnnxError::ModelNotFound(format!(
         "model `{name}` is not in any model manifest ({looked}); give a path to an .onnx file or {}",
         how_to_make(name)
     )))
+}
+
+/// What the models of the manifests the rule finds from `starts` look like: this library's
+/// doctor entry. A listed model whose file is missing or differs from its SHA-256 fails, with
+/// the command that makes it.
+pub fn health(starts: &[PathBuf]) -> anoflow_ort_locate::Health {
+    use anoflow_ort_locate::Status;
+    let mut lines = Vec::new();
+    let manifests = manifest_files(starts);
+    if manifests.is_empty() {
+        lines.push((
+            Status::Fail,
+            format!(
+                "no {MODELS_DIR}/{MANIFEST_FILE} in the working directory, the executable's directory or above \
+                 them; run tools/setup.sh in the project"
+            ),
+        ));
+    }
+    for manifest in &manifests {
+        let entries = match read_manifest(manifest) {
+            Ok(entries) => entries,
+            Err(e) => {
+                lines.push((Status::Fail, e.to_string()));
+                continue;
+            }
+        };
+        lines.push((Status::Note, format!("manifest {}: {} models", manifest.display(), entries.len())));
+        for entry in entries {
+            let file = entry_file(&entry, manifest);
+            let name = &entry.name;
+            let line = match (sha256_of(&file), &entry.sha256) {
+                (Err(_), _) if !file.exists() => {
+                    (Status::Fail, format!("{name}: {} does not exist; {}", file.display(), how_to_make(name)))
+                }
+                (Err(e), _) => (Status::Fail, format!("{name}: {e}")),
+                (Ok(found), Some(expected)) if !found.eq_ignore_ascii_case(expected) => (
+                    Status::Fail,
+                    format!("{name}: {} has sha256 {found}, the manifest expects {expected}", file.display()),
+                ),
+                (Ok(_), _) => (Status::Ok, format!("{name}: {}", file.display())),
+            };
+            lines.push(line);
+        }
+    }
+    anoflow_ort_locate::Health { title: "models (anoflow-ort-session)".into(), lines }
+}
+
+/// Whether ONNX Runtime loads in this process: this library's doctor entry for the runtime.
+pub fn runtime_health() -> anoflow_ort_locate::Health {
+    use anoflow_ort_locate::Status;
+    // A broken library must not take the caller down with it.
+    let loaded = std::panic::catch_unwind(crate::runtime::environment);
+    let line = match loaded {
+        Ok(Ok((lib, _))) => (Status::Ok, format!("loads {}", lib.path.display())),
+        Ok(Err(e)) => (Status::Fail, e.to_string()),
+        Err(_) => (Status::Fail, "loading ONNX Runtime panicked".to_string()),
+    };
+    anoflow_ort_locate::Health { title: "ONNX Runtime sessions (anoflow-ort-session)".into(), lines: vec![line] }
 }
 
 /// The sha256 of a file, hex; remembered per (path, size, modification time) in this process,

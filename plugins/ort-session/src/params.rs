@@ -49,11 +49,12 @@ impl RuntimeParams {
     }
 }
 
-/// The node's `model` param resolved: a manifest name, searched from the pipeline's directory
-/// upward and then from the working directory upward, or a path to an .onnx file.
+/// The node's `model` param resolved: a manifest name, looked up by the manifest rule
+/// ([`manifest::search_starts`]: the pipeline's directory, the working directory, the
+/// executable's, each upward), or a path to an .onnx file.
 pub fn resolve_model(params: &Params, ctx: &CreateContext) -> StageResult<ResolvedModel> {
     let spec = params.string("model")?;
     let base_dir = PathBuf::from(ctx.base_dir.as_str());
-    let cwd: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
-    manifest::resolve(&spec, &base_dir, &cwd).map_err(|e| StageError::from(e).context(params.node()))
+    let others = manifest::search_starts(None);
+    manifest::resolve(&spec, &base_dir, &others).map_err(|e| StageError::from(e).context(params.node()))
 }
