@@ -193,21 +193,20 @@ impl Runner<'_> {
     ) -> Result<(Work, u64), RunError> {
         let mut work: Vec<(usize, SampleInput)> = Vec::new();
         let mut loaded = 0u64;
-        for i in 0..chunk.len() {
-            if chunk[i].failed || !demand.demanded[n][i] {
+        for (i, slot) in chunk.iter_mut().enumerate() {
+            if slot.failed || !demand.demanded[n][i] {
                 continue;
             }
             if let Some(values) = demand.preloaded[n][i].take() {
-                chunk[i].outputs[n] = values;
+                slot.outputs[n] = values;
                 loaded += 1;
                 continue;
             }
-            if self.p.nodes[n].inputs.iter().any(|e| chunk[i].lost[e.from]) {
+            if self.p.nodes[n].inputs.iter().any(|e| slot.lost[e.from]) {
                 // An input failed on this sample (recorded there): the branch ends here.
-                chunk[i].lost[n] = true;
+                slot.lost[n] = true;
                 continue;
             }
-            let slot = &mut chunk[i];
             match self.gather(n, slot) {
                 Ok(inputs) => work.push((i, SampleInput { meta: slot.meta.clone(), inputs: inputs.into() })),
                 Err(msg) => self.sample_failed(phase, n, slot, msg)?,
