@@ -26,6 +26,12 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// `" (did you mean `x`?)"` when one of `candidates` is close to `name` (a typo), else empty:
+/// the hint every "unknown ..." message ends with.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    anoflow_sdk::params::did_you_mean(name, candidates).map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"))
+}
+
 /// Collects diagnostics for one file.
 #[derive(Debug, Clone)]
 pub struct Diagnostics {

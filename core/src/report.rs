@@ -168,14 +168,14 @@ pub fn compare(a: &Path, b: &Path) -> Result<String> {
     Ok(s)
 }
 
-/// A sink's headline figures (name to number), from the `headline` key of its JSON: the one
-/// place the host reads them, so a typed field of the sink's report can replace the key.
+/// A sink's headline figures (name to number), as the sink declared them in its report
+/// (`SinkReport::headline`); `None` for a sink without any.
 pub fn sink_headline(sink: &SinkResult) -> Option<&serde_json::Map<String, Json>> {
-    sink.json.get("headline").and_then(Json::as_object)
+    Some(&sink.headline).filter(|h| !h.is_empty())
 }
 
 /// The side-by-side table of a sweep: one row per variant, one column per headline figure
-/// of each sink (a sink's JSON may hold a flat `headline` map of name to number).
+/// of each sink (its declared headline figures).
 pub fn sweep_table(variants: &[(String, RunSummary)]) -> String {
     let mut s = String::new();
     let mut sinks: Vec<String> = Vec::new();

@@ -221,6 +221,7 @@ mod tests {
             markdown: String::new(),
             json,
             files: files.iter().map(|f| f.to_string()).collect(),
+            headline: Default::default(),
         };
         let sinks = vec![
             sink(

@@ -113,7 +113,6 @@ pub fn inspect(reg: &Registry, name: &str) -> anyhow::Result<String> {
     if !of_library.is_empty() {
         return Ok(of_library.join("\n"));
     }
-    let hint = anoflow_sdk::params::did_you_mean(name, reg.stages.keys().map(String::as_str))
-        .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+    let hint = crate::diag::did_you_mean(name, reg.stages.keys().map(String::as_str));
     anyhow::bail!("no stage or library `{name}`{hint}; `anoflow plugins list` shows what is loaded")
 }

@@ -3,6 +3,7 @@
 //! predictor that loads them back and maps new samples through the same compute path the test
 //! phase uses (routing per category, batching, output checks), with no sinks.
 
+use abi_stable::std_types::RVec;
 use serde_json::{Map, Value as Json};
 
 use super::*;
@@ -39,8 +40,7 @@ pub struct FittedPipeline {
 /// Runs the fit passes and the calibration of `p` (fitted states load from the cache when it
 /// has them), then saves every fitted instance. No test sample is read.
 pub fn fit_for_export(p: &CheckedPipeline, opts: &RunOptions) -> Result<FittedPipeline, RunError> {
-    let stages = (0..p.nodes.len()).map(|n| create_stage(p, n, opts)).collect::<Result<Vec<_>, _>>()?;
-    let mut runner = Runner::new(p, opts, stages);
+    let mut runner = Runner::new(p, opts, super::instances::create_all(p, opts)?);
     let mut first_fit_sample = None;
     for pass in fit_passes(p) {
         if first_fit_sample.is_none() {
@@ -64,7 +64,8 @@ pub fn fit_for_export(p: &CheckedPipeline, opts: &RunOptions) -> Result<FittedPi
 /// The channel count of the source's `image` output for one sample.
 fn source_image_channels(runner: &Runner<'_>, meta: &SampleMeta) -> Option<usize> {
     let input = SampleInput { meta: meta.clone(), inputs: RVec::new() };
-    let out = runner.stages[runner.p.source].process(RVec::from(vec![input])).into_vec().into_iter().next()?;
+    let out =
+        runner.instances[runner.p.source].single()?.process(RVec::from(vec![input])).into_vec().into_iter().next()?;
     let values = out.into_result().ok()?;
     values.iter().find(|v| v.port == "image").and_then(|v| match &v.value {
         anoflow_sdk::value::Value::Image(img) => Some(img.channels()),
@@ -106,20 +107,23 @@ fn calibrated_params(
 impl Runner<'_> {
     fn export_node(&self, n: usize, calibration: Option<&CalibrationReport>) -> Result<NodeState, RunError> {
         let fail = |e: StageError| self.err("export", n, None, format!("cannot save its fitted state: {e}"));
-        if !self.per_category[n].is_empty() {
-            let mut instances = BTreeMap::new();
-            for (category, stage) in &self.per_category[n] {
-                let params =
-                    calibrated_params(&self.p.nodes[n].id, self.p.nodes[n].params.clone(), category, calibration);
-                instances
-                    .insert(category.clone(), CategoryInstance { params, state: saved_state(stage).map_err(fail)? });
+        let stage = match &self.instances[n] {
+            Instances::PerCategory(by_category) => {
+                let mut instances = BTreeMap::new();
+                for (category, stage) in by_category {
+                    let params =
+                        calibrated_params(&self.p.nodes[n].id, self.p.nodes[n].params.clone(), category, calibration);
+                    let state = saved_state(stage).map_err(fail)?;
+                    instances.insert(category.clone(), CategoryInstance { params, state });
+                }
+                return Ok(NodeState::PerCategory(instances));
             }
-            return Ok(NodeState::PerCategory(instances));
-        }
+            Instances::One(stage) => stage,
+        };
         if self.p.nodes[n].kind() != StageKind::Fitted {
             return Ok(NodeState::Plain);
         }
-        match saved_state(&self.stages[n]).map_err(fail)? {
+        match saved_state(stage).map_err(fail)? {
             Some(state) => Ok(NodeState::Global(state)),
             None => {
                 Err(self.err("export", n, None, "the stage cannot save its fitted state, so it cannot be deployed"))
@@ -158,36 +162,36 @@ impl<'a> Predictor<'a> {
                 message: format!("its saved state{what} does not load: {e}"),
             })
         };
-        let mut stages = Vec::with_capacity(p.nodes.len());
-        let mut per_category: Vec<BTreeMap<String, StageBox>> = Vec::with_capacity(p.nodes.len());
+        let mut instances = Vec::with_capacity(p.nodes.len());
         for n in 0..p.nodes.len() {
-            let mut stage = create_stage(p, n, opts)?;
-            let mut instances = BTreeMap::new();
-            match states.get(n).unwrap_or(&NodeState::Plain) {
-                NodeState::Plain => {}
-                NodeState::Global(state) => restore(n, &mut stage, state, "")?,
+            instances.push(match states.get(n).unwrap_or(&NodeState::Plain) {
+                NodeState::Plain => Instances::One(create_stage(p, n, opts)?),
+                NodeState::Global(state) => {
+                    let mut stage = create_stage(p, n, opts)?;
+                    restore(n, &mut stage, state, "")?;
+                    Instances::One(stage)
+                }
                 NodeState::PerCategory(by_category) => {
+                    let mut stages = BTreeMap::new();
                     for (category, instance) in by_category {
-                        let mut s = create_stage_with(p, n, &instance.params, opts)?;
+                        let mut s = create_stage_with(p, n, &instance.params, &opts.out_dir, opts.threads)?;
                         if let Some(state) = &instance.state {
                             restore(n, &mut s, state, &format!(" for category `{category}`"))?;
                         }
-                        instances.insert(category.clone(), s);
+                        stages.insert(category.clone(), s);
                     }
+                    Instances::PerCategory(stages)
                 }
-            }
-            stages.push(stage);
-            per_category.push(instances);
+            });
         }
-        let mut runner = Runner::new(p, opts, stages);
-        runner.per_category = per_category;
+        let runner = Runner::new(p, opts, instances);
         let compute = (0..p.nodes.len()).filter(|&n| p.nodes[n].kind() != StageKind::Sink).collect();
         Ok(Predictor { runner, compute, outputs })
     }
 
     /// The categories the per-category nodes have instances for (empty when none is).
     pub fn categories(&self) -> BTreeSet<String> {
-        self.runner.per_category.iter().flat_map(|m| m.keys().cloned()).collect()
+        self.runner.instances.iter().flat_map(|i| i.categories()).map(str::to_string).collect()
     }
 
     /// Maps `metas` (loaded by the pipeline's source) and returns, per sample, the outputs of
