@@ -322,7 +322,8 @@ fn written_params(p: &CheckedPipeline, group: &SearchGroup) -> Map<String, Json>
         .axes
         .iter()
         .map(|(n, param, _)| {
-            (format!("{}.{param}", p.nodes[*n].id), p.nodes[*n].params.get(param).cloned().unwrap_or(Json::Null))
+            let written = crate::calibration_plan::get_param(&p.nodes[*n].params, param);
+            (format!("{}.{param}", p.nodes[*n].id), written.cloned().unwrap_or(Json::Null))
         })
         .collect()
 }

@@ -98,7 +98,7 @@ fn calibrated_params(
         .flat_map(|c| &c.chosen);
     for (key, value) in chosen {
         if let Some(param) = key.strip_prefix(&prefix) {
-            params.insert(param.to_string(), value.clone());
+            crate::calibration_plan::set_param(&mut params, param, value.clone());
         }
     }
     params

@@ -123,7 +123,7 @@ impl Runner<'_> {
         for &n in &group.nodes {
             let mut params = self.p.nodes[n].params.clone();
             for (_, param, value) in candidate.iter().filter(|(m, ..)| *m == n) {
-                params.insert(param.clone(), value.clone());
+                crate::calibration_plan::set_param(&mut params, param, value.clone());
             }
             let mut stage = create_stage_with(self.p, n, &params, &self.opts.out_dir, self.opts.threads)?;
             if self.p.nodes[n].kind() == StageKind::Fitted {
