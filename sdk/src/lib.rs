@@ -28,12 +28,14 @@
 
 pub mod abi;
 pub mod checks;
+pub mod codec;
 pub mod descriptor;
 pub mod error;
 pub mod harness;
 mod panics;
 pub mod params;
 pub mod stage;
+pub mod state;
 pub mod value;
 
 /// Re-exports used by [`export_plugin!`]; not part of the public API.
