@@ -20,6 +20,7 @@ use std::{
 use abi_stable::std_types::{RResult, RString, RVec};
 use anoflow_sdk::{
     abi::{CreateContext, FinishContext, InputEdge, SinkReport, StageBox},
+    codec,
     descriptor::StageKind,
     error::StageError,
     value::{PortValue, SampleInput, SampleMeta},
@@ -29,7 +30,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{check::CheckedPipeline, codec, fsutil::write_atomic, provenance};
+use crate::{check::CheckedPipeline, fsutil::write_atomic, provenance};
 
 mod calibrate;
 mod categories;
@@ -556,8 +557,8 @@ impl<'a> Runner<'a> {
             drop(routed);
             // Cache writes run in parallel; a failed write only costs a recomputation later.
             fresh.par_iter().for_each(|&i| {
-                if let Some(path) = &keys[n][i] {
-                    let _ = write_atomic(path, &encode_state(&codec::encode(&chunk[i].outputs[n])));
+                if let (Some(path), Ok(bytes)) = (&keys[n][i], codec::encode(&chunk[i].outputs[n])) {
+                    let _ = write_atomic(path, &encode_state(&bytes));
                 }
             });
             self.with_stats(n, |s| {
@@ -1071,7 +1072,7 @@ fn output_cache_path(dir: &Path, node: &[u8], sample: &[u8]) -> PathBuf {
 /// it is recomputed and rewritten).
 fn read_cached_outputs(path: &Path) -> Option<Vec<PortValue>> {
     let bytes = crate::cache_store::read_entry(path).ok()?;
-    let values = decode_state(&bytes).and_then(|payload| codec::decode(&payload));
+    let values = decode_state(&bytes).and_then(|payload| codec::decode(&payload).ok());
     if values.is_none() {
         eprintln!("warning: cache entry {} is corrupt; recomputing", path.display());
         let _ = std::fs::remove_file(path);
