@@ -180,8 +180,7 @@ impl StateWriter {
 
     fn fail(&mut self, section: &str, problem: String) {
         if self.error.is_none() {
-            self.error =
-                Some(StateError::Section { stage: self.stage.clone(), section: section.to_string(), problem });
+            self.error = Some(StateError::Section { stage: self.stage.clone(), section: section.to_string(), problem });
         }
     }
 
