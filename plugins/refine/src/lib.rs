@@ -17,7 +17,6 @@ pub use select::SelectMask;
 
 use anoflow_sdk::prelude::*;
 use anoflow_sdk::state::{StateError, StateReader, StateWriter};
-use serde::{Deserialize, Serialize};
 
 /// The `mask-refine` stage type.
 pub struct MaskRefine;

@@ -32,9 +32,6 @@
 //! switch on, and one incremental union-find give every step's count in about O(pixels).
 
 use anoflow_sdk::prelude::*;
-
-use serde::{Deserialize, Serialize};
-
 use anoflow_sdk::state::{StateReader, StateWriter};
 
 use super::{bad_state, finite_scores, not_fitted, STATE_VERSION};
