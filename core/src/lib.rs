@@ -9,7 +9,6 @@ pub mod cache_store;
 pub mod calibration_plan;
 pub mod check;
 pub mod cli_support;
-pub mod codec;
 pub mod diag;
 pub mod executor;
 pub mod fsutil;

@@ -30,6 +30,7 @@
 
 pub mod abi;
 pub mod checks;
+pub mod codec;
 pub mod config;
 pub mod descriptor;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod harness;
 mod panics;
 pub mod params;
 pub mod stage;
+pub mod state;
 pub mod value;
 
 /// Re-exports used by [`export_plugin!`]; not part of the public API.

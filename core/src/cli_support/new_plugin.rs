@@ -17,6 +17,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     ("src/abi.rs", include_str!("../../../sdk/src/abi.rs")),
     ("src/checks.rs", include_str!("../../../sdk/src/checks.rs")),
+    ("src/codec.rs", include_str!("../../../sdk/src/codec.rs")),
     ("src/config.rs", include_str!("../../../sdk/src/config.rs")),
     ("src/descriptor.rs", include_str!("../../../sdk/src/descriptor.rs")),
     ("src/error.rs", include_str!("../../../sdk/src/error.rs")),
@@ -24,6 +25,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("src/panics.rs", include_str!("../../../sdk/src/panics.rs")),
     ("src/params.rs", include_str!("../../../sdk/src/params.rs")),
     ("src/stage.rs", include_str!("../../../sdk/src/stage.rs")),
+    ("src/state.rs", include_str!("../../../sdk/src/state.rs")),
     ("src/value.rs", include_str!("../../../sdk/src/value.rs")),
 ];
 
@@ -49,6 +51,7 @@ publish = false
 
 [dependencies]
 abi_stable = "0.11.3"
+crc32fast = "1"
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 schemars = "1"

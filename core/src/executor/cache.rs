@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::{provenance, write_atomic, Instant, Runner, Slot};
-use crate::codec;
+use anoflow_sdk::codec;
 
 impl Runner<'_> {
     /// Where each node of `nodes` (that caches its outputs) finds its outputs for each sample of
@@ -48,8 +48,8 @@ impl Runner<'_> {
     /// parallel; a failed write only costs a recomputation later.
     pub(super) fn cache_outputs(&self, n: usize, fresh: &[usize], keys: &[Vec<Option<PathBuf>>], chunk: &[Slot]) {
         fresh.par_iter().for_each(|&i| {
-            if let Some(path) = &keys[n][i] {
-                let _ = write_atomic(path, &encode_state(&codec::encode(&chunk[i].outputs[n])));
+            if let (Some(path), Ok(bytes)) = (&keys[n][i], codec::encode(&chunk[i].outputs[n])) {
+                let _ = write_atomic(path, &encode_state(&bytes));
             }
         });
     }
@@ -199,7 +199,7 @@ fn output_cache_path(dir: &Path, node: &[u8], sample: &[u8]) -> PathBuf {
 /// it is recomputed and rewritten).
 pub(super) fn read_cached_outputs(path: &Path) -> Option<Vec<PortValue>> {
     let bytes = crate::cache_store::read_entry(path).ok()?;
-    let values = decode_state(&bytes).and_then(|payload| codec::decode(&payload));
+    let values = decode_state(&bytes).and_then(|payload| codec::decode(&payload).ok());
     if values.is_none() {
         eprintln!("warning: cache entry {} is corrupt; recomputing", path.display());
         let _ = std::fs::remove_file(path);

@@ -304,13 +304,15 @@ impl Fitted for MappingStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         match &self.maps {
-            Some((to3, to2)) => Ok(state::encode(to3, to2)),
+            Some((to3, to2)) => {
+                state::encode(to3, to2).map_err(|e| StageError::from(e).context(format!("node `{}`", self.node)))
+            }
             None => Err(StageError::internal(format!("node `{}`: nothing fitted to save", self.node))),
         }
     }
 
     fn load_state(&mut self, bytes: &[u8]) -> StageResult<()> {
-        let maps = state::decode(bytes).map_err(|e| StageError::invalid_input(format!("node `{}`: {e}", self.node)))?;
+        let maps = state::decode(bytes).map_err(|e| StageError::from(e).context(format!("node `{}`", self.node)))?;
         self.maps = Some(maps);
         Ok(())
     }

@@ -1,15 +1,16 @@
 //! The donor pool: the clean images a fitted `synthetic-defects` instance observed, and
 //! their versioned binary encoding for the fitted-state cache.
 //!
-//! Encoding (little-endian): magic `ANOFLOW-DEFECT-POOL`, version `u32`, image count `u32`,
-//! then per image: id length `u32` and UTF-8 bytes, height, width, channels (`u32` each),
-//! pixel type `u8` (0 u8, 1 f32) and the pixels.
+//! Encoding: the SDK's state format, a JSON section `ids` (the images' sample ids, in
+//! order) and per image `<k>/image` (`[h, w, c]`, u8 or f32 as observed).
 
 use anoflow_sdk::prelude::*;
+use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-const MAGIC: &[u8] = b"ANOFLOW-DEFECT-POOL";
+const STATE_NAME: &str = "synthetic-defects";
+/// The layout of the sections above.
 const VERSION: u32 = 1;
 
 /// One clean image and the id of its sample.
@@ -70,89 +71,43 @@ impl Pool {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        let put = |out: &mut Vec<u8>, v: usize| out.extend_from_slice(&(v as u32).to_le_bytes());
-        put(&mut out, VERSION as usize);
-        put(&mut out, self.donors.len());
-        for d in &self.donors {
-            put(&mut out, d.id.len());
-            out.extend_from_slice(d.id.as_bytes());
-            let (h, w, c) = shape(&d.image);
-            for v in [h, w, c] {
-                put(&mut out, v);
-            }
-            match d.image.pixels() {
-                Pixels::U8(p) => {
-                    out.push(0);
-                    out.extend_from_slice(p);
-                }
-                Pixels::F32(p) => {
-                    out.push(1);
-                    out.extend(p.iter().flat_map(|v| v.to_le_bytes()));
-                }
-            }
+    pub fn encode(&self) -> Result<Vec<u8>, StateError> {
+        let ids: Vec<&str> = self.donors.iter().map(|d| d.id.as_str()).collect();
+        let mut w = StateWriter::new(STATE_NAME, VERSION).json("ids", &ids);
+        for (k, d) in self.donors.iter().enumerate() {
+            let (h, wd, c) = shape(&d.image);
+            w = match d.image.pixels() {
+                Pixels::U8(p) => w.u8(&format!("{k}/image"), &[h, wd, c], p),
+                Pixels::F32(p) => w.f32(&format!("{k}/image"), &[h, wd, c], p),
+            };
         }
-        out
+        w.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut r = Reader { bytes, at: 0 };
-        if r.take(MAGIC.len())? != MAGIC {
-            return Err("not a synthetic-defects donor pool".into());
-        }
-        let version = r.u32()?;
-        if version != VERSION as usize {
-            return Err(format!("donor pool version {version}, expected {VERSION}"));
-        }
-        let count = r.u32()?;
+        let r = StateReader::parse(bytes, STATE_NAME, VERSION).map_err(|e| e.to_string())?;
+        let ids: Vec<String> = r.json("ids").map_err(|e| e.to_string())?;
         let mut pool = Pool::default();
-        for k in 0..count {
-            let id_len = r.u32()?;
-            let id = String::from_utf8(r.take(id_len)?.to_vec()).map_err(|_| format!("image {k}: id is not UTF-8"))?;
-            let (h, w, c) = (r.u32()?, r.u32()?, r.u32()?);
-            let n = h.checked_mul(w).and_then(|v| v.checked_mul(c)).ok_or("image size overflows")?;
-            let image = match r.take(1)?[0] {
-                0 => Image::from_u8(h as u32, w as u32, c as u32, r.take(n)?.to_vec()),
-                1 => {
-                    let raw = r.take(n.checked_mul(4).ok_or("image size overflows")?)?;
-                    let px = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-                    Image::from_f32(h as u32, w as u32, c as u32, px)
+        for (k, id) in ids.into_iter().enumerate() {
+            let name = format!("{k}/image");
+            let dims = |d: &[usize]| -> Result<(u32, u32, u32), String> {
+                match d {
+                    [h, w, c] => Ok((*h as u32, *w as u32, *c as u32)),
+                    _ => Err(format!("image {k} (`{id}`): shape {d:?}, expected [h, w, c]")),
                 }
-                t => return Err(format!("image {k} (`{id}`): unknown pixel type {t}")),
+            };
+            let image = if let Ok((d, px)) = r.u8(&name) {
+                let (h, w, c) = dims(&d)?;
+                Image::from_u8(h, w, c, px)
+            } else {
+                let (d, px) = r.f32(&name).map_err(|e| e.to_string())?;
+                let (h, w, c) = dims(&d)?;
+                Image::from_f32(h, w, c, px)
             }
             .map_err(|e| format!("image {k} (`{id}`): {e}"))?;
             pool.add(&id, image).map_err(|e| format!("image {k} (`{id}`): {e}"))?;
         }
-        if r.at != bytes.len() {
-            return Err(format!("{} trailing bytes", bytes.len() - r.at));
-        }
         Ok(pool)
-    }
-}
-
-/// Bounds-checked reads: a truncated or corrupt state is an error, never an allocation of a
-/// size read from the bytes.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| format!("truncated: {n} bytes wanted at offset {} of {}", self.at, self.bytes.len()))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-
-    fn u32(&mut self) -> Result<usize, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     }
 }
 
@@ -167,7 +122,7 @@ mod tests {
         pool.add("b", Image::from_f32(2, 3, 1, vec![0.5, -1.0, 2.0, 3.0, 4.0, 1e-7]).unwrap()).unwrap();
         let err = pool.add("c", Image::from_u8(3, 2, 1, vec![0; 6]).unwrap()).unwrap_err();
         assert!(err.contains("2x3x1") && err.contains("3x2x1"), "{err}");
-        let bytes = pool.encode();
+        let bytes = pool.encode().unwrap();
         let back = Pool::decode(&bytes).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back.donors[0].id, "a");
@@ -179,9 +134,8 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(Pool::decode(&longer).unwrap_err().contains("trailing"));
-        let mut future = bytes;
-        future[MAGIC.len()] = 9;
-        assert!(Pool::decode(&future).unwrap_err().contains("version 9"));
+        assert!(Pool::decode(&longer).unwrap_err().contains("unexpected bytes"));
+        let other = StateWriter::new(STATE_NAME, VERSION + 1).json("ids", &["a"]).finish().unwrap();
+        assert!(Pool::decode(&other).unwrap_err().contains("format 2"));
     }
 }

@@ -283,7 +283,7 @@ impl Fitted for DefectStage {
         if !self.fitted {
             return Err(StageError::internal(format!("node `{}`: not fitted, no donor pool to save", self.node)));
         }
-        Ok(self.pool.encode())
+        self.pool.encode().map_err(|e| StageError::from(e).context(format!("node `{}`", self.node)))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {

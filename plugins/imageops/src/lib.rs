@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anoflow_imaging::{Interp, PointInterp};
 use anoflow_sdk::abi::{FinishContext, SinkReport};
 use anoflow_sdk::prelude::*;
+use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 
 // ---------------------------------------------------------------------------------------
 // resize-crop
@@ -329,12 +330,14 @@ impl Sink for WritePngStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let files: Vec<String> = self.files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
-        serde_json::to_vec(&files).map_err(|e| StageError::internal(format!("write-png state: {e}")))
+        let state = StateWriter::new("write-png", 1).json("files", &files).finish();
+        state.map_err(|e| StageError::from(e).context("write-png"))
     }
 
     fn merge_state(&mut self, state: &[u8]) -> StageResult<()> {
-        let files: Vec<String> = serde_json::from_slice(state)
-            .map_err(|e| StageError::invalid_input(format!("write-png: not a state this sink saved: {e}")))?;
+        let read = |e: StateError| StageError::from(e).context("write-png");
+        let files: Vec<String> =
+            StateReader::parse(state, "write-png", 1).and_then(|r| r.json("files")).map_err(read)?;
         self.files.extend(files.into_iter().map(PathBuf::from));
         Ok(())
     }

@@ -81,7 +81,7 @@ fn main() {
         let t1 = Instant::now();
         let res = results::compute(&mut acc, 0.3);
         let t2 = Instant::now();
-        let bytes = acc.to_bytes();
+        let bytes = acc.to_bytes().unwrap();
         let t3 = Instant::now();
         let total = (t2 - t0).as_secs_f64();
         best = best.min(total);

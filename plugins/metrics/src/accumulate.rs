@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
+use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::{components::component_sizes, confusion::Counts, ranking};
@@ -405,9 +406,11 @@ pub fn merge(mut a: Accumulators, b: Accumulators) -> Result<Accumulators, Metri
 
 // ---- Binary storage -------------------------------------------------------------------
 
-const MAGIC: &[u8; 8] = b"ANOFLACC";
-/// 2: a source may lack some samples (`null` in the per-sample lists); version 1 files read.
-const FORMAT_VERSION: u32 = 2;
+// In the SDK's state format: a JSON section `header` (categories, samples, per-sample
+// lists, list lengths) and a byte section `keys` (the delta- and varint-coded ranking keys).
+const STATE_NAME: &str = "metric-accumulators";
+/// The layout of the two sections.
+const FORMAT_VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -485,7 +488,7 @@ impl Reader<'_> {
 
 impl Accumulators {
     /// Serializes to the compact binary format (sorting first).
-    pub fn to_bytes(&mut self) -> Vec<u8> {
+    pub fn to_bytes(&mut self) -> Result<Vec<u8>, MetricsError> {
         self.ensure_sorted();
         let header = Header {
             format: format!("anoflow metric accumulators v{FORMAT_VERSION}"),
@@ -517,12 +520,7 @@ impl Accumulators {
                 .collect(),
         };
         // Serializing plain structs of strings and numbers cannot fail.
-        let json = serde_json::to_vec(&header).unwrap_or_default();
-        let mut out = Vec::with_capacity(json.len() + 64);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-        out.extend_from_slice(&json);
+        let mut out = Vec::new();
         for c in self.categories.values() {
             for (_, a) in c.scores.iter() {
                 let mut prev = 0u64;
@@ -541,22 +539,20 @@ impl Accumulators {
                 }
             }
         }
-        out
+        StateWriter::new(STATE_NAME, FORMAT_VERSION)
+            .json("header", &header)
+            .bytes("keys", &out)
+            .finish()
+            .map_err(|e| MetricsError::Format { path: "accumulators".into(), reason: e.to_string() })
     }
 
     /// Parses bytes written by [`Accumulators::to_bytes`]; `path` only names the source in errors.
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Self, MetricsError> {
-        let mut r = Reader { bytes, pos: 0, path };
-        if r.take(8)? != MAGIC {
-            return Err(r.err("not an anoflow accumulators file (bad magic)"));
-        }
-        let version = u32::from_le_bytes(r.take(4)?.try_into().map_err(|_| r.err("truncated"))?);
-        if !(1..=FORMAT_VERSION).contains(&version) {
-            return Err(r.err(format!("format version {version}, this build reads 1 to {FORMAT_VERSION}")));
-        }
-        let len = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| r.err("truncated"))?);
-        let header_bytes = r.take(usize::try_from(len).map_err(|_| r.err("header too large"))?)?;
-        let header: Header = serde_json::from_slice(header_bytes).map_err(|e| r.err(format!("header: {e}")))?;
+        let format = |e: StateError| MetricsError::Format { path: path.to_string(), reason: e.to_string() };
+        let state = StateReader::parse(bytes, STATE_NAME, FORMAT_VERSION).map_err(format)?;
+        let header: Header = state.json("header").map_err(format)?;
+        let keys = state.bytes("keys").map_err(format)?;
+        let mut r = Reader { bytes: keys, pos: 0, path };
         let mut acc = Accumulators::new();
         for hc in header.categories {
             let n = hc.samples.len();
@@ -602,15 +598,15 @@ impl Accumulators {
             }
             acc.categories.insert(hc.name, cat);
         }
-        if r.pos != bytes.len() {
-            return Err(r.err(format!("{} unexpected trailing bytes", bytes.len() - r.pos)));
+        if r.pos != keys.len() {
+            return Err(r.err(format!("{} unexpected trailing bytes in the keys", keys.len() - r.pos)));
         }
         Ok(acc)
     }
 
     /// Writes the binary form atomically.
     pub fn write(&mut self, path: &Path) -> Result<(), MetricsError> {
-        let bytes = self.to_bytes();
+        let bytes = self.to_bytes()?;
         anoflow_imaging::write_atomic(path, &bytes)
             .map_err(|e| MetricsError::Format { path: path.display().to_string(), reason: e.to_string() })
     }

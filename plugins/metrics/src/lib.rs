@@ -272,7 +272,7 @@ impl Sink for MetricsSink {
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
-        Ok(self.acc.lock().unwrap_or_else(PoisonError::into_inner).to_bytes())
+        Ok(self.acc.lock().unwrap_or_else(PoisonError::into_inner).to_bytes()?)
     }
 
     fn merge_state(&mut self, state: &[u8]) -> StageResult<()> {

@@ -303,7 +303,7 @@ impl Sink for ReportSink {
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
-        let acc = self.acc.lock().unwrap_or_else(PoisonError::into_inner).to_bytes();
+        let acc = self.acc.lock().unwrap_or_else(PoisonError::into_inner).to_bytes()?;
         // Each kept sample once, with every list it is in.
         let mut panels: BTreeMap<(u64, &str), (&Kept, Vec<List>)> = BTreeMap::new();
         for (list, v) in &self.lists {
@@ -312,7 +312,7 @@ impl Sink for ReportSink {
             }
         }
         let panels: Vec<(&Kept, Vec<List>)> = panels.into_values().collect();
-        Ok(report_state::encode(&acc, &panels))
+        Ok(report_state::encode(&acc, &panels)?)
     }
 
     /// Adds another shard's state: its panels enter each list they were in, in rank order,

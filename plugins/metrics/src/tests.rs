@@ -296,13 +296,13 @@ fn shards_merge_exactly_through_the_binary_file() {
 #[test]
 fn corrupt_accumulator_files_are_rejected() {
     let mut acc = accumulate(&realistic(3, &["c"], 1));
-    let bytes = acc.to_bytes();
+    let bytes = acc.to_bytes().unwrap();
     assert!(Accumulators::from_bytes(&bytes[..bytes.len() - 3], "x.bin").is_err());
     let err = Accumulators::from_bytes(b"PNG.....", "x.bin").unwrap_err();
     assert!(err.to_string().contains("x.bin: "), "{err}");
     let back = Accumulators::from_bytes(&bytes, "x.bin").unwrap();
     let mut again = back.clone();
-    assert_eq!(again.to_bytes(), bytes);
+    assert_eq!(again.to_bytes().unwrap(), bytes);
 }
 
 /// Interleaved shards (`index % 3`, as `--shard i/3` splits a run) merged through the sink's

@@ -3,6 +3,7 @@
 //! different scorers share a scale.
 
 use anoflow_sdk::prelude::*;
+use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 use serde::{Deserialize, Serialize};
 
 pub struct GaussianBlur;
@@ -206,16 +207,23 @@ impl Fitted for NormalizeStage {
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let a =
             self.fitted.ok_or_else(|| StageError::internal(format!("node `{}`: nothing fitted to save", self.node)))?;
-        serde_json::to_vec(&a).map_err(|e| StageError::internal(format!("node `{}`: {e}", self.node)))
+        StateWriter::new("normalize-scores", a.version)
+            .json("method", &a.method)
+            .f64("offset", &[], &[a.offset])
+            .f64("scale", &[], &[a.scale])
+            .finish()
+            .map_err(|e| StageError::from(e).context(format!("node `{}`", self.node)))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
-        let a: Affine = serde_json::from_slice(state).map_err(|e| {
-            StageError::invalid_input(format!(
-                "node `{}`: fitted state is not a normalize-scores state: {e}",
-                self.node
-            ))
-        })?;
+        let unreadable = |e: StateError| StageError::from(e).context(format!("node `{}`", self.node));
+        let r = StateReader::parse(state, "normalize-scores", STATE_VERSION).map_err(unreadable)?;
+        let a = Affine {
+            version: r.version(),
+            method: r.json("method").map_err(unreadable)?,
+            offset: r.scalar("offset").map_err(unreadable)?,
+            scale: r.scalar("scale").map_err(unreadable)?,
+        };
         if a.version != STATE_VERSION || a.method != self.method || !a.scale.is_finite() || a.scale <= 0.0 {
             return Err(StageError::invalid_input(format!(
                 "node `{}`: fitted state (version {}, method {:?}, scale {}) does not fit this node (version \

@@ -16,7 +16,7 @@ pub use grow::GrowMask;
 pub use select::SelectMask;
 
 use anoflow_sdk::prelude::*;
-use serde::{Deserialize, Serialize};
+use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 
 /// The `mask-refine` stage type.
 pub struct MaskRefine;
@@ -111,11 +111,9 @@ enum GateRule {
     MeanStd,
 }
 
-#[derive(Serialize, Deserialize)]
-struct GateState {
-    rule: String,
-    threshold: f64,
-}
+/// The saved state of `gate-mask` (SDK state format) and the layout of its sections.
+const GATE_STATE: &str = "gate-mask";
+const GATE_STATE_VERSION: u32 = 1;
 
 struct GateMaskStage {
     node: String,
@@ -220,24 +218,26 @@ impl Fitted for GateMaskStage {
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let threshold =
             self.threshold.ok_or_else(|| StageError::internal(format!("node `{}`: not fitted", self.node)))?;
-        serde_json::to_vec(&GateState { rule: self.rule_name().into(), threshold })
-            .map_err(|e| StageError::internal(e.to_string()))
+        StateWriter::new(GATE_STATE, GATE_STATE_VERSION)
+            .text("rule", self.rule_name())
+            .f64("threshold", &[], &[threshold])
+            .finish()
+            .map_err(|e| StageError::from(e).context(format!("node `{}`", self.node)))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
-        let s: GateState = serde_json::from_slice(state).map_err(|e| {
-            StageError::invalid_input(format!("node `{}`: saved gate state is unreadable: {e}", self.node))
-        })?;
-        if s.rule != self.rule_name() || !s.threshold.is_finite() {
+        let unreadable = |e: StateError| StageError::from(e).context(format!("node `{}`", self.node));
+        let r = StateReader::parse(state, GATE_STATE, GATE_STATE_VERSION).map_err(unreadable)?;
+        let rule = r.text("rule").map_err(unreadable)?;
+        let threshold = r.scalar::<f64>("threshold").map_err(unreadable)?;
+        if rule != self.rule_name() || !threshold.is_finite() {
             return Err(StageError::invalid_input(format!(
-                "node `{}`: saved gate state is for rule `{}` (threshold {}), expected rule `{}`",
+                "node `{}`: saved gate state is for rule `{rule}` (threshold {threshold}), expected rule `{}`",
                 self.node,
-                s.rule,
-                s.threshold,
                 self.rule_name()
             )));
         }
-        self.threshold = Some(s.threshold);
+        self.threshold = Some(threshold);
         Ok(())
     }
 }

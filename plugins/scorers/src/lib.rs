@@ -16,7 +16,6 @@ pub mod padim;
 pub mod patchcore;
 pub mod pca;
 mod spill;
-pub mod state;
 #[cfg(test)]
 mod testdata;
 

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::common::{check_dim, checked_features, fitted, scorer_ports, MapShaping};
 use crate::linalg::{cholesky_packed, solve_lower_sq_norm};
-use crate::state::{expect_rank, StateReader, StateWriter};
+use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 
 pub struct Padim;
 
@@ -111,6 +111,8 @@ struct PadimStage {
 }
 
 const STATE_NAME: &str = "padim";
+/// The layout of padim's sections (see `save_state`).
+const STATE_VERSION: u32 = 1;
 
 impl PadimStage {
     fn grid_mismatch(&self, sample: &Sample<'_>, found: Grid, fitted: Grid, against: &str) -> StageError {
@@ -227,26 +229,25 @@ impl Fitted for PadimStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let m = fitted(&self.model, &self.node, "no fitted model to save")?;
-        let picked: Vec<f64> = m.picked.iter().map(|&c| c as f64).collect();
+        let picked: Vec<u64> = m.picked.iter().map(|&c| c as u64).collect();
         let (cells, d) = (m.grid.h * m.grid.w, m.picked.len());
-        Ok(StateWriter::new(STATE_NAME)
-            .f64s("grid", &[3], &[m.grid.h as f64, m.grid.w as f64, m.grid.c as f64])
-            .f64s("channels", &[d], &picked)
-            .f64s("mean", &[cells, d], &m.mean)
-            .f64s("cholesky", &[cells, tri(d)], &m.chol)
-            .finish())
+        let state = StateWriter::new(STATE_NAME, STATE_VERSION)
+            .u64("grid", &[3], &[m.grid.h as u64, m.grid.w as u64, m.grid.c as u64])
+            .u64("channels", &[d], &picked)
+            .f64("mean", &[cells, d], &m.mean)
+            .f64("cholesky", &[cells, tri(d)], &m.chol)
+            .finish();
+        state.map_err(|e| StageError::from(e).context(&self.node))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
         let node = self.node.clone();
-        let ctx = |e: crate::state::StateError| StageError::from(e).context(&node);
-        let mut r = StateReader::parse(state, STATE_NAME).map_err(ctx)?;
-        let (_, g) = r.f64s("grid").map_err(ctx)?;
-        let (_, picked) = r.f64s("channels").map_err(ctx)?;
-        let (md, mean) = r.f64s("mean").map_err(ctx)?;
-        let (cd, chol) = r.f64s("cholesky").map_err(ctx)?;
-        expect_rank("mean", &md, 2).map_err(ctx)?;
-        expect_rank("cholesky", &cd, 2).map_err(ctx)?;
+        let ctx = |e: StateError| StageError::from(e).context(&node);
+        let r = StateReader::parse(state, STATE_NAME, STATE_VERSION).map_err(ctx)?;
+        let g = r.array_shape::<u64>("grid", &[3]).map_err(ctx)?;
+        let (_, picked) = r.u64("channels").map_err(ctx)?;
+        let (md, mean) = r.f64_rank("mean", 2).map_err(ctx)?;
+        let (cd, chol) = r.f64_rank("cholesky", 2).map_err(ctx)?;
         let grid = match g.as_slice() {
             [h, w, c] => Grid { h: *h as usize, w: *w as usize, c: *c as usize },
             _ => return Err(StageError::invalid_input(format!("node `{node}`: fitted state: bad grid section"))),

@@ -12,7 +12,7 @@ use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
 use crate::nn_hnsw::{HnswIndex, HnswParams};
 use crate::nn_kernel::{NnKernel, PackedBank};
 use crate::nn_pruned::ProjectedBank;
-use crate::state::{expect_rank, StateReader, StateWriter};
+use anoflow_sdk::state::{StateReader, StateWriter};
 
 pub struct PatchCore;
 
@@ -269,6 +269,8 @@ struct PatchCoreStage {
 }
 
 const STATE_NAME: &str = "patchcore";
+/// The layout of patchcore's sections (see `save_state`).
+const STATE_VERSION: u32 = 1;
 
 impl Fitted for PatchCoreStage {
     fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
@@ -294,13 +296,15 @@ impl Fitted for PatchCoreStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let bank = fitted(&self.bank, &self.node, "no fitted bank to save")?;
-        Ok(StateWriter::new(STATE_NAME).f32s("bank", &[bank.len(), bank.dim], &bank.rows).finish())
+        let state =
+            StateWriter::new(STATE_NAME, STATE_VERSION).f32("bank", &[bank.len(), bank.dim], &bank.rows).finish();
+        state.map_err(|e| StageError::from(e).context(&self.node))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
-        let mut r = StateReader::parse(state, STATE_NAME).map_err(|e| StageError::from(e).context(&self.node))?;
-        let (dims, rows) = r.f32s("bank").map_err(|e| StageError::from(e).context(&self.node))?;
-        expect_rank("bank", &dims, 2).map_err(|e| StageError::from(e).context(&self.node))?;
+        let r = StateReader::parse(state, STATE_NAME, STATE_VERSION)
+            .map_err(|e| StageError::from(e).context(&self.node))?;
+        let (dims, rows) = r.f32_rank("bank", 2).map_err(|e| StageError::from(e).context(&self.node))?;
         // The graph is not stored: rebuilt from the bank, deterministically, it is the same one.
         self.bank = Some(Bank::with_kernel(rows, dims[1], self.kernel).with_search(self.search));
         Ok(())
@@ -403,8 +407,10 @@ mod tests {
         let ob = b.process(&meta("t"), inputs(vec![("features", fm.into())])).unwrap();
         assert_eq!(oa.score_map("score").data(), ob.score_map("score").data());
         assert_eq!(oa.scalar("image_score"), ob.scalar("image_score"));
+        let err = b.load_state(StateWriter::new("padim", 1).finish().unwrap()).unwrap_err();
+        assert!(err.message.contains("written by stage `padim`"), "{err}");
         let err = b.load_state(b"ANOFLOWS".to_vec()).unwrap_err();
-        assert!(err.message.contains("truncated"), "{err}");
+        assert!(err.message.contains("bad magic"), "{err}");
     }
 
     #[test]

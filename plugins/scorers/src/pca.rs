@@ -6,7 +6,7 @@ use anoflow_sdk::prelude::*;
 
 use crate::common::{check_dim, checked_features, fitted, scorer_ports, FitRows, MapShaping};
 use crate::linalg::{sgemm, symmetric_eigen, View};
-use crate::state::{expect_rank, StateReader, StateWriter};
+use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 
 pub struct PcaResidual;
 
@@ -122,6 +122,8 @@ struct PcaStage {
 }
 
 const STATE_NAME: &str = "pca-residual";
+/// The layout of pca-residual's sections (see `save_state`).
+const STATE_VERSION: u32 = 1;
 
 impl Fitted for PcaStage {
     fn observe(&mut self, sample: &Sample<'_>) -> StageResult<()> {
@@ -147,19 +149,19 @@ impl Fitted for PcaStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let m = fitted(&self.model, &self.node, "no fitted model to save")?;
-        Ok(StateWriter::new(STATE_NAME)
-            .f32s("mean", &[m.dim], &m.mean)
-            .f32s("basis", &[m.components(), m.dim], &m.basis)
-            .finish())
+        let state = StateWriter::new(STATE_NAME, STATE_VERSION)
+            .f32("mean", &[m.dim], &m.mean)
+            .f32("basis", &[m.components(), m.dim], &m.basis)
+            .finish();
+        state.map_err(|e| StageError::from(e).context(&self.node))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
         let node = self.node.clone();
-        let ctx = |e: crate::state::StateError| StageError::from(e).context(&node);
-        let mut r = StateReader::parse(state, STATE_NAME).map_err(ctx)?;
-        let (_, mean) = r.f32s("mean").map_err(ctx)?;
-        let (bd, basis) = r.f32s("basis").map_err(ctx)?;
-        expect_rank("basis", &bd, 2).map_err(ctx)?;
+        let ctx = |e: StateError| StageError::from(e).context(&node);
+        let r = StateReader::parse(state, STATE_NAME, STATE_VERSION).map_err(ctx)?;
+        let (_, mean) = r.f32("mean").map_err(ctx)?;
+        let (bd, basis) = r.f32_rank("basis", 2).map_err(ctx)?;
         if bd[1] != mean.len() || mean.is_empty() {
             return Err(StageError::invalid_input(format!(
                 "node `{node}`: fitted state: basis is {bd:?} but the mean has {} entries",

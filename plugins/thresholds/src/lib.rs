@@ -20,6 +20,7 @@
 pub mod mebin;
 
 use anoflow_sdk::prelude::*;
+use anoflow_sdk::state::{StateReader, StateWriter};
 use serde::{Deserialize, Serialize};
 
 pub use mebin::Mebin;
@@ -131,18 +132,29 @@ fn bad_state(node: &str, e: impl std::fmt::Display) -> StageError {
     StageError::invalid_input(format!("node `{node}`: saved threshold state is unreadable: {e}"))
 }
 
+/// The layout of every threshold stage's saved state (SDK state format).
+const STATE_VERSION: u32 = 1;
+
+/// A saved state holding one finite `threshold`, written by `stage`.
+fn save_threshold(node: &str, stage: &str, t: f64) -> StageResult<Vec<u8>> {
+    StateWriter::new(stage, STATE_VERSION).f64("threshold", &[], &[t]).finish().map_err(|e| bad_state(node, e))
+}
+
+fn load_threshold(node: &str, stage: &str, state: &[u8]) -> StageResult<f64> {
+    let r = StateReader::parse(state, stage, STATE_VERSION).map_err(|e| bad_state(node, e))?;
+    let t = r.scalar::<f64>("threshold").map_err(|e| bad_state(node, e))?;
+    if !t.is_finite() {
+        return Err(bad_state(node, format!("threshold {t}")));
+    }
+    Ok(t)
+}
+
 /// A stage with one global threshold computed from what it observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GlobalRule {
     MeanStd,
     Percentile,
     Max,
-}
-
-#[derive(Serialize, Deserialize)]
-struct GlobalState {
-    rule: String,
-    threshold: f64,
 }
 
 struct GlobalStage {
@@ -235,16 +247,11 @@ impl Fitted for GlobalStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let t = self.threshold.ok_or_else(|| not_fitted(&self.node))?;
-        serde_json::to_vec(&GlobalState { rule: self.rule_name().into(), threshold: t })
-            .map_err(|e| StageError::internal(e.to_string()))
+        save_threshold(&self.node, &format!("threshold-{}", self.rule_name()), t)
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
-        let s: GlobalState = serde_json::from_slice(state).map_err(|e| bad_state(&self.node, e))?;
-        if s.rule != self.rule_name() || !s.threshold.is_finite() {
-            return Err(bad_state(&self.node, format!("rule `{}`, threshold {}", s.rule, s.threshold)));
-        }
-        self.threshold = Some(s.threshold);
+        self.threshold = Some(load_threshold(&self.node, &format!("threshold-{}", self.rule_name()), state)?);
         Ok(())
     }
 }
@@ -374,14 +381,17 @@ impl Fitted for PixelwiseStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let t = self.threshold.as_ref().ok_or_else(|| not_fitted(&self.node))?;
-        serde_json::to_vec(t).map_err(|e| StageError::internal(e.to_string()))
+        StateWriter::new("threshold-pixelwise", STATE_VERSION)
+            .f64("threshold", &[t.height, t.width], &t.threshold)
+            .finish()
+            .map_err(|e| bad_state(&self.node, e))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
-        let s: PixelState = serde_json::from_slice(state).map_err(|e| bad_state(&self.node, e))?;
-        if s.threshold.len() != s.height * s.width {
-            return Err(bad_state(&self.node, "threshold map length does not match its size"));
-        }
+        let r =
+            StateReader::parse(state, "threshold-pixelwise", STATE_VERSION).map_err(|e| bad_state(&self.node, e))?;
+        let (dims, threshold) = r.f64_rank("threshold", 2).map_err(|e| bad_state(&self.node, e))?;
+        let s = PixelState { height: dims[0], width: dims[1], threshold };
         self.size = Some((s.height, s.width));
         self.threshold = Some(s);
         Ok(())
@@ -465,15 +475,18 @@ impl Fitted for OracleStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let s = self.state.as_ref().ok_or_else(|| not_fitted(&self.node))?;
-        serde_json::to_vec(s).map_err(|e| StageError::internal(e.to_string()))
+        StateWriter::new("threshold-oracle", STATE_VERSION)
+            .f64("threshold", &[], &[s.threshold])
+            .f64("fit_f1", &[], &[s.fit_f1])
+            .finish()
+            .map_err(|e| bad_state(&self.node, e))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
-        let s: OracleState = serde_json::from_slice(state).map_err(|e| bad_state(&self.node, e))?;
-        if !s.oracle || !s.threshold.is_finite() {
-            return Err(bad_state(&self.node, "not an oracle threshold state"));
-        }
-        self.state = Some(s);
+        let threshold = load_threshold(&self.node, "threshold-oracle", state)?;
+        let r = StateReader::parse(state, "threshold-oracle", STATE_VERSION).map_err(|e| bad_state(&self.node, e))?;
+        let fit_f1 = r.scalar::<f64>("fit_f1").map_err(|e| bad_state(&self.node, e))?;
+        self.state = Some(OracleState { oracle: true, threshold, fit_f1 });
         Ok(())
     }
 }

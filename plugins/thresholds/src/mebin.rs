@@ -32,10 +32,9 @@
 //! switch on, and one incremental union-find give every step's count in about O(pixels).
 
 use anoflow_sdk::prelude::*;
+use anoflow_sdk::state::{StateReader, StateWriter};
 
-use serde::{Deserialize, Serialize};
-
-use super::{bad_state, finite_scores, not_fitted};
+use super::{bad_state, finite_scores, not_fitted, STATE_VERSION};
 
 /// The `mebin` stage type.
 pub struct Mebin;
@@ -45,12 +44,6 @@ pub struct Mebin;
 enum Range {
     Nominal,
     Own,
-}
-
-#[derive(Serialize, Deserialize)]
-struct MebinState {
-    /// The smallest per-image peak of the fit split.
-    floor: f64,
 }
 
 struct MebinStage {
@@ -176,15 +169,20 @@ impl Fitted for MebinStage {
 
     fn save_state(&self) -> StageResult<Vec<u8>> {
         let floor = self.floor.ok_or_else(|| not_fitted(&self.node))?;
-        serde_json::to_vec(&MebinState { floor }).map_err(|e| StageError::internal(e.to_string()))
+        // The smallest per-image peak of the fit split.
+        StateWriter::new("mebin", STATE_VERSION)
+            .f64("floor", &[], &[floor])
+            .finish()
+            .map_err(|e| bad_state(&self.node, e))
     }
 
     fn load_state(&mut self, state: &[u8]) -> StageResult<()> {
-        let s: MebinState = serde_json::from_slice(state).map_err(|e| bad_state(&self.node, e))?;
-        if !s.floor.is_finite() {
-            return Err(bad_state(&self.node, format!("floor {}", s.floor)));
+        let r = StateReader::parse(state, "mebin", STATE_VERSION).map_err(|e| bad_state(&self.node, e))?;
+        let floor = r.scalar::<f64>("floor").map_err(|e| bad_state(&self.node, e))?;
+        if !floor.is_finite() {
+            return Err(bad_state(&self.node, format!("floor {floor}")));
         }
-        self.floor = Some(s.floor);
+        self.floor = Some(floor);
         Ok(())
     }
 }
