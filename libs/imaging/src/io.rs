@@ -12,7 +12,6 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Cursor, Read, Seek},
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
 };
 
 use anoflow_sdk::prelude::{Image, Mask, Pixels, PointCloud};
