@@ -1,44 +1,13 @@
 //! Small file-system helpers: atomic writes and timestamps.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed,
-/// then renamed over the target. A reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // Unique across threads, processes and hosts sharing the directory (NFS: pids repeat
-    // between hosts), so concurrent writers of one entry never write into the same file.
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique_suffix()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A suffix no other call, in this process or another (on any host), returns: a per-process
-/// random number and a counter.
-pub fn unique_suffix() -> String {
-    use std::{
-        hash::{BuildHasher, RandomState},
-        sync::{atomic::AtomicU64, OnceLock},
-    };
-    static PROCESS: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let process = *PROCESS.get_or_init(|| RandomState::new().hash_one(SystemTime::now()));
-    format!("{process:016x}-{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-}
+/// Atomic, durable writes (temporary file, fsync, rename, fsync of the directory) and the
+/// unique temporary-name suffix: one copy, in the imaging library, shared with the plugins.
+pub use anoflow_imaging::atomic::{unique_suffix, write_file_atomic as write_atomic};
 
 /// The first directory, going up from each start in turn, for which `found(dir)` holds.
 pub fn find_upward(starts: impl IntoIterator<Item = PathBuf>, found: impl Fn(&Path) -> bool) -> Option<PathBuf> {

@@ -20,7 +20,8 @@ use std::path::Path;
 use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 use serde::{Deserialize, Serialize};
 
-use crate::{components::component_sizes, confusion::Counts, ranking};
+use crate::{confusion::Counts, ranking};
+use anoflow_imaging::mask::component_sizes;
 
 /// What can go wrong while accumulating, merging or storing metrics.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,6 @@
 //! [`finish_outputs`] without loading a plugin.
 
 pub mod accumulate;
-pub mod components;
 pub mod confusion;
 pub mod draw;
 pub mod ranking;

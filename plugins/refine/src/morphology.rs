@@ -1,36 +1,6 @@
 //! Binary-mask operations on `h x w` 0/1 masks (row-major).
 
-/// Sizes of the 8-connected components of the 1-pixels and each pixel's component
-/// (`u32::MAX` for 0-pixels).
-pub fn components(mask: &[u8], h: usize, w: usize) -> (Vec<u32>, Vec<usize>) {
-    let mut label = vec![u32::MAX; h * w];
-    let mut sizes = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..h * w {
-        if mask[start] == 0 || label[start] != u32::MAX {
-            continue;
-        }
-        let id = sizes.len() as u32;
-        label[start] = id;
-        stack.push(start);
-        let mut size = 0;
-        while let Some(p) = stack.pop() {
-            size += 1;
-            let (y, x) = (p / w, p % w);
-            for ny in y.saturating_sub(1)..(y + 2).min(h) {
-                for nx in x.saturating_sub(1)..(x + 2).min(w) {
-                    let q = ny * w + nx;
-                    if mask[q] != 0 && label[q] == u32::MAX {
-                        label[q] = id;
-                        stack.push(q);
-                    }
-                }
-            }
-        }
-        sizes.push(size);
-    }
-    (label, sizes)
-}
+pub use anoflow_imaging::mask::components;
 
 /// Clears the 8-connected components smaller than `min_area` pixels.
 pub fn remove_small(mask: &mut [u8], h: usize, w: usize, min_area: usize) {

@@ -19,6 +19,7 @@
 
 pub mod mebin;
 
+pub use anoflow_imaging::stats::percentile;
 use anoflow_sdk::prelude::*;
 use anoflow_sdk::state::{StateReader, StateWriter};
 use serde::{Deserialize, Serialize};
@@ -63,19 +64,6 @@ impl Moments {
             0.0
         }
     }
-}
-
-/// The p-th percentile (0-100) with linear interpolation (numpy's default).
-pub fn percentile(values: &mut [f32], p: f64) -> f64 {
-    let rank = p.clamp(0.0, 100.0) / 100.0 * (values.len() - 1) as f64;
-    let k = rank.floor() as usize;
-    let (_, &mut lo, upper) = values.select_nth_unstable_by(k, f32::total_cmp);
-    let frac = rank - k as f64;
-    if frac == 0.0 || upper.is_empty() {
-        return f64::from(lo);
-    }
-    let hi = upper.iter().copied().fold(f32::INFINITY, f32::min);
-    f64::from(lo) + frac * (f64::from(hi) - f64::from(lo))
 }
 
 /// The threshold of `score > t` that maximizes pixel F1 over `(score, gt)` pairs, and that F1.

@@ -76,16 +76,8 @@ impl PseudoLabels {
 /// The p-th percentile (0-100) with linear interpolation between order statistics, as
 /// numpy's default. `values` must be non-empty and free of NaN.
 pub fn percentile(values: &[f32], p: f64) -> f32 {
-    let mut v = values.to_vec();
-    let rank = p.clamp(0.0, 100.0) / 100.0 * (v.len() - 1) as f64;
-    let k = rank.floor() as usize;
-    let (_, &mut lo, upper) = v.select_nth_unstable_by(k, f32::total_cmp);
-    let frac = rank - k as f64;
-    if frac == 0.0 || upper.is_empty() {
-        return lo;
-    }
-    let hi = upper.iter().copied().fold(f32::INFINITY, f32::min);
-    (lo as f64 + frac * (hi as f64 - lo as f64)) as f32
+    // The library computes in f64; rounding once to f32 is what this module always returned.
+    anoflow_imaging::stats::percentile(&mut values.to_vec(), p) as f32
 }
 
 /// Pseudo-labels of a finite `h x w` score map, deterministic in `seed`.

@@ -3,15 +3,19 @@
 //! Pure helpers shared by anoflow plugins: reading and writing images, masks and organized
 //! point clouds ([`io`]), resampling on f32 buffers ([`geometry`]), and which files are images and
 //! which paths a pattern names ([`paths`], for the `folder` source and `anoflow predict`). No stage
-//! lives here.
+//! lives here. Also atomic file writes ([`atomic`], used by the host too) and the mask and
+//! score helpers several plugins need: connected components ([`mask`]) and percentiles ([`stats`]).
 //!
 //! Every error names the file (or the buffer) it is about and what was expected.
 
+pub mod atomic;
 pub mod budget;
 pub mod geometry;
 pub mod io;
+pub mod mask;
 pub mod paths;
 pub mod scoremap;
+pub mod stats;
 
 pub use geometry::{
     center_crop, center_crop_offsets, gaussian_blur, resize, resize_bilinear, resize_bilinear_antialias,

@@ -12,7 +12,6 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Cursor, Read, Seek},
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
 };
 
 use anoflow_sdk::prelude::{Image, Mask, Pixels, PointCloud};
@@ -469,26 +468,12 @@ pub fn write_png_u8(path: impl AsRef<Path>, height: usize, width: usize, channel
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a
-/// rename, so a reader sees the old file or the new one, never a partial one. Creates the
-/// parent directory if needed.
+/// Writes `bytes` to `path` atomically and durably ([`crate::atomic::write_file_atomic`]),
+/// naming the file in the error.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = path.as_ref();
-    let io = |source| ImagingError::Io { path: path.to_path_buf(), source };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    Ok(())
+    crate::atomic::write_file_atomic(path, bytes)
+        .map_err(|source| ImagingError::Io { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
