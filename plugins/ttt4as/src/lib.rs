@@ -402,6 +402,29 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_pipeline_configures_ttt4as_validly() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+        let mut nodes = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let doc: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for (name, node) in doc["nodes"].as_object().into_iter().flatten() {
+                if node["plugin"] == "ttt4as" {
+                    let with = node.get("with").cloned().unwrap_or(json!({}));
+                    if let Err(e) = StageHarness::new::<Ttt4as>(with) {
+                        panic!("{}: node `{name}`: {e}", path.display());
+                    }
+                    nodes += 1;
+                }
+            }
+        }
+        assert!(nodes > 30, "{nodes} ttt4as nodes");
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let c: Ttt4asConfig = serde_json::from_value(json!({})).unwrap();
         assert_eq!(c.labeler, LabelerConfig::Maxima { percentile: 99.0, radius: 1 });
