@@ -95,7 +95,7 @@ impl StagePlugin for PatchAggregate {
 
     fn create(config: PatchAggregateConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
         let patch_size = config.patch_size;
-        if patch_size % 2 == 0 {
+        if patch_size.is_multiple_of(2) {
             return Err(StageError::invalid_param(format!(
                 "node `{}`: param `patch_size`: must be odd (the window is centred), found {patch_size}",
                 ctx.node_id
