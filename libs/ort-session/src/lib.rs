@@ -22,9 +22,11 @@ pub use anoflow_ort_locate::{Health, Status};
 pub use error::OnnxError;
 pub use ort;
 
-/// Where ONNX Runtime runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where ONNX Runtime runs the model (the `execution_provider` param: `cpu` or `cuda`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum Provider {
+    #[default]
     Cpu,
     Cuda,
 }

@@ -8,7 +8,7 @@ use std::{
     sync::Mutex,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::OnnxError;
@@ -48,7 +48,7 @@ pub struct InputSpec {
 }
 
 /// An image size: one number (square) or `[height, width]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Size {
     Square(usize),

@@ -17,54 +17,97 @@ use anoflow_sdk::prelude::*;
 /// Stage type `patch-aggregate`.
 pub struct PatchAggregate;
 
+/// Params of `patch-aggregate`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchAggregateConfig {
+    /// side of the local averaging window (odd; 1 = none)
+    #[serde(default = "default_patch_size")]
+    #[schemars(range(min = 1))]
+    pub patch_size: usize,
+    /// at the border, divide by the full window (zero padding counts, as AvgPool2d) or by the cells inside
+    #[serde(default = "yes")]
+    pub count_include_pad: bool,
+    /// per-location reduction of the concatenated channels: `{ kind: adaptive-avg, dim, layer_dim }`
+    /// (PatchCore's adaptive average pooling), `{ kind: random-projection, dim, seed }` (a seeded random
+    /// projection), or `{ kind: none }`
+    #[serde(default)]
+    pub reduction: ReductionConfig,
+}
+
+/// The `reduction` param, with the settings of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ReductionConfig {
+    /// PatchCore's adaptive average pooling over channels.
+    AdaptiveAvg {
+        /// output channels
+        #[serde(default = "default_dim")]
+        #[schemars(range(min = 1))]
+        dim: usize,
+        /// each layer is first pooled to this many channels (PatchCore's pretrain_embed_dimension; 0 = skip)
+        #[serde(default = "default_dim")]
+        layer_dim: usize,
+    },
+    /// A seeded random projection.
+    RandomProjection {
+        /// output channels
+        #[serde(default = "default_dim")]
+        #[schemars(range(min = 1))]
+        dim: usize,
+        /// seed of the projection matrix
+        #[serde(default)]
+        seed: u64,
+    },
+    /// The concatenation as is.
+    None,
+}
+
+impl Default for ReductionConfig {
+    fn default() -> Self {
+        ReductionConfig::AdaptiveAvg { dim: default_dim(), layer_dim: default_dim() }
+    }
+}
+
+fn default_patch_size() -> usize {
+    3
+}
+fn default_dim() -> usize {
+    1024
+}
+fn yes() -> bool {
+    true
+}
+
 impl StagePlugin for PatchAggregate {
+    type Config = PatchAggregateConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "patch-aggregate",
             "PatchCore patch features: local average per layer, layers upsampled to the finest grid, concatenated, \
              reduced per location",
         )
         .multi_input("features", ValueKind::FeatureMap, "backbone feature maps of one image (several layers)")
         .output("features", ValueKind::FeatureMap, "one map on the finest layer's grid, with its stride")
-        .param(ParamSpec::int("patch_size", 3, "side of the local averaging window (odd; 1 = none)").min(1.0))
-        .param(ParamSpec::bool(
-            "count_include_pad",
-            true,
-            "at the border, divide by the full window (zero padding counts, as AvgPool2d) or by the cells inside",
-        ))
-        .param(ParamSpec::choice(
-            "reduction",
-            &["adaptive-avg", "random-projection", "none"],
-            "per-location reduction of the concatenated channels: PatchCore's adaptive average pooling, a seeded \
-             random projection, or none",
-        ))
-        .param(ParamSpec::int("dim", 1024, "output channels (adaptive-avg, random-projection)").min(1.0))
-        .param(ParamSpec::int(
-            "layer_dim",
-            1024,
-            "adaptive-avg: each layer is first pooled to this many channels (PatchCore's pretrain_embed_dimension; \
-             0 = skip)",
-        ).min(0.0))
-        .param(ParamSpec::int("seed", 0, "random-projection: seed of the projection matrix").min(0.0))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let patch_size = params.positive("patch_size")?;
-        if patch_size % 2 == 0 {
+    fn create(config: PatchAggregateConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let patch_size = config.patch_size;
+        if patch_size.is_multiple_of(2) {
             return Err(StageError::invalid_param(format!(
                 "node `{}`: param `patch_size`: must be odd (the window is centred), found {patch_size}",
-                params.node()
+                ctx.node_id
             )));
         }
-        let reduction = match params.string("reduction")?.as_str() {
-            "none" => Reduction::None,
-            "random-projection" => {
-                Reduction::RandomProjection { dim: params.positive("dim")?, seed: params.get("seed")? }
-            }
-            _ => Reduction::AdaptiveAvg { layer_dim: params.usize("layer_dim")?, dim: params.positive("dim")? },
+        let reduction = match config.reduction {
+            ReductionConfig::None => Reduction::None,
+            ReductionConfig::RandomProjection { dim, seed } => Reduction::RandomProjection { dim, seed },
+            ReductionConfig::AdaptiveAvg { dim, layer_dim } => Reduction::AdaptiveAvg { layer_dim, dim },
         };
-        let cfg = AggregateConfig { patch_size, count_include_pad: params.bool("count_include_pad")?, reduction };
-        Ok(StageImpl::Map(Box::new(PatchAggregateStage { cfg })))
+        let cfg = AggregateConfig { patch_size, count_include_pad: config.count_include_pad, reduction };
+        Ok(Box::new(PatchAggregateStage { cfg }))
     }
 }
 

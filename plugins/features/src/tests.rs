@@ -152,6 +152,28 @@ fn bad_inputs_are_reported() {
 }
 
 #[test]
+fn bad_params_are_refused_naming_them() {
+    let err = StageHarness::new::<PatchAggregate>(json!({"reduction": {"kind": "mean"}})).err().unwrap().to_string();
+    assert!(
+        err.contains("param `reduction.kind`: `mean` is not one of adaptive-avg, random-projection, none"),
+        "{err}"
+    );
+    // A setting of another kind is refused, not ignored.
+    let err = StageHarness::new::<PatchAggregate>(json!({"reduction": {"kind": "adaptive-avg", "seed": 3}}))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("unknown param `reduction.seed`"), "{err}");
+    let err = StageHarness::new::<PatchAggregate>(json!({"reduction": {"kind": "random-projection", "dim": 0}}))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("param `reduction.dim`: 0 is out of range"), "{err}");
+    let err = StageHarness::new::<PatchAggregate>(json!({"dim": 512})).err().unwrap().to_string();
+    assert!(err.contains("unknown param `dim`"), "{err}");
+}
+
+#[test]
 fn sample_bilinear_equals_full_upsampling() {
     // Integer stride, and a map whose image size is not a whole number of cells (stride 7.5).
     for (h, w, stride) in [(28usize, 28usize, 8.0f32), (7, 5, 7.5)] {

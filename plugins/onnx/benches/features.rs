@@ -69,8 +69,15 @@ fn main() {
         threads: 1,
         inputs: Default::default(),
     };
-    let p = Params::new("bench", &root, params.as_object().cloned().unwrap_or_default());
-    let loaded = config::load(&p, &ctx).expect("run tools/fetch_onnxruntime.sh and tools/prepare_default_model.py");
+    let settings = config::ModelSettings {
+        model: Model("mobilenet_v2".into()),
+        input_size: None,
+        mean: None,
+        std: None,
+        runtime: anoflow_plugin_onnx::params::RuntimeParams { threads, provider: anoflow_plugin_onnx::Provider::Cpu },
+    };
+    let loaded =
+        config::load(&settings, &ctx).expect("run tools/fetch_onnxruntime.sh and tools/prepare_default_model.py");
     let outputs = vec!["features.7.expand".to_string(), "features.14.expand".to_string()];
     let fx = FeatureExtractor::new(loaded.model, loaded.preprocess, outputs).expect("extractor");
     let images: Vec<Image> = (0..8).map(photo).collect();

@@ -18,7 +18,7 @@ pub mod scorer;
 pub mod session;
 
 // The runtime, the manifest and the errors are shared with the other ONNX plugins.
-pub use anoflow_ort_session::{error, manifest, runtime};
+pub use anoflow_ort_session::{error, manifest, params, runtime};
 
 #[cfg(test)]
 mod tests;

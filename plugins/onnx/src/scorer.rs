@@ -2,45 +2,82 @@
 
 use anoflow_imaging::upsample_bilinear;
 use anoflow_sdk::prelude::*;
-use serde_json::json;
 
 use crate::{
-    config::{self, common_params},
+    config::{self, ModelSettings},
     error::OnnxError,
+    manifest::Size,
+    params::RuntimeParams,
     preprocess::Preprocess,
     session::OnnxModel,
+    Provider,
 };
 
 /// Stage type `onnx-scorer`.
 pub struct OnnxScorer;
 
+/// Params of `onnx-scorer`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxScorerConfig {
+    /// model: a name in models/manifest.yaml (searched from the pipeline's directory upward, then from the working
+    /// directory upward) or a path to an .onnx file
+    pub model: Model,
+    /// the model output holding the anomaly map, shaped [N, 1, h, w] or [N, h, w] (default: the first output)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// model input size, one number (square) or [height, width]; images of another size are resized (default: the
+    /// manifest's, else the model's fixed size)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<Size>,
+    /// per-channel (RGB) mean after dividing pixels by 255 (default: the manifest's, else ImageNet's)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f64>>,
+    /// per-channel (RGB) standard deviation (default: the manifest's, else ImageNet's)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f64>>,
+    /// ONNX Runtime intra-op threads per inference (0: its default, one per physical core)
+    #[serde(default)]
+    pub threads: usize,
+    /// where ONNX Runtime runs the model; cuda needs the library of the onnxruntime-gpu wheel
+    #[serde(default)]
+    pub execution_provider: Provider,
+}
+
+impl OnnxScorerConfig {
+    fn settings(&self) -> ModelSettings {
+        ModelSettings {
+            model: self.model.clone(),
+            input_size: self.input_size,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            runtime: RuntimeParams { threads: self.threads, provider: self.execution_provider },
+        }
+    }
+}
+
 impl StagePlugin for OnnxScorer {
+    type Config = OnnxScorerConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        let desc = StageDescriptor::map(
+        StageDescriptor::new(
             "onnx-scorer",
             "an ONNX model that outputs an anomaly map from an image; the map is resized to the image",
         )
         .input("image", ValueKind::Image, "image (u8 or f32 in [0, 255], 1 or 3 channels)")
         .output("score", ValueKind::ScoreMap, "the model's anomaly map, resized bilinearly to the image size")
         .output("image_score", ValueKind::Scalar, "maximum of the score map")
-        .param(ParamSpec::with_default(
-            "output",
-            ParamType::String,
-            json!(null),
-            "the model output holding the anomaly map, shaped [N, 1, h, w] or [N, h, w] (default: the first output)",
-        ));
-        common_params(desc, None)
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let loaded = config::load(params, ctx)?;
-        let output = if params.has("output") {
-            params.string("output")?
-        } else {
-            loaded.model.output_names().first().cloned().unwrap_or_default()
+    fn create(config: OnnxScorerConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let loaded = config::load(&config.settings(), ctx)?;
+        let output = match config.output {
+            Some(output) => output,
+            None => loaded.model.output_names().first().cloned().unwrap_or_default(),
         };
         loaded.model.check_outputs(std::slice::from_ref(&output))?;
-        Ok(StageImpl::Map(Box::new(OnnxScorerStage { model: loaded.model, preprocess: loaded.preprocess, output })))
+        Ok(Box::new(OnnxScorerStage { model: loaded.model, preprocess: loaded.preprocess, output }))
     }
 }
 

@@ -122,13 +122,15 @@ fn a_batch_gives_the_same_maps_as_single_images() {
     if !onnx_ready("a_batch_gives_the_same_maps_as_single_images") {
         return;
     }
+    let settings = crate::config::ModelSettings {
+        model: Model("mobilenet_v2".into()),
+        input_size: None,
+        mean: None,
+        std: None,
+        runtime: crate::params::RuntimeParams { threads: 2, provider: crate::Provider::Cpu },
+    };
     let cfg = crate::config::load(
-        &Params::new(
-            "batch",
-            ".",
-            serde_json::from_value(json!({"model": "mobilenet_v2", "threads": 2, "execution_provider": "cpu"}))
-                .unwrap(),
-        ),
+        &settings,
         &CreateContext {
             node_id: "batch".into(),
             params_json: "{}".into(),
@@ -251,4 +253,19 @@ fn onnx_scorer_returns_the_models_map_at_image_size() {
 
     let err = error_of::<OnnxScorer>(json!({"model": model, "output": "score"}));
     assert!(err.contains("has no output `score`; its outputs are: energy"), "{err}");
+}
+
+#[test]
+fn bad_params_are_refused_naming_them() {
+    // Checked against the config's schema before any model is opened.
+    let err = error_of::<OnnxFeatures>(json!({"execution_provider": "tpu"}));
+    assert!(err.contains("param `execution_provider`: `tpu` is not one of cpu, cuda"), "{err}");
+    let err = error_of::<OnnxFeatures>(json!({"batch_size": 0}));
+    assert!(err.contains("param `batch_size`: 0 is out of range"), "{err}");
+    let err = error_of::<OnnxFeatures>(json!({"outputs": "logits"}));
+    assert!(err.contains("param `outputs`"), "{err}");
+    let err = error_of::<OnnxScorer>(json!({}));
+    assert!(err.contains("missing required param `model`"), "{err}");
+    let err = error_of::<OnnxFeatures>(json!({"modle": "mobilenet_v2"}));
+    assert!(err.contains("unknown param `modle` (did you mean `model`?)"), "{err}");
 }

@@ -4,24 +4,39 @@
 
 use anoflow_sdk::prelude::*;
 use anoflow_sdk::state::{StateError, StateReader, StateWriter};
-use serde::{Deserialize, Serialize};
 
 pub struct GaussianBlur;
 
+/// Params of `gaussian-blur`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GaussianBlurConfig {
+    /// standard deviation in pixels (0: unchanged)
+    #[serde(default = "default_sigma")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub sigma: f64,
+}
+
+fn default_sigma() -> f64 {
+    4.0
+}
+
 impl StagePlugin for GaussianBlur {
+    type Config = GaussianBlurConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "gaussian-blur",
             "Gaussian blur of a score map (scipy.ndimage.gaussian_filter, truncate 4)",
         )
         .input("score", ValueKind::ScoreMap, "score map")
         .output_same_size("score", ValueKind::ScoreMap, "score", "blurred score map, same size")
         .output("image_score", ValueKind::Scalar, "maximum of the blurred map")
-        .param(ParamSpec::float("sigma", 4.0, "standard deviation in pixels (0: unchanged)").range(0.0, 1000.0))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Map(Box::new(BlurStage { sigma: params.f64_in("sigma", 0.0, 1000.0)? as f32 })))
+    fn create(config: GaussianBlurConfig, _ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        Ok(Box::new(BlurStage { sigma: config.sigma as f32 }))
     }
 }
 
@@ -46,44 +61,48 @@ impl Map for BlurStage {
 
 pub struct NormalizeScores;
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// How `normalize-scores` picks its offset and scale (also recorded in the saved state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-enum Method {
+pub enum Method {
+    #[default]
     MinMax,
     MeanStd,
     MinMedianMax,
 }
 
+/// Params of `normalize-scores`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizeScoresConfig {
+    /// min-max: a = min, b = max - min over all fit pixels; mean-std: a = mean, b = standard deviation;
+    /// min-median-max: a = min, b = median of the fit images' maxima - min (1 = a typical nominal image's
+    /// peak, which unlike the overall maximum does not grow with the number of fit images)
+    #[serde(default)]
+    pub method: Method,
+}
+
 impl StagePlugin for NormalizeScores {
+    type Config = NormalizeScoresConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "normalize-scores",
             "maps scores to (s - a) / b with a, b fitted on the fit split's maps (min-max, mean/std or min to median image maximum)",
         )
         .input("score", ValueKind::ScoreMap, "score map")
         .output_same_size("score", ValueKind::ScoreMap, "score", "normalized score map")
         .output("image_score", ValueKind::Scalar, "maximum of the normalized map")
-        .param(ParamSpec::choice(
-            "method",
-            &["min-max", "mean-std", "min-median-max"],
-            "min-max: a = min, b = max - min over all fit pixels; mean-std: a = mean, b = standard deviation; \
-             min-median-max: a = min, b = median of the fit images' maxima - min (1 = a typical nominal image's \
-             peak, which unlike the overall maximum does not grow with the number of fit images)",
-        ))
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let method = match params.string("method")?.as_str() {
-            "mean-std" => Method::MeanStd,
-            "min-median-max" => Method::MinMedianMax,
-            _ => Method::MinMax,
-        };
-        Ok(StageImpl::Fitted(Box::new(NormalizeStage {
+    fn create(config: NormalizeScoresConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(Box::new(NormalizeStage {
             node: ctx.node_id.to_string(),
-            method,
+            method: config.method,
             stats: Stats::default(),
             fitted: None,
-        })))
+        }))
     }
 }
 
@@ -332,6 +351,16 @@ mod tests {
         again.load_state(h.save_state().unwrap()).unwrap();
         let out = again.process(&meta("t"), inputs(vec![("score", map(1, 1, |_| 3.0).into())])).unwrap();
         assert_eq!(out.score_map("score").data(), &[1.0]);
+    }
+
+    #[test]
+    fn bad_params_are_refused_naming_them() {
+        let err = StageHarness::new::<NormalizeScores>(json!({"method": "max"})).err().unwrap();
+        assert!(err.message.contains("param `method`: `max` is not one of min-max, mean-std, min-median-max"), "{err}");
+        let err = StageHarness::new::<GaussianBlur>(json!({"sigma": -1})).err().unwrap();
+        assert!(err.message.contains("param `sigma`: -1 is out of range"), "{err}");
+        let err = StageHarness::new::<GaussianBlur>(json!({"sigm": 1})).err().unwrap();
+        assert!(err.message.contains("unknown param `sigm` (did you mean `sigma`?)"), "{err}");
     }
 
     #[test]

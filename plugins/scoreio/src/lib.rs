@@ -3,10 +3,11 @@
 //!
 //! Matching rule: the map of a sample is `<root>/<key>.<extension>`, where `<key>` is
 //!
-//! - `key: id` (default): the sample id, e.g. `bottle/test/broken_large/000`
+//! - `key: { kind: id }` (default): the sample id, e.g. `bottle/test/broken_large/000`
 //!   -> `<root>/bottle/test/broken_large/000.npy`;
-//! - `key: path`: the sample's source file path relative to `path_root`, without its
-//!   extension, e.g. `<path_root>/bottle/test/crack/001.png` -> `<root>/bottle/test/crack/001.npy`.
+//! - `key: { kind: path, path_root: DIR }`: the sample's source file path relative to
+//!   `DIR`, without its extension, e.g. `DIR/bottle/test/crack/001.png` ->
+//!   `<root>/bottle/test/crack/001.npy`.
 //!
 //! The format follows the extension: `npy` (float32/float64, shape (h, w), (1, h, w) or
 //! (h, w, 1)), `tif`/`tiff` (one 32- or 64-bit float channel), `png` (8/16-bit greyscale,
@@ -22,6 +23,67 @@ use formats::{decode_npy, decode_png, decode_tiff, RawMap};
 
 pub struct ScoreMaps;
 
+/// Params of `score-maps`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreMapsConfig {
+    /// directory holding the map files
+    pub root: File,
+    /// file extension, which also gives the format: npy, tif, tiff or png
+    #[serde(default)]
+    pub extension: Extension,
+    /// how a sample names its file: `{ kind: id }` = <root>/<sample id>.<ext>; `{ kind: path, path_root: DIR }`
+    /// = <root>/<source path relative to DIR, extension replaced>
+    #[serde(default)]
+    pub key: KeyConfig,
+    /// PNG maps: score = stored integer x scale
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// resize a map whose size differs from `like` bilinearly instead of refusing it
+    #[serde(default)]
+    pub resize: bool,
+}
+
+/// The `extension` param (the files' extension, as written).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Extension {
+    #[default]
+    Npy,
+    Tif,
+    Tiff,
+    Png,
+}
+
+impl Extension {
+    fn as_str(self) -> &'static str {
+        match self {
+            Extension::Npy => "npy",
+            Extension::Tif => "tif",
+            Extension::Tiff => "tiff",
+            Extension::Png => "png",
+        }
+    }
+}
+
+/// The `key` param: how a sample names its map file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum KeyConfig {
+    /// The sample id.
+    #[default]
+    Id,
+    /// The sample's source path relative to `path_root`, extension replaced.
+    Path {
+        /// the directory sample paths are relative to
+        path_root: File,
+    },
+}
+
+fn default_scale() -> f64 {
+    1.0 / 65535.0
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Format {
     Npy,
@@ -29,15 +91,12 @@ enum Format {
     Png,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Key {
-    Id,
-    Path,
-}
-
 impl StagePlugin for ScoreMaps {
+    type Config = ScoreMapsConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map("score-maps", "anomaly maps computed by another tool, one file per sample")
+        StageDescriptor::new("score-maps", "anomaly maps computed by another tool, one file per sample")
             .optional_input(
                 "like",
                 ValueKind::Any,
@@ -45,53 +104,27 @@ impl StagePlugin for ScoreMaps {
             )
             .output("score", ValueKind::ScoreMap, "the map read from the sample's file")
             .output("image_score", ValueKind::Scalar, "maximum of the map")
-            .param(ParamSpec::required("root", ParamType::Path, "directory holding the map files"))
-            .param(ParamSpec::string("extension", "npy", "file extension: npy, tif, tiff or png"))
-            .param(ParamSpec::choice(
-                "key",
-                &["id", "path"],
-                "how a sample names its file: `id` = <root>/<sample id>.<ext>; `path` = <root>/<source path relative to path_root, extension replaced>",
-            ))
-            .param(ParamSpec::string("path_root", "", "for `key: path`: the directory sample paths are relative to"))
-            .param(ParamSpec::float("scale", 1.0 / 65535.0, "PNG maps: score = stored integer x scale"))
-            .param(ParamSpec::bool(
-                "resize",
-                false,
-                "resize a map whose size differs from `like` bilinearly instead of refusing it",
-            ))
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let node = ctx.node_id.to_string();
-        let extension = params.string("extension")?.trim_start_matches('.').to_string();
-        let format = match extension.to_ascii_lowercase().as_str() {
-            "npy" => Format::Npy,
-            "tif" | "tiff" => Format::Tiff,
-            "png" => Format::Png,
-            other => {
-                return Err(StageError::invalid_param(format!(
-                    "node `{node}`: param `extension`: `{other}` is not one of npy, tif, tiff, png"
-                )))
-            }
+    fn create(config: ScoreMapsConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let format = match config.extension {
+            Extension::Npy => Format::Npy,
+            Extension::Tif | Extension::Tiff => Format::Tiff,
+            Extension::Png => Format::Png,
         };
-        let key = if params.string("key")? == "path" { Key::Path } else { Key::Id };
-        let path_root = params.string("path_root")?;
-        if key == Key::Path && path_root.is_empty() {
-            return Err(StageError::invalid_param(format!(
-                "node `{node}`: param `path_root` is required with `key: path`"
-            )));
-        }
-        let path_root = (!path_root.is_empty()).then(|| params.resolve_path(&path_root));
-        Ok(StageImpl::Map(Box::new(ScoreMapsStage {
-            node,
-            root: params.path("root")?,
-            extension,
+        let path_root = match &config.key {
+            KeyConfig::Id => None,
+            KeyConfig::Path { path_root } => Some(path_root.resolve(ctx)),
+        };
+        Ok(Box::new(ScoreMapsStage {
+            node: ctx.node_id.to_string(),
+            root: config.root.resolve(ctx),
+            extension: config.extension.as_str().to_string(),
             format,
-            key,
             path_root,
-            scale: params.f64("scale")? as f32,
-            resize: params.bool("resize")?,
-        })))
+            scale: config.scale as f32,
+            resize: config.resize,
+        }))
     }
 }
 
@@ -100,7 +133,7 @@ struct ScoreMapsStage {
     root: PathBuf,
     extension: String,
     format: Format,
-    key: Key,
+    /// Set with `key: { kind: path }`.
     path_root: Option<PathBuf>,
     scale: f32,
     resize: bool,
@@ -113,8 +146,8 @@ impl ScoreMapsStage {
 
     /// The file that holds `sample`'s map, by the documented rule.
     fn file_for(&self, sample: &SampleMeta) -> StageResult<PathBuf> {
-        let rel: PathBuf = match (self.key, &self.path_root) {
-            (Key::Path, Some(base)) => {
+        let rel: PathBuf = match &self.path_root {
+            Some(base) => {
                 let p = Path::new(sample.path.as_str());
                 if sample.path.is_empty() {
                     return Err(self.err(sample, "`key: path` but the sample has no source path"));
@@ -128,7 +161,7 @@ impl ScoreMapsStage {
                     })?
                     .with_extension("")
             }
-            _ => PathBuf::from(sample.id.as_str()),
+            None => PathBuf::from(sample.id.as_str()),
         };
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) || rel.as_os_str().is_empty() {
             return Err(self.err(sample, format!("key `{}` is not a plain relative path", rel.display())));
@@ -258,7 +291,7 @@ mod tests {
 
         let mut m = meta("whatever-id");
         m.path = dir.join("data/cable/test/cut/007.png").to_string_lossy().as_ref().into();
-        let base = json!({"root": dir.join("maps").to_str().unwrap(), "key": "path", "path_root": dir.join("data").to_str().unwrap()});
+        let base = json!({"root": dir.join("maps").to_str().unwrap(), "key": {"kind": "path", "path_root": dir.join("data").to_str().unwrap()}});
         let mut p = base.clone();
         p["extension"] = json!("tiff");
         let out = StageHarness::new::<ScoreMaps>(p).unwrap().process(&m, inputs(vec![])).unwrap();
@@ -275,10 +308,18 @@ mod tests {
         }
 
         let mut p = base;
-        p["path_root"] = json!("/elsewhere");
+        p["key"]["path_root"] = json!("/elsewhere");
         let err = StageHarness::new::<ScoreMaps>(p).unwrap().process(&m, inputs(vec![])).unwrap_err();
         assert!(err.message.contains("is not under path_root /elsewhere"), "{err}");
-        assert!(StageHarness::new::<ScoreMaps>(json!({"root": "x", "key": "path"})).is_err());
-        assert!(StageHarness::new::<ScoreMaps>(json!({"root": "x", "extension": "jpg"})).is_err());
+        let err = StageHarness::new::<ScoreMaps>(json!({"root": "x", "key": {"kind": "path"}})).err().unwrap();
+        assert!(err.message.contains("missing required param `key.path_root`"), "{err}");
+        let err = StageHarness::new::<ScoreMaps>(json!({"root": "x", "extension": "jpg"})).err().unwrap();
+        assert!(err.message.contains("param `extension`: `jpg` is not one of npy, tif, tiff, png"), "{err}");
+        let err = StageHarness::new::<ScoreMaps>(json!({"root": "x", "key": {"kind": "id", "path_root": "d"}}))
+            .err()
+            .unwrap();
+        assert!(err.message.contains("unknown param `key.path_root`"), "{err}");
+        let err = StageHarness::new::<ScoreMaps>(json!({"extension": "npy"})).err().unwrap();
+        assert!(err.message.contains("missing required param `root`"), "{err}");
     }
 }

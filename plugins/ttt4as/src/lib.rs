@@ -22,10 +22,9 @@ pub mod synthetic;
 pub mod ttt;
 
 use anoflow_sdk::prelude::*;
-use serde_json::json;
 
 use crate::{
-    classifier::ClassifierSpec,
+    classifier::ClassifierConfig,
     labelers::Labeler,
     pseudo_labels::{sample_seed, NominalRegion, PseudoLabelConfig},
     ttt::{Balance, NamedFeatures, TttConfig},
@@ -34,9 +33,220 @@ use crate::{
 /// The `ttt4as` stage type.
 pub struct Ttt4as;
 
+/// Params of `ttt4as`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ttt4asConfig {
+    /// anomalous pseudo-labels, `{ kind: ..., settings }`: maxima (the paper: local maxima >= `percentile`,
+    /// plus `radius`) | hysteresis (those maxima grown through pixels >= `low_percentile`) | components
+    /// (connected components of the pixels >= `percentile`, weighted by size x contrast, kept within `keep` of
+    /// the heaviest) | persistence (peaks of the super-level sets whose persistence >= `min_persistence` x (max -
+    /// median), with their half-height region) | adaptive (local maxima above median + `adaptive_k` x robust
+    /// std) | level (local maxima >= `level`, an absolute score: use on maps normalized on nominal validation
+    /// data)
+    #[serde(default)]
+    pub labeler: LabelerConfig,
+    /// at most this many anomalous pixels train the classifier (a seeded sample that keeps the seeds)
+    #[serde(default = "default_max_anomalous")]
+    #[schemars(range(min = 1))]
+    pub max_anomalous: usize,
+    /// self-training: anomalous = positive prior pixels at or above this quantile of the positive values;
+    /// nominal candidates = negative ones at or below the (1 - this) quantile of the negative values
+    #[serde(default = "default_prior_confidence")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub prior_confidence: f64,
+    /// nominal pixels drawn at random (seeded by sample id)
+    #[serde(default = "default_nominal_samples")]
+    #[schemars(range(min = 1))]
+    pub nominal_samples: usize,
+    /// where nominal pixels are drawn from: `{ kind: all-rest }`, every non-anomalous pixel (the rest of the
+    /// map, as the method is reimplemented), or `{ kind: below-percentile, nominal_percentile: 50 }`, only
+    /// scores at or below that percentile (on objects that half is mostly background and teaches
+    /// object-vs-background: docs/results/binarizers.md)
+    #[serde(default)]
+    pub nominal_region: NominalRegionConfig,
+    /// nominal pixels keep this Chebyshev distance (px) from anomalous ones
+    #[serde(default)]
+    pub margin: usize,
+    /// against the class imbalance: C per class scaled by n/(2 n_class), repeat the minority class, or nothing
+    /// (raw + none reproduces the all-empty-mask trap)
+    #[serde(default)]
+    pub balance: BalanceChoice,
+    /// standardize each dimension on this image's training pixels (weighted like the classes)
+    #[serde(default = "yes")]
+    pub standardize: bool,
+    /// kind: linear-svm (c, loss l1|l2, bias, tol, max_iter, shrinking) | logistic (c, bias, tol, max_iter) |
+    /// kernel-svm (c, kernel { kind: gaussian, gamma } | { kind: linear }, tol, exact: decide per pixel instead
+    /// of on the feature grid then upsample); the bias is liblinear's constant feature
+    #[serde(default)]
+    pub classifier: ClassifierConfig,
+    /// mixed with each sample id to seed nominal sampling and the solver
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The `labeler` param: how anomalous pseudo-labels are found, with the settings that
+/// labeler uses (and no other).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LabelerConfig {
+    /// The paper's: local maxima at or above `percentile`, plus a square of `radius`.
+    Maxima {
+        /// local maxima at or above this percentile of the map are anomalous
+        #[serde(default = "default_percentile")]
+        #[schemars(range(min = 0.0, max = 100.0))]
+        percentile: f64,
+        /// Chebyshev radius of the square of pixels labelled around each maximum
+        #[serde(default = "default_radius")]
+        radius: usize,
+    },
+    /// The paper's maxima, grown through pixels at or above `low_percentile`.
+    Hysteresis {
+        /// local maxima at or above this percentile of the map are anomalous
+        #[serde(default = "default_percentile")]
+        #[schemars(range(min = 0.0, max = 100.0))]
+        percentile: f64,
+        /// grow through pixels at or above this percentile
+        #[serde(default = "default_low_percentile")]
+        #[schemars(range(min = 0.0, max = 100.0))]
+        low_percentile: f64,
+        /// Chebyshev radius of the square of pixels labelled around each maximum
+        #[serde(default = "default_radius")]
+        radius: usize,
+    },
+    /// Connected components of the pixels at or above `percentile`, weighted by size x contrast.
+    Components {
+        /// components of the pixels at or above this percentile of the map
+        #[serde(default = "default_percentile")]
+        #[schemars(range(min = 0.0, max = 100.0))]
+        percentile: f64,
+        /// keep those weighing at least this fraction of the heaviest
+        #[serde(default = "default_keep")]
+        #[schemars(range(min = 0.0, max = 1.0))]
+        keep: f64,
+    },
+    /// Persistent peaks of the super-level sets, with their half-height region.
+    Persistence {
+        /// keep peaks whose persistence is at least this fraction of (max - median)
+        #[serde(default = "default_min_persistence")]
+        #[schemars(range(min = 0.0, max = 1.0))]
+        min_persistence: f64,
+    },
+    /// Local maxima above median + `adaptive_k` x robust std.
+    Adaptive {
+        /// level = median + k x 1.4826 x MAD of the map
+        #[serde(default = "default_adaptive_k")]
+        #[schemars(range(min = 0.0, max = 1000.0))]
+        adaptive_k: f64,
+        /// Chebyshev radius of the square of pixels labelled around each maximum
+        #[serde(default = "default_radius")]
+        radius: usize,
+    },
+    /// Local maxima at or above an absolute score `level`.
+    Level {
+        /// the absolute score a local maximum must reach (1 = the validation maximum after normalize-scores
+        /// min-max)
+        #[serde(default = "default_level")]
+        level: f64,
+        /// Chebyshev radius of the square of pixels labelled around each maximum
+        #[serde(default = "default_radius")]
+        radius: usize,
+    },
+}
+
+impl Default for LabelerConfig {
+    fn default() -> Self {
+        LabelerConfig::Maxima { percentile: default_percentile(), radius: default_radius() }
+    }
+}
+
+impl LabelerConfig {
+    /// The labeler with the percentile and radius the pseudo-labelling takes; a labeler that
+    /// uses neither gets their defaults, which it never reads.
+    fn split(self) -> (Labeler, f64, usize) {
+        let (p, r) = (default_percentile(), default_radius());
+        match self {
+            LabelerConfig::Maxima { percentile, radius } => (Labeler::Maxima, percentile, radius),
+            LabelerConfig::Hysteresis { percentile, low_percentile, radius } => {
+                (Labeler::Hysteresis { low_percentile }, percentile, radius)
+            }
+            LabelerConfig::Components { percentile, keep } => (Labeler::Components { keep }, percentile, r),
+            LabelerConfig::Persistence { min_persistence } => (Labeler::Persistence { min_persistence }, p, r),
+            LabelerConfig::Adaptive { adaptive_k, radius } => (Labeler::Adaptive { k: adaptive_k }, p, radius),
+            LabelerConfig::Level { level, radius } => (Labeler::Level { level }, p, radius),
+        }
+    }
+}
+
+/// The `nominal_region` param.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum NominalRegionConfig {
+    /// Every pixel that is not anomalous.
+    #[default]
+    AllRest,
+    /// Pixels whose score is at or below `nominal_percentile` of the map.
+    BelowPercentile {
+        /// upper percentile of the nominal region
+        #[serde(default = "default_nominal_percentile")]
+        #[schemars(range(min = 0.0, max = 100.0))]
+        nominal_percentile: f64,
+    },
+}
+
+/// The `balance` param.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BalanceChoice {
+    #[default]
+    ClassWeights,
+    Oversample,
+    None,
+}
+
+fn default_percentile() -> f64 {
+    99.0
+}
+fn default_radius() -> usize {
+    1
+}
+fn default_low_percentile() -> f64 {
+    95.0
+}
+fn default_keep() -> f64 {
+    0.5
+}
+fn default_min_persistence() -> f64 {
+    0.5
+}
+fn default_adaptive_k() -> f64 {
+    8.0
+}
+fn default_level() -> f64 {
+    1.0
+}
+fn default_max_anomalous() -> usize {
+    1000
+}
+fn default_prior_confidence() -> f64 {
+    0.5
+}
+fn default_nominal_samples() -> usize {
+    500
+}
+fn default_nominal_percentile() -> f64 {
+    50.0
+}
+fn yes() -> bool {
+    true
+}
+
 impl StagePlugin for Ttt4as {
+    type Config = Ttt4asConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "ttt4as",
             "Test-time-trained per-image classifier (TTT4AS) that turns an anomaly score map into a binary mask",
         )
@@ -61,140 +271,37 @@ impl StagePlugin for Ttt4as {
             "the classifier's decision value per pixel (-1 when none was trained)",
         )
         .output("pseudo_labels", ValueKind::ScoreMap, "+1 anomalous, -1 nominal, 0 unlabelled")
-        .param(ParamSpec::choice(
-            "labeler",
-            &["maxima", "hysteresis", "components", "persistence", "adaptive", "level"],
-            "anomalous pseudo-labels: maxima (the paper: local maxima >= percentile, plus radius) | hysteresis \
-             (those maxima grown through pixels >= low_percentile) | components (connected components of the \
-             pixels >= percentile, weighted by size x contrast, kept within `keep` of the heaviest) | persistence \
-             (peaks of the super-level sets whose persistence >= min_persistence x (max - median), with their \
-             half-height region) | adaptive (local maxima above median + adaptive_k x robust std) | level (local \
-             maxima >= `level`, an absolute score: use on maps normalized on nominal validation data)",
-        ))
-        .param(
-            ParamSpec::float("percentile", 99.0, "local maxima at or above this percentile of the map are anomalous")
-                .range(0.0, 100.0),
-        )
-        .param(
-            ParamSpec::float("low_percentile", 95.0, "hysteresis: grow through pixels at or above this percentile")
-                .range(0.0, 100.0),
-        )
-        .param(
-            ParamSpec::float("keep", 0.5, "components: keep those weighing at least this fraction of the heaviest")
-                .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::float(
-                "min_persistence",
-                0.5,
-                "persistence: keep peaks whose persistence is at least this fraction of (max - median)",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::float("adaptive_k", 8.0, "adaptive: level = median + k x 1.4826 x MAD of the map")
-                .range(0.0, 1000.0),
-        )
-        .param(ParamSpec::float(
-            "level",
-            1.0,
-            "level: the absolute score a local maximum must reach (1 = the validation maximum after \
-             normalize-scores min-max)",
-        ))
-        .param(
-            ParamSpec::int(
-                "max_anomalous",
-                1000,
-                "at most this many anomalous pixels train the classifier (a seeded sample that keeps the seeds)",
-            )
-            .min(1.0),
-        )
-        .param(
-            ParamSpec::float(
-                "prior_confidence",
-                0.5,
-                "self-training: anomalous = positive prior pixels at or above this quantile of the positive values; \
-             nominal candidates = negative ones at or below the (1 - this) quantile of the negative values",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::int("radius", 1, "Chebyshev radius of the square of pixels labelled around each maximum")
-                .min(0.0),
-        )
-        .param(ParamSpec::int("nominal_samples", 500, "nominal pixels drawn at random (seeded by sample id)").min(1.0))
-        .param(ParamSpec::choice(
-            "nominal_region",
-            &["all-rest", "below-percentile"],
-            "draw nominal pixels from every non-anomalous pixel (the rest of the map, as the method is \
-             reimplemented), or only from scores at or below `nominal_percentile` (on objects that half is \
-             mostly background and teaches object-vs-background: docs/results/binarizers.md)",
-        ))
-        .param(ParamSpec::float("nominal_percentile", 50.0, "upper percentile of the nominal region").range(0.0, 100.0))
-        .param(
-            ParamSpec::int("margin", 0, "nominal pixels keep this Chebyshev distance (px) from anomalous ones")
-                .min(0.0),
-        )
-        .param(ParamSpec::choice(
-            "balance",
-            &["class-weights", "oversample", "none"],
-            "against the class imbalance: C per class scaled by n/(2 n_class), repeat the minority class, or \
-             nothing (raw + none reproduces the all-empty-mask trap)",
-        ))
-        .param(ParamSpec::bool(
-            "standardize",
-            true,
-            "standardize each dimension on this image's training pixels (weighted like the classes)",
-        ))
-        .param(ParamSpec::with_default(
-            "classifier",
-            ParamType::Object,
-            json!({"kind": "linear-svm", "c": 0.001}),
-            "kind: linear-svm (c, loss l1|l2, bias, tol, max_iter, shrinking) | logistic (c, bias, tol, max_iter) | \
-             kernel-svm (c, kernel gaussian|linear, gamma, tol, exact: decide per pixel instead of on the feature \
-             grid then upsample); the bias is liblinear's constant feature",
-        ))
-        .param(ParamSpec::int("seed", 0, "mixed with each sample id to seed nominal sampling and the solver").min(0.0))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let percentile = params.f64_in("percentile", 0.0, 100.0)?;
-        let nominal_region = match params.string("nominal_region")?.as_str() {
-            "all-rest" => NominalRegion::AllRest,
-            _ => NominalRegion::BelowPercentile(params.f64_in("nominal_percentile", 0.0, 100.0)?),
+    fn create(config: Ttt4asConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let (labeler, percentile, radius) = config.labeler.split();
+        let nominal_region = match config.nominal_region {
+            NominalRegionConfig::AllRest => NominalRegion::AllRest,
+            NominalRegionConfig::BelowPercentile { nominal_percentile } => {
+                NominalRegion::BelowPercentile(nominal_percentile)
+            }
         };
-        let balance = match params.string("balance")?.as_str() {
-            "oversample" => Balance::Oversample,
-            "none" => Balance::None,
-            _ => Balance::ClassWeights,
-        };
-        let classifier = ClassifierSpec::from_json(params.object("classifier")?.raw())
-            .map_err(|e| StageError::invalid_param(format!("node `{}`: param `classifier`: {e}", params.node())))?;
-        let labeler = match params.string("labeler")?.as_str() {
-            "hysteresis" => Labeler::Hysteresis { low_percentile: params.f64_in("low_percentile", 0.0, 100.0)? },
-            "components" => Labeler::Components { keep: params.f64_in("keep", 0.0, 1.0)? },
-            "persistence" => Labeler::Persistence { min_persistence: params.f64_in("min_persistence", 0.0, 1.0)? },
-            "adaptive" => Labeler::Adaptive { k: params.f64_in("adaptive_k", 0.0, 1000.0)? },
-            "level" => Labeler::Level { level: params.f64("level")? },
-            _ => Labeler::Maxima,
+        let balance = match config.balance {
+            BalanceChoice::ClassWeights => Balance::ClassWeights,
+            BalanceChoice::Oversample => Balance::Oversample,
+            BalanceChoice::None => Balance::None,
         };
         let cfg = TttConfig {
             labels: PseudoLabelConfig {
                 labeler,
-                max_anomalous: params.positive("max_anomalous")?,
+                max_anomalous: config.max_anomalous,
                 percentile,
-                radius: params.usize("radius")?,
-                nominal_samples: params.positive("nominal_samples")?,
+                radius,
+                nominal_samples: config.nominal_samples,
                 nominal_region,
-                margin: params.usize("margin")?,
+                margin: config.margin,
             },
             balance,
-            standardize: params.bool("standardize")?,
-            classifier,
-            prior_confidence: params.f64_in("prior_confidence", 0.0, 1.0)?,
+            standardize: config.standardize,
+            classifier: config.classifier.into(),
+            prior_confidence: config.prior_confidence,
         };
-        let seed: u64 = params.get("seed")?;
-        Ok(StageImpl::Map(Box::new(Ttt4asStage { node: params.node().to_string(), cfg, seed })))
+        Ok(Box::new(Ttt4asStage { node: ctx.node_id.to_string(), cfg, seed: config.seed }))
     }
 }
 
@@ -253,6 +360,7 @@ mod tests {
     use super::*;
     use anoflow_sdk::harness::{inputs, meta, StageHarness};
     use anoflow_sdk::value::PortValue;
+    use serde_json::json;
 
     fn feature_inputs(case: &synthetic::Case) -> Vec<PortValue> {
         let mut ins = inputs(vec![("score", ScoreMap::new(224, 224, case.score.clone()).unwrap().into())]);
@@ -274,7 +382,7 @@ mod tests {
         // would land in it, so this test draws them from the lower half of the map.
         let h = StageHarness::new::<Ttt4as>(json!({
             "classifier": {"kind": "linear-svm", "c": 0.001},
-            "nominal_region": "below-percentile"
+            "nominal_region": {"kind": "below-percentile"}
         }))
         .unwrap();
         let out = h.process(&meta("bottle/test/broken/000"), feature_inputs(&case)).unwrap();
@@ -294,12 +402,78 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_pipeline_configures_ttt4as_validly() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+        let mut nodes = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let doc: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for (name, node) in doc["nodes"].as_object().into_iter().flatten() {
+                if node["plugin"] == "ttt4as" {
+                    let with = node.get("with").cloned().unwrap_or(json!({}));
+                    if let Err(e) = StageHarness::new::<Ttt4as>(with) {
+                        panic!("{}: node `{name}`: {e}", path.display());
+                    }
+                    nodes += 1;
+                }
+            }
+        }
+        assert!(nodes > 30, "{nodes} ttt4as nodes");
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c: Ttt4asConfig = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(c.labeler, LabelerConfig::Maxima { percentile: 99.0, radius: 1 });
+        assert_eq!(c.nominal_region, NominalRegionConfig::AllRest);
+        assert_eq!((c.max_anomalous, c.nominal_samples, c.margin, c.seed), (1000, 500, 0, 0));
+        assert_eq!((c.balance, c.standardize, c.prior_confidence), (BalanceChoice::ClassWeights, true, 0.5));
+        assert_eq!(classifier::ClassifierSpec::from(c.classifier), classifier::ClassifierSpec::default());
+        let c: Ttt4asConfig = serde_json::from_value(
+            json!({"labeler": {"kind": "hysteresis"}, "nominal_region": {"kind": "below-percentile"}}),
+        )
+        .unwrap();
+        assert_eq!(c.labeler.split(), (Labeler::Hysteresis { low_percentile: 95.0 }, 99.0, 1));
+        assert_eq!(c.nominal_region, NominalRegionConfig::BelowPercentile { nominal_percentile: 50.0 });
+        let c: Ttt4asConfig = serde_json::from_value(json!({"labeler": {"kind": "level", "level": 1.4}})).unwrap();
+        assert_eq!(c.labeler.split(), (Labeler::Level { level: 1.4 }, 99.0, 1));
+    }
+
+    #[test]
     fn bad_params_and_inputs_are_reported_with_node_and_sample() {
         let err =
             StageHarness::new::<Ttt4as>(json!({"classifier": {"kind": "logistic", "shrinking": true}})).err().unwrap();
-        assert!(err.message.contains("param `classifier`: invalid classifier setting: `shrinking`"), "{err}");
-        let err = StageHarness::new::<Ttt4as>(json!({"percentile": 120})).err().unwrap();
-        assert!(err.message.contains("percentile"), "{err}");
+        assert!(err.message.contains("unknown param `classifier.shrinking`"), "{err}");
+        let err = StageHarness::new::<Ttt4as>(json!({"labeler": {"kind": "maxima", "percentile": 120}})).err().unwrap();
+        assert!(err.message.contains("param `labeler.percentile`: 120 is out of range"), "{err}");
+        // A setting of another labeler is refused, not ignored.
+        let err = StageHarness::new::<Ttt4as>(json!({"labeler": {"kind": "level", "percentile": 99}})).err().unwrap();
+        assert!(err.message.contains("unknown param `labeler.percentile`"), "{err}");
+        let err = StageHarness::new::<Ttt4as>(json!({"labeler": {"kind": "lvl"}})).err().unwrap();
+        assert!(err.message.contains("param `labeler.kind`: `lvl` is not one of maxima, hysteresis"), "{err}");
+        let err = StageHarness::new::<Ttt4as>(json!({"percentile": 99})).err().unwrap();
+        assert!(err.message.contains("unknown param `percentile`"), "{err}");
+        let err = StageHarness::new::<Ttt4as>(json!({"balance": "equal"})).err().unwrap();
+        assert!(
+            err.message.contains("param `balance`: `equal` is not one of class-weights, oversample, none"),
+            "{err}"
+        );
+        let err = StageHarness::new::<Ttt4as>(
+            json!({"classifier": {"kind": "kernel-svm", "kernel": {"kind": "linear", "gamma": 0.5}}}),
+        )
+        .err()
+        .unwrap();
+        assert!(err.message.contains("unknown param `classifier.kernel.gamma`"), "{err}");
+        let err = StageHarness::new::<Ttt4as>(json!({"classifier": {"kind": "linear-svm", "c": 0}})).err().unwrap();
+        assert!(err.message.contains("param `classifier.c`: 0 is out of range"), "{err}");
+        let err =
+            StageHarness::new::<Ttt4as>(json!({"nominal_region": {"kind": "all-rest", "nominal_percentile": 50}}))
+                .err()
+                .unwrap();
+        assert!(err.message.contains("unknown param `nominal_region.nominal_percentile`"), "{err}");
 
         let h = StageHarness::new::<Ttt4as>(json!({})).unwrap();
         let mut score = vec![0.1f32; 224 * 224];

@@ -11,14 +11,20 @@ use ndarray::{Array1, Array2, ArrayView1};
 use super::{FitInfo, TrainingSet};
 use crate::error::TttError;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Written `kernel: { kind: gaussian, gamma: 0.5 }` or `kernel: { kind: linear }`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Kernel {
     /// `exp(-gamma |x - x'|^2)`; `None`: `0.01 / d`. A wide kernel: training features are
     /// interpolated at pixels and so smoother than the raw cells the grid decision reads;
     /// scikit-learn's `1 / d` fits the training pixels and rejects every raw cell.
     Gaussian {
+        /// Kernel width; absent: 0.01 / (feature dims).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(extend("exclusiveMinimum" = 0))]
         gamma: Option<f64>,
     },
+    /// `x . x'`.
     Linear,
 }
 

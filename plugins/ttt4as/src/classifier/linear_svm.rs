@@ -12,11 +12,14 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{axpy, dot, FitInfo, LinearModel, TrainingSet};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Written `l1` / `l2` in the `classifier` param. (Plain comments on the variants: doc
+// comments would turn the schema's choice list into one alternative per variant.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum Loss {
-    /// Hinge loss, box constraint `0 <= alpha <= C`.
+    // Hinge loss, box constraint `0 <= alpha <= C`.
     L1,
-    /// Squared hinge loss (scikit-learn's LinearSVC default), `D_ii = 1 / (2C)`.
+    // Squared hinge loss (scikit-learn's LinearSVC default), `D_ii = 1 / (2C)`.
     L2,
 }
 

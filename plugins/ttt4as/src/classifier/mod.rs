@@ -4,6 +4,7 @@ pub mod kernel_svm;
 pub mod linear_svm;
 pub mod logistic;
 
+use anoflow_sdk::prelude::{Deserialize, JsonSchema, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::error::TttError;
@@ -74,117 +75,152 @@ impl Default for ClassifierSpec {
     }
 }
 
-/// Keys each kind accepts in the `classifier` mapping.
-const LINEAR_SVM_KEYS: &[&str] = &["kind", "c", "loss", "bias", "tol", "max_iter", "shrinking"];
-const LOGISTIC_KEYS: &[&str] = &["kind", "c", "bias", "tol", "max_iter"];
-const KERNEL_SVM_KEYS: &[&str] = &["kind", "c", "kernel", "gamma", "tol", "exact"];
+/// The `classifier` param, `{ kind: linear-svm | logistic | kernel-svm, ... }`: each kind
+/// holds exactly its own settings, so a setting of another kind is refused, not ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClassifierConfig {
+    /// L2-regularized linear SVC by dual coordinate descent (liblinear's).
+    LinearSvm {
+        /// C, the inverse regularization strength.
+        #[serde(default = "c_linear")]
+        #[schemars(extend("exclusiveMinimum" = 0))]
+        c: f64,
+        /// l2: squared hinge (scikit-learn's LinearSVC default) | l1: hinge.
+        #[serde(default = "loss_l2")]
+        loss: Loss,
+        /// liblinear's constant bias feature (0: no intercept).
+        #[serde(default = "bias_one")]
+        #[schemars(range(min = 0.0))]
+        bias: f64,
+        /// Stop when the projected-gradient spread falls below this.
+        #[serde(default = "tol_linear")]
+        #[schemars(extend("exclusiveMinimum" = 0))]
+        tol: f64,
+        /// At most this many passes.
+        #[serde(default = "max_iter_svm")]
+        #[schemars(range(min = 1))]
+        max_iter: usize,
+        /// liblinear's shrinking of the active set.
+        #[serde(default = "yes")]
+        shrinking: bool,
+    },
+    /// L2-regularized logistic regression (L-BFGS on the primal).
+    Logistic {
+        /// C, the inverse regularization strength.
+        #[serde(default = "c_linear")]
+        #[schemars(extend("exclusiveMinimum" = 0))]
+        c: f64,
+        /// liblinear's constant bias feature (0: no intercept).
+        #[serde(default = "bias_one")]
+        #[schemars(range(min = 0.0))]
+        bias: f64,
+        /// Stop when the gradient norm falls below this fraction of its value at w = 0.
+        #[serde(default = "tol_linear")]
+        #[schemars(extend("exclusiveMinimum" = 0))]
+        tol: f64,
+        /// At most this many iterations.
+        #[serde(default = "max_iter_logistic")]
+        #[schemars(range(min = 1))]
+        max_iter: usize,
+    },
+    /// Kernel C-SVC (linfa-svm's SMO).
+    KernelSvm {
+        /// C, the inverse regularization strength.
+        #[serde(default = "c_kernel")]
+        #[schemars(extend("exclusiveMinimum" = 0))]
+        c: f64,
+        /// `{ kind: gaussian, gamma: ... }` (gamma absent: 0.01 / dims) or `{ kind: linear }`.
+        #[serde(default = "kernel_gaussian")]
+        kernel: Kernel,
+        /// SMO stopping tolerance.
+        #[serde(default = "tol_kernel")]
+        #[schemars(extend("exclusiveMinimum" = 0))]
+        tol: f64,
+        /// Decide on every image pixel (exact, slow) instead of on the feature grid then upsample.
+        #[serde(default)]
+        exact: bool,
+    },
+}
+
+fn c_linear() -> f64 {
+    LinearSvmConfig::default().c
+}
+fn c_kernel() -> f64 {
+    KernelSvmConfig::default().c
+}
+fn loss_l2() -> Loss {
+    LinearSvmConfig::default().loss
+}
+fn bias_one() -> f64 {
+    LinearSvmConfig::default().bias
+}
+fn tol_linear() -> f64 {
+    LinearSvmConfig::default().tol
+}
+fn tol_kernel() -> f64 {
+    KernelSvmConfig::default().tol
+}
+fn max_iter_svm() -> usize {
+    LinearSvmConfig::default().max_iter
+}
+fn max_iter_logistic() -> usize {
+    LogisticConfig::default().max_iter
+}
+fn kernel_gaussian() -> Kernel {
+    KernelSvmConfig::default().kernel
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for ClassifierConfig {
+    /// The stage's default: a linear SVC with C = 0.001.
+    fn default() -> Self {
+        ClassifierSpec::default().into()
+    }
+}
+
+impl From<ClassifierConfig> for ClassifierSpec {
+    fn from(c: ClassifierConfig) -> Self {
+        match c {
+            ClassifierConfig::LinearSvm { c, loss, bias, tol, max_iter, shrinking } => {
+                ClassifierSpec::LinearSvm(LinearSvmConfig { c, loss, bias, tol, max_iter, shrinking })
+            }
+            ClassifierConfig::Logistic { c, bias, tol, max_iter } => {
+                ClassifierSpec::Logistic(LogisticConfig { c, bias, tol, max_iter })
+            }
+            ClassifierConfig::KernelSvm { c, kernel, tol, exact } => {
+                ClassifierSpec::KernelSvm(KernelSvmConfig { c, kernel, tol, exact })
+            }
+        }
+    }
+}
+
+impl From<ClassifierSpec> for ClassifierConfig {
+    fn from(s: ClassifierSpec) -> Self {
+        match s {
+            ClassifierSpec::LinearSvm(LinearSvmConfig { c, loss, bias, tol, max_iter, shrinking }) => {
+                ClassifierConfig::LinearSvm { c, loss, bias, tol, max_iter, shrinking }
+            }
+            ClassifierSpec::Logistic(LogisticConfig { c, bias, tol, max_iter }) => {
+                ClassifierConfig::Logistic { c, bias, tol, max_iter }
+            }
+            ClassifierSpec::KernelSvm(KernelSvmConfig { c, kernel, tol, exact }) => {
+                ClassifierConfig::KernelSvm { c, kernel, tol, exact }
+            }
+        }
+    }
+}
 
 impl ClassifierSpec {
-    /// Parses `{ kind: linear-svm | logistic | kernel-svm, c: ..., ... }`. Missing keys take
-    /// their defaults (C = 0.001 for the linear kinds, 1 for kernel-svm); unknown keys and
-    /// values of the wrong type are errors naming the key.
+    /// Parses `{ kind: linear-svm | logistic | kernel-svm, c: ..., ... }` (for benches and
+    /// tests; the stage gets its [`ClassifierConfig`] already checked). Missing settings take
+    /// their defaults (C = 0.001 for the linear kinds, 1 for kernel-svm).
     pub fn from_json(obj: &Map<String, Json>) -> Result<Self, TttError> {
-        let kind = match obj.get("kind") {
-            None => "linear-svm",
-            Some(Json::String(s)) => s.as_str(),
-            Some(other) => return Err(TttError::Classifier(format!("`kind` must be a string, found {other}"))),
-        };
-        let allowed = match kind {
-            "linear-svm" => LINEAR_SVM_KEYS,
-            "logistic" => LOGISTIC_KEYS,
-            "kernel-svm" => KERNEL_SVM_KEYS,
-            other => {
-                return Err(TttError::Classifier(format!(
-                    "unknown kind `{other}` (expected linear-svm, logistic or kernel-svm)"
-                )))
-            }
-        };
-        if let Some(bad) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(TttError::Classifier(format!(
-                "`{bad}` does not apply to kind `{kind}` (allowed: {})",
-                allowed.join(", ")
-            )));
-        }
-        let num = |key: &str, default: f64, positive: bool| -> Result<f64, TttError> {
-            match obj.get(key) {
-                None => Ok(default),
-                Some(v) => match v.as_f64() {
-                    Some(x) if x.is_finite() && (!positive || x > 0.0) && x >= 0.0 => Ok(x),
-                    _ => Err(TttError::Classifier(format!(
-                        "`{key}` must be a {} number, found {v}",
-                        if positive { "positive" } else { "non-negative" }
-                    ))),
-                },
-            }
-        };
-        let int = |key: &str, default: usize| -> Result<usize, TttError> {
-            match obj.get(key) {
-                None => Ok(default),
-                Some(v) => match v.as_u64() {
-                    Some(x) if x > 0 => Ok(x as usize),
-                    _ => Err(TttError::Classifier(format!("`{key}` must be a positive integer, found {v}"))),
-                },
-            }
-        };
-        let flag = |key: &str, default: bool| -> Result<bool, TttError> {
-            match obj.get(key) {
-                None => Ok(default),
-                Some(Json::Bool(b)) => Ok(*b),
-                Some(v) => Err(TttError::Classifier(format!("`{key}` must be true or false, found {v}"))),
-            }
-        };
-        let word = |key: &str, default: &'static str| -> Result<String, TttError> {
-            match obj.get(key) {
-                None => Ok(default.to_string()),
-                Some(Json::String(s)) => Ok(s.clone()),
-                Some(v) => Err(TttError::Classifier(format!("`{key}` must be a string, found {v}"))),
-            }
-        };
-        Ok(match kind {
-            "linear-svm" => {
-                let d = LinearSvmConfig::default();
-                let loss = match word("loss", "l2")?.as_str() {
-                    "l2" | "squared-hinge" => Loss::L2,
-                    "l1" | "hinge" => Loss::L1,
-                    other => return Err(TttError::Classifier(format!("`loss`: `{other}` is not l1 or l2"))),
-                };
-                ClassifierSpec::LinearSvm(LinearSvmConfig {
-                    c: num("c", d.c, true)?,
-                    loss,
-                    bias: num("bias", d.bias, false)?,
-                    tol: num("tol", d.tol, true)?,
-                    max_iter: int("max_iter", d.max_iter)?,
-                    shrinking: flag("shrinking", d.shrinking)?,
-                })
-            }
-            "logistic" => {
-                let d = LogisticConfig::default();
-                ClassifierSpec::Logistic(LogisticConfig {
-                    c: num("c", d.c, true)?,
-                    bias: num("bias", d.bias, false)?,
-                    tol: num("tol", d.tol, true)?,
-                    max_iter: int("max_iter", d.max_iter)?,
-                })
-            }
-            _ => {
-                let d = KernelSvmConfig::default();
-                let kernel = match word("kernel", "gaussian")?.as_str() {
-                    "gaussian" | "rbf" => {
-                        Kernel::Gaussian { gamma: obj.get("gamma").map(|_| num("gamma", 1.0, true)).transpose()? }
-                    }
-                    "linear" => Kernel::Linear,
-                    other => {
-                        return Err(TttError::Classifier(format!("`kernel`: `{other}` is not gaussian or linear")))
-                    }
-                };
-                ClassifierSpec::KernelSvm(KernelSvmConfig {
-                    c: num("c", d.c, true)?,
-                    kernel,
-                    tol: num("tol", d.tol, true)?,
-                    exact: flag("exact", d.exact)?,
-                })
-            }
-        })
+        serde_json::from_value::<ClassifierConfig>(Json::Object(obj.clone()))
+            .map(Into::into)
+            .map_err(|e| TttError::Classifier(e.to_string()))
     }
 
     /// Whether the decision is linear in the features (so it can be taken at feature
@@ -323,13 +359,19 @@ mod tests {
     #[test]
     fn spec_parsing_names_the_bad_key() {
         let parse = |j: serde_json::Value| ClassifierSpec::from_json(j.as_object().unwrap());
-        assert_eq!(parse(json!({})).unwrap(), ClassifierSpec::default());
+        assert_eq!(parse(json!({"kind": "linear-svm"})).unwrap(), ClassifierSpec::default());
         let err = parse(json!({"kind": "logistic", "loss": "l1"})).unwrap_err().to_string();
-        assert!(err.contains("`loss` does not apply to kind `logistic`"), "{err}");
-        let err = parse(json!({"kind": "linear-svm", "c": -1})).unwrap_err().to_string();
-        assert!(err.contains("`c` must be a positive number"), "{err}");
+        assert!(err.contains("unknown field `loss`"), "{err}");
         let err = parse(json!({"kind": "svm"})).unwrap_err().to_string();
-        assert!(err.contains("unknown kind `svm`"), "{err}");
-        assert!(!parse(json!({"kind": "kernel-svm"})).unwrap().is_linear());
+        assert!(err.contains("unknown variant `svm`"), "{err}");
+        let k = parse(json!({"kind": "kernel-svm", "kernel": {"kind": "gaussian", "gamma": 0.5}})).unwrap();
+        assert!(!k.is_linear());
+        assert!(
+            matches!(k, ClassifierSpec::KernelSvm(KernelSvmConfig { kernel: Kernel::Gaussian { gamma: Some(g) }, .. }) if g == 0.5)
+        );
+        // (Settings of a unit variant, e.g. `gamma` with `kernel: { kind: linear }`, pass serde but not the
+        // schema the host checks first: tested with the stage.)
+        // The stage's default is the documented one.
+        assert_eq!(ClassifierSpec::from(ClassifierConfig::default()), ClassifierSpec::default());
     }
 }
