@@ -30,26 +30,45 @@ use crate::{
 /// Stage type `concat-features`.
 pub struct ConcatFeatures;
 
+/// Params of `concat-features`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConcatConfig {
+    /// Per map and location before concatenating: nothing, or divide the vector by its L2 norm
+    /// (zero vectors stay zero).
+    #[serde(default)]
+    pub normalize: Normalize,
+}
+
+/// `concat-features`' per-location normalization.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalize {
+    #[default]
+    None,
+    L2,
+}
+
 impl StagePlugin for ConcatFeatures {
+    type Config = ConcatConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "concat-features",
             "Feature maps of one image (e.g. RGB and 3D) resized bilinearly to the first map's grid and concatenated \
              per location",
         )
         .multi_input("features", ValueKind::FeatureMap, "feature maps of the same image, in pipeline order")
         .output("features", ValueKind::FeatureMap, "the first map's grid and stride, the sum of the channels")
-        .param(ParamSpec::choice(
-            "normalize",
-            &["none", "l2"],
-            "per map and location before concatenating: nothing, or divide the vector by its L2 norm (zero vectors \
-             stay zero)",
-        ))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let l2 = params.string("normalize")? == "l2";
-        Ok(StageImpl::Map(Box::new(ConcatStage { node: params.node().to_string(), l2 })))
+    fn create(config: ConcatConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let l2 = match config.normalize {
+            Normalize::None => false,
+            Normalize::L2 => true,
+        };
+        Ok(Box::new(ConcatStage { node: ctx.node_id.to_string(), l2 }))
     }
 }
 
@@ -97,9 +116,76 @@ impl Map for ConcatStage {
 /// Stage type `crossmodal-mapping`.
 pub struct CrossmodalMapping;
 
+/// Params of `crossmodal-mapping`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Ridge strength, relative to the mean input variance: lambda = ridge * trace(X^T X) / dim.
+    #[serde(default = "default_ridge")]
+    #[schemars(range(min = 0.0))]
+    pub ridge: f64,
+    /// Fit on at most this many patch pairs (seeded reservoir sample).
+    #[serde(default = "default_max_rows")]
+    #[schemars(range(min = 1))]
+    pub max_rows: usize,
+    /// Prediction error: 1 - cosine similarity, or L2.
+    #[serde(default)]
+    pub distance: DistanceParam,
+    /// How the two errors make one score (CFM: product).
+    #[serde(default)]
+    pub combine: CombineParam,
+    /// Cells whose 3D feature is all zeros (no geometry) score 0 and are not fitted on.
+    #[serde(default = "yes")]
+    pub skip_empty_3d: bool,
+    /// Gaussian blur sigma of the upsampled map, in pixels (0: none).
+    #[serde(default = "default_sigma")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub sigma: f64,
+    /// Seed of the reservoir sample.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_ridge() -> f64 {
+    0.01
+}
+
+fn default_max_rows() -> usize {
+    20000
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_sigma() -> f64 {
+    4.0
+}
+
+/// `crossmodal-mapping`'s prediction error ([`Distance`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistanceParam {
+    #[default]
+    Cosine,
+    L2,
+}
+
+/// How `crossmodal-mapping` combines its two errors ([`Combine`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CombineParam {
+    #[default]
+    Product,
+    Sum,
+}
+
 impl StagePlugin for CrossmodalMapping {
+    type Config = MappingConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "crossmodal-mapping",
             "CFM-like scorer: ridge maps 2D->3D and 3D->2D fitted on nominal patch features; their prediction errors \
              are the anomaly score",
@@ -113,55 +199,29 @@ impl StagePlugin for CrossmodalMapping {
         .optional_input("like", ValueKind::Any, "any spatial value whose size the score map takes (e.g. the image)")
         .output("score", ValueKind::ScoreMap, "combined prediction error, upsampled to image size and blurred")
         .output("image_score", ValueKind::Scalar, "maximum of the score map")
-        .param(
-            ParamSpec::float(
-                "ridge",
-                0.01,
-                "ridge strength, relative to the mean input variance: lambda = ridge * trace(X^T X) / dim",
-            )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::int("max_rows", 20000, "fit on at most this many patch pairs (seeded reservoir sample)")
-                .min(1.0),
-        )
-        .param(ParamSpec::choice("distance", &["cosine", "l2"], "prediction error: 1 - cosine similarity, or L2"))
-        .param(ParamSpec::choice("combine", &["product", "sum"], "how the two errors make one score (CFM: product)"))
-        .param(ParamSpec::bool(
-            "skip_empty_3d",
-            true,
-            "cells whose 3D feature is all zeros (no geometry) score 0 and are not fitted on",
-        ))
-        .param(
-            ParamSpec::float("sigma", 4.0, "Gaussian blur sigma of the upsampled map, in pixels (0: none)")
-                .range(0.0, 1000.0),
-        )
-        .param(ParamSpec::int("seed", 0, "seed of the reservoir sample").min(0.0))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let ridge = params.f64("ridge")?;
-        if ridge < 0.0 {
-            return Err(StageError::invalid_param(format!(
-                "node `{}`: param `ridge`: expected a non-negative number, found {ridge}",
-                params.node()
-            )));
-        }
+    fn create(config: MappingConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
         let scoring = Scoring {
-            distance: if params.string("distance")? == "l2" { Distance::L2 } else { Distance::Cosine },
-            combine: if params.string("combine")? == "sum" { Combine::Sum } else { Combine::Product },
-            skip_empty_3d: params.bool("skip_empty_3d")?,
+            distance: match config.distance {
+                DistanceParam::Cosine => Distance::Cosine,
+                DistanceParam::L2 => Distance::L2,
+            },
+            combine: match config.combine {
+                CombineParam::Product => Combine::Product,
+                CombineParam::Sum => Combine::Sum,
+            },
+            skip_empty_3d: config.skip_empty_3d,
         };
-        let seed: u64 = params.get("seed")?;
-        Ok(StageImpl::Fitted(Box::new(MappingStage {
-            node: params.node().to_string(),
-            ridge,
+        Ok(Box::new(MappingStage {
+            node: ctx.node_id.to_string(),
+            ridge: config.ridge,
             scoring,
-            sigma: params.f64_in("sigma", 0.0, 1000.0)? as f32,
-            reservoir: Reservoir::new(params.positive("max_rows")?, seed),
+            sigma: config.sigma as f32,
+            reservoir: Reservoir::new(config.max_rows, config.seed),
             dims: None,
             maps: None,
-        })))
+        }))
     }
 }
 

@@ -192,3 +192,20 @@ fn concat_resizes_to_the_first_grid_and_normalizes() {
     let err = h.process(&meta("s"), inputs(vec![("features", rgb.into()), ("features", inf.into())])).unwrap_err();
     assert!(err.message.contains("holds inf"), "{err}");
 }
+
+#[test]
+fn bad_params_are_refused_naming_them() {
+    for (params, want) in [
+        (json!({"distance": "manhattan"}), "param `distance`: `manhattan` is not one of cosine, l2"),
+        (json!({"combine": "max"}), "param `combine`: `max` is not one of product, sum"),
+        (json!({"ridge": -0.1}), "param `ridge`: -0.1 is out of range"),
+        (json!({"max_rows": 0}), "param `max_rows`: 0 is out of range"),
+        (json!({"sigma": 1001}), "param `sigma`: 1001 is out of range"),
+        (json!({"rigde": 0.1}), "unknown param `rigde` (did you mean `ridge`?)"),
+    ] {
+        let err = StageHarness::new::<CrossmodalMapping>(params).err().expect("refused");
+        assert!(err.message.contains("node `test-crossmodal-mapping`") && err.message.contains(want), "{err}");
+    }
+    let err = StageHarness::new::<ConcatFeatures>(json!({"normalize": "l1"})).err().expect("refused");
+    assert!(err.message.contains("param `normalize`: `l1` is not one of none, l2"), "{err}");
+}

@@ -27,18 +27,91 @@ const VARIANT_MARK: &str = "#defect";
 /// Smallest defect drawn, in pixels, whatever `min_area` says on a small image.
 const MIN_PIXELS: f32 = 3.0;
 
-const FAMILIES_DOC: &str = "defect families to draw from (each variant of an image takes the next one of the \
-    list): cut-paste (a rectangle, aspect 1:3 to 3:1, often rotated, cut from another position of another clean \
-    image of the category and pasted, possibly turned) | scar (a thin 1-4 px strip, straight or bent, at any \
-    angle, cut from a parallel strip of another image) | noise-blend (a region shaped by thresholded smoothed \
-    value noise, filled at opacity 0.5-1 with a donor region in shifted colours or a random-colour noise texture) \
-    | warp (the image's own pixels displaced inside an elliptic blob: a swirl, or a magnified or pinched centre) \
-    | stain (a soft-edged blob of 1-3 Gaussians darkening the region or tinting it towards a contrasting colour) \
-    | missing (a ragged-edged hole filled flat dark or bright with slight noise)";
+/// Params of `synthetic-defects`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticDefectsConfig {
+    /// Mixed with each sample id (SHA-256) to seed every random choice.
+    #[serde(default)]
+    pub seed: i64,
+    /// Defect families to draw from (each variant of an image takes the next one of the list):
+    /// cut-paste (a rectangle, aspect 1:3 to 3:1, often rotated, cut from another position of
+    /// another clean image of the category and pasted, possibly turned) | scar (a thin 1-4 px
+    /// strip, straight or bent, at any angle, cut from a parallel strip of another image) |
+    /// noise-blend (a region shaped by thresholded smoothed value noise, filled at opacity 0.5-1
+    /// with a donor region in shifted colours or a random-colour noise texture) | warp (the
+    /// image's own pixels displaced inside an elliptic blob: a swirl, or a magnified or pinched
+    /// centre) | stain (a soft-edged blob of 1-3 Gaussians darkening the region or tinting it
+    /// towards a contrasting colour) | missing (a ragged-edged hole filled flat dark or bright
+    /// with slight noise).
+    #[serde(default = "all_families")]
+    pub families: Vec<FamilyName>,
+    /// Smallest defect, as a fraction of the image area (sizes are drawn log-uniformly; 0 <
+    /// min_area <= max_area).
+    #[serde(default = "default_min_area")]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 0.5))]
+    pub min_area: f64,
+    /// Largest defect, as a fraction of the image area (at most 0.5; thin scars stay below it).
+    #[serde(default = "default_max_area")]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 0.5))]
+    pub max_area: f64,
+    /// Faintest defect: each rendered defect's change to the image is scaled by a factor drawn
+    /// uniformly in [min_contrast, 1] (1, the default: every defect at full strength, which
+    /// transferred best to real photographs; fainter defects suit data whose real defects are
+    /// faint, docs/results/calibration.md).
+    #[serde(default = "default_min_contrast")]
+    #[schemars(range(min = 0.05, max = 1.0))]
+    pub min_contrast: f64,
+}
+
+/// A defect family, as the `families` param names it ([`Family`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FamilyName {
+    CutPaste,
+    Scar,
+    NoiseBlend,
+    Warp,
+    Stain,
+    Missing,
+}
+
+impl FamilyName {
+    fn family(self) -> Family {
+        match self {
+            FamilyName::CutPaste => Family::CutPaste,
+            FamilyName::Scar => Family::Scar,
+            FamilyName::NoiseBlend => Family::NoiseBlend,
+            FamilyName::Warp => Family::Warp,
+            FamilyName::Stain => Family::Stain,
+            FamilyName::Missing => Family::Missing,
+        }
+    }
+}
+
+fn all_families() -> Vec<FamilyName> {
+    use FamilyName::*;
+    vec![CutPaste, Scar, NoiseBlend, Warp, Stain, Missing]
+}
+
+fn default_min_area() -> f64 {
+    0.001
+}
+
+fn default_max_area() -> f64 {
+    0.10
+}
+
+fn default_min_contrast() -> f64 {
+    1.0
+}
 
 impl StagePlugin for SyntheticDefects {
+    type Config = SyntheticDefectsConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "synthetic-defects",
             "pastes one synthetic defect into a clean image and returns its exact mask (the pixels that changed by \
              more than 8 grey levels); fitted on a category's clean validation images, its donor pool; refuses \
@@ -47,49 +120,10 @@ impl StagePlugin for SyntheticDefects {
         .input("image", ValueKind::Image, "a clean image (u8 or f32, 1 or 3 channels; f32 in [0, 1] or 0-255)")
         .output("image", ValueKind::Image, "the image with one synthetic defect, same size and pixel type")
         .output("mask", ValueKind::Mask, "exactly the pixels the defect changed visibly; never empty")
-        .param(ParamSpec::int("seed", 0, "mixed with each sample id (SHA-256) to seed every random choice"))
-        .param(
-            ParamSpec::with_default(
-                "families",
-                ParamType::StringList,
-                serde_json::json!(Family::ALL.map(Family::name)),
-                FAMILIES_DOC,
-            )
-            .one_of(&Family::ALL.map(Family::name)),
-        )
-        .param(
-            ParamSpec::float(
-                "min_area",
-                0.001,
-                "smallest defect, as a fraction of the image area (sizes are drawn log-uniformly; 0 < min_area <= \
-             max_area)",
-            )
-            .above(0.0)
-            .max(0.5),
-        )
-        .param(
-            ParamSpec::float(
-                "max_area",
-                0.10,
-                "largest defect, as a fraction of the image area (at most 0.5; thin scars stay below it)",
-            )
-            .above(0.0)
-            .max(0.5),
-        )
-        .param(
-            ParamSpec::float(
-                "min_contrast",
-                1.0,
-                "faintest defect: each rendered defect's change to the image is scaled by a factor drawn uniformly \
-                 in [min_contrast, 1] (1, the default: every defect at full strength, which transferred best to real \
-                 photographs; fainter defects suit data whose real defects are faint, docs/results/calibration.md)",
-            )
-            .range(0.05, 1.0),
-        )
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Fitted(Box::new(DefectStage::new(params)?)))
+    fn create(config: SyntheticDefectsConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(Box::new(DefectStage::new(&ctx.node_id, config)?))
     }
 }
 
@@ -105,22 +139,14 @@ struct DefectStage {
 }
 
 impl DefectStage {
-    fn new(params: &Params) -> StageResult<Self> {
-        let node = params.node().to_string();
+    fn new(node: &str, config: SyntheticDefectsConfig) -> StageResult<Self> {
+        let node = node.to_string();
         let bad = |name: &str, msg: String| StageError::invalid_param(format!("node `{node}`: param `{name}`: {msg}"));
-        let names: Vec<String> = params.get("families")?;
-        if names.is_empty() {
+        if config.families.is_empty() {
             return Err(bad("families", "the list is empty; name at least one family".into()));
         }
-        let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-        let families = names
-            .iter()
-            .map(|n| {
-                Family::parse(n)
-                    .ok_or_else(|| bad("families", format!("unknown family `{n}`; known: {}", known.join(", "))))
-            })
-            .collect::<StageResult<Vec<Family>>>()?;
-        let (min_area, max_area) = (params.f64("min_area")?, params.f64("max_area")?);
+        let families = config.families.iter().map(|f| f.family()).collect();
+        let (min_area, max_area) = (config.min_area, config.max_area);
         if !(min_area > 0.0 && min_area <= max_area && max_area <= 0.5) {
             let name = if min_area > 0.0 && min_area <= max_area { "max_area" } else { "min_area" };
             return Err(bad(
@@ -128,14 +154,13 @@ impl DefectStage {
                 format!("expected 0 < min_area <= max_area <= 0.5, found min_area {min_area}, max_area {max_area}"),
             ));
         }
-        let min_contrast = params.f64_in("min_contrast", 0.05, 1.0)? as f32;
         Ok(Self {
             node,
-            seed: params.get("seed")?,
+            seed: config.seed,
             families,
             min_area,
             max_area,
-            min_contrast,
+            min_contrast: config.min_contrast as f32,
             pool: Pool::default(),
             fitted: false,
         })
@@ -539,6 +564,12 @@ mod tests {
         let e = err(json!({"families": ["scar", "blob"]}));
         assert!(e.contains("param `families`: `blob` is not one of cut-paste, scar"), "{e}");
         assert!(err(json!({"families": []})).contains("empty"));
+        let e = err(json!({"families": "scar"}));
+        assert!(e.contains("param `families`: expected list of strings"), "{e}");
+        let e = err(json!({"min_contrast": 0.01}));
+        assert!(e.contains("param `min_contrast`: 0.01 is out of range"), "{e}");
+        let e = err(json!({"familes": ["scar"]}));
+        assert!(e.contains("unknown param `familes` (did you mean `families`?)"), "{e}");
 
         let h = fitted(json!({}), &pool3());
         let small = Image::from_u8(100, 100, 3, vec![0; 30000]).unwrap();
@@ -562,11 +593,7 @@ mod tests {
         assert_eq!(seed_key("v#defect7~1f2e3d4c"), "v#defect7");
         assert_eq!(seed_key("v#defectx"), "v#defectx");
         // The variants of one image cover every family once per cycle.
-        let h = DefectStage::new(&Params::new("n", ".", {
-            let d = SyntheticDefects::descriptor();
-            anoflow_sdk::params::with_defaults(&d, &serde_json::Map::new())
-        }))
-        .unwrap();
+        let h = DefectStage::new("n", serde_json::from_value(json!({})).unwrap()).unwrap();
         let mut rng = h.rng("x", "y");
         let seen: std::collections::BTreeSet<&str> =
             (0..6).map(|k| h.family(&format!("img#defect{k}"), &mut rng).name()).collect();

@@ -16,8 +16,11 @@ struct GrowMaskStage {
 }
 
 impl StagePlugin for GrowMask {
+    type Config = NoParams;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "grow-mask",
             "seeded growth: the seeds, plus every 8-connected component of a wider mask that holds a seed pixel",
         )
@@ -31,8 +34,8 @@ impl StagePlugin for GrowMask {
         )
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Map(Box::new(GrowMaskStage { node: params.node().to_string() })))
+    fn create(_config: NoParams, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        Ok(Box::new(GrowMaskStage { node: ctx.node_id.to_string() }))
     }
 }
 

@@ -21,52 +21,93 @@ use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 /// The `mask-refine` stage type.
 pub struct MaskRefine;
 
+/// Params of `mask-refine`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaskRefineConfig {
+    /// 8-connected components with fewer pixels are removed (0: keep all).
+    #[serde(default)]
+    pub min_area: usize,
+    /// Set background regions enclosed by the mask.
+    #[serde(default)]
+    pub fill_holes: bool,
+    /// Edge smoothing: none, or `{ kind: image-guided, radius, sigma }`.
+    #[serde(default)]
+    pub smooth: Smooth,
+}
+
+/// How the mask edge is smoothed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Smooth {
+    /// No smoothing.
+    #[default]
+    None,
+    /// Each pixel near a mask edge takes the weighted majority of its window, weighted by
+    /// distance and colour similarity to it (needs the `image` input).
+    ImageGuided {
+        /// Window radius (px).
+        #[serde(default = "default_radius")]
+        #[schemars(range(min = 1))]
+        radius: usize,
+        /// Colour scale (0-255 units).
+        #[serde(default = "default_guided_sigma")]
+        #[schemars(extend("exclusiveMinimum" = 0))]
+        sigma: f64,
+    },
+}
+
+fn default_radius() -> usize {
+    3
+}
+
+fn default_guided_sigma() -> f64 {
+    20.0
+}
+
 struct MaskRefineStage {
     node: String,
     min_area: usize,
     fill_holes: bool,
-    smooth: bool,
-    radius: usize,
-    sigma: f32,
+    /// `Some((radius, sigma))` for image-guided smoothing.
+    guided: Option<(usize, f32)>,
 }
 
 impl StagePlugin for MaskRefine {
+    type Config = MaskRefineConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "mask-refine",
             "cleans a binary mask: drops small components, fills holes, optional image-guided edge smoothing",
         )
         .input("mask", ValueKind::Mask, "binary mask")
-        .optional_input("image", ValueKind::Image, "the image, same size; needed by `smooth: image-guided`")
+        .optional_input("image", ValueKind::Image, "the image, same size; needed by `smooth: { kind: image-guided }`")
         .output("mask", ValueKind::Mask, "refined mask")
-        .param(
-            ParamSpec::int("min_area", 0, "8-connected components with fewer pixels are removed (0: keep all)")
-                .min(0.0),
-        )
-        .param(ParamSpec::bool("fill_holes", false, "set background regions enclosed by the mask"))
-        .param(ParamSpec::choice(
-            "smooth",
-            &["none", "image-guided"],
-            "image-guided: each pixel near a mask edge takes the weighted majority of its window, weighted by \
-             distance and colour similarity to it",
-        ))
-        .param(ParamSpec::int("radius", 3, "image-guided: window radius (px)").min(1.0))
-        .param(ParamSpec::float("sigma", 20.0, "image-guided: colour scale (0-255 units)").above(0.0))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let sigma = params.f64("sigma")? as f32;
-        if !(sigma > 0.0 && sigma.is_finite()) {
-            return Err(StageError::invalid_param(format!("node `{}`: param `sigma` must be > 0", params.node())));
-        }
-        Ok(StageImpl::Map(Box::new(MaskRefineStage {
-            node: params.node().to_string(),
-            min_area: params.usize("min_area")?,
-            fill_holes: params.bool("fill_holes")?,
-            smooth: params.string("smooth")? == "image-guided",
-            radius: params.positive("radius")?,
-            sigma,
-        })))
+    fn create(config: MaskRefineConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let guided = match config.smooth {
+            Smooth::None => None,
+            Smooth::ImageGuided { radius, sigma } => {
+                // In range as f64 can still overflow f32.
+                let sigma = sigma as f32;
+                if !(sigma > 0.0 && sigma.is_finite()) {
+                    return Err(StageError::invalid_param(format!(
+                        "node `{}`: param `smooth.sigma` must be > 0",
+                        ctx.node_id
+                    )));
+                }
+                Some((radius, sigma))
+            }
+        };
+        Ok(Box::new(MaskRefineStage {
+            node: ctx.node_id.to_string(),
+            min_area: config.min_area,
+            fill_holes: config.fill_holes,
+            guided,
+        }))
     }
 }
 
@@ -75,9 +116,9 @@ impl Map for MaskRefineStage {
         let mask = sample.mask("mask")?;
         let (h, w) = (mask.height(), mask.width());
         let mut m = mask.data().to_vec();
-        if self.smooth {
+        if let Some((radius, sigma)) = self.guided {
             let image = sample.image("image").map_err(|e| {
-                e.context(format!("node `{}`: `smooth: image-guided` needs the `image` input", self.node))
+                e.context(format!("node `{}`: `smooth: {{ kind: image-guided }}` needs the `image` input", self.node))
             })?;
             if (image.height(), image.width()) != (h, w) {
                 return Err(StageError::invalid_input(format!(
@@ -92,7 +133,7 @@ impl Map for MaskRefineStage {
             // u8 images give 0-255 values; f32 images are taken as 0-1.
             let scale = if matches!(image.pixels(), Pixels::U8(_)) { 1.0 } else { 255.0 };
             let px: Vec<f32> = px.iter().map(|v| v * scale).collect();
-            m = morphology::guided_vote(&m, &px, h, w, image.channels(), self.radius, self.sigma);
+            m = morphology::guided_vote(&m, &px, h, w, image.channels(), radius, sigma);
         }
         morphology::remove_small(&mut m, h, w, self.min_area);
         if self.fill_holes {
@@ -105,10 +146,47 @@ impl Map for MaskRefineStage {
 /// The `gate-mask` stage type.
 pub struct GateMask;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GateRule {
-    Max,
-    MeanStd,
+/// Params of `gate-mask`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateMaskConfig {
+    /// The nominal range: up to `factor` x the largest fit-split image score (`{ kind: max,
+    /// factor }`), or up to mean + `k` std (`{ kind: mean-std, k }`).
+    #[serde(default)]
+    pub rule: GateRule,
+}
+
+/// How `gate-mask` learns the nominal range of image scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum GateRule {
+    /// Up to `factor` x the largest fit-split image score.
+    Max {
+        /// Multiplier of the largest fit-split image score.
+        #[serde(default = "one")]
+        factor: f64,
+    },
+    /// Up to mean + `k` std of the fit-split image scores.
+    MeanStd {
+        /// Number of standard deviations.
+        #[serde(default = "three")]
+        #[schemars(range(min = 0.0))]
+        k: f64,
+    },
+}
+
+impl Default for GateRule {
+    fn default() -> Self {
+        GateRule::Max { factor: one() }
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn three() -> f64 {
+    3.0
 }
 
 /// The saved state of `gate-mask` (SDK state format) and the layout of its sections.
@@ -118,8 +196,6 @@ const GATE_STATE_VERSION: u32 = 1;
 struct GateMaskStage {
     node: String,
     rule: GateRule,
-    k: f64,
-    factor: f64,
     seen: Vec<f64>,
     threshold: Option<f64>,
 }
@@ -127,15 +203,18 @@ struct GateMaskStage {
 impl GateMaskStage {
     fn rule_name(&self) -> &'static str {
         match self.rule {
-            GateRule::Max => "max",
-            GateRule::MeanStd => "mean-std",
+            GateRule::Max { .. } => "max",
+            GateRule::MeanStd { .. } => "mean-std",
         }
     }
 }
 
 impl StagePlugin for GateMask {
+    type Config = GateMaskConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "gate-mask",
             "image-level gate: an empty mask when the image score is within the nominal range learned on the fit \
              split (nominal validation images), the mask unchanged otherwise",
@@ -143,25 +222,15 @@ impl StagePlugin for GateMask {
         .input("mask", ValueKind::Mask, "binary mask from any binarizer")
         .input("image_score", ValueKind::Scalar, "the scorer's image-level score")
         .output("mask", ValueKind::Mask, "the mask, or an empty one when the image looks nominal")
-        .param(ParamSpec::choice(
-            "rule",
-            &["max", "mean-std"],
-            "nominal range = up to factor x the largest fit-split image score, or up to mean + k std",
-        ))
-        .param(ParamSpec::float("k", 3.0, "mean-std: number of standard deviations").min(0.0))
-        .param(ParamSpec::float("factor", 1.0, "max: multiplier of the largest fit-split image score"))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let rule = if params.string("rule")? == "mean-std" { GateRule::MeanStd } else { GateRule::Max };
-        Ok(StageImpl::Fitted(Box::new(GateMaskStage {
-            node: params.node().to_string(),
-            rule,
-            k: params.f64("k")?,
-            factor: params.f64("factor")?,
+    fn create(config: GateMaskConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(Box::new(GateMaskStage {
+            node: ctx.node_id.to_string(),
+            rule: config.rule,
             seen: Vec::new(),
             threshold: None,
-        })))
+        }))
     }
 }
 
@@ -191,11 +260,11 @@ impl Fitted for GateMaskStage {
         }
         let n = self.seen.len() as f64;
         self.threshold = Some(match self.rule {
-            GateRule::Max => self.factor * self.seen.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            GateRule::MeanStd => {
+            GateRule::Max { factor } => factor * self.seen.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            GateRule::MeanStd { k } => {
                 let mean = self.seen.iter().sum::<f64>() / n;
                 let var = self.seen.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-                mean + self.k * var.sqrt()
+                mean + k * var.sqrt()
             }
         });
         self.seen = Vec::new();
@@ -271,14 +340,14 @@ mod tests {
         let keep = StageHarness::new::<MaskRefine>(json!({})).unwrap();
         let out = keep.process(&meta("s/test/x/0"), inputs(vec![("mask", blob_mask().into())])).unwrap();
         assert_eq!(out.mask("mask").data(), blob_mask().data(), "defaults change nothing");
-        let guided = StageHarness::new::<MaskRefine>(json!({"smooth": "image-guided"})).unwrap();
+        let guided = StageHarness::new::<MaskRefine>(json!({"smooth": {"kind": "image-guided"}})).unwrap();
         let err = guided.process(&meta("s/test/x/1"), inputs(vec![("mask", blob_mask().into())])).unwrap_err();
         assert!(err.message.contains("needs the `image` input"), "{err}");
     }
 
     #[test]
     fn gate_empties_masks_of_images_in_the_nominal_range() {
-        let mut h = StageHarness::new::<GateMask>(json!({"rule": "max", "factor": 1.1})).unwrap();
+        let mut h = StageHarness::new::<GateMask>(json!({"rule": {"kind": "max", "factor": 1.1}})).unwrap();
         let fit: Vec<_> = [1.0, 2.0, 1.5]
             .iter()
             .enumerate()
@@ -295,13 +364,44 @@ mod tests {
         };
         assert_eq!(run(&h, 2.1), 0, "within 1.1 x the validation maximum");
         assert_eq!(run(&h, 2.3), blob_mask().count_ones());
-        let mut fresh = StageHarness::new::<GateMask>(json!({"rule": "max", "factor": 1.1})).unwrap();
+        let mut fresh = StageHarness::new::<GateMask>(json!({"rule": {"kind": "max", "factor": 1.1}})).unwrap();
         fresh.load_state(h.save_state().unwrap()).unwrap();
         assert_eq!(run(&fresh, 2.3), blob_mask().count_ones());
-        let mut other = StageHarness::new::<GateMask>(json!({"rule": "mean-std"})).unwrap();
+        let mut other = StageHarness::new::<GateMask>(json!({"rule": {"kind": "mean-std"}})).unwrap();
         assert!(other.load_state(h.save_state().unwrap()).is_err());
         let bad = h
             .process(&meta("t9"), inputs(vec![("mask", blob_mask().into()), ("image_score", Value::Scalar(f64::NAN))]));
         assert!(bad.unwrap_err().message.contains("sample `t9`"));
+    }
+
+    #[test]
+    fn bad_params_are_refused_naming_them() {
+        for (params, want) in [
+            (json!({"smooth": "image-guided"}), "param `smooth`: expected mapping with a `kind`"),
+            (json!({"smooth": {"kind": "guided"}}), "param `smooth.kind`: `guided` is not one of none, image-guided"),
+            (json!({"smooth": {"kind": "image-guided", "radius": 0}}), "param `smooth.radius`: 0 is out of range"),
+            (json!({"smooth": {"kind": "image-guided", "sigma": 0}}), "param `smooth.sigma`: 0 is out of range"),
+            (json!({"smooth": {"kind": "none", "radius": 3}}), "unknown param `smooth.radius`"),
+            (json!({"radius": 3}), "unknown param `radius`"),
+        ] {
+            let err = StageHarness::new::<MaskRefine>(params).err().expect("refused");
+            assert!(err.message.contains("node `test-mask-refine`") && err.message.contains(want), "{err}");
+        }
+        for (params, want) in [
+            (json!({"rule": {"kind": "max", "k": 2}}), "unknown param `rule.k`"),
+            (json!({"rule": {"kind": "mean-std", "k": -1}}), "param `rule.k`: -1 is out of range"),
+            (json!({"rule": {"kind": "median"}}), "param `rule.kind`: `median` is not one of max, mean-std"),
+        ] {
+            let err = StageHarness::new::<GateMask>(params).err().expect("refused");
+            assert!(err.message.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn guided_smoothing_defaults_are_radius_3_sigma_20() {
+        let c: MaskRefineConfig = serde_json::from_value(json!({"smooth": {"kind": "image-guided"}})).unwrap();
+        assert_eq!(c.smooth, Smooth::ImageGuided { radius: 3, sigma: 20.0 });
+        let g: GateMaskConfig = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(g.rule, GateRule::Max { factor: 1.0 });
     }
 }

@@ -14,28 +14,34 @@ struct SelectMaskStage {
     pick: String,
 }
 
+/// Params of `select-mask`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectMaskConfig {
+    /// The edge to pass through, as the host names it: `node.port` (e.g. `thr.mask`), or
+    /// `node.port[label]` for a labelled value.
+    pub pick: String,
+}
+
 impl StagePlugin for SelectMask {
+    type Config = SelectMaskConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map("select-mask", "passes through the one mask of several that arrives on the edge `pick`")
+        StageDescriptor::new("select-mask", "passes through the one mask of several that arrives on the edge `pick`")
             .multi_input("masks", ValueKind::Mask, "candidate masks, told apart by their edges (`node.port`)")
             .output("mask", ValueKind::Mask, "the mask on the edge named by `pick`, unchanged")
-            .param(ParamSpec::required(
-                "pick",
-                ParamType::String,
-                "the edge to pass through, as the host names it: `node.port` (e.g. `thr.mask`), or \
-                 `node.port[label]` for a labelled value",
-            ))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let pick = params.string("pick")?;
+    fn create(config: SelectMaskConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let pick = config.pick;
         if pick.trim().is_empty() {
             return Err(StageError::invalid_param(format!(
                 "node `{}`: param `pick`: expected an edge name such as `thr.mask`, found an empty string",
-                params.node()
+                ctx.node_id
             )));
         }
-        Ok(StageImpl::Map(Box::new(SelectMaskStage { node: params.node().to_string(), pick })))
+        Ok(Box::new(SelectMaskStage { node: ctx.node_id.to_string(), pick }))
     }
 }
 

@@ -95,8 +95,9 @@ pub struct MapShaping {
 }
 
 impl MapShaping {
-    pub fn from_params(params: &Params) -> StageResult<Self> {
-        Ok(Self { sigma: params.f64_in("sigma", 0.0, 1000.0)? as f32 })
+    /// From a config's `sigma` (its schema keeps it in [0, 1000]).
+    pub fn new(sigma: f64) -> Self {
+        Self { sigma: sigma as f32 }
     }
 
     /// Upsamples `scores` (`fm.height() x fm.width()`) to the image size, then blurs it. The
@@ -111,14 +112,15 @@ pub fn fitted<'a, T>(model: &'a Option<T>, node: &str, what: &str) -> StageResul
     model.as_ref().ok_or_else(|| StageError::internal(format!("node `{node}`: {what}")))
 }
 
-/// The descriptor parts every scorer shares: ports and the map-shaping param.
+/// The default of every scorer's `sigma` param.
+pub fn default_sigma() -> f64 {
+    4.0
+}
+
+/// The descriptor parts every scorer shares: its ports (each config declares `sigma`).
 pub fn scorer_ports(desc: StageDescriptor) -> StageDescriptor {
     desc.input("features", ValueKind::FeatureMap, "patch features, channels-last (one row per cell)")
         .optional_input("like", ValueKind::Any, "any spatial value whose size the score map takes (e.g. the image)")
         .output("score", ValueKind::ScoreMap, "anomaly score map at image resolution")
         .output("image_score", ValueKind::Scalar, "image-level anomaly score")
-        .param(
-            ParamSpec::float("sigma", 4.0, "Gaussian blur sigma applied to the upsampled map, in pixels (0: none)")
-                .range(0.0, 1000.0),
-        )
 }

@@ -6,47 +6,62 @@ use anoflow_sdk::prelude::*;
 use rand::{seq::index::sample as sample_indices, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::common::{check_dim, checked_features, fitted, scorer_ports, MapShaping};
+use crate::common::{check_dim, checked_features, default_sigma, fitted, scorer_ports, MapShaping};
 use crate::linalg::{cholesky_packed, solve_lower_sq_norm};
 use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 
 pub struct Padim;
 
+/// Params of `padim`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadimConfig {
+    /// Gaussian blur sigma applied to the upsampled map, in pixels (0: none).
+    #[serde(default = "default_sigma")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub sigma: f64,
+    /// Size of the random channel subset (all channels if the features have fewer).
+    #[serde(default = "default_channels")]
+    #[schemars(range(min = 1))]
+    pub channels: usize,
+    /// Regularisation added to each covariance's diagonal.
+    #[serde(default = "default_epsilon")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub epsilon: f64,
+    /// Seed of the random channel subset.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_channels() -> usize {
+    100
+}
+
+fn default_epsilon() -> f64 {
+    0.01
+}
+
 impl StagePlugin for Padim {
+    type Config = PadimConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        scorer_ports(StageDescriptor::fitted(
+        scorer_ports(StageDescriptor::new(
             "padim",
             "PaDiM: Mahalanobis distance of each patch to a Gaussian fitted at its position on nominal patches",
         ))
-        .param(
-            ParamSpec::int(
-                "channels",
-                100,
-                "size of the random channel subset (all channels if the features have fewer)",
-            )
-            .min(1.0),
-        )
-        .param(ParamSpec::float("epsilon", 0.01, "regularisation added to each covariance's diagonal").above(0.0))
-        .param(ParamSpec::int("seed", 0, "seed of the random channel subset").min(0.0))
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let epsilon = params.f64("epsilon")?;
-        if epsilon <= 0.0 {
-            return Err(StageError::invalid_param(format!(
-                "node `{}`: param `epsilon`: expected a positive number, found {epsilon}",
-                ctx.node_id
-            )));
-        }
-        Ok(StageImpl::Fitted(Box::new(PadimStage {
+    fn create(config: PadimConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(Box::new(PadimStage {
             node: ctx.node_id.to_string(),
-            channels: params.positive("channels")?,
-            epsilon,
-            seed: params.get("seed")?,
-            shaping: MapShaping::from_params(params)?,
+            channels: config.channels,
+            epsilon: config.epsilon,
+            seed: config.seed,
+            shaping: MapShaping::new(config.sigma),
             acc: None,
             model: None,
-        })))
+        }))
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anoflow_sdk::prelude::*;
 
-use crate::common::{check_dim, checked_features, fitted, scorer_ports, MapShaping};
+use crate::common::{check_dim, checked_features, default_sigma, fitted, scorer_ports, MapShaping};
 use crate::coreset;
 use crate::coreset_fit::CoresetFit;
 use crate::linalg::{k_nearest_rows, nearest_neighbours, row_sq_norms};
@@ -16,111 +16,101 @@ use anoflow_sdk::state::{StateReader, StateWriter};
 
 pub struct PatchCore;
 
+/// Params of `patchcore`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchCoreConfig {
+    /// Gaussian blur sigma applied to the upsampled map, in pixels (0: none).
+    #[serde(default = "default_sigma")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub sigma: f64,
+    /// Fraction of the train patches kept in the memory bank by greedy k-center (1.0 keeps all).
+    #[serde(default = "default_coreset")]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1))]
+    pub coreset: f64,
+    /// b in the image-score reweighting: bank neighbours of the nearest bank member (1: plain
+    /// max).
+    #[serde(default = "default_num_neighbors")]
+    #[schemars(range(min = 1))]
+    pub num_neighbors: usize,
+    /// Seed of the coreset's random projection and starting point, and of the HNSW graph's
+    /// levels.
+    #[serde(default)]
+    pub seed: u64,
+    /// Nearest-neighbour search: `{ kind: exact }` (every bank row) or `{ kind: hnsw,
+    /// ef_construction, ef_search }` (approximate: an HNSW graph shortlists `ef_search`
+    /// candidates, ranked by the exact distance; the graph is rebuilt from the bank on load).
+    #[serde(default)]
+    pub search: Search,
+}
+
+fn default_coreset() -> f64 {
+    0.1
+}
+
+fn default_num_neighbors() -> usize {
+    3
+}
+
+/// `patchcore`'s nearest-neighbour search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Search {
+    /// Every bank row.
+    #[default]
+    Exact,
+    /// An HNSW graph shortlists candidates, ranked by the exact distance.
+    Hnsw {
+        /// Candidate list length while building the graph (larger: better graph, slower build).
+        #[serde(default = "default_ef_construction")]
+        #[schemars(range(min = 1, max = 4096))]
+        ef_construction: usize,
+        /// Candidate list length per query (larger: higher recall, slower search).
+        #[serde(default = "default_ef_search")]
+        #[schemars(range(min = 1, max = 4096))]
+        ef_search: usize,
+    },
+}
+
+fn default_ef_construction() -> usize {
+    40
+}
+
+fn default_ef_search() -> usize {
+    64
+}
+
 impl StagePlugin for PatchCore {
+    type Config = PatchCoreConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        scorer_ports(StageDescriptor::fitted(
+        scorer_ports(StageDescriptor::new(
             "patchcore",
             "PatchCore: nearest-neighbour distance of each patch to a coreset memory bank of nominal patches",
         ))
-        .param(
-            ParamSpec::float(
-                "coreset",
-                0.1,
-                "fraction of the train patches kept in the memory bank by greedy k-center (1.0 keeps all)",
-            )
-            .above(0.0)
-            .max(1.0),
-        )
-        .param(
-            ParamSpec::int(
-                "num_neighbors",
-                3,
-                "b in the image-score reweighting: bank neighbours of the nearest bank member (1: plain max)",
-            )
-            .min(1.0),
-        )
-        .param(
-            ParamSpec::int(
-                "seed",
-                0,
-                "seed of the coreset's random projection and starting point, and of the HNSW graph's levels",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::choice(
-            "search",
-            &["exact", "hnsw"],
-            "nearest-neighbour search: `exact` (every bank row) or `hnsw` (approximate: an HNSW graph shortlists \
-             `ef_search` candidates, ranked by the exact distance; the graph is rebuilt from the bank on load)",
-        ))
-        .param(
-            ParamSpec::int(
-                "ef_construction",
-                40,
-                "search: hnsw: candidate list length while building the graph (larger: better graph, slower build)",
-            )
-            .range(1.0, 4096.0),
-        )
-        .param(
-            ParamSpec::int(
-                "ef_search",
-                64,
-                "search: hnsw: candidate list length per query (larger: higher recall, slower search)",
-            )
-            .range(1.0, 4096.0),
-        )
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let fraction = params.f64("coreset")?;
-        if !(fraction > 0.0 && fraction <= 1.0) {
-            return Err(StageError::invalid_param(format!(
-                "node `{}`: param `coreset`: expected a fraction in (0, 1], found {fraction}",
-                ctx.node_id
-            )));
-        }
-        let seed = params.get("seed")?;
-        let search = match params.string("search")?.as_str() {
-            "exact" => None,
-            "hnsw" => Some(HnswParams {
-                ef_construction: ranged(params, "ef_construction")?,
-                ef_search: ranged(params, "ef_search")?,
-                seed,
-            }),
-            other => {
-                return Err(StageError::invalid_param(format!(
-                    "node `{}`: param `search`: expected `exact` or `hnsw`, found `{other}`",
-                    ctx.node_id
-                )))
-            }
+    fn create(config: PatchCoreConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        let (fraction, seed) = (config.coreset, config.seed);
+        let search = match config.search {
+            Search::Exact => None,
+            Search::Hnsw { ef_construction, ef_search } => Some(HnswParams { ef_construction, ef_search, seed }),
         };
         let kernel =
             NnKernel::from_env().map_err(|e| StageError::invalid_param(format!("node `{}`: {e}", ctx.node_id)))?;
-        Ok(StageImpl::Fitted(Box::new(PatchCoreStage {
+        Ok(Box::new(PatchCoreStage {
             node: ctx.node_id.to_string(),
             kernel,
             fraction,
-            num_neighbors: params.positive("num_neighbors")?,
+            num_neighbors: config.num_neighbors,
             seed,
             search,
-            shaping: MapShaping::from_params(params)?,
+            shaping: MapShaping::new(config.sigma),
             fit: CoresetFit::new(fraction, seed),
             bank: None,
-        })))
+        }))
     }
-}
-
-/// An HNSW param within its declared range [1, 4096] (the host checks it too; a stage created
-/// by other means gets the same answer).
-fn ranged(params: &Params, name: &str) -> StageResult<usize> {
-    let v = params.positive(name)?;
-    if v > 4096 {
-        return Err(StageError::invalid_param(format!(
-            "node `{}`: param `{name}`: expected an integer in [1, 4096], found {v}",
-            params.node()
-        )));
-    }
-    Ok(v)
 }
 
 /// The fitted memory bank.
@@ -416,7 +406,7 @@ mod tests {
     #[test]
     fn hnsw_search_wide_enough_is_exact_and_survives_save_and_load() {
         let dim = 256;
-        let hnsw = json!({"coreset": 0.1, "search": "hnsw", "ef_construction": 40, "ef_search": 400});
+        let hnsw = json!({"coreset": 0.1, "search": {"kind": "hnsw", "ef_construction": 40, "ef_search": 400}});
         let mut a = StageHarness::new::<PatchCore>(hnsw.clone()).unwrap();
         a.fit(fit_samples(2, dim)).unwrap();
         let mut exact = StageHarness::new::<PatchCore>(json!({"coreset": 0.1})).unwrap();
@@ -438,9 +428,18 @@ mod tests {
     #[test]
     fn bad_search_params_name_the_node_and_the_param() {
         for (params, want) in [
-            (json!({"search": "hnsw", "ef_search": 0}), "param `ef_search`: 0 is out of range"),
-            (json!({"search": "hnsw", "ef_construction": 5000}), "param `ef_construction`: 5000 is out of range"),
-            (json!({"search": "annoy"}), "param `search`: `annoy` is not one of exact, hnsw"),
+            (json!({"search": {"kind": "hnsw", "ef_search": 0}}), "param `search.ef_search`: 0 is out of range"),
+            (
+                json!({"search": {"kind": "hnsw", "ef_construction": 5000}}),
+                "param `search.ef_construction`: 5000 is out of range",
+            ),
+            (json!({"search": {"kind": "annoy"}}), "param `search.kind`: `annoy` is not one of exact, hnsw"),
+            (json!({"search": "hnsw"}), "param `search`: expected mapping with a `kind` (exact, hnsw)"),
+            (json!({"search": {"kind": "exact", "ef_search": 64}}), "unknown param `search.ef_search`"),
+            (json!({"ef_search": 64}), "unknown param `ef_search`"),
+            (json!({"coreset": 0}), "param `coreset`: 0 is out of range"),
+            (json!({"coreset": 1.5}), "param `coreset`: 1.5 is out of range"),
+            (json!({"num_neighbors": 0}), "param `num_neighbors`: 0 is out of range"),
         ] {
             let err = StageHarness::new::<PatchCore>(params).err().expect("refused");
             assert!(err.message.contains("node `test-patchcore`") && err.message.contains(want), "{err}");

@@ -4,41 +4,54 @@
 
 use anoflow_sdk::prelude::*;
 
-use crate::common::{check_dim, checked_features, fitted, scorer_ports, FitRows, MapShaping};
+use crate::common::{check_dim, checked_features, default_sigma, fitted, scorer_ports, FitRows, MapShaping};
 use crate::linalg::{sgemm, symmetric_eigen, View};
 use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 
 pub struct PcaResidual;
 
+/// Params of `pca-residual`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PcaConfig {
+    /// Gaussian blur sigma applied to the upsampled map, in pixels (0: none).
+    #[serde(default = "default_sigma")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub sigma: f64,
+    /// Keep the fewest components explaining this fraction of the variance (ignored if
+    /// `components` > 0).
+    #[serde(default = "default_variance")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub variance: f64,
+    /// Number of principal components to keep (0: choose by `variance`).
+    #[serde(default)]
+    pub components: usize,
+}
+
+fn default_variance() -> f64 {
+    0.95
+}
+
 impl StagePlugin for PcaResidual {
+    type Config = PcaConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        scorer_ports(StageDescriptor::fitted(
+        scorer_ports(StageDescriptor::new(
             "pca-residual",
             "reconstruction error of each patch under a PCA fitted on nominal patches",
         ))
-        .param(
-            ParamSpec::float(
-                "variance",
-                0.95,
-                "keep the fewest components explaining this fraction of the variance (ignored if `components` > 0)",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::int("components", 0, "number of principal components to keep (0: choose by `variance`)")
-                .min(0.0),
-        )
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Fitted(Box::new(PcaStage {
+    fn create(config: PcaConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(Box::new(PcaStage {
             node: ctx.node_id.to_string(),
-            variance: params.f64_in("variance", 0.0, 1.0)?,
-            components: params.usize("components")?,
-            shaping: MapShaping::from_params(params)?,
+            variance: config.variance,
+            components: config.components,
+            shaping: MapShaping::new(config.sigma),
             fit: FitRows::default(),
             model: None,
-        })))
+        }))
     }
 }
 

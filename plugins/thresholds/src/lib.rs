@@ -158,24 +158,10 @@ struct GlobalStage {
 }
 
 impl GlobalStage {
-    fn new(params: &Params, rule: GlobalRule) -> StageResult<Self> {
-        let (mut k, mut p, mut factor) = (0.0, 0.0, 1.0);
-        match rule {
-            GlobalRule::MeanStd => k = params.f64("k")?,
-            GlobalRule::Percentile => {
-                p = params.f64_in("percentile", 0.0, 100.0)?;
-                factor = params.f64("factor")?;
-                if factor <= 0.0 {
-                    return Err(StageError::invalid_param(format!(
-                        "node `{}`: param `factor`: expected a number > 0, found {factor}",
-                        params.node()
-                    )));
-                }
-            }
-            GlobalRule::Max => {}
-        }
-        Ok(Self {
-            node: params.node().to_string(),
+    /// `k` applies to mean-std, `p` and `factor` to percentile.
+    fn boxed(node: &str, rule: GlobalRule, k: f64, p: f64, factor: f64) -> Box<dyn Fitted> {
+        Box::new(Self {
+            node: node.to_string(),
             rule,
             k,
             p,
@@ -246,62 +232,110 @@ impl Fitted for GlobalStage {
 
 /// `threshold-mean-std`.
 pub struct ThresholdMeanStd;
+
+/// Params of `threshold-mean-std`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeanStdConfig {
+    /// Number of standard deviations above the mean.
+    #[serde(default = "three")]
+    #[schemars(range(min = 0.0))]
+    pub k: f64,
+}
+
+fn three() -> f64 {
+    3.0
+}
+
+fn one() -> f64 {
+    1.0
+}
+
 impl StagePlugin for ThresholdMeanStd {
+    type Config = MeanStdConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "threshold-mean-std",
             "THR baseline: one threshold = mean + k * std of every pixel of the fit split's score maps",
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
         .output_same_size("mask", ValueKind::Mask, "score", "score > threshold")
-        .param(ParamSpec::float("k", 3.0, "number of standard deviations above the mean").min(0.0))
     }
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::MeanStd)?)))
+    fn create(config: MeanStdConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(GlobalStage::boxed(&ctx.node_id, GlobalRule::MeanStd, config.k, 0.0, 1.0))
     }
 }
 
 /// `threshold-percentile`.
 pub struct ThresholdPercentile;
+
+/// Params of `threshold-percentile`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PercentileConfig {
+    /// Percentile (0-100), linear interpolation.
+    #[serde(default = "p99")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub percentile: f64,
+    /// The threshold is percentile x factor (> 0); e.g. percentile 95, factor 1.421 (VAND 4.0
+    /// winner).
+    #[serde(default = "one")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub factor: f64,
+}
+
+fn p99() -> f64 {
+    99.0
+}
+
 impl StagePlugin for ThresholdPercentile {
+    type Config = PercentileConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "threshold-percentile",
             "one threshold = a percentile of every fit-split pixel score (exact, over all pooled pixels), times a \
              factor",
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map")
         .output_same_size("mask", ValueKind::Mask, "score", "score > threshold")
-        .param(ParamSpec::float("percentile", 99.0, "percentile (0-100), linear interpolation").range(0.0, 100.0))
-        .param(
-            ParamSpec::float(
-                "factor",
-                1.0,
-                "the threshold is percentile x factor (> 0); e.g. percentile 95, factor 1.421 (VAND 4.0 winner)",
-            )
-            .above(0.0),
-        )
     }
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::Percentile)?)))
+    fn create(config: PercentileConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(GlobalStage::boxed(&ctx.node_id, GlobalRule::Percentile, 0.0, config.percentile, config.factor))
     }
 }
 
 /// `threshold-max`.
 pub struct ThresholdMax;
 impl StagePlugin for ThresholdMax {
+    type Config = NoParams;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted("threshold-max", "one threshold = the largest pixel score of the fit split")
+        StageDescriptor::new("threshold-max", "one threshold = the largest pixel score of the fit split")
             .input("score", ValueKind::ScoreMap, "anomaly score map")
             .output_same_size("mask", ValueKind::Mask, "score", "score > threshold")
     }
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Fitted(Box::new(GlobalStage::new(params, GlobalRule::Max)?)))
+    fn create(_config: NoParams, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(GlobalStage::boxed(&ctx.node_id, GlobalRule::Max, 0.0, 0.0, 1.0))
     }
 }
 
 /// `threshold-pixelwise`.
 pub struct ThresholdPixelwise;
+
+/// Params of `threshold-pixelwise`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PixelwiseConfig {
+    /// Number of standard deviations above each pixel's mean.
+    #[serde(default = "three")]
+    #[schemars(range(min = 0.0))]
+    pub k: f64,
+}
 
 #[derive(Serialize, Deserialize)]
 struct PixelState {
@@ -387,23 +421,25 @@ impl Fitted for PixelwiseStage {
 }
 
 impl StagePlugin for ThresholdPixelwise {
+    type Config = PixelwiseConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "threshold-pixelwise",
             "per-pixel threshold map = mean + k * std of each pixel over the fit split's score maps",
         )
         .input("score", ValueKind::ScoreMap, "anomaly score map (every map the same size)")
         .output_same_size("mask", ValueKind::Mask, "score", "score > threshold of that pixel")
-        .param(ParamSpec::float("k", 3.0, "number of standard deviations above each pixel's mean").min(0.0))
     }
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Fitted(Box::new(PixelwiseStage {
-            node: params.node().to_string(),
-            k: params.f64("k")?,
+    fn create(config: PixelwiseConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(Box::new(PixelwiseStage {
+            node: ctx.node_id.to_string(),
+            k: config.k,
             size: None,
             moments: Vec::new(),
             threshold: None,
-        })))
+        }))
     }
 }
 
@@ -480,8 +516,11 @@ impl Fitted for OracleStage {
 }
 
 impl StagePlugin for ThresholdOracle {
+    type Config = NoParams;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "threshold-oracle",
             "ORACLE (not deployable): the F1-optimal global threshold, chosen WITH ground truth (fit it on test)",
         )
@@ -490,8 +529,8 @@ impl StagePlugin for ThresholdOracle {
         .output_same_size("mask", ValueKind::Mask, "score", "ORACLE mask: score > the F1-optimal threshold")
         .output("note", ValueKind::Text, "says ORACLE: this mask used the ground truth")
     }
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Fitted(Box::new(OracleStage { node: params.node().to_string(), pairs: Vec::new(), state: None })))
+    fn create(_config: NoParams, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(Box::new(OracleStage { node: ctx.node_id.to_string(), pairs: Vec::new(), state: None }))
     }
 }
 
@@ -511,19 +550,30 @@ impl Map for FixedStage {
     }
 }
 
+/// Params of `threshold-fixed`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FixedConfig {
+    /// The threshold.
+    #[serde(default)]
+    pub value: f64,
+}
+
 impl StagePlugin for ThresholdFixed {
+    type Config = FixedConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map("threshold-fixed", "mask = score > a given constant (no fitting)")
+        StageDescriptor::new("threshold-fixed", "mask = score > a given constant (no fitting)")
             .input("score", ValueKind::ScoreMap, "any score map")
             .output_same_size("mask", ValueKind::Mask, "score", "score > value")
-            .param(ParamSpec::float("value", 0.0, "the threshold"))
     }
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let value = params.f64("value")?;
+    fn create(config: FixedConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let value = config.value;
         if !value.is_finite() {
-            return Err(StageError::invalid_param(format!("node `{}`: param `value` must be finite", params.node())));
+            return Err(StageError::invalid_param(format!("node `{}`: param `value` must be finite", ctx.node_id)));
         }
-        Ok(StageImpl::Map(Box::new(FixedStage { node: params.node().to_string(), value })))
+        Ok(Box::new(FixedStage { node: ctx.node_id.to_string(), value }))
     }
 }
 
@@ -725,5 +775,31 @@ mod tests {
         assert!(err.message.contains("sample `v9`") && err.message.contains("pixel (y 1, x 3)"), "{err}");
         let mut h = StageHarness::new::<ThresholdMeanStd>(json!({})).unwrap();
         assert!(h.fit(vec![]).is_err());
+    }
+
+    #[test]
+    fn bad_params_are_refused_naming_them() {
+        let refused = |err: Option<StageError>, want: &str| {
+            let err = err.expect("refused");
+            assert!(err.message.contains(want), "{err}");
+        };
+        refused(StageHarness::new::<ThresholdMeanStd>(json!({"k": -1})).err(), "param `k`: -1 is out of range");
+        refused(
+            StageHarness::new::<ThresholdMeanStd>(json!({"kk": 1})).err(),
+            "unknown param `kk` (did you mean `k`?)",
+        );
+        refused(
+            StageHarness::new::<ThresholdPercentile>(json!({"percentile": 101})).err(),
+            "param `percentile`: 101 is out of range",
+        );
+        refused(StageHarness::new::<ThresholdMax>(json!({"k": 3})).err(), "unknown param `k`");
+        refused(
+            StageHarness::new::<Mebin>(json!({"range": "batch"})).err(),
+            "param `range`: `batch` is not one of nominal, own",
+        );
+        refused(
+            StageHarness::new::<Mebin>(json!({"sample_rate": 256})).err(),
+            "param `sample_rate`: 256 is out of range",
+        );
     }
 }

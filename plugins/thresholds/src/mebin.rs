@@ -39,10 +39,58 @@ use super::{bad_state, finite_scores, not_fitted, STATE_VERSION};
 /// The `mebin` stage type.
 pub struct Mebin;
 
+/// Params of `mebin`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MebinConfig {
+    /// Scale each map from the smallest per-image peak of the fit split (anomalib's floor,
+    /// fitted on nominal maps) to its own peak, or from its own minimum to its own peak (the
+    /// fit is then unused).
+    #[serde(default)]
+    pub range: Range,
+    /// Step of the threshold sweep on the map scaled to 0-255.
+    #[serde(default = "four")]
+    #[schemars(range(min = 1, max = 255))]
+    pub sample_rate: usize,
+    /// A stable interval holds at least this many consecutive thresholds with the same
+    /// non-zero count.
+    #[serde(default = "four")]
+    #[schemars(range(min = 1))]
+    pub min_interval_len: usize,
+    /// Erode each binarized map before counting its components.
+    #[serde(default = "yes")]
+    pub erode: bool,
+    /// Side of the square erosion kernel (px).
+    #[serde(default = "six")]
+    #[schemars(range(min = 1))]
+    pub kernel_size: usize,
+    /// Erode the output mask too, as AnomalyNCD's reference did (anomalib's current release
+    /// does not).
+    #[serde(default)]
+    pub erode_mask: bool,
+}
+
+fn four() -> usize {
+    4
+}
+
+fn six() -> usize {
+    6
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Where the sweep starts: see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Range {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Range {
+    // Variants carry no doc comments: those would turn the schema's `enum` into a `oneOf`.
+    // From the smallest per-image peak of the fit split.
+    #[default]
     Nominal,
+    // From the map's own minimum.
     Own,
 }
 
@@ -61,8 +109,11 @@ struct MebinStage {
 }
 
 impl StagePlugin for Mebin {
+    type Config = MebinConfig;
+    type Stage = Box<dyn Fitted>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::fitted(
+        StageDescriptor::new(
             "mebin",
             "MEBin (AnomalyNCD): per image, the threshold at the end of the longest run of thresholds over which \
              the count of connected components stays the same; the sweep starts at the smallest peak of the \
@@ -75,62 +126,20 @@ impl StagePlugin for Mebin {
             "score",
             "score > the stable threshold; empty when no stable interval exists",
         )
-        .param(ParamSpec::choice(
-            "range",
-            &["nominal", "own"],
-            "scale each map from the smallest per-image peak of the fit split (anomalib's floor, fitted on \
-             nominal maps) to its own peak, or from its own minimum to its own peak (the fit is then unused)",
-        ))
-        .param(
-            ParamSpec::int("sample_rate", 4, "step of the threshold sweep on the map scaled to 0-255")
-                .range(1.0, 255.0),
-        )
-        .param(
-            ParamSpec::int(
-                "min_interval_len",
-                4,
-                "a stable interval holds at least this many consecutive thresholds with the same non-zero count",
-            )
-            .min(1.0),
-        )
-        .param(ParamSpec::bool("erode", true, "erode each binarized map before counting its components"))
-        .param(ParamSpec::int("kernel_size", 6, "side of the square erosion kernel (px)").min(1.0))
-        .param(ParamSpec::bool(
-            "erode_mask",
-            false,
-            "erode the output mask too, as AnomalyNCD's reference did (anomalib's current release does not)",
-        ))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let sample_rate = params.positive("sample_rate")?;
-        if sample_rate > 255 {
-            return Err(StageError::invalid_param(format!(
-                "node `{}`: param `sample_rate`: expected 1 to 255, found {sample_rate}",
-                params.node()
-            )));
-        }
-        let range = match params.string("range")?.as_str() {
-            "nominal" => Range::Nominal,
-            "own" => Range::Own,
-            other => {
-                return Err(StageError::invalid_param(format!(
-                    "node `{}`: param `range`: expected `nominal` or `own`, found `{other}`",
-                    params.node()
-                )))
-            }
-        };
-        Ok(StageImpl::Fitted(Box::new(MebinStage {
-            node: params.node().to_string(),
-            range,
+    fn create(config: MebinConfig, ctx: &CreateContext) -> StageResult<Box<dyn Fitted>> {
+        Ok(Box::new(MebinStage {
+            node: ctx.node_id.to_string(),
+            range: config.range,
             smallest_peak: f64::INFINITY,
             floor: None,
-            sample_rate,
-            min_interval_len: params.positive("min_interval_len")?,
-            erode: params.bool("erode")?,
-            kernel_size: params.positive("kernel_size")?,
-            erode_mask: params.bool("erode_mask")?,
-        })))
+            sample_rate: config.sample_rate,
+            min_interval_len: config.min_interval_len,
+            erode: config.erode,
+            kernel_size: config.kernel_size,
+            erode_mask: config.erode_mask,
+        }))
     }
 }
 
