@@ -1,6 +1,7 @@
-//! The params every ONNX stage shares, declared and read in one place: where the model comes
-//! from (`model`, resolved through the manifest) and how it runs (`threads`,
-//! `execution_provider`).
+//! The params every ONNX stage shares, read in one place: where the model comes from
+//! (`model`, resolved through the manifest) and how it runs (`threads`,
+//! `execution_provider`). A stage's `Config` holds these fields itself (serde's `flatten`
+//! does not work with `deny_unknown_fields`), typed with what this module provides.
 
 use std::path::PathBuf;
 
@@ -11,24 +12,26 @@ use crate::{
     Provider,
 };
 
-/// Appends `threads` and `execution_provider` to a stage's params.
-pub fn runtime_params(desc: StageDescriptor) -> StageDescriptor {
-    desc.param(
-        ParamSpec::int(
-            "threads",
-            0,
-            "ONNX Runtime intra-op threads per inference (0: its default, one per physical core)",
-        )
-        .min(0.0),
-    )
-    .param(ParamSpec::choice(
-        "execution_provider",
-        &["cpu", "cuda"],
-        "where ONNX Runtime runs the model; cuda needs the library of the onnxruntime-gpu wheel",
-    ))
+/// The `execution_provider` param: where ONNX Runtime runs the model; cuda needs the library
+/// of the onnxruntime-gpu wheel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    Cuda,
 }
 
-/// How a node's model runs, read from the params of [`runtime_params`].
+impl From<ExecutionProvider> for Provider {
+    fn from(p: ExecutionProvider) -> Self {
+        match p {
+            ExecutionProvider::Cpu => Provider::Cpu,
+            ExecutionProvider::Cuda => Provider::Cuda,
+        }
+    }
+}
+
+/// How a node's model runs, from its `threads` and `execution_provider` params.
 #[derive(Debug, Clone, Copy)]
 pub struct RuntimeParams {
     /// Intra-op threads (0: ONNX Runtime's default).
@@ -37,23 +40,15 @@ pub struct RuntimeParams {
 }
 
 impl RuntimeParams {
-    pub fn from_params(params: &Params) -> StageResult<Self> {
-        let name = params.string("execution_provider")?;
-        let provider = Provider::parse(&name).ok_or_else(|| {
-            StageError::invalid_param(format!(
-                "node `{}`: param `execution_provider`: expected cpu or cuda, found `{name}`",
-                params.node()
-            ))
-        })?;
-        Ok(Self { threads: params.usize("threads")?, provider })
+    pub fn new(threads: usize, execution_provider: ExecutionProvider) -> Self {
+        Self { threads, provider: execution_provider.into() }
     }
 }
 
-/// The node's `model` param resolved: a manifest name, searched from the pipeline's directory
+/// A node's `model` param resolved: a manifest name, searched from the pipeline's directory
 /// upward and then from the working directory upward, or a path to an .onnx file.
-pub fn resolve_model(params: &Params, ctx: &CreateContext) -> StageResult<ResolvedModel> {
-    let spec = params.string("model")?;
+pub fn resolve_model(model: &Model, ctx: &CreateContext) -> StageResult<ResolvedModel> {
     let base_dir = PathBuf::from(ctx.base_dir.as_str());
     let cwd: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
-    manifest::resolve(&spec, &base_dir, &cwd).map_err(|e| StageError::from(e).context(params.node()))
+    manifest::resolve(model.as_str(), &base_dir, &cwd).map_err(|e| StageError::from(e).context(&ctx.node_id))
 }
