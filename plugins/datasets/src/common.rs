@@ -133,31 +133,31 @@ pub fn dir_name(p: &Path) -> String {
 }
 
 /// The `category` param: one name, a list of names, or `all`.
-pub fn category_param(params: &Params, name: &str) -> StageResult<Vec<String>> {
-    let v = params.raw().get(name).cloned().unwrap_or(serde_json::Value::String("all".into()));
-    let names: Vec<String> = match v {
-        serde_json::Value::String(s) => vec![s],
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .map(|i| match i {
-                serde_json::Value::String(s) => Ok(s),
-                other => Err(StageError::invalid_param(format!(
-                    "node `{}`: param `{name}`: expected category names, found {other}",
-                    params.node()
-                ))),
-            })
-            .collect::<StageResult<_>>()?,
-        other => {
-            return Err(StageError::invalid_param(format!(
-                "node `{}`: param `{name}`: expected a category name, a list of names or `all`, found {other}",
-                params.node()
-            )))
-        }
-    };
-    if names.is_empty() {
-        return Err(StageError::invalid_param(format!("node `{}`: param `{name}`: the list is empty", params.node())));
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CategoryParam {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for CategoryParam {
+    fn default() -> Self {
+        CategoryParam::One("all".into())
     }
-    Ok(names)
+}
+
+impl CategoryParam {
+    /// The names asked for; an empty list is refused, naming the node.
+    pub fn names(&self, node: &str) -> StageResult<Vec<String>> {
+        let names = match self {
+            CategoryParam::One(name) => vec![name.clone()],
+            CategoryParam::Many(names) => names.clone(),
+        };
+        if names.is_empty() {
+            return Err(StageError::invalid_param(format!("node `{node}`: param `category`: the list is empty")));
+        }
+        Ok(names)
+    }
 }
 
 /// Resolves requested category names against the category directories under `root`.

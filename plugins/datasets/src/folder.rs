@@ -24,50 +24,99 @@ const STAGE: &str = "folder";
 /// The `folder` stage.
 pub struct Folder;
 
+/// Params of `folder`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    /// Directories or glob patterns (`*`, `?`, `**`) of nominal training images.
+    pub train: Vec<File>,
+    /// Directories or glob patterns of test images.
+    pub test: Vec<File>,
+    /// Directory of masks, mirroring the test root's sub-directories (absent or empty: none).
+    #[serde(default)]
+    pub masks: Option<File>,
+    /// Appended to the image stem to name its mask.
+    #[serde(default = "default_mask_suffix")]
+    pub mask_suffix: String,
+    /// A directory with this name holds nominal images.
+    #[serde(default = "default_good_dir")]
+    pub good_dir: String,
+    /// What to do with a non-good test image without a mask: error (refuse the listing), skip
+    /// (leave it out, with a warning) or nominal (list it as good).
+    #[serde(default)]
+    pub missing_mask: MissingMask,
+    /// Category name put in the metadata.
+    #[serde(default = "default_category")]
+    pub category: String,
+    /// Fraction of train images held out as the validation split (seeded).
+    #[serde(default = "default_validation_fraction")]
+    #[schemars(range(min = 0.0, max = 0.9))]
+    pub validation_fraction: f64,
+    /// Seed of the validation hold-out.
+    #[serde(default)]
+    pub seed: i64,
+}
+
+/// What `folder` does with a non-good test image without a mask.
+// No variant docs: they would turn the schema's `enum` into alternatives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingMask {
+    #[default]
+    Error,
+    Skip,
+    Nominal,
+}
+
+fn default_mask_suffix() -> String {
+    "_mask".into()
+}
+fn default_good_dir() -> String {
+    "good".into()
+}
+fn default_category() -> String {
+    "folder".into()
+}
+fn default_validation_fraction() -> f64 {
+    0.2
+}
+
 impl StagePlugin for Folder {
+    type Config = FolderConfig;
+    type Stage = Box<dyn Source>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::source(
+        StageDescriptor::new(
             STAGE,
             "Images from directories or globs: nominal train images, test images, optional masks matched by relative stem + suffix",
         )
         .output("image", ValueKind::Image, "u8 RGB image")
         .output("mask", ValueKind::Mask, "ground-truth mask (all zeros for nominal images)")
-        .param(ParamSpec::required("train", ParamType::StringList, "directories or glob patterns (`*`, `?`, `**`) of nominal training images"))
-        .param(ParamSpec::required("test", ParamType::StringList, "directories or glob patterns of test images"))
-        .param(ParamSpec::string("masks", "", "directory of masks, mirroring the test root's sub-directories (empty: none)"))
-        .param(ParamSpec::string("mask_suffix", "_mask", "appended to the image stem to name its mask"))
-        .param(ParamSpec::string("good_dir", "good", "a directory with this name holds nominal images"))
-        .param(ParamSpec::choice("missing_mask", &["error", "skip", "nominal"], "what to do with a non-good test image without a mask"))
-        .param(ParamSpec::string("category", "folder", "category name put in the metadata"))
-        .param(ParamSpec::float("validation_fraction", 0.2, "fraction of train images held out as the validation split (seeded)").range(0.0, 0.9))
-        .param(ParamSpec::int("seed", 0, "seed of the validation hold-out"))
         .splits(&SPLITS)
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let resolve = |name: &str| -> StageResult<Vec<String>> {
-            let items: Vec<String> = params.get(name)?;
+    fn create(config: FolderConfig, ctx: &CreateContext) -> StageResult<Box<dyn Source>> {
+        let resolve = |name: &str, items: &[File]| -> StageResult<Vec<String>> {
             if items.is_empty() {
                 return Err(StageError::invalid_param(format!(
                     "node `{}`: param `{name}`: the list is empty",
-                    params.node()
+                    ctx.node_id
                 )));
             }
-            Ok(items.iter().map(|p| params.resolve_path(p).to_string_lossy().into_owned()).collect())
+            Ok(items.iter().map(|p| p.resolve(ctx).to_string_lossy().into_owned()).collect())
         };
-        let masks: String = params.string("masks")?;
-        let seed: i64 = params.get("seed")?;
-        Ok(StageImpl::Source(Box::new(FolderSource {
-            train: resolve("train")?,
-            test: resolve("test")?,
-            masks: (!masks.is_empty()).then(|| params.resolve_path(&masks)),
-            mask_suffix: params.string("mask_suffix")?,
-            good_dir: params.string("good_dir")?,
-            missing_mask: params.string("missing_mask")?,
-            category: params.string("category")?,
-            validation_fraction: params.f64_in("validation_fraction", 0.0, 0.9)?,
-            seed: seed as u64,
-        })))
+        Ok(Box::new(FolderSource {
+            train: resolve("train", &config.train)?,
+            test: resolve("test", &config.test)?,
+            // An empty string was the old way to say "no masks".
+            masks: config.masks.filter(|m| !m.as_str().is_empty()).map(|m| m.resolve(ctx)),
+            mask_suffix: config.mask_suffix,
+            good_dir: config.good_dir,
+            missing_mask: config.missing_mask,
+            category: config.category,
+            validation_fraction: config.validation_fraction,
+            seed: config.seed as u64,
+        }))
     }
 }
 
@@ -77,7 +126,7 @@ struct FolderSource {
     masks: Option<PathBuf>,
     mask_suffix: String,
     good_dir: String,
-    missing_mask: String,
+    missing_mask: MissingMask,
     category: String,
     validation_fraction: f64,
     seed: u64,
@@ -184,14 +233,14 @@ impl FolderSource {
                             metas.push(sample_meta(id, cat, split, &defect, &f, 0));
                             continue;
                         }
-                        match self.missing_mask.as_str() {
-                            "nominal" => metas.push(sample_meta(id, cat, split, "good", &f, 0)),
-                            "skip" => eprintln!(
+                        match self.missing_mask {
+                            MissingMask::Nominal => metas.push(sample_meta(id, cat, split, "good", &f, 0)),
+                            MissingMask::Skip => eprintln!(
                                 "warning: folder: skipping test image `{}`: no mask at `{}`",
                                 f.display(),
                                 self.expected_mask(&root, &f).display()
                             ),
-                            _ => {
+                            MissingMask::Error => {
                                 return Err(DatasetError::MissingMask {
                                     stage: STAGE,
                                     mask: self.expected_mask(&root, &f),
@@ -246,5 +295,29 @@ impl Source for FolderSource {
             Mask::zeros(h as u32, w as u32)?
         };
         Ok(Outputs::new().with("image", image).with("mask", mask))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MvtecAd;
+    use anoflow_sdk::harness::StageHarness;
+    use serde_json::json;
+
+    #[test]
+    fn bad_params_are_refused_by_name() {
+        let err = StageHarness::new::<Folder>(json!({"train": ["a"], "test": ["b"], "missing_mask": "ignore"}))
+            .err()
+            .unwrap();
+        assert!(err.message.contains("param `missing_mask`: `ignore` is not one of error, skip, nominal"), "{err}");
+        let err = StageHarness::new::<Folder>(json!({"train": [], "test": ["b"]})).err().unwrap();
+        assert!(err.message.contains("param `train`: the list is empty"), "{err}");
+        let err = StageHarness::new::<Folder>(json!({"train": ["a"]})).err().unwrap();
+        assert!(err.message.contains("missing required param `test`"), "{err}");
+        let err = StageHarness::new::<MvtecAd>(json!({"root": "r", "category": 3})).err().unwrap();
+        assert!(err.message.contains("param `category`: expected string"), "{err}");
+        let err = StageHarness::new::<MvtecAd>(json!({"root": "r", "category": []})).err().unwrap();
+        assert!(err.message.contains("param `category`: the list is empty"), "{err}");
     }
 }

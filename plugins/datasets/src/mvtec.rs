@@ -5,13 +5,9 @@ use std::path::{Path, PathBuf};
 use anoflow_sdk::prelude::*;
 
 use crate::common::{
-    category_param, dir_name, file_stem, files_with_ext, pick_split, reindex, resolve_categories, sample_meta, subdirs,
-    validation_holdout, DatasetError, Result, SPLITS,
+    dir_name, file_stem, files_with_ext, pick_split, reindex, resolve_categories, sample_meta, subdirs,
+    validation_holdout, CategoryParam, DatasetError, Result, SPLITS,
 };
-
-fn category_spec(doc: &str) -> ParamSpec {
-    ParamSpec::with_default("category", ParamType::Any, serde_json::json!("all"), doc)
-}
 
 // ---------------------------------------------------------------------------------------
 // MVTec AD
@@ -21,38 +17,51 @@ const AD: &str = "mvtec-ad";
 /// The `mvtec-ad` stage.
 pub struct MvtecAd;
 
+/// Params of `mvtec-ad`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MvtecAdConfig {
+    /// Dataset root (holds one directory per category).
+    pub root: File,
+    /// A category name, a list of names, or `all` (every category directory under root).
+    #[serde(default)]
+    pub category: CategoryParam,
+    /// Fraction of train/good held out as the validation split (seeded).
+    #[serde(default = "default_validation_fraction")]
+    #[schemars(range(min = 0.0, max = 0.9))]
+    pub validation_fraction: f64,
+    /// Seed of the validation hold-out.
+    #[serde(default)]
+    pub seed: i64,
+}
+
+fn default_validation_fraction() -> f64 {
+    0.2
+}
+
 impl StagePlugin for MvtecAd {
+    type Config = MvtecAdConfig;
+    type Stage = Box<dyn Source>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::source(
+        StageDescriptor::new(
             AD,
             "MVTec AD layout: <root>/<category>/train/good, test/<defect>, ground_truth/<defect>/<name>_mask.png",
         )
         .output("image", ValueKind::Image, "u8 RGB image (grey categories are replicated to 3 channels)")
         .output("mask", ValueKind::Mask, "ground-truth mask (all zeros for good images)")
-        .param(ParamSpec::required("root", ParamType::Path, "dataset root (holds one directory per category)"))
-        .param(category_spec("a category name, a list of names, or `all` (every category directory under root)"))
-        .param(
-            ParamSpec::float(
-                "validation_fraction",
-                0.2,
-                "fraction of train/good held out as the validation split (seeded)",
-            )
-            .range(0.0, 0.9),
-        )
-        .param(ParamSpec::int("seed", 0, "seed of the validation hold-out"))
         .splits(&SPLITS)
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let root = params.path("root")?;
-        let categories = resolve_categories(AD, &root, &category_param(params, "category")?)?;
-        let seed: i64 = params.get("seed")?;
-        Ok(StageImpl::Source(Box::new(MvtecAdSource {
+    fn create(config: MvtecAdConfig, ctx: &CreateContext) -> StageResult<Box<dyn Source>> {
+        let root = config.root.resolve(ctx);
+        let categories = resolve_categories(AD, &root, &config.category.names(&ctx.node_id)?)?;
+        Ok(Box::new(MvtecAdSource {
             root,
             categories,
-            validation_fraction: params.f64_in("validation_fraction", 0.0, 0.9)?,
-            seed: seed as u64,
-        })))
+            validation_fraction: config.validation_fraction,
+            seed: config.seed as u64,
+        }))
     }
 }
 
@@ -158,24 +167,36 @@ const AD3: &str = "mvtec-3d";
 /// The `mvtec-3d` stage.
 pub struct Mvtec3d;
 
+/// Params of `mvtec-3d`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mvtec3dConfig {
+    /// Dataset root (holds one directory per category).
+    pub root: File,
+    /// A category name, a list of names, or `all`.
+    #[serde(default)]
+    pub category: CategoryParam,
+}
+
 impl StagePlugin for Mvtec3d {
+    type Config = Mvtec3dConfig;
+    type Stage = Box<dyn Source>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::source(
+        StageDescriptor::new(
             AD3,
             "MVTec 3D-AD layout: <root>/<category>/{train,validation,test}/<defect>/{rgb,xyz,gt}/NNN.{png,tiff,png}",
         )
         .output("image", ValueKind::Image, "u8 RGB image")
         .output("xyz", ValueKind::PointCloud, "organized point cloud aligned with the image (zeros = no point)")
         .output("mask", ValueKind::Mask, "ground-truth mask (all zeros for good images without gt)")
-        .param(ParamSpec::required("root", ParamType::Path, "dataset root (holds one directory per category)"))
-        .param(category_spec("a category name, a list of names, or `all`"))
         .splits(&SPLITS)
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let root = params.path("root")?;
-        let categories = resolve_categories(AD3, &root, &category_param(params, "category")?)?;
-        Ok(StageImpl::Source(Box::new(Mvtec3dSource { root, categories })))
+    fn create(config: Mvtec3dConfig, ctx: &CreateContext) -> StageResult<Box<dyn Source>> {
+        let root = config.root.resolve(ctx);
+        let categories = resolve_categories(AD3, &root, &config.category.names(&ctx.node_id)?)?;
+        Ok(Box::new(Mvtec3dSource { root, categories }))
     }
 }
 

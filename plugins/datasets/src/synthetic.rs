@@ -14,81 +14,142 @@ const STAGE: &str = "synthetic";
 /// The `synthetic` stage.
 pub struct Synthetic;
 
+/// Params of `synthetic` (defaults: [`SynthConfig::default`]).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Dataset seed: the same seed gives the same images.
+    #[serde(default)]
+    pub seed: i64,
+    /// Categories to generate (woven, grain, tiles, carpet, washer, pill, screw), or [all].
+    #[serde(default = "every_category")]
+    pub categories: Vec<CategoryName>,
+    /// Nominal training images per category (validation is held out of these).
+    #[serde(default = "default_train")]
+    pub train: usize,
+    /// Fraction of the training images held out as the validation split.
+    #[serde(default = "default_validation_fraction")]
+    #[schemars(range(min = 0.0, max = 0.9))]
+    pub validation_fraction: f64,
+    /// Nominal test images per category.
+    #[serde(default = "default_test_good")]
+    pub test_good: usize,
+    /// Defective test images per category (kinds cycle).
+    #[serde(default = "default_test_defective")]
+    pub test_defective: usize,
+    /// Image height and width in pixels (>= 64).
+    #[serde(default = "default_size")]
+    #[schemars(range(min = 64, max = 4096))]
+    pub size: usize,
+    /// Also render a point cloud, with dent and bump (geometry-only) defects.
+    #[serde(default)]
+    pub xyz: bool,
+}
+
+/// A category name in `categories`, or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CategoryName {
+    Woven,
+    Grain,
+    Tiles,
+    Carpet,
+    Washer,
+    Pill,
+    Screw,
+    All,
+}
+
+impl CategoryName {
+    /// The category, `None` for `all`.
+    fn category(self) -> Option<Category> {
+        match self {
+            CategoryName::Woven => Some(Category::Woven),
+            CategoryName::Grain => Some(Category::Grain),
+            CategoryName::Tiles => Some(Category::Tiles),
+            CategoryName::Carpet => Some(Category::Carpet),
+            CategoryName::Washer => Some(Category::Washer),
+            CategoryName::Pill => Some(Category::Pill),
+            CategoryName::Screw => Some(Category::Screw),
+            CategoryName::All => None,
+        }
+    }
+}
+
+fn every_category() -> Vec<CategoryName> {
+    Category::ALL
+        .iter()
+        .map(|c| match c {
+            Category::Woven => CategoryName::Woven,
+            Category::Grain => CategoryName::Grain,
+            Category::Tiles => CategoryName::Tiles,
+            Category::Carpet => CategoryName::Carpet,
+            Category::Washer => CategoryName::Washer,
+            Category::Pill => CategoryName::Pill,
+            Category::Screw => CategoryName::Screw,
+        })
+        .collect()
+}
+fn default_train() -> usize {
+    SynthConfig::default().train
+}
+fn default_validation_fraction() -> f64 {
+    SynthConfig::default().validation_fraction
+}
+fn default_test_good() -> usize {
+    SynthConfig::default().test_good
+}
+fn default_test_defective() -> usize {
+    SynthConfig::default().test_defective
+}
+fn default_size() -> usize {
+    SynthConfig::default().size
+}
+
 impl StagePlugin for Synthetic {
+    type Config = SyntheticConfig;
+    type Stage = Box<dyn Source>;
+
     fn descriptor() -> StageDescriptor {
-        let d = SynthConfig::default();
-        let category_choices: Vec<&str> = Category::names().into_iter().chain(["all"]).collect();
-        StageDescriptor::source(
+        StageDescriptor::new(
             "synthetic",
             "Deterministic MVTec-like dataset rendered in memory: textures and objects, many defect kinds with exact masks",
         )
         .output("image", ValueKind::Image, "u8 RGB image, size x size")
         .output("mask", ValueKind::Mask, "ground-truth defect mask (all zeros for nominal samples)")
         .output("xyz", ValueKind::PointCloud, "organized point cloud in mm, zeros = no point (only with `xyz: true`)")
-        .param(ParamSpec::int("seed", 0, "dataset seed: the same seed gives the same images"))
-        .param(ParamSpec::with_default(
-            "categories",
-            ParamType::StringList,
-            serde_json::json!(Category::names()),
-            &format!("categories to generate ({}), or [all]", Category::names().join(", ")),
-        ).one_of(&category_choices))
-        .param(ParamSpec::int("train", d.train as i64, "nominal training images per category (validation is held out of these)").min(0.0))
-        .param(ParamSpec::float("validation_fraction", d.validation_fraction, "fraction of the training images held out as the validation split").range(0.0, 0.9))
-        .param(ParamSpec::int("test_good", d.test_good as i64, "nominal test images per category").min(0.0))
-        .param(ParamSpec::int("test_defective", d.test_defective as i64, "defective test images per category (kinds cycle)").min(0.0))
-        .param(ParamSpec::int("size", d.size as i64, "image height and width in pixels (>= 64)").range(64.0, 4096.0))
-        .param(ParamSpec::bool("xyz", false, "also render a point cloud, with dent and bump (geometry-only) defects"))
         .splits(&SPLITS)
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Source(Box::new(SyntheticSource { cfg: config_from_params(params)? })))
+    fn create(config: SyntheticConfig, ctx: &CreateContext) -> StageResult<Box<dyn Source>> {
+        Ok(Box::new(SyntheticSource { cfg: synth_config(&config, &ctx.node_id)? }))
     }
 }
 
-/// Reads a [`SynthConfig`] from the stage's params.
-pub fn config_from_params(params: &Params) -> StageResult<SynthConfig> {
-    let names: Vec<String> = params.get("categories")?;
+/// The [`SynthConfig`] of a node's params.
+pub fn synth_config(config: &SyntheticConfig, node: &str) -> StageResult<SynthConfig> {
     let mut categories = Vec::new();
-    for n in &names {
-        if n == "all" {
+    for name in &config.categories {
+        let Some(c) = name.category() else {
             categories = Category::ALL.to_vec();
             break;
-        }
-        let c = Category::parse(n).ok_or_else(|| {
-            StageError::invalid_param(format!(
-                "node `{}`: param `categories`: unknown category `{n}`; known: {}",
-                params.node(),
-                Category::names().join(", ")
-            ))
-        })?;
+        };
         if !categories.contains(&c) {
             categories.push(c);
         }
     }
     if categories.is_empty() {
-        return Err(StageError::invalid_param(format!(
-            "node `{}`: param `categories`: the list is empty",
-            params.node()
-        )));
+        return Err(StageError::invalid_param(format!("node `{node}`: param `categories`: the list is empty")));
     }
-    let size = params.usize("size")?;
-    if !(64..=4096).contains(&size) {
-        return Err(StageError::invalid_param(format!(
-            "node `{}`: param `size`: expected 64..=4096 pixels, found {size}",
-            params.node()
-        )));
-    }
-    let seed: i64 = params.get("seed")?;
     Ok(SynthConfig {
-        seed: seed as u64,
+        seed: config.seed as u64,
         categories,
-        train: params.usize("train")?,
-        validation_fraction: params.f64_in("validation_fraction", 0.0, 0.9)?,
-        test_good: params.usize("test_good")?,
-        test_defective: params.usize("test_defective")?,
-        size,
-        xyz: params.bool("xyz")?,
+        train: config.train,
+        validation_fraction: config.validation_fraction,
+        test_good: config.test_good,
+        test_defective: config.test_defective,
+        size: config.size,
+        xyz: config.xyz,
     })
 }
 
@@ -292,6 +353,24 @@ mod tests {
         let h = StageHarness::new::<Synthetic>(json!({"validation_fraction": 0.0, "categories": ["pill"]})).unwrap();
         let err = h.list("validation").unwrap_err();
         assert!(err.message.contains("split `validation` is empty"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_the_renderers() {
+        let config: SyntheticConfig = serde_json::from_value(json!({})).unwrap();
+        let cfg = synth_config(&config, "n").unwrap();
+        let d = SynthConfig::default();
+        assert_eq!(
+            (cfg.seed, cfg.categories, cfg.train, cfg.validation_fraction, cfg.test_good, cfg.test_defective),
+            (d.seed, d.categories, d.train, d.validation_fraction, d.test_good, d.test_defective)
+        );
+        assert_eq!((cfg.size, cfg.xyz), (d.size, d.xyz));
+        let all: SyntheticConfig = serde_json::from_value(json!({"categories": ["pill", "all"]})).unwrap();
+        assert_eq!(synth_config(&all, "n").unwrap().categories, Category::ALL.to_vec());
+        let err = StageHarness::new::<Synthetic>(json!({"categories": []})).err().unwrap();
+        assert!(err.message.contains("param `categories`: the list is empty"), "{err}");
+        let err = StageHarness::new::<Synthetic>(json!({"validation_fraction": 0.95})).err().unwrap();
+        assert!(err.message.contains("param `validation_fraction`: 0.95 is out of range"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use anoflow_imaging::{Interp, PointInterp};
-use anoflow_sdk::abi::{FinishContext, SinkReport};
 use anoflow_sdk::prelude::*;
 use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 
@@ -19,9 +18,57 @@ use anoflow_sdk::state::{StateError, StateReader, StateWriter};
 /// The `resize-crop` stage.
 pub struct ResizeCrop;
 
+/// Params of `resize-crop`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeCropConfig {
+    /// Target length of the shorter side (0: no resize).
+    #[serde(default = "default_resize")]
+    pub resize: usize,
+    /// Side of the centre crop (0: no crop).
+    #[serde(default = "default_crop")]
+    pub crop: usize,
+    /// Image filter: bilinear-antialias averages the footprint when shrinking (PIL,
+    /// torchvision on PIL images); bilinear samples 4 pixels (torch F.interpolate).
+    #[serde(default)]
+    pub interpolation: Interpolation,
+    /// Point-cloud filter: valid-bilinear averages valid points only (invalid when under half
+    /// the weight is valid).
+    #[serde(default)]
+    pub xyz_interpolation: XyzInterpolation,
+}
+
+fn default_resize() -> usize {
+    256
+}
+fn default_crop() -> usize {
+    224
+}
+
+/// The image filter of `resize-crop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interpolation {
+    #[default]
+    BilinearAntialias,
+    Bilinear,
+}
+
+/// The point-cloud filter of `resize-crop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum XyzInterpolation {
+    #[default]
+    ValidBilinear,
+    Nearest,
+}
+
 impl StagePlugin for ResizeCrop {
+    type Config = ResizeCropConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "resize-crop",
             "Shorter side to `resize`, then a centre crop of `crop` x `crop`: image bilinear, mask nearest, xyz over valid points",
         )
@@ -31,44 +78,29 @@ impl StagePlugin for ResizeCrop {
         .output("image", ValueKind::Image, "resized and cropped image")
         .output("mask", ValueKind::Mask, "resized and cropped mask (when `mask` is connected)")
         .output("xyz", ValueKind::PointCloud, "resized and cropped point cloud (when `xyz` is connected)")
-        .param(ParamSpec::int("resize", 256, "target length of the shorter side (0: no resize)").min(0.0))
-        .param(ParamSpec::int("crop", 224, "side of the centre crop (0: no crop)").min(0.0))
-        .param(ParamSpec::choice(
-            "interpolation",
-            &["bilinear-antialias", "bilinear"],
-            "image filter: bilinear-antialias averages the footprint when shrinking (PIL, torchvision on PIL images); \
-             bilinear samples 4 pixels (torch F.interpolate)",
-        ))
-        .param(ParamSpec::choice(
-            "xyz_interpolation",
-            &["valid-bilinear", "nearest"],
-            "point-cloud filter: valid-bilinear averages valid points only (invalid when under half the weight is valid)",
-        ))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let opt = |name: &str| -> StageResult<Option<usize>> {
-            let v = params.usize(name)?;
-            Ok((v > 0).then_some(v))
+    fn create(config: ResizeCropConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let interp = match config.interpolation {
+            Interpolation::Bilinear => Interp::Bilinear,
+            Interpolation::BilinearAntialias => Interp::BilinearAntialias,
         };
-        let interp = match params.string("interpolation")?.as_str() {
-            "bilinear" => Interp::Bilinear,
-            _ => Interp::BilinearAntialias,
+        let xyz_interp = match config.xyz_interpolation {
+            XyzInterpolation::Nearest => PointInterp::Nearest,
+            XyzInterpolation::ValidBilinear => {
+                PointInterp::ValidBilinear { antialias: interp == Interp::BilinearAntialias }
+            }
         };
-        let xyz_interp = match params.string("xyz_interpolation")?.as_str() {
-            "nearest" => PointInterp::Nearest,
-            _ => PointInterp::ValidBilinear { antialias: interp == Interp::BilinearAntialias },
-        };
-        let (resize, crop) = (opt("resize")?, opt("crop")?);
+        let (resize, crop) = ((config.resize > 0).then_some(config.resize), (config.crop > 0).then_some(config.crop));
         if let (Some(r), Some(c)) = (resize, crop) {
             if c > r {
                 return Err(StageError::invalid_param(format!(
                     "node `{}`: param `crop`: {c} is larger than `resize` {r}; the crop must fit in the resized image",
-                    params.node()
+                    ctx.node_id
                 )));
             }
         }
-        Ok(StageImpl::Map(Box::new(ResizeCropStage { resize, crop, interp, xyz_interp })))
+        Ok(Box::new(ResizeCropStage { resize, crop, interp, xyz_interp }))
     }
 }
 
@@ -183,9 +215,44 @@ impl Map for ResizeCropStage {
 /// The `write-png` stage.
 pub struct WritePng;
 
+/// Params of `write-png`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WritePngConfig {
+    /// Score to 8-bit: per-map maps each map's min..max to 0..255 (a flat map gives 0);
+    /// fixed maps score_min..score_max to 0..255, clamping outside.
+    #[serde(default)]
+    pub score_range: ScoreRange,
+}
+
+/// How `write-png` maps scores to 8-bit grey.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ScoreRange {
+    /// Each map's own min..max to 0..255 (a flat map gives 0).
+    #[default]
+    PerMap,
+    /// score_min..score_max to 0..255, clamping outside.
+    Fixed {
+        /// Score written as 0.
+        #[serde(default)]
+        score_min: f64,
+        /// Score written as 255.
+        #[serde(default = "one")]
+        score_max: f64,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+
 impl StagePlugin for WritePng {
+    type Config = WritePngConfig;
+    type Stage = Box<dyn Sink>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::sink(
+        StageDescriptor::new(
             "write-png",
             "Writes each test sample's connected images, masks and score maps as PNG files (atomically) under <run>/<node>/<sample id>/",
         )
@@ -193,34 +260,26 @@ impl StagePlugin for WritePng {
         .optional_input("gt", ValueKind::Mask, "ground truth, written as gt.png (0/255)")
         .optional_multi_input("masks", ValueKind::Mask, "binary masks, written as mask_<node.port>.png (0/255)")
         .optional_multi_input("scores", ValueKind::ScoreMap, "score maps, written as score_<node.port>.png (8-bit, see `score_range`)")
-        .param(ParamSpec::choice(
-            "score_range",
-            &["per-map", "fixed"],
-            "score to 8-bit: per-map maps each map's min..max to 0..255 (a flat map gives 0); \
-             fixed maps score_min..score_max to 0..255, clamping outside",
-        ))
-        .param(ParamSpec::float("score_min", 0.0, "score written as 0 with score_range: fixed"))
-        .param(ParamSpec::float("score_max", 1.0, "score written as 255 with score_range: fixed"))
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
+    fn create(config: WritePngConfig, ctx: &CreateContext) -> StageResult<Box<dyn Sink>> {
         // Files go to this node's directory inside the run directory, never elsewhere: a
         // pipeline file cannot direct writes outside the run.
         let out_dir = PathBuf::from(ctx.work_dir.as_str());
-        let range = match params.string("score_range")?.as_str() {
-            "fixed" => {
-                let (lo, hi) = (params.f64("score_min")? as f32, params.f64("score_max")? as f32);
+        let range = match config.score_range {
+            ScoreRange::Fixed { score_min, score_max } => {
+                let (lo, hi) = (score_min as f32, score_max as f32);
                 if hi <= lo {
                     return Err(StageError::invalid_param(format!(
-                        "node `{}`: param `score_max` ({hi}) must be above `score_min` ({lo})",
-                        params.node()
+                        "node `{}`: param `score_range.score_max` ({hi}) must be above `score_range.score_min` ({lo})",
+                        ctx.node_id
                     )));
                 }
                 Some((lo, hi))
             }
-            _ => None,
+            ScoreRange::PerMap => None,
         };
-        Ok(StageImpl::Sink(Box::new(WritePngStage { out_dir, range, files: Vec::new() })))
+        Ok(Box::new(WritePngStage { out_dir, range, files: Vec::new() }))
     }
 }
 
@@ -325,6 +384,7 @@ impl Sink for WritePngStage {
             markdown: markdown.into(),
             json: json.to_string().into(),
             files: files.into_iter().map(Into::into).collect(),
+            headline: Default::default(),
         })
     }
 
@@ -464,6 +524,40 @@ mod tests {
         assert_eq!(image(&out).to_f32(), src.to_f32());
         assert!(matches!(image(&out).pixels(), Pixels::F32(_)));
         assert!(out.get("mask").is_none());
+    }
+
+    #[test]
+    fn bad_params_are_refused_by_name() {
+        let err = StageHarness::new::<ResizeCrop>(json!({"interpolation": "bicubic"})).err().unwrap();
+        assert!(
+            err.message.contains("param `interpolation`: `bicubic` is not one of bilinear-antialias, bilinear"),
+            "{err}"
+        );
+        let err = StageHarness::new::<ResizeCrop>(json!({"resize": -1})).err().unwrap();
+        assert!(err.message.contains("param `resize`: -1 is out of range"), "{err}");
+        let err =
+            StageHarness::new::<WritePng>(json!({"score_range": {"kind": "fixed", "score_mx": 2}})).err().unwrap();
+        assert!(err.message.contains("unknown param `score_range.score_mx` (did you mean `score_max`?)"), "{err}");
+        let err =
+            StageHarness::new::<WritePng>(json!({"score_range": {"kind": "fixed", "score_min": 2}})).err().unwrap();
+        assert!(err.message.contains("`score_range.score_max` (1) must be above `score_range.score_min` (2)"), "{err}");
+        let err = StageHarness::new::<WritePng>(json!({"score_range": "fixed"})).err().unwrap();
+        assert!(err.message.contains("param `score_range`: expected mapping with a `kind` (per-map, fixed)"), "{err}");
+    }
+
+    #[test]
+    fn write_png_fixed_range_maps_its_bounds() {
+        let dir = scratch_dir("write-png-fixed");
+        let params = json!({"score_range": {"kind": "fixed", "score_min": 0.0, "score_max": 10.0}});
+        let mut h = StageHarness::with_dirs::<WritePng>(params, Path::new("."), &dir.join("w")).unwrap();
+        let ins = vec![PortValue {
+            port: "scores".into(),
+            source: "s.score".into(),
+            value: ScoreMap::new(1, 3, vec![-1.0, 5.0, 20.0]).unwrap().into(),
+        }];
+        h.consume(&SampleMeta::new("a", "c", "test"), ins).unwrap();
+        let score = anoflow_imaging::read_image(dir.join("w/a/score_s.score.png")).unwrap().to_u8();
+        assert_eq!(score, vec![0, 128, 255]);
     }
 
     #[test]

@@ -169,12 +169,12 @@ pub fn merge_files(inputs: &[&Path], dir: &Path, fpr_limit: f64) -> Result<(Resu
 
 /// The figures a sweep puts side by side (mean over categories): each mask source's pixel F1
 /// and IoU on anomalous images (the paper's protocol) and F1 on all images; each score
-/// source's pixel AUROC and AUPRO.
-fn headline(res: &Results) -> serde_json::Value {
-    let mut h = serde_json::Map::new();
+/// source's pixel AUROC and AUPRO. Sorted by name, the order the sink's JSON gave them in.
+fn headline(res: &Results) -> Vec<Headline> {
+    let mut h = Vec::new();
     let mut put = |name: String, v: Option<f64>| {
-        if let Some(v) = v {
-            h.insert(name, v.into());
+        if let Some(value) = v {
+            h.push(Headline { name: name.into(), value });
         }
     };
     for m in &res.mask_sources {
@@ -186,7 +186,8 @@ fn headline(res: &Results) -> serde_json::Value {
         put(format!("{s} pixel AUROC"), res.get("mean", s, "pixel_auroc", "all", "pixels"));
         put(format!("{s} AUPRO"), res.get("mean", s, "aupro", "all", "pixels"));
     }
-    serde_json::Value::Object(h)
+    h.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    h
 }
 
 /// Files relative to the run directory: the sink's out_dir is `<run>/<node>`.
@@ -204,9 +205,30 @@ fn relative_files(out_dir: &Path, files: Vec<String>) -> abi_stable::std_types::
 /// The `segmentation-metrics` sink.
 pub struct SegmentationMetrics;
 
+/// Params of `segmentation-metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentationMetricsConfig {
+    /// AUPRO integrates the PRO curve up to this false-positive rate.
+    #[serde(default = "default_fpr_limit")]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1))]
+    pub fpr_limit: f64,
+    /// Also write accumulators.bin (every pixel score, compact); the host keeps the same state
+    /// as sink.state for `anoflow merge`.
+    #[serde(default)]
+    pub save_accumulators: bool,
+}
+
+fn default_fpr_limit() -> f64 {
+    0.3
+}
+
 impl StagePlugin for SegmentationMetrics {
+    type Config = SegmentationMetricsConfig;
+    type Stage = Box<dyn Sink>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::sink(
+        StageDescriptor::new(
             "segmentation-metrics",
             "exact pixel/image metrics of masks (deployable) and score maps (oracle), per category and mean; \
              mergeable across shards",
@@ -220,32 +242,15 @@ impl StagePlugin for SegmentationMetrics {
             "image-level scores; paired with the score map of the same node, else reported alone \
              (score maps without one use their maximum)",
         )
-        .param(
-            ParamSpec::float("fpr_limit", 0.3, "AUPRO integrates the PRO curve up to this false-positive rate")
-                .above(0.0)
-                .max(1.0),
-        )
-        .param(ParamSpec::bool(
-            "save_accumulators",
-            false,
-            "also write accumulators.bin (every pixel score, compact); the host keeps the same state as sink.state for `anoflow merge`",
-        ))
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let fpr_limit = params.f64("fpr_limit")?;
-        if !(fpr_limit > 0.0 && fpr_limit <= 1.0) {
-            return Err(StageError::invalid_param(format!(
-                "node `{}`: param `fpr_limit` must be in (0, 1], got {fpr_limit}",
-                params.node()
-            )));
-        }
-        Ok(StageImpl::Sink(Box::new(MetricsSink {
+    fn create(config: SegmentationMetricsConfig, ctx: &CreateContext) -> StageResult<Box<dyn Sink>> {
+        Ok(Box::new(MetricsSink {
             acc: Mutex::new(Accumulators::new()),
-            fpr_limit,
-            save_accumulators: params.bool("save_accumulators")?,
+            fpr_limit: config.fpr_limit,
+            save_accumulators: config.save_accumulators,
             expected: ExpectedSources::from_context(ctx),
-        })))
+        }))
     }
 }
 
@@ -286,13 +291,12 @@ impl Sink for MetricsSink {
         let (fpr_limit, save) = (self.fpr_limit, self.save_accumulators);
         let (res, files) = finish_outputs(self.acc(), dir, fpr_limit, save)
             .map_err(|e| StageError::from(e).context(format!("node `{}`", ctx.node_id)))?;
-        let mut value = serde_json::to_value(&res).map_err(|e| StageError::internal(e.to_string()))?;
-        value["headline"] = headline(&res);
-        let json = value.to_string();
+        let json = serde_json::to_string(&res).map_err(|e| StageError::internal(e.to_string()))?;
         Ok(SinkReport {
             markdown: results::markdown(&res).into(),
             json: json.into(),
             files: relative_files(dir, files),
+            headline: headline(&res).into(),
         })
     }
 }

@@ -19,9 +19,39 @@ use crate::{relative_files, report_html, report_state, sample_view, ExpectedSour
 /// The `report` sink.
 pub struct Report;
 
+/// Params of `report`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Panels in test order: anomalous samples first, then good ones.
+    #[serde(default = "default_max_samples")]
+    pub max_samples: usize,
+    /// Per mask and category: the anomalous images with the lowest F1 and the good images with
+    /// the largest false-positive area, as panels.
+    #[serde(default = "default_failures")]
+    pub failures: usize,
+    /// Largest side of one panel tile in pixels (nearest-neighbour resize).
+    #[serde(default = "default_tile")]
+    #[schemars(range(min = 1))]
+    pub tile: usize,
+}
+
+fn default_max_samples() -> usize {
+    24
+}
+fn default_failures() -> usize {
+    3
+}
+fn default_tile() -> usize {
+    224
+}
+
 impl StagePlugin for Report {
+    type Config = ReportConfig;
+    type Stage = Box<dyn Sink>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::sink(
+        StageDescriptor::new(
             "report",
             "visual comparison: F1 by category and binarizer against the oracle, PR curves per category, \
              the worst failures of each binarizer as panels, a page per category (index.html)",
@@ -31,32 +61,17 @@ impl StagePlugin for Report {
         .optional_multi_input("scores", ValueKind::ScoreMap, "anomaly score maps")
         .optional_multi_input("image_scores", ValueKind::Scalar, "image-level scores")
         .optional_input("image", ValueKind::Image, "the input image (first tile of each panel)")
-        .param(
-            ParamSpec::int("max_samples", 24, "panels in test order: anomalous samples first, then good ones").min(0.0),
-        )
-        .param(
-            ParamSpec::int(
-                "failures",
-                3,
-                "per mask and category: the anomalous images with the lowest F1 and the good images with the \
-                 largest false-positive area, as panels",
-            )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::int("tile", 224, "largest side of one panel tile in pixels (nearest-neighbour resize)").min(1.0),
-        )
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        Ok(StageImpl::Sink(Box::new(ReportSink {
+    fn create(config: ReportConfig, ctx: &CreateContext) -> StageResult<Box<dyn Sink>> {
+        Ok(Box::new(ReportSink {
             expected: ExpectedSources::from_context(ctx),
             acc: Mutex::new(Accumulators::new()),
-            max_samples: params.usize("max_samples")?,
-            failures: params.usize("failures")?,
-            tile: params.positive("tile")?,
+            max_samples: config.max_samples,
+            failures: config.failures,
+            tile: config.tile,
             lists: BTreeMap::new(),
-        })))
+        }))
     }
 }
 
@@ -345,7 +360,12 @@ impl Sink for ReportSink {
             written.panels,
             written.category_pages
         );
-        Ok(SinkReport { markdown: markdown.into(), json: "null".into(), files: relative_files(dir, written.files) })
+        Ok(SinkReport {
+            markdown: markdown.into(),
+            json: "null".into(),
+            files: relative_files(dir, written.files),
+            headline: Default::default(),
+        })
     }
 }
 

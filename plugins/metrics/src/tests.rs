@@ -334,3 +334,27 @@ fn interleaved_shards_merge_to_the_same_files_byte_for_byte() {
         assert!(a == b, "{f} differs between the merged shards and one run");
     }
 }
+
+#[test]
+fn headline_figures_are_in_the_report_not_in_the_json() {
+    let (res, report, _dir) = run(serde_json::json!({}), hand_case());
+    let json: serde_json::Value = serde_json::from_str(&report.json).unwrap();
+    assert!(json.get("headline").is_none(), "{json}");
+    let names: Vec<&str> = report.headline.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["scorer.score AUPRO", "scorer.score pixel AUROC", "thr.mask F1", "thr.mask F1 (all images)", "thr.mask IoU"]
+    );
+    let f1 = report.headline.iter().find(|h| h.name.as_str() == "thr.mask F1").unwrap().value;
+    assert_eq!(Some(f1), res.get(MEAN, "thr.mask", "f1", "anomalous", "pixels"));
+}
+
+#[test]
+fn bad_params_are_refused_by_name() {
+    let err = StageHarness::new::<SegmentationMetrics>(serde_json::json!({"fpr_limit": 0})).err().unwrap();
+    assert!(err.message.contains("param `fpr_limit`: 0 is out of range: expected a value in (0, 1]"), "{err}");
+    let err = StageHarness::new::<SegmentationMetrics>(serde_json::json!({"save_accumulator": true})).err().unwrap();
+    assert!(err.message.contains("unknown param `save_accumulator` (did you mean `save_accumulators`?)"), "{err}");
+    let err = StageHarness::new::<crate::report::Report>(serde_json::json!({"tile": 0})).err().unwrap();
+    assert!(err.message.contains("param `tile`: 0 is out of range: expected a value >= 1"), "{err}");
+}

@@ -49,54 +49,74 @@ fn read_cloud(sample: &Sample<'_>, node: &str) -> StageResult<Organized> {
 /// Stage type `pointcloud-prep`.
 pub struct PointcloudPrep;
 
+/// Params of `pointcloud-prep`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PointcloudPrepConfig {
+    /// Fit the dominant plane by RANSAC and drop the points near it.
+    #[serde(default = "yes")]
+    pub remove_plane: bool,
+    /// RANSAC hypotheses (three random points each).
+    #[serde(default = "default_iterations")]
+    #[schemars(range(min = 1))]
+    pub iterations: usize,
+    /// Inlier distance to the plane, in the cloud's units; points within it are removed
+    /// (BTF/M3DM use 0.005 on MVTec 3D-AD).
+    #[serde(default = "default_distance")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub distance: f64,
+    /// Fit the plane only on points within this many pixels of the image border (0: every
+    /// point).
+    #[serde(default)]
+    pub border: usize,
+    /// Hypotheses are scored on at most this many points (seeded subsample).
+    #[serde(default = "default_max_eval")]
+    #[schemars(range(min = 1))]
+    pub max_eval: usize,
+    /// Mixed with the sample id to seed RANSAC.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_iterations() -> usize {
+    1000
+}
+fn default_distance() -> f64 {
+    0.005
+}
+fn default_max_eval() -> usize {
+    4096
+}
+
 impl StagePlugin for PointcloudPrep {
+    type Config = PointcloudPrepConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "pointcloud-prep",
             "Point-cloud preprocessing: NaN/inf points become invalid (zeros); background plane removal by RANSAC",
         )
         .input("xyz", ValueKind::PointCloud, "organized point cloud, zeros = no point")
-        .output("xyz", ValueKind::PointCloud, "the same cloud with NaN/inf and background-plane points set to zeros")
-        .param(ParamSpec::bool("remove_plane", true, "fit the dominant plane by RANSAC and drop the points near it"))
-        .param(ParamSpec::int("iterations", 1000, "RANSAC hypotheses (three random points each)").min(1.0))
-        .param(ParamSpec::float(
-            "distance",
-            0.005,
-            "inlier distance to the plane, in the cloud's units; points within it are removed (BTF/M3DM use 0.005 on \
-             MVTec 3D-AD)",
-        ).above(0.0))
-        .param(ParamSpec::int(
-            "border",
-            0,
-            "fit the plane only on points within this many pixels of the image border (0: every point)",
-        ).min(0.0))
-        .param(
-            ParamSpec::int("max_eval", 4096, "hypotheses are scored on at most this many points (seeded subsample)")
-                .min(1.0),
+        .output(
+            "xyz",
+            ValueKind::PointCloud,
+            "the same cloud with NaN/inf and background-plane points set to zeros",
         )
-        .param(ParamSpec::int("seed", 0, "mixed with the sample id to seed RANSAC").min(0.0))
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
-        let distance = params.f64("distance")?;
-        if distance <= 0.0 {
-            return Err(StageError::invalid_param(format!(
-                "node `{}`: param `distance`: expected a positive number, found {distance}",
-                params.node()
-            )));
-        }
+    fn create(config: PointcloudPrepConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
         let ransac = RansacConfig {
-            iterations: params.positive("iterations")?,
-            distance: distance as f32,
-            border: params.usize("border")?,
-            seed: params.get("seed")?,
-            max_eval: params.positive("max_eval")?,
+            iterations: config.iterations,
+            distance: config.distance as f32,
+            border: config.border,
+            seed: config.seed,
+            max_eval: config.max_eval,
         };
-        Ok(StageImpl::Map(Box::new(PrepStage {
-            node: params.node().to_string(),
-            remove_plane: params.bool("remove_plane")?,
-            ransac,
-        })))
+        Ok(Box::new(PrepStage { node: ctx.node_id.to_string(), remove_plane: config.remove_plane, ransac }))
     }
 }
 
@@ -136,9 +156,40 @@ impl Map for PrepStage {
 /// Stage type `fpfh-features`.
 pub struct FpfhFeatures;
 
+/// Params of `fpfh-features`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FpfhFeaturesConfig {
+    /// Half side (px) of the window whose points give each normal (PCA).
+    #[serde(default = "default_normal_radius")]
+    #[schemars(range(min = 1))]
+    pub normal_radius: usize,
+    /// Half side (px) of the SPFH/FPFH neighbourhood window.
+    #[serde(default = "default_feature_radius")]
+    #[schemars(range(min = 1))]
+    pub feature_radius: usize,
+    /// Pixels per output cell (8 aligns with a stride-8 RGB backbone map).
+    #[serde(default = "default_stride")]
+    #[schemars(range(min = 1))]
+    pub stride: usize,
+}
+
+fn default_normal_radius() -> usize {
+    2
+}
+fn default_feature_radius() -> usize {
+    3
+}
+fn default_stride() -> usize {
+    8
+}
+
 impl StagePlugin for FpfhFeatures {
+    type Config = FpfhFeaturesConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        StageDescriptor::map(
+        StageDescriptor::new(
             "fpfh-features",
             "FPFH (33-d) of an organized point cloud, averaged over stride x stride cells (BTF's 3D features)",
         )
@@ -148,23 +199,15 @@ impl StagePlugin for FpfhFeatures {
             ValueKind::FeatureMap,
             "ceil(h/stride) x ceil(w/stride) x 33, mean FPFH of the cell's points; cells without a point: zeros",
         )
-        .param(
-            ParamSpec::int("normal_radius", 2, "half side (px) of the window whose points give each normal (PCA)")
-                .min(1.0),
-        )
-        .param(ParamSpec::int("feature_radius", 3, "half side (px) of the SPFH/FPFH neighbourhood window").min(1.0))
-        .param(
-            ParamSpec::int("stride", 8, "pixels per output cell (8 aligns with a stride-8 RGB backbone map)").min(1.0),
-        )
     }
 
-    fn create(params: &Params, _ctx: &CreateContext) -> StageResult<StageImpl> {
+    fn create(config: FpfhFeaturesConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
         let cfg = FpfhConfig {
-            normal_radius: params.positive("normal_radius")?,
-            feature_radius: params.positive("feature_radius")?,
-            stride: params.positive("stride")?,
+            normal_radius: config.normal_radius,
+            feature_radius: config.feature_radius,
+            stride: config.stride,
         };
-        Ok(StageImpl::Map(Box::new(FpfhStage { node: params.node().to_string(), cfg })))
+        Ok(Box::new(FpfhStage { node: ctx.node_id.to_string(), cfg }))
     }
 }
 
@@ -240,6 +283,16 @@ mod tests {
             .unwrap()
             .process(&meta("flat"), inputs(vec![("xyz", v)]));
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn bad_params_are_refused_by_name() {
+        let err = StageHarness::new::<PointcloudPrep>(json!({"distance": 0})).err().unwrap();
+        assert!(err.message.contains("param `distance`: 0 is out of range: expected a value > 0"), "{err}");
+        let err = StageHarness::new::<PointcloudPrep>(json!({"iterations": 0})).err().unwrap();
+        assert!(err.message.contains("param `iterations`: 0 is out of range"), "{err}");
+        let err = StageHarness::new::<FpfhFeatures>(json!({"strid": 4})).err().unwrap();
+        assert!(err.message.contains("unknown param `strid` (did you mean `stride`?)"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,10 @@
 pub mod encoder;
 pub mod spread;
 
-use anoflow_ort_session::params::{resolve_model, runtime_params, RuntimeParams};
+use anoflow_ort_session::{
+    params::{resolve_model, RuntimeParams},
+    Provider,
+};
 use anoflow_sdk::prelude::*;
 
 use crate::encoder::Encoder;
@@ -30,10 +33,58 @@ fn id_hash(id: &str) -> u64 {
 /// Stage type `point-mae-features`.
 pub struct PointMaeFeatures;
 
+/// Params of `point-mae-features`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PointMaeConfig {
+    /// The Point-MAE encoder: a name in models/manifest.yaml (searched from the pipeline's
+    /// directory upward, then from the working directory upward; tools/export_point_mae.py
+    /// writes `point_mae`) or a path to an .onnx file.
+    #[serde(default = "default_model")]
+    pub model: Model,
+    /// Number of groups G (farthest point sampling centres); fewer when the cloud has fewer
+    /// valid points.
+    #[serde(default = "default_groups")]
+    #[schemars(range(min = 1))]
+    pub groups: usize,
+    /// Points per group (nearest neighbours of each centre, the centre included).
+    #[serde(default = "default_k")]
+    #[schemars(range(min = 1))]
+    pub k: usize,
+    /// Pixels per output cell (8 aligns with a stride-8 RGB backbone map).
+    #[serde(default = "default_stride")]
+    #[schemars(range(min = 1))]
+    pub stride: usize,
+    /// Mixed with the sample id to pick the first FPS centre.
+    #[serde(default)]
+    pub seed: u64,
+    /// ONNX Runtime intra-op threads per inference (0: its default, one per physical core).
+    #[serde(default)]
+    pub threads: usize,
+    /// Where ONNX Runtime runs the model; cuda needs the library of the onnxruntime-gpu wheel.
+    #[serde(default)]
+    pub execution_provider: Provider,
+}
+
+fn default_model() -> Model {
+    Model("point_mae".into())
+}
+fn default_groups() -> usize {
+    1024
+}
+fn default_k() -> usize {
+    32
+}
+fn default_stride() -> usize {
+    8
+}
+
 impl StagePlugin for PointMaeFeatures {
+    type Config = PointMaeConfig;
+    type Stage = Box<dyn Map>;
+
     fn descriptor() -> StageDescriptor {
-        runtime_params(
-        StageDescriptor::map(
+        StageDescriptor::new(
             "point-mae-features",
             "Point-MAE features of an organized point cloud (FPS + kNN groups, one ONNX encoder run), spread back to \
              the valid pixels and averaged over stride x stride cells (M3DM's 3D features)",
@@ -45,38 +96,13 @@ impl StagePlugin for PointMaeFeatures {
             "ceil(h/stride) x ceil(w/stride) x C (the encoder's width): mean feature of the cell's valid points, each \
              interpolated from its 3 nearest group centres; cells without a valid point: zeros",
         )
-        .param(ParamSpec::string(
-            "model",
-            "point_mae",
-            "the Point-MAE encoder: a name in models/manifest.yaml (searched from the pipeline's directory upward, \
-             then from the working directory upward; tools/export_point_mae.py writes `point_mae`) or a path to an \
-             .onnx file",
-        ))
-        .param(ParamSpec::int(
-            "groups",
-            1024,
-            "number of groups G (farthest point sampling centres); fewer when the cloud has fewer valid points",
-        ).min(1.0))
-        .param(
-            ParamSpec::int("k", 32, "points per group (nearest neighbours of each centre, the centre included)")
-                .min(1.0),
-        )
-        .param(
-            ParamSpec::int("stride", 8, "pixels per output cell (8 aligns with a stride-8 RGB backbone map)")
-                .min(1.0),
-        )
-        .param(ParamSpec::int("seed", 0, "mixed with the sample id to pick the first FPS centre").min(0.0))
-        )
     }
 
-    fn create(params: &Params, ctx: &CreateContext) -> StageResult<StageImpl> {
-        let node = params.node().to_string();
-        let groups = params.positive("groups")?;
-        let k = params.positive("k")?;
-        let stride = params.positive("stride")?;
-        let seed: u64 = params.get("seed")?;
-        let resolved = resolve_model(params, ctx)?;
-        let runtime = RuntimeParams::from_params(params)?;
+    fn create(config: PointMaeConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
+        let node = ctx.node_id.to_string();
+        let PointMaeConfig { groups, k, stride, seed, .. } = config;
+        let resolved = resolve_model(&config.model, ctx)?;
+        let runtime = RuntimeParams { threads: config.threads, provider: config.execution_provider };
         let encoder = Encoder::open(&resolved.path, &resolved.label(), runtime.threads, runtime.provider)
             .map_err(|e| StageError::from(e).context(&node))?;
         for (name, value, fixed) in [("groups", groups, encoder.fixed_groups), ("k", k, encoder.fixed_k)] {
@@ -87,7 +113,7 @@ impl StagePlugin for PointMaeFeatures {
                 )));
             }
         }
-        Ok(StageImpl::Map(Box::new(PointMaeStage { node, groups, k, stride, seed, encoder })))
+        Ok(Box::new(PointMaeStage { node, groups, k, stride, seed, encoder }))
     }
 }
 

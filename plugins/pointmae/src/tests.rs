@@ -147,3 +147,13 @@ fn errors_name_the_sample_the_model_and_what_was_expected() {
 
     assert!(stage(json!({"model": test_data("tiny_point_mae.onnx"), "k": 0})).is_err());
 }
+
+#[test]
+fn bad_params_are_refused_by_name_before_the_model_opens() {
+    let err = stage(json!({"execution_provider": "tpu"})).err().unwrap();
+    assert!(err.message.contains("param `execution_provider`: `tpu` is not one of cpu, cuda"), "{err}");
+    let err = stage(json!({"groups": 0})).err().unwrap();
+    assert!(err.message.contains("param `groups`: 0 is out of range: expected a value >= 1"), "{err}");
+    let err = stage(json!({"strides": 4})).err().unwrap();
+    assert!(err.message.contains("unknown param `strides` (did you mean `stride`?)"), "{err}");
+}
