@@ -192,6 +192,20 @@ fn tags(alts: &[Json]) -> Option<Vec<&str>> {
     alts.iter().map(|a| a.pointer("/properties/kind/const").and_then(Json::as_str)).collect()
 }
 
+/// The values of a choice written as alternatives of constants (schemars writes a plain
+/// enum whose variants carry doc comments as `oneOf` of `const`s), if it is one.
+fn const_choices(alts: &[Json]) -> Option<Vec<&Json>> {
+    let mut out = Vec::new();
+    for a in alts {
+        match (a.get("const"), a.get("enum").and_then(Json::as_array)) {
+            (Some(c), _) => out.push(c),
+            (None, Some(values)) => out.extend(values.iter()),
+            (None, None) => return None,
+        }
+    }
+    Some(out)
+}
+
 /// The param type a property's schema declares.
 fn param_type(schema: &Json) -> ParamType {
     let ty: Vec<&str> = types(schema).into_iter().filter(|t| *t != "null").collect();
@@ -215,6 +229,9 @@ fn param_type(schema: &Json) -> ParamType {
         (_, ["object"]) => ParamType::Object,
         _ => match alternatives(schema) {
             Some(alts) if tags(alts).is_some() => ParamType::Object,
+            Some(alts) if const_choices(alts).is_some_and(|c| c.iter().all(|v| v.is_string() || v.is_null())) => {
+                ParamType::String
+            }
             // `Option<T>`: T's type.
             Some(alts) => {
                 let inner: Vec<&Json> = alts.iter().filter(|a| types(a) != ["null"]).collect();
@@ -277,6 +294,8 @@ pub fn param_specs(schema: &Json, order: &[&str]) -> Vec<ParamSpec> {
             spec.maximum = bound(carrier, "maximum", "exclusiveMaximum").into();
             if let Some(choices) = carrier.get("enum").and_then(Json::as_array) {
                 spec.choices = choices.iter().filter_map(Json::as_str).map(Into::into).collect();
+            } else if let Some(choices) = alternatives(carrier).and_then(|a| const_choices(a)) {
+                spec.choices = choices.iter().filter_map(|c| c.as_str()).map(Into::into).collect();
             } else if let Some(kinds) = alternatives(prop).and_then(|a| tags(a)) {
                 spec.choices = kinds.into_iter().map(Into::into).collect();
             }
@@ -365,7 +384,19 @@ fn check_value(schema: &Json, value: &Json, name: &str, element: Option<usize>, 
             }
             return;
         }
-        let mut best: Option<Vec<ParamProblem>> = None;
+        if let Some(choices) = const_choices(alts) {
+            if !choices.contains(&value) {
+                out.push(ParamProblem::NotAChoice {
+                    name: name.into(),
+                    found: value.as_str().map_or_else(|| value.to_string(), str::to_string),
+                    choices: choices.iter().filter_map(|c| c.as_str()).map(str::to_string).collect(),
+                });
+            }
+            return;
+        }
+        // An option or a union: the value must satisfy one alternative; report the problems
+        // of the first alternative of the value's type, or that no type fits.
+        let mut first_fitting: Option<Vec<ParamProblem>> = None;
         for alt in alts {
             let mut problems = Vec::new();
             check_value(alt, value, name, element, &mut problems);
@@ -373,14 +404,17 @@ fn check_value(schema: &Json, value: &Json, name: &str, element: Option<usize>, 
                 return;
             }
             let fits = types(alt).iter().any(|t| type_fits(t, value));
-            if fits || best.is_none() {
-                best = Some(problems);
-                if fits {
-                    break;
-                }
+            if fits && first_fitting.is_none() {
+                first_fitting = Some(problems);
             }
         }
-        out.extend(best.unwrap_or_default());
+        out.extend(first_fitting.unwrap_or_else(|| {
+            vec![ParamProblem::WrongType {
+                name: name.into(),
+                expected: expected_text(schema),
+                found: describe_json(value),
+            }]
+        }));
         return;
     }
     let ty = types(schema);
@@ -575,6 +609,25 @@ mod tests {
         Labeler::Otsu
     }
 
+    /// A choice whose variants carry docs (schemars writes `oneOf` of constants).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(rename_all = "kebab-case")]
+    enum Range {
+        /// From the nominal maps.
+        #[default]
+        Nominal,
+        /// From the image's own map.
+        Own,
+    }
+
+    /// One name or several.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+
     #[derive(Debug, Serialize, Deserialize, JsonSchema)]
     #[serde(deny_unknown_fields)]
     struct Config {
@@ -596,6 +649,11 @@ mod tests {
         #[serde(default)]
         mean: Vec<f64>,
         model: Option<Model>,
+        /// Where the range comes from.
+        #[serde(default)]
+        range: Range,
+        #[serde(default)]
+        category: Option<OneOrMany>,
     }
 
     fn problems(given: Json) -> Vec<String> {
@@ -607,7 +665,9 @@ mod tests {
         let schema = schema_of::<Config>();
         let specs = param_specs(&schema, &field_order::<Config>());
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["sigma", "coreset", "mode", "labeler", "maps", "mean", "model"]);
+        assert_eq!(names, ["sigma", "coreset", "mode", "labeler", "maps", "mean", "model", "range", "category"]);
+        assert_eq!(specs[7].ty, ParamType::String);
+        assert_eq!(specs[7].choices.iter().map(|c| c.as_str()).collect::<Vec<_>>(), ["nominal", "own"]);
         let sigma = &specs[0];
         assert_eq!(
             (sigma.ty, sigma.default_value(), sigma.doc.as_str()),
@@ -667,6 +727,15 @@ mod tests {
         assert_eq!(
             problems(json!({"coreset": 1, "maps": "a.bin"})),
             ["param `maps`: expected list of strings, found string \"a.bin\""]
+        );
+        assert_eq!(
+            problems(json!({"coreset": 1, "range": "batch"})),
+            ["param `range`: `batch` is not one of nominal, own"]
+        );
+        assert!(problems(json!({"coreset": 1, "range": "own", "category": ["a", "b"]})).is_empty());
+        assert_eq!(
+            problems(json!({"coreset": 1, "category": 3})),
+            ["param `category`: expected string or list of strings, found integer `3`"]
         );
     }
 

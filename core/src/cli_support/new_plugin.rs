@@ -176,7 +176,7 @@ fn crate_manifest(name: &str, sdk: &SdkSource) -> String {
         SdkSource::Workspace(_) => (
             "anoflow-sdk.workspace = true\nabi_stable.workspace = true\nserde.workspace = true\nschemars.workspace = true"
                 .to_string(),
-            "",
+            "\n[lints]\nworkspace = true\n",
         ),
         SdkSource::Vendored => (
             format!(
