@@ -1,4 +1,4 @@
-//! Bilinear resampling with half-pixel centres, as `upsample_bilinear` in `anoflow-imaging`
+//! Bilinear resampling with half-pixel centres, as [`crate::upsample_bilinear`]
 //! and `F.interpolate(..., mode="bilinear", align_corners=False)`: destination pixel `d`
 //! reads source coordinate `(d + 0.5) * src / dst - 0.5`, clamped to `[0, src - 1]`.
 //!
