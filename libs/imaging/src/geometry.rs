@@ -308,6 +308,8 @@ pub fn resize_nearest<T: Copy>(src: &[T], h: usize, w: usize, c: usize, nh: usiz
 }
 
 /// A single-channel map upsampled (or downsampled) bilinearly, `align_corners=False`.
+// Kept on the general `resize` taps (weighted sum `w0 a + w1 b`) rather than [`crate::resample`]
+// (lerp `a + t (b - a)`): the two round differently, and shipped score maps stay byte-identical.
 pub fn upsample_bilinear(map: &[f32], h: usize, w: usize, nh: usize, nw: usize) -> Result<Vec<f32>> {
     resize(map, h, w, 1, nh, nw, Interp::Bilinear)
 }

@@ -1,7 +1,7 @@
 //! # anoflow-imaging
 //!
 //! Pure helpers shared by anoflow plugins: reading and writing images, masks and organized
-//! point clouds ([`io`]), resampling on f32 buffers ([`geometry`]), and which files are images and
+//! point clouds ([`io`]), resampling on f32 buffers ([`geometry`]; per-pixel bilinear taps in [`resample`]), and which files are images and
 //! which paths a pattern names ([`paths`], for the `folder` source and `anoflow predict`). No stage
 //! lives here. Also atomic file writes ([`atomic`], used by the host too) and the mask and
 //! score helpers several plugins need: connected components ([`mask`]) and percentiles ([`stats`]).
@@ -14,6 +14,7 @@ pub mod geometry;
 pub mod io;
 pub mod mask;
 pub mod paths;
+pub mod resample;
 pub mod scoremap;
 pub mod stats;
 

@@ -1,6 +1,6 @@
 //! Closed-form ridge regression with an intercept: `Y ~ (X - mean_x) W + mean_y`, with
 //! `W = (Xc^T Xc + lambda I)^-1 Xc^T Yc`. The Gram matrices are accumulated in f64 in row
-//! chunks (bounded memory), the system is solved by Cholesky.
+//! chunks (bounded memory), the system is solved by Cholesky (`anoflow-linalg`).
 //!
 //! `lambda = ridge * trace(Xc^T Xc) / dim_x`: the `ridge` parameter is relative to the mean
 //! variance (times n) of the inputs, so one value suits CNN features (~1) and FPFH (~100)
@@ -67,56 +67,11 @@ fn gemm_tn(n: usize, a: usize, b: usize, lhs: &[f64], rhs: &[f64], out: &mut [f6
 }
 
 /// Solves `A X = B` for symmetric positive definite `A (d x d)` and `B (d x m)`, in place in `b`.
-fn cholesky_solve(mut a: Vec<f64>, d: usize, b: &mut [f64], m: usize) -> Result<(), RidgeError> {
-    // A = L L^T, L stored in the lower triangle of `a`.
-    for j in 0..d {
-        let diag = a[j * d + j];
-        let mut s = diag;
-        for k in 0..j {
-            s -= a[j * d + k] * a[j * d + k];
-        }
-        // A pivot lost to cancellation means the matrix is singular up to rounding.
-        if !(s > 1e-10 * diag.abs() && s.is_finite()) {
-            return Err(RidgeError::NotPositiveDefinite { pivot: j, value: s });
-        }
-        let l = s.sqrt();
-        a[j * d + j] = l;
-        for i in j + 1..d {
-            let mut s = a[i * d + j];
-            let (ri, rj) = (&a[i * d..i * d + j], &a[j * d..j * d + j]);
-            for k in 0..j {
-                s -= ri[k] * rj[k];
-            }
-            a[i * d + j] = s / l;
-        }
-    }
-    // Forward: L Y = B.
-    for i in 0..d {
-        for k in 0..i {
-            let lik = a[i * d + k];
-            if lik != 0.0 {
-                for c in 0..m {
-                    b[i * m + c] -= lik * b[k * m + c];
-                }
-            }
-        }
-        let lii = a[i * d + i];
-        b[i * m..(i + 1) * m].iter_mut().for_each(|v| *v /= lii);
-    }
-    // Backward: L^T X = Y.
-    for i in (0..d).rev() {
-        for k in i + 1..d {
-            let lki = a[k * d + i];
-            if lki != 0.0 {
-                for c in 0..m {
-                    b[i * m + c] -= lki * b[k * m + c];
-                }
-            }
-        }
-        let lii = a[i * d + i];
-        b[i * m..(i + 1) * m].iter_mut().for_each(|v| *v /= lii);
-    }
-    Ok(())
+fn cholesky_solve(a: &[f64], d: usize, b: &mut [f64], m: usize) -> Result<(), RidgeError> {
+    // A pivot at or below 1e-10 of its diagonal entry was lost to cancellation: the matrix is
+    // singular up to rounding.
+    anoflow_linalg::cholesky_solve(a, d, b, m, 1e-10)
+        .map_err(|e| RidgeError::NotPositiveDefinite { pivot: e.pivot, value: e.value })
 }
 
 /// Fits `y ~ x` on paired rows (`x`: n x dim_x, `y`: n x dim_y).
@@ -158,7 +113,7 @@ pub fn fit(x: &[f32], dim_x: usize, y: &[f32], dim_y: usize, ridge: f64) -> Resu
     for i in 0..dim_x {
         gram[i * dim_x + i] += lambda;
     }
-    cholesky_solve(gram, dim_x, &mut cross, dim_y)?;
+    cholesky_solve(&gram, dim_x, &mut cross, dim_y)?;
     Ok(LinearMap {
         dim_in: dim_x,
         dim_out: dim_y,

@@ -288,11 +288,12 @@ pub fn aggregate(maps: &[&FeatureMap], cfg: &AggregateConfig) -> Result<FeatureM
 /// round(width * stride)`, without building that map. `out` must hold `fm.channels()` values.
 pub fn sample_bilinear(fm: &FeatureMap, img_y: f32, img_x: f32, out: &mut [f32]) {
     let (h, w, c) = (fm.height(), fm.width(), fm.channels());
+    // The taps TTT4AS's resampling uses, at one continuous coordinate.
     let axis = |pos: f32, n: usize| {
         let n_img = (n as f32 * fm.stride()).round().max(1.0);
-        let src = ((pos + 0.5) * n as f32 / n_img - 0.5).clamp(0.0, (n - 1) as f32);
-        let lo = src.floor() as usize;
-        (lo, (lo + 1).min(n - 1), src - lo as f32)
+        let (lo, hi, t) =
+            anoflow_imaging::resample::taps(n, (f64::from(pos) + 0.5) * n as f64 / f64::from(n_img) - 0.5);
+        (lo as usize, hi as usize, t)
     };
     let (y0, y1, fy) = axis(img_y, h);
     let (x0, x1, fx) = axis(img_x, w);

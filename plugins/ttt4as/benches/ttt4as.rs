@@ -10,10 +10,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use anoflow_imaging::resample::Grid;
 use anoflow_plugin_ttt4as::{
     classifier::{kernel_svm, linear_svm, ClassifierSpec, Kernel, KernelSvmConfig, LinearSvmConfig, TrainingSet},
     pseudo_labels::pseudo_labels,
-    resample::Grid,
     synthetic::{f1, make_case, CaseSpec},
     ttt::{prepare_training, run, NamedFeatures, TttConfig},
 };

@@ -16,7 +16,6 @@ pub mod classifier;
 pub mod error;
 pub mod labelers;
 pub mod pseudo_labels;
-pub mod resample;
 pub mod standardize;
 pub mod synthetic;
 pub mod ttt;

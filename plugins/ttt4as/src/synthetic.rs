@@ -7,7 +7,7 @@ use anoflow_sdk::prelude::{FeatureMap, StageError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::resample::upsample;
+use anoflow_imaging::{gaussian_blur, resample::upsample};
 
 #[derive(Debug, Clone)]
 pub struct Case {
@@ -53,43 +53,6 @@ impl Default for CaseSpec {
             seed: 1,
         }
     }
-}
-
-/// Separable Gaussian blur with reflected borders (the scorers' sigma-4 smoothing).
-pub fn gaussian_blur(map: &[f32], h: usize, w: usize, sigma: f32) -> Vec<f32> {
-    let r = (3.0 * sigma).ceil() as isize;
-    let kernel: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
-    let sum: f32 = kernel.iter().sum();
-    let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
-    let reflect = |i: isize, n: usize| -> usize {
-        let n = n as isize;
-        let mut i = i;
-        while i < 0 || i >= n {
-            i = if i < 0 { -i - 1 } else { 2 * n - i - 1 };
-        }
-        i as usize
-    };
-    let mut tmp = vec![0.0f32; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            tmp[y * w + x] = kernel
-                .iter()
-                .enumerate()
-                .map(|(k, kv)| kv * map[y * w + reflect(x as isize + k as isize - r, w)])
-                .sum();
-        }
-    }
-    let mut out = vec![0.0f32; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            out[y * w + x] = kernel
-                .iter()
-                .enumerate()
-                .map(|(k, kv)| kv * tmp[reflect(y as isize + k as isize - r, h) * w + x])
-                .sum();
-        }
-    }
-    out
 }
 
 /// Builds the case; errors on a spec with a zero size or stride.
@@ -142,7 +105,8 @@ pub fn make_case(spec: &CaseSpec) -> Result<Case, StageError> {
         let d2 = ((p / n) as f32 - cy).powi(2) + ((p % n) as f32 - cx).powi(2);
         *s += (-d2 / (2.0 * (r / 1.5).powi(2))).exp();
     }
-    let score = gaussian_blur(&score, n, n, 4.0);
+    // The scorers' sigma-4 smoothing.
+    let score = gaussian_blur(&score, n, n, 4.0).map_err(|e| StageError::internal(e.to_string()))?;
     Ok(Case { size: n, score, gt, features })
 }
 

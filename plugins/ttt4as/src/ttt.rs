@@ -10,11 +10,12 @@
 
 use anoflow_sdk::prelude::FeatureMap;
 
+use anoflow_imaging::resample::{sample_into, upsample_into, Grid};
+
 use crate::{
     classifier::{ClassifierSpec, FitInfo, LinearModel, Model, TrainingSet},
     error::TttError,
     pseudo_labels::{labels_from_prior, pseudo_labels, PseudoLabelConfig, PseudoLabels},
-    resample::{sample_into, upsample_into, Grid},
     standardize::Standardizer,
 };
 

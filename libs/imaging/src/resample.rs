@@ -1,4 +1,4 @@
-//! Bilinear resampling with half-pixel centres, as `upsample_bilinear` in `anoflow-imaging`
+//! Bilinear resampling with half-pixel centres, as [`crate::upsample_bilinear`]
 //! and `F.interpolate(..., mode="bilinear", align_corners=False)`: destination pixel `d`
 //! reads source coordinate `(d + 0.5) * src / dst - 0.5`, clamped to `[0, src - 1]`.
 //!
@@ -44,8 +44,9 @@ impl Axis {
     }
 }
 
-/// Taps at a continuous source coordinate, clamped to the grid.
-fn taps(src: usize, coord: f64) -> (u32, u32, f32) {
+/// Taps at a continuous source coordinate, clamped to the grid: (lower source index, upper
+/// source index, weight of the upper one).
+pub fn taps(src: usize, coord: f64) -> (u32, u32, f32) {
     let max = (src - 1) as f64;
     let c = coord.clamp(0.0, max);
     let lo = c.floor();
