@@ -1,27 +1,24 @@
+//! Tests of the aggregation recipe; the stage's own tests are in its file under `stages/`.
+
 use anoflow_imaging::resize_bilinear;
-use anoflow_sdk::{
-    harness::{meta, StageHarness},
-    prelude::*,
-    value::PortValue,
-};
+use anoflow_sdk::{prelude::*, value::PortValue};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
 
 use super::*;
 
-fn random_map(c: usize, h: usize, w: usize, stride: f32, seed: u64) -> FeatureMap {
+pub(crate) fn random_map(c: usize, h: usize, w: usize, stride: f32, seed: u64) -> FeatureMap {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let data = (0..h * w * c).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
     FeatureMap::new(c as u32, h as u32, w as u32, stride, data).unwrap()
 }
 
-fn constant_map(c: usize, h: usize, w: usize, stride: f32, v: f32) -> FeatureMap {
+pub(crate) fn constant_map(c: usize, h: usize, w: usize, stride: f32, v: f32) -> FeatureMap {
     FeatureMap::new(c as u32, h as u32, w as u32, stride, vec![v; h * w * c]).unwrap()
 }
 
 /// Two layers as the backbone's multi-valued output delivers them.
-fn layer_inputs(maps: Vec<(&str, FeatureMap)>) -> Vec<PortValue> {
+pub(crate) fn layer_inputs(maps: Vec<(&str, FeatureMap)>) -> Vec<PortValue> {
     maps.into_iter()
         .map(|(label, fm)| PortValue {
             port: "features".into(),
@@ -81,26 +78,6 @@ fn composed_reduction_equals_the_two_poolings() {
 }
 
 #[test]
-fn patch_aggregate_on_backbone_sized_layers() {
-    // MobileNetV2's default pair at 224x224: 192 channels at stride 8, 576 at stride 16.
-    // Constant layers 1.0 and 3.0: each is pooled to 1024 channels, the 2048 concatenated ones
-    // pooled in pairs to 1024 -> the first half is 1.0, the second 3.0 (border cells are lower
-    // since the padded zeros count).
-    let h = StageHarness::new::<PatchAggregate>(json!({})).unwrap();
-    let inputs = layer_inputs(vec![
-        ("features.7.expand", constant_map(192, 28, 28, 8.0, 1.0)),
-        ("features.14.expand", constant_map(576, 14, 14, 16.0, 3.0)),
-    ]);
-    let out = h.process(&meta("s"), inputs).unwrap();
-    let fm = out.feature_map("features");
-    assert_eq!((fm.channels(), fm.height(), fm.width(), fm.stride()), (1024, 28, 28, 8.0));
-    let inner = fm.at(10, 12);
-    assert!(inner[..512].iter().all(|v| (v - 1.0).abs() < 1e-5), "{}", inner[0]);
-    assert!(inner[512..].iter().all(|v| (v - 3.0).abs() < 1e-5), "{}", inner[600]);
-    assert!((fm.at(0, 0)[0] - 4.0 / 9.0).abs() < 1e-5);
-}
-
-#[test]
 fn no_reduction_is_the_concatenation_of_averaged_upsampled_layers() {
     let fine = random_map(64, 28, 28, 8.0, 2);
     let coarse = random_map(96, 14, 14, 16.0, 3);
@@ -137,40 +114,6 @@ fn random_projection_is_seeded_and_keeps_distances() {
         let ratio = dist(&p1, p, q) / dist(&a, p, q);
         assert!((0.75..1.25).contains(&ratio), "distance ratio {ratio}");
     }
-}
-
-#[test]
-fn bad_inputs_are_reported() {
-    let h = StageHarness::new::<PatchAggregate>(json!({})).unwrap();
-    let inputs = layer_inputs(vec![("a", random_map(8, 28, 28, 8.0, 1)), ("b", random_map(8, 14, 14, 8.0, 1))]);
-    let err = h.process(&meta("s-3"), inputs).unwrap_err().to_string();
-    assert!(err.contains("sample `s-3`") && err.contains("different image sizes"), "{err}");
-    let err = h.process(&meta("s-4"), vec![]).unwrap_err().to_string();
-    assert!(err.contains("no feature map"), "{err}");
-    let err = StageHarness::new::<PatchAggregate>(json!({"patch_size": 4})).err().unwrap().to_string();
-    assert!(err.contains("must be odd"), "{err}");
-}
-
-#[test]
-fn bad_params_are_refused_naming_them() {
-    let err = StageHarness::new::<PatchAggregate>(json!({"reduction": {"kind": "mean"}})).err().unwrap().to_string();
-    assert!(
-        err.contains("param `reduction.kind`: `mean` is not one of adaptive-avg, random-projection, none"),
-        "{err}"
-    );
-    // A setting of another kind is refused, not ignored.
-    let err = StageHarness::new::<PatchAggregate>(json!({"reduction": {"kind": "adaptive-avg", "seed": 3}}))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("unknown param `reduction.seed`"), "{err}");
-    let err = StageHarness::new::<PatchAggregate>(json!({"reduction": {"kind": "random-projection", "dim": 0}}))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("param `reduction.dim`: 0 is out of range"), "{err}");
-    let err = StageHarness::new::<PatchAggregate>(json!({"dim": 512})).err().unwrap().to_string();
-    assert!(err.contains("unknown param `dim`"), "{err}");
 }
 
 #[test]

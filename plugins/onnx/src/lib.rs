@@ -14,8 +14,8 @@
 pub mod config;
 pub mod features;
 pub mod preprocess;
-pub mod scorer;
 pub mod session;
+mod stages;
 
 // The runtime, the manifest and the errors are shared with the other ONNX plugins.
 pub use anoflow_ort_session::{error, manifest, params, runtime};
@@ -24,8 +24,9 @@ pub use anoflow_ort_session::{error, manifest, params, runtime};
 mod tests;
 
 pub use error::OnnxError;
-pub use features::{FeatureExtractor, OnnxFeatures};
-pub use scorer::OnnxScorer;
+pub use features::FeatureExtractor;
 pub use session::{OnnxModel, Provider};
+pub use stages::onnx_features::{OnnxFeatures, OnnxFeaturesConfig};
+pub use stages::onnx_scorer::{OnnxScorer, OnnxScorerConfig};
 
 anoflow_sdk::export_plugin! { stages: [OnnxFeatures, OnnxScorer] }

@@ -122,3 +122,48 @@ impl Map for OnnxScorerStage {
         Ok(Outputs::new().with("score", ScoreMap::new(ih as u32, iw as u32, map)?).with("image_score", f64::from(max)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! On the real runtime; helpers in `crate::tests`.
+
+    use anoflow_sdk::harness::{inputs, meta};
+    use serde_json::json;
+
+    use super::*;
+    use crate::tests::{error_of, onnx_ready, stage, test_data};
+
+    #[test]
+    fn onnx_scorer_returns_the_models_map_at_image_size() {
+        if !onnx_ready("onnx_scorer_returns_the_models_map_at_image_size") {
+            return;
+        }
+        // block_energy: channel mean of the squared input, 4x4 block averages, from a 32x32 input.
+        // With mean 0 and std 1, a white pixel has energy 1 and a black one 0.
+        let model = test_data("block_energy.onnx").to_string_lossy().to_string();
+        let h = stage::<OnnxScorer>(json!({"model": model, "mean": [0, 0, 0], "std": [1, 1, 1]})).unwrap();
+        let (ih, iw) = (96, 128);
+        let pixels: Vec<u8> = (0..ih * iw).flat_map(|i| if i % iw < iw / 2 { [255u8; 3] } else { [0u8; 3] }).collect();
+        let image = Image::from_u8(ih as u32, iw as u32, 3, pixels).unwrap();
+        let out = h.process(&meta("half"), inputs(vec![("image", image.into())])).unwrap();
+        let score = out.score_map("score");
+        assert_eq!((score.height(), score.width()), (ih, iw));
+        for y in [0, ih / 2, ih - 1] {
+            assert!((score.get(y, 5) - 1.0).abs() < 1e-4, "left: {}", score.get(y, 5));
+            assert!(score.get(y, iw - 5).abs() < 1e-4, "right: {}", score.get(y, iw - 5));
+        }
+        let mid = score.get(ih / 2, iw / 2);
+        assert!(mid > 0.05 && mid < 0.95, "the edge is interpolated: {mid}");
+        assert!((out.scalar("image_score") - 1.0).abs() < 1e-4);
+
+        let err = error_of::<OnnxScorer>(json!({"model": model, "output": "score"}));
+        assert!(err.contains("has no output `score`; its outputs are: energy"), "{err}");
+    }
+
+    #[test]
+    fn bad_params_are_refused_naming_them() {
+        // Checked against the config's schema before any model is opened.
+        let err = error_of::<OnnxScorer>(json!({}));
+        assert!(err.contains("missing required param `model`"), "{err}");
+    }
+}

@@ -1,0 +1,3 @@
+//! One file per stage, named after the stage (`-` as `_`).
+
+pub mod score_maps;
