@@ -11,8 +11,8 @@ pub mod canvas;
 pub mod families;
 pub mod pool;
 pub mod shapes;
-pub mod synthetic;
+pub mod stages;
 
-pub use synthetic::SyntheticDefects;
+pub use stages::synthetic_defects::SyntheticDefects;
 
 anoflow_sdk::export_plugin! { stages: [SyntheticDefects] }

@@ -18,8 +18,8 @@ use anoflow_sdk::prelude::*;
 use crate::common::FitShape;
 use crate::coreset::{self, PROJECTION_DIM};
 use crate::nn_kernel::NnKernel;
-use crate::patchcore::Bank;
 use crate::spill::RowSpill;
+use crate::stages::patchcore::Bank;
 
 /// Fit rows on their way to a coreset bank.
 pub struct CoresetFit {

@@ -12,15 +12,14 @@ pub mod nn_exact;
 pub mod nn_hnsw;
 pub mod nn_kernel;
 pub mod nn_pruned;
-pub mod padim;
-pub mod patchcore;
-pub mod pca;
 mod spill;
+pub mod stages;
 #[cfg(test)]
 mod testdata;
 
-pub use padim::Padim;
-pub use patchcore::PatchCore;
-pub use pca::PcaResidual;
+// The old module paths (`patchcore::Bank` in the benches) keep working.
+pub use stages::pca_residual as pca;
+pub use stages::{padim, patchcore};
+pub use stages::{padim::Padim, patchcore::PatchCore, pca_residual::PcaResidual};
 
 anoflow_sdk::export_plugin! { stages: [PatchCore, Padim, PcaResidual] }

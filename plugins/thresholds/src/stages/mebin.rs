@@ -34,7 +34,7 @@
 use anoflow_sdk::prelude::*;
 use anoflow_sdk::state::{StateReader, StateWriter};
 
-use super::{bad_state, finite_scores, not_fitted, STATE_VERSION};
+use crate::common::{bad_state, finite_scores, not_fitted, STATE_VERSION};
 
 /// The `mebin` stage type.
 pub struct Mebin;
@@ -568,5 +568,21 @@ mod tests {
             sizes.push(size);
         }
         (label, sizes)
+    }
+
+    #[test]
+    fn bad_params_are_refused_naming_them() {
+        let refused = |err: Option<StageError>, want: &str| {
+            let err = err.expect("refused");
+            assert!(err.message.contains(want), "{err}");
+        };
+        refused(
+            StageHarness::new::<Mebin>(json!({"range": "batch"})).err(),
+            "param `range`: `batch` is not one of nominal, own",
+        );
+        refused(
+            StageHarness::new::<Mebin>(json!({"sample_rate": 256})).err(),
+            "param `sample_rate`: 256 is out of range",
+        );
     }
 }

@@ -1,0 +1,3 @@
+//! One file per stage, named after its `plugin:` name.
+
+pub mod synthetic_defects;
