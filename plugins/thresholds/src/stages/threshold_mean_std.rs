@@ -52,8 +52,8 @@ mod tests {
         let mean = all.iter().sum::<f64>() / all.len() as f64;
         let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
         let h = fit::<ThresholdMeanStd>(json!({"k": 1.5}), &maps);
-        let state: serde_json::Value = serde_json::from_slice(&h.save_state().unwrap()).unwrap();
-        assert!((state["threshold"].as_f64().unwrap() - (mean + 1.5 * std)).abs() < 1e-9);
+        let saved = crate::common::load_threshold("t", "threshold-mean-std", &h.save_state().unwrap()).unwrap();
+        assert!((saved - (mean + 1.5 * std)).abs() < 1e-9);
         let probe = map(99);
         let mask = mask_of(&h, &probe);
         let (below, above) = bracket(&probe, &mask);

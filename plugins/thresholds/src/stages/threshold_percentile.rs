@@ -61,11 +61,11 @@ mod tests {
         let mut all: Vec<f32> = maps.iter().flat_map(|m| m.data().to_vec()).collect();
         all.sort_by(f32::total_cmp);
         let h = fit::<ThresholdPercentile>(json!({"percentile": 99}), &maps);
-        let t: serde_json::Value = serde_json::from_slice(&h.save_state().unwrap()).unwrap();
+        let t = crate::common::load_threshold("t", "threshold-percentile", &h.save_state().unwrap()).unwrap();
         let rank = 0.99 * (all.len() - 1) as f64;
         let (lo, hi) = (f64::from(all[rank.floor() as usize]), f64::from(all[rank.ceil() as usize]));
         let expected = lo + (rank - rank.floor()) * (hi - lo);
-        assert!((t["threshold"].as_f64().unwrap() - expected).abs() < 1e-9);
+        assert!((t - expected).abs() < 1e-9);
         // The fit maps themselves: about 1% of pixels above.
         let above: usize = maps.iter().map(|m| mask_of(&h, m).iter().filter(|&&v| v == 1).count()).sum();
         assert!((above as f64 / all.len() as f64 - 0.01).abs() < 0.001, "{above}");
@@ -75,8 +75,7 @@ mod tests {
     fn percentile_times_factor() {
         let maps: Vec<ScoreMap> = (0..3).map(map).collect();
         let threshold = |h: &StageHarness| -> f64 {
-            let state: serde_json::Value = serde_json::from_slice(&h.save_state().unwrap()).unwrap();
-            state["threshold"].as_f64().unwrap()
+            crate::common::load_threshold("t", "threshold-percentile", &h.save_state().unwrap()).unwrap()
         };
         let plain = fit::<ThresholdPercentile>(json!({"percentile": 95}), &maps);
         let scaled = fit::<ThresholdPercentile>(json!({"percentile": 95, "factor": 1.421}), &maps);
