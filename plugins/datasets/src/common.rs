@@ -212,6 +212,15 @@ pub fn reindex(mut metas: Vec<SampleMeta>) -> Vec<SampleMeta> {
     metas
 }
 
+/// Fails, naming the stage and the directory, when `dir` is not a directory.
+pub fn require_dir(stage: &'static str, dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(DatasetError::MissingDir { stage, dir: dir.to_path_buf() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

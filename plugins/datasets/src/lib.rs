@@ -9,14 +9,13 @@
 //! reads one sample, so the host can load samples in parallel.
 
 pub mod common;
-pub mod folder;
-pub mod mvtec;
+pub mod stages;
 pub mod synth;
-pub mod synthetic;
 
-pub use folder::Folder;
-pub use mvtec::{Mvtec3d, MvtecAd};
-pub use synthetic::{write_mvtec_3d, write_mvtec_ad, Synthetic};
+pub use stages::folder::Folder;
+pub use stages::mvtec_3d::Mvtec3d;
+pub use stages::mvtec_ad::MvtecAd;
+pub use stages::synthetic::{write_mvtec_3d, write_mvtec_ad, Synthetic};
 
 anoflow_sdk::export_plugin! { stages: [Synthetic, MvtecAd, Mvtec3d, Folder] }
 
