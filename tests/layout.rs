@@ -27,11 +27,7 @@ fn crates_in(dir: &str) -> Vec<(PathBuf, String)> {
 }
 
 fn package_name(manifest: &str) -> String {
-    manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
-        .unwrap()
-        .to_string()
+    manifest.lines().find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"'))).unwrap().to_string()
 }
 
 /// The dependency names of a manifest's `[dependencies]` table.
@@ -91,7 +87,8 @@ fn a_stage_is_one_file_named_as_in_yaml() {
     assert!(stages.len() >= 30, "{}", run.stdout);
     for stage in stages {
         let run = anoflow(dir.path(), &["plugins", "inspect", stage], &[]);
-        let code = run.stdout.lines().find_map(|l| l.strip_prefix("code: ")).unwrap_or_else(|| panic!("{}", run.stdout));
+        let code =
+            run.stdout.lines().find_map(|l| l.strip_prefix("code: ")).unwrap_or_else(|| panic!("{}", run.stdout));
         let file = root().join(code);
         assert!(file.is_file(), "stage `{stage}`: {} does not exist", file.display());
         let expected = format!("src/stages/{}.rs", stage.replace('-', "_"));

@@ -18,23 +18,24 @@ pub mod cloud;
 pub mod eigen3;
 pub mod fpfh;
 pub mod plane;
+mod stages;
 pub use anoflow_pointops as sampling;
+pub use stages::{
+    fpfh_features::{FpfhFeatures, FpfhFeaturesConfig},
+    pointcloud_prep::{PointcloudPrep, PointcloudPrepConfig},
+};
 
 use anoflow_sdk::prelude::*;
 
-use crate::{
-    cloud::Organized,
-    fpfh::{FpfhConfig, DIM},
-    plane::RansacConfig,
-};
+use crate::cloud::Organized;
 
 /// FNV-1a of a sample id, mixed into seeds so results do not depend on sample order.
-fn id_hash(id: &str) -> u64 {
+pub(crate) fn id_hash(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The cloud on port `xyz`, refused when it holds no valid point.
-fn read_cloud(sample: &Sample<'_>, node: &str) -> StageResult<Organized> {
+pub(crate) fn read_cloud(sample: &Sample<'_>, node: &str) -> StageResult<Organized> {
     let cloud = Organized::from_cloud(sample.point_cloud("xyz")?);
     if cloud.valid_count() == 0 {
         return Err(StageError::invalid_input(format!(
@@ -44,185 +45,6 @@ fn read_cloud(sample: &Sample<'_>, node: &str) -> StageResult<Organized> {
         )));
     }
     Ok(cloud)
-}
-
-/// Stage type `pointcloud-prep`.
-pub struct PointcloudPrep;
-
-/// Params of `pointcloud-prep`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PointcloudPrepConfig {
-    /// Fit the dominant plane by RANSAC and drop the points near it.
-    #[serde(default = "yes")]
-    pub remove_plane: bool,
-    /// RANSAC hypotheses (three random points each).
-    #[serde(default = "default_iterations")]
-    #[schemars(range(min = 1))]
-    pub iterations: usize,
-    /// Inlier distance to the plane, in the cloud's units; points within it are removed
-    /// (BTF/M3DM use 0.005 on MVTec 3D-AD).
-    #[serde(default = "default_distance")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
-    pub distance: f64,
-    /// Fit the plane only on points within this many pixels of the image border (0: every
-    /// point).
-    #[serde(default)]
-    pub border: usize,
-    /// Hypotheses are scored on at most this many points (seeded subsample).
-    #[serde(default = "default_max_eval")]
-    #[schemars(range(min = 1))]
-    pub max_eval: usize,
-    /// Mixed with the sample id to seed RANSAC.
-    #[serde(default)]
-    pub seed: u64,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_iterations() -> usize {
-    1000
-}
-fn default_distance() -> f64 {
-    0.005
-}
-fn default_max_eval() -> usize {
-    4096
-}
-
-impl StagePlugin for PointcloudPrep {
-    type Config = PointcloudPrepConfig;
-    type Stage = Box<dyn Map>;
-
-    fn descriptor() -> StageDescriptor {
-        StageDescriptor::new(
-            "pointcloud-prep",
-            "Point-cloud preprocessing: NaN/inf points become invalid (zeros); background plane removal by RANSAC",
-        )
-        .input("xyz", ValueKind::PointCloud, "organized point cloud, zeros = no point")
-        .output(
-            "xyz",
-            ValueKind::PointCloud,
-            "the same cloud with NaN/inf and background-plane points set to zeros",
-        )
-    }
-
-    fn create(config: PointcloudPrepConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
-        let ransac = RansacConfig {
-            iterations: config.iterations,
-            distance: config.distance as f32,
-            border: config.border,
-            seed: config.seed,
-            max_eval: config.max_eval,
-        };
-        Ok(Box::new(PrepStage { node: ctx.node_id.to_string(), remove_plane: config.remove_plane, ransac }))
-    }
-}
-
-struct PrepStage {
-    node: String,
-    remove_plane: bool,
-    ransac: RansacConfig,
-}
-
-impl Map for PrepStage {
-    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
-        let mut cloud = read_cloud(sample, &self.node)?;
-        if self.remove_plane {
-            let cfg = RansacConfig { seed: self.ransac.seed ^ id_hash(&sample.meta.id), ..self.ransac };
-            let plane = plane::fit_plane(&cloud, &cfg).ok_or_else(|| {
-                StageError::invalid_input(format!(
-                    "node `{}`, sample `{}`: no plane can be fitted: fewer than 3 non-collinear valid points{}",
-                    self.node,
-                    sample.meta.id,
-                    if cfg.border > 0 { format!(" within {} px of the border", cfg.border) } else { String::new() }
-                ))
-            })?;
-            plane::remove_plane(&mut cloud, &plane, cfg.distance);
-            if cloud.valid_count() == 0 {
-                return Err(StageError::invalid_input(format!(
-                    "node `{}`, sample `{}`: every point lies within {} of the fitted plane, so none is left; lower \
-                     `distance` or set `remove_plane: false` (e.g. for flat textures)",
-                    self.node, sample.meta.id, cfg.distance
-                )));
-            }
-        }
-        let out = PointCloud::new(cloud.height as u32, cloud.width as u32, cloud.to_raw())?;
-        Ok(Outputs::new().with("xyz", out))
-    }
-}
-
-/// Stage type `fpfh-features`.
-pub struct FpfhFeatures;
-
-/// Params of `fpfh-features`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FpfhFeaturesConfig {
-    /// Half side (px) of the window whose points give each normal (PCA).
-    #[serde(default = "default_normal_radius")]
-    #[schemars(range(min = 1))]
-    pub normal_radius: usize,
-    /// Half side (px) of the SPFH/FPFH neighbourhood window.
-    #[serde(default = "default_feature_radius")]
-    #[schemars(range(min = 1))]
-    pub feature_radius: usize,
-    /// Pixels per output cell (8 aligns with a stride-8 RGB backbone map).
-    #[serde(default = "default_stride")]
-    #[schemars(range(min = 1))]
-    pub stride: usize,
-}
-
-fn default_normal_radius() -> usize {
-    2
-}
-fn default_feature_radius() -> usize {
-    3
-}
-fn default_stride() -> usize {
-    8
-}
-
-impl StagePlugin for FpfhFeatures {
-    type Config = FpfhFeaturesConfig;
-    type Stage = Box<dyn Map>;
-
-    fn descriptor() -> StageDescriptor {
-        StageDescriptor::new(
-            "fpfh-features",
-            "FPFH (33-d) of an organized point cloud, averaged over stride x stride cells (BTF's 3D features)",
-        )
-        .input("xyz", ValueKind::PointCloud, "organized point cloud, zeros (or NaN) = no point")
-        .output(
-            "features",
-            ValueKind::FeatureMap,
-            "ceil(h/stride) x ceil(w/stride) x 33, mean FPFH of the cell's points; cells without a point: zeros",
-        )
-    }
-
-    fn create(config: FpfhFeaturesConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
-        let cfg = FpfhConfig {
-            normal_radius: config.normal_radius,
-            feature_radius: config.feature_radius,
-            stride: config.stride,
-        };
-        Ok(Box::new(FpfhStage { node: ctx.node_id.to_string(), cfg }))
-    }
-}
-
-struct FpfhStage {
-    node: String,
-    cfg: FpfhConfig,
-}
-
-impl Map for FpfhStage {
-    fn process(&self, sample: &Sample<'_>) -> StageResult<Outputs> {
-        let cloud = read_cloud(sample, &self.node)?;
-        let (data, fh, fw, _) = fpfh::fpfh_feature_map(&cloud, &self.cfg);
-        let fm = FeatureMap::new(DIM as u32, fh as u32, fw as u32, self.cfg.stride as f32, data)?;
-        Ok(Outputs::new().with("features", fm))
-    }
 }
 
 anoflow_sdk::export_plugin! { stages: [PointcloudPrep, FpfhFeatures] }

@@ -1,0 +1,4 @@
+//! One file per stage, named as in YAML.
+
+pub mod report;
+pub mod segmentation_metrics;
