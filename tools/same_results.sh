@@ -36,8 +36,13 @@ else
     (cd "$tree" && CARGO_TARGET_DIR=$(pwd)/target cargo build --release --workspace -q)
     base_bin=$tree/target/release/anoflow
 fi
-cargo build --release --workspace -q
-new_bin=$(pwd)/target/release/anoflow
+# NEW_BIN_DIR: compare the binaries there (already built) instead of building this checkout.
+if [[ -n ${NEW_BIN_DIR:-} ]]; then
+    new_bin=$(cd "$NEW_BIN_DIR" && pwd)/anoflow
+else
+    cargo build --release --workspace -q
+    new_bin=$(pwd)/target/release/anoflow
+fi
 
 # name | pipeline | what it needs | --quick overrides
 # (`data` is the source node of every shipped pipeline.)
