@@ -1,11 +1,56 @@
-//! The scatter of a local point set and the eigenvectors of that 3x3 covariance (the one with
-//! the smallest eigenvalue is the set's normal), from `anoflow-linalg`.
+//! The eigenvector of a 3x3 symmetric matrix with the smallest eigenvalue (the normal of a
+//! local point set, from its covariance), by cyclic Jacobi rotations: exact enough, branch-light
+//! and robust for repeated eigenvalues.
 
 #![allow(clippy::needless_range_loop)] // index loops read like the matrix algebra they implement
 
-/// Eigenvalues (ascending) and the matching unit eigenvectors of a symmetric 3x3 matrix
-/// (`vectors[k]` belongs to `values[k]`; sign arbitrary: callers orient normals themselves).
-pub use anoflow_linalg::symmetric_eigen3 as symmetric_eigen;
+/// Eigenvalues (ascending) and the matching unit eigenvectors of a symmetric 3x3 matrix.
+pub fn symmetric_eigen(m: [[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
+    let mut a = m;
+    // Columns of v are the eigenvectors.
+    let mut v = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    for _sweep in 0..32 {
+        let off = a[0][1].abs() + a[0][2].abs() + a[1][2].abs();
+        let scale = a[0][0].abs() + a[1][1].abs() + a[2][2].abs();
+        if off <= 1e-15 * scale || off == 0.0 {
+            break;
+        }
+        for (p, q) in [(0usize, 1usize), (0, 2), (1, 2)] {
+            if a[p][q] == 0.0 {
+                continue;
+            }
+            let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+            let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+            let t = if theta == 0.0 { 1.0 } else { t };
+            let c = 1.0 / (t * t + 1.0).sqrt();
+            let s = t * c;
+            // a <- J^T a J with the rotation J in the (p, q) plane.
+            for k in 0..3 {
+                let (akp, akq) = (a[k][p], a[k][q]);
+                a[k][p] = c * akp - s * akq;
+                a[k][q] = s * akp + c * akq;
+            }
+            for k in 0..3 {
+                let (apk, aqk) = (a[p][k], a[q][k]);
+                a[p][k] = c * apk - s * aqk;
+                a[q][k] = s * apk + c * aqk;
+            }
+            for row in v.iter_mut() {
+                let (vp, vq) = (row[p], row[q]);
+                row[p] = c * vp - s * vq;
+                row[q] = s * vp + c * vq;
+            }
+        }
+    }
+    let mut order = [0usize, 1, 2];
+    order.sort_by(|&i, &j| a[i][i].total_cmp(&a[j][j]));
+    let values = [a[order[0]][order[0]], a[order[1]][order[1]], a[order[2]][order[2]]];
+    let mut vectors = [[0.0; 3]; 3];
+    for (out, &col) in vectors.iter_mut().zip(&order) {
+        *out = [v[0][col], v[1][col], v[2][col]];
+    }
+    (values, vectors)
+}
 
 /// Mean and covariance (not divided by n) of a point set.
 pub fn scatter(points: impl Iterator<Item = [f32; 3]> + Clone) -> Option<([f64; 3], [[f64; 3]; 3], usize)> {
