@@ -48,7 +48,9 @@ impl Runner<'_> {
     /// parallel; a failed write only costs a recomputation later.
     pub(super) fn cache_outputs(&self, n: usize, fresh: &[usize], keys: &[Vec<Option<PathBuf>>], chunk: &[Slot]) {
         fresh.par_iter().for_each(|&i| {
-            if let (Some(path), Ok(bytes)) = (&keys[n][i], codec::encode(&chunk[i].outputs[n])) {
+            // Encode only what has a cache entry to write: outputs can be whole decoded images.
+            let Some(path) = &keys[n][i] else { return };
+            if let Ok(bytes) = codec::encode(&chunk[i].outputs[n]) {
                 let _ = write_atomic(path, &encode_state(&bytes));
             }
         });
