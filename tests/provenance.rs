@@ -266,7 +266,7 @@ nodes:
     cached_and_uncached(dir, &p, "r3", &["--no-default-plugins"], &[&plugins]);
     let grad = node(&dir.join("r3"), "grad");
     assert_eq!((grad["samples"].as_u64(), grad["cached"].as_u64()), (Some(6), Some(0)), "{grad}");
-    assert_eq!(grad["library_version"], "0.1.0");
+    assert_eq!(grad["library_version"], env!("CARGO_PKG_VERSION"));
 }
 
 // ---- merge ----------------------------------------------------------------------------

@@ -43,7 +43,11 @@ fn a_run_writes_its_report_and_reproducibility_files() {
     let expanded = std::fs::read_to_string(out.join("pipeline.expanded.yaml")).unwrap();
     assert!(expanded.contains("seed: 6"), "overrides are recorded:\n{expanded}");
     let plugins = read_json(&out.join("plugins.json"));
-    assert!(plugins["nodes"].as_array().unwrap().iter().any(|n| n["stage"] == "synthetic" && n["version"] == "0.1.0"));
+    assert!(plugins["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["stage"] == "synthetic" && n["version"] == env!("CARGO_PKG_VERSION")));
     assert!(out.join("eval/results.json").exists());
 }
 

@@ -222,10 +222,10 @@ fn schema_and_inspect_show_the_ranges() {
             .clone()
     };
     let blur = params("gaussian-blur");
-    assert_eq!(blur["sigma"]["minimum"], 0, "{blur}");
-    assert_eq!(blur["sigma"]["maximum"], 1000, "{blur}");
+    assert_eq!(blur["sigma"]["minimum"].as_f64(), Some(0.0), "{blur}");
+    assert_eq!(blur["sigma"]["maximum"].as_f64(), Some(1000.0), "{blur}");
     let metrics = params("segmentation-metrics");
-    assert_eq!(metrics["fpr_limit"]["exclusiveMinimum"], 0, "{metrics}");
+    assert_eq!(metrics["fpr_limit"]["exclusiveMinimum"].as_f64(), Some(0.0), "{metrics}");
     let synth = params("synthetic");
     assert!(synth["categories"]["items"]["enum"].as_array().unwrap().iter().any(|c| c == "tiles"), "{synth}");
 
