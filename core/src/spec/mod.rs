@@ -7,7 +7,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anoflow_sdk::params::did_you_mean;
 use serde_json::{Map, Value as Json};
 
 use crate::{
@@ -312,8 +311,7 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
             "sweep" => spec.sweep = parse_sweep(value, &mut d),
             "calibrate" => spec.calibrate = parse_calibrate(value, &mut d),
             other => {
-                let hint = did_you_mean(other, TOP_LEVEL_KEYS.iter().copied())
-                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                let hint = crate::diag::did_you_mean(other, TOP_LEVEL_KEYS.iter().copied());
                 d.error(
                     Some(key.pos),
                     None,
@@ -347,8 +345,7 @@ pub fn parse(file: &Path, text: &str, overrides: &[Override], env: &dyn Env) -> 
         match spec.nodes.iter_mut().find(|n| n.id == o.path[0]) {
             Some(node) => set_path(&mut node.params, &o.path[1..], o.value.clone()),
             None => {
-                let hint = did_you_mean(&o.path[0], spec.nodes.iter().map(|n| n.id.as_str()))
-                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                let hint = crate::diag::did_you_mean(&o.path[0], spec.nodes.iter().map(|n| n.id.as_str()));
                 d.error(None, None, format!("--set {}: no node `{}`{hint}", o.path.join("."), o.path[0]));
             }
         }

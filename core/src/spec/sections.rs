@@ -136,8 +136,7 @@ pub(super) fn parse_calibrate(value: &Node, d: &mut Diagnostics) -> Option<Calib
                 ),
             },
             other => {
-                let hint = did_you_mean(other, CALIBRATE_KEYS.iter().copied())
-                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                let hint = crate::diag::did_you_mean(other, CALIBRATE_KEYS.iter().copied());
                 d.error(
                     Some(key.pos),
                     None,
@@ -259,8 +258,7 @@ pub(super) fn parse_node(key: &yaml::Key, value: &Node, d: &mut Diagnostics) -> 
                 ),
             },
             other => {
-                let hint = did_you_mean(other, NODE_KEYS.iter().copied())
-                    .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+                let hint = crate::diag::did_you_mean(other, NODE_KEYS.iter().copied());
                 d.error(
                     Some(k.pos),
                     Some(&id),

@@ -71,8 +71,7 @@ pub(super) fn substitute(
 }
 
 pub(super) fn unknown_var(name: &str, vars: &Map<String, Json>) -> String {
-    let hint = did_you_mean(name, vars.keys().map(String::as_str))
-        .map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"));
+    let hint = crate::diag::did_you_mean(name, vars.keys().map(String::as_str));
     format!("unknown variable `{{{{{name}}}}}`{hint}; define it under `vars:` or with --set vars.{name}=...")
 }
 
