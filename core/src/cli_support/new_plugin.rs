@@ -125,8 +125,10 @@ fn valid_name(name: &str) -> bool {
         && name.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
-/// Creates `<dir>/<name>/`: Cargo.toml, src/lib.rs, a demo pipeline, and the vendored SDK
-/// unless the crate is a member of an anoflow checkout's workspace.
+/// Creates `<dir>/<name>/`: Cargo.toml, src/lib.rs, the stage in `src/stages/<name>.rs` (the
+/// layout of every plugin: one stage, one file, named after the stage with `-` as `_`), a
+/// demo pipeline, and the vendored SDK unless the crate is a member of an anoflow checkout's
+/// workspace.
 pub fn create(dir: &Path, name: &str) -> Result<Created> {
     if !valid_name(name) {
         bail!("plugin name `{name}`: use lowercase letters, digits and `-`, starting with a letter");
@@ -145,6 +147,8 @@ pub fn create(dir: &Path, name: &str) -> Result<Created> {
     };
     write("Cargo.toml", &crate_manifest(name, &sdk))?;
     write("src/lib.rs", &lib_source(name))?;
+    write("src/stages/mod.rs", &stages_mod_source(name))?;
+    write(&format!("src/stages/{}.rs", module_name(name)), &stage_source(name))?;
     write("pipeline.yaml", &demo_pipeline(name))?;
     if sdk == SdkSource::Vendored {
         // The crate is a project of its own: runs started in it stay in it (see local_dirs).
@@ -219,7 +223,32 @@ fn type_name(name: &str) -> String {
         .collect()
 }
 
+/// The stage's module and file name: its YAML name with `-` as `_`.
+fn module_name(stage: &str) -> String {
+    stage.replace('-', "_")
+}
+
 fn lib_source(stage: &str) -> String {
+    let (type_name, module) = (type_name(stage), module_name(stage));
+    format!(
+        r#"//! The `{stage}` plugin library. Each stage lives in `src/stages/<name>.rs`, named after
+//! the stage (`-` as `_`), so `anoflow plugins inspect` points at its file; add a stage by
+//! adding a file there and naming its type in `export_plugin!`.
+
+mod stages;
+
+pub use stages::{module}::{{{type_name}, {type_name}Config}};
+
+anoflow_sdk::export_plugin! {{ stages: [{type_name}] }}
+"#
+    )
+}
+
+fn stages_mod_source(stage: &str) -> String {
+    format!("//! One file per stage, named after the stage (`-` as `_`).\n\npub mod {};\n", module_name(stage))
+}
+
+fn stage_source(stage: &str) -> String {
     let type_name = type_name(stage);
     format!(
         r#"//! The `{stage}` stage: raises every score to a power, which pulls high scores apart from
@@ -272,8 +301,6 @@ impl Map for {type_name}Stage {{
         Ok(Outputs::new().with("score", ScoreMap::new(score.height() as u32, score.width() as u32, data)?))
     }}
 }}
-
-anoflow_sdk::export_plugin! {{ stages: [{type_name}] }}
 
 #[cfg(test)]
 mod tests {{
@@ -367,6 +394,14 @@ mod tests {
         let abi = std::fs::read_to_string(created.root.join("vendor/anoflow-sdk/src/abi.rs")).unwrap();
         assert_eq!(abi, include_str!("../../../sdk/src/abi.rs"));
         assert!(created.root.join("Cargo.lock").is_file() && created.root.join("pipeline.yaml").is_file());
+        // One stage, one file, named after the stage; lib.rs exports it.
+        let stage = std::fs::read_to_string(created.root.join("src/stages/otsu_binarize.rs")).unwrap();
+        assert!(stage.contains("impl StagePlugin for OtsuBinarize") && !stage.contains("export_plugin!"), "{stage}");
+        let lib = std::fs::read_to_string(created.root.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("pub use stages::otsu_binarize::{OtsuBinarize, OtsuBinarizeConfig};"), "{lib}");
+        assert!(lib.contains("export_plugin! { stages: [OtsuBinarize] }"), "{lib}");
+        let stages = std::fs::read_to_string(created.root.join("src/stages/mod.rs")).unwrap();
+        assert!(stages.contains("pub mod otsu_binarize;"), "{stages}");
         let dirs = crate::local_dirs::resolve(&created.root.join("src"), &|_| None).unwrap();
         assert_eq!(dirs.runs, created.root.join("runs"), "the crate is a project: its runs stay in it");
         let steps = created.next_steps();
