@@ -15,8 +15,8 @@
 
 use std::time::Instant;
 
-use anoflow_plugin_datasets::synth::{Category, SynthConfig};
 use anoflow_plugin_datasets::MvtecAd;
+use anoflow_scene::{Category, SynthConfig};
 use anoflow_sdk::harness::{scratch_dir, StageHarness};
 use anoflow_sdk::prelude::*;
 use rayon::prelude::*;

@@ -7,8 +7,8 @@ use anoflow_sdk::harness::{scratch_dir, ScratchDir, StageHarness};
 use anoflow_sdk::prelude::*;
 use serde_json::json;
 
-use crate::synth::{Category, SynthConfig};
 use crate::{write_mvtec_3d, write_mvtec_ad, Folder, Mvtec3d, MvtecAd, Synthetic};
+use anoflow_scene::{Category, SynthConfig};
 
 fn small_cfg(categories: Vec<Category>) -> SynthConfig {
     SynthConfig { seed: 11, categories, train: 5, test_good: 1, test_defective: 3, size: 64, ..SynthConfig::default() }

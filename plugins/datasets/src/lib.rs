@@ -1,7 +1,9 @@
 //! Dataset sources for anoflow.
 //!
-//! - `synthetic`: a deterministic MVTec-like dataset rendered in memory ([`synth`]); the
-//!   `make-synthetic` binary writes the same data in the MVTec AD or MVTec 3D-AD layout;
+//! - `synthetic`: a deterministic MVTec-like dataset rendered in memory by the
+//!   `anoflow-scene` library (libs/scene); the `make-synthetic` binary writes the same data
+//!   in the MVTec AD or MVTec 3D-AD layout (the writer holds out validation as the loaders do,
+//!   so it lives here, beside them);
 //! - `mvtec-ad`, `mvtec-3d`: the two MVTec layouts;
 //! - `folder`: directories or globs of images with masks matched by relative stem + suffix.
 //!
@@ -10,7 +12,6 @@
 
 pub mod common;
 pub mod stages;
-pub mod synth;
 
 pub use stages::folder::Folder;
 pub use stages::mvtec_3d::Mvtec3d;

@@ -5,10 +5,8 @@
 
 use std::path::Path;
 
-use anoflow_plugin_datasets::{
-    synth::{Category, SynthConfig},
-    write_mvtec_3d, write_mvtec_ad, Folder, Mvtec3d, MvtecAd, Synthetic,
-};
+use anoflow_plugin_datasets::{write_mvtec_3d, write_mvtec_ad, Folder, Mvtec3d, MvtecAd, Synthetic};
+use anoflow_scene::{Category, SynthConfig};
 use anoflow_sdk::harness::{scratch_dir, ScratchDir, StageHarness};
 use anoflow_sdk::prelude::*;
 use serde_json::json;

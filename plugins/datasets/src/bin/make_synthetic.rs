@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anoflow_plugin_datasets::synth::{Category, SynthConfig};
+use anoflow_scene::{Category, SynthConfig};
 
 const USAGE: &str = "usage: make-synthetic --out DIR [--seed N] [--categories a,b|all] [--train N] \
 [--validation-fraction F] [--test-good N] [--test-defective N] [--size N] [--xyz]";

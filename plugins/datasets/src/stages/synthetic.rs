@@ -7,7 +7,7 @@ use anoflow_sdk::prelude::*;
 use rayon::prelude::*;
 
 use crate::common::{pick_split, reindex, sample_meta, validation_holdout, DatasetError, SPLITS};
-use crate::synth::{render, test_specs, train_specs, Category, DefectKind, Part, SampleSpec, SynthConfig};
+use anoflow_scene::{render, test_specs, train_specs, Category, DefectKind, Part, SampleSpec, SynthConfig};
 
 const STAGE: &str = "synthetic";
 
