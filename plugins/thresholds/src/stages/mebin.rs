@@ -540,34 +540,11 @@ mod tests {
         out
     }
 
-    /// 8-connected component sizes by flood fill.
+    /// 8-connected components (the library's flood fill): each pixel's label (`usize::MAX`
+    /// for background) and the component sizes.
     fn labels(m: &[u8], h: usize, w: usize) -> (Vec<usize>, Vec<usize>) {
-        let mut label = vec![usize::MAX; h * w];
-        let mut sizes = Vec::new();
-        for s in 0..h * w {
-            if m[s] == 0 || label[s] != usize::MAX {
-                continue;
-            }
-            let id = sizes.len();
-            let mut stack = vec![s];
-            label[s] = id;
-            let mut size = 0;
-            while let Some(p) = stack.pop() {
-                size += 1;
-                let (y, x) = (p / w, p % w);
-                for ny in y.saturating_sub(1)..(y + 2).min(h) {
-                    for nx in x.saturating_sub(1)..(x + 2).min(w) {
-                        let q = ny * w + nx;
-                        if m[q] == 1 && label[q] == usize::MAX {
-                            label[q] = id;
-                            stack.push(q);
-                        }
-                    }
-                }
-            }
-            sizes.push(size);
-        }
-        (label, sizes)
+        let (label, sizes) = anoflow_imaging::mask::components(m, h, w);
+        (label.into_iter().map(|l| if l == u32::MAX { usize::MAX } else { l as usize }).collect(), sizes)
     }
 
     #[test]
