@@ -133,17 +133,7 @@ pub fn markdown(report: &CalibrationReport, every_candidate: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn score(f1: f64, good_fp_area: f64) -> CandidateScore {
-        CandidateScore {
-            params: Map::new(),
-            f1,
-            precision: 0.0,
-            recall: 0.0,
-            good_fp_area,
-            feasible: good_fp_area <= 0.05,
-        }
-    }
+    use crate::executor::calibrate::search::tests::score;
 
     fn report(categories: &[(&str, f64)], seconds: f64) -> CalibrationReport {
         let choice = |(category, f1): &(&str, f64)| CategoryChoice {

@@ -269,10 +269,11 @@ fn candidate_params(p: &CheckedPipeline, candidate: &[(usize, String, Json)]) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn score(f1: f64, good_fp_area: f64) -> CandidateScore {
+    /// A candidate's score with only F1 and false-positive area set (feasible up to 0.05).
+    pub(in crate::executor::calibrate) fn score(f1: f64, good_fp_area: f64) -> CandidateScore {
         CandidateScore {
             params: Map::new(),
             f1,
