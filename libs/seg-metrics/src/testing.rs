@@ -29,16 +29,16 @@ pub fn score(h: u32, w: u32, d: &[f32]) -> Value {
 }
 
 /// Deterministic pseudo-random numbers for test data (splitmix64).
-pub struct Rng(pub u64);
+struct Rng(u64);
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
         z ^ (z >> 31)
     }
-    pub fn unit(&mut self) -> f32 {
+    fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
