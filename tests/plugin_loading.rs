@@ -38,8 +38,13 @@ fn the_default_path_loads_every_standard_library() {
     let dir = tempfile::tempdir().unwrap();
     let run = anoflow(dir.path(), &["doctor"], &[]);
     assert!(run.stdout.contains(&build_dir().display().to_string()), "{}", run.stdout);
-    for lib in ["anoflow-plugin-example", "anoflow-plugin-datasets", "anoflow-plugin-ttt4as", "anoflow-plugin-metrics"]
-    {
+    for lib in [
+        "anoflow-plugin-example",
+        "anoflow-plugin-datasets",
+        "anoflow-plugin-ttt4as",
+        "anoflow-plugin-metrics",
+        "anoflow-plugin-report",
+    ] {
         assert!(run.stdout.contains(&format!("ok   {lib} ")), "{lib} missing:\n{}", run.stdout);
     }
     assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);

@@ -2,7 +2,7 @@
 """Recomputes anoflow's segmentation metrics independently and compares.
 
 Reads the JSON written by
-    cargo run -p anoflow-plugin-metrics --example export_check_case -- case.json [seed]
+    cargo run -p anoflow-seg-metrics --example export_check_case -- case.json [seed]
 (masks, score maps, labels and the figures the Rust code computed) and recomputes every
 figure with scikit-learn (roc_auc_score, precision/recall/f1/jaccard, precision_recall_curve)
 and an AUPRO written from the definition (a loop over every distinct threshold, connected

@@ -2,8 +2,8 @@
 //!
 //! Charts for anoflow's reports as SVG, drawn with plotters: text stays text (sharp at any
 //! zoom and in print, no system font needed), every series is named in a legend beside the
-//! plot, and both axes have titles. A plain library shared by the metrics plugin's report and
-//! the host's sweep page.
+//! plot, and both axes have titles. A plain library shared by the `report` sink (`anoflow-plugin-report`)
+//! and the host's sweep page.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;

@@ -3,10 +3,11 @@
 //! refused naming its edge, so the host can blame the node that produced it.
 
 use super::*;
-use crate::tests::{mask, port, sample_meta, score};
 use anoflow_sdk::harness::{scratch_dir, StageHarness};
+use anoflow_sdk::prelude::*;
 use anoflow_sdk::value::PortValue;
-use results::MEAN;
+use anoflow_seg_metrics::results::{self, Results, MEAN};
+use anoflow_seg_metrics::testing::{mask, port, sample_meta, score};
 
 const EDGES: &[(&str, &str)] =
     &[("gt", "data.mask"), ("masks", "good.mask"), ("masks", "flaky.mask"), ("scores", "scorer.score")];

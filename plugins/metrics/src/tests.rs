@@ -1,30 +1,12 @@
 //! Stage-level tests of `segmentation-metrics` through the SDK harness.
 
 use super::*;
-use accumulate::merge;
 use anoflow_sdk::harness::{scratch_dir, ScratchDir, StageHarness};
+use anoflow_sdk::prelude::*;
 use anoflow_sdk::value::PortValue;
-use results::MEAN;
-
-pub(crate) fn sample_meta(id: &str, category: &str, anomalous: bool, index: u64) -> SampleMeta {
-    let mut m = SampleMeta::new(id, category, "test");
-    m.label = if anomalous { LABEL_ANOMALOUS } else { LABEL_NOMINAL };
-    m.defect = if anomalous { "crack" } else { "good" }.into();
-    m.index = index;
-    m
-}
-
-pub(crate) fn port(port: &str, source: &str, value: Value) -> PortValue {
-    PortValue { port: port.into(), source: source.into(), value }
-}
-
-pub(crate) fn mask(h: u32, w: u32, d: &[u8]) -> Value {
-    Mask::new(h, w, d.to_vec()).unwrap().into()
-}
-
-pub(crate) fn score(h: u32, w: u32, d: &[f32]) -> Value {
-    ScoreMap::new(h, w, d.to_vec()).unwrap().into()
-}
+use anoflow_seg_metrics::results::{Results, MEAN};
+use anoflow_seg_metrics::testing::{mask, port, realistic, sample_meta, score};
+use anoflow_seg_metrics::{ACCUMULATORS_FILE, SAMPLES_FILE};
 
 fn close(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 1e-12)
@@ -200,111 +182,6 @@ fn changing_sources_mid_run_is_an_error() {
         .contains("its masks inputs are [ttt.mask], but earlier samples of the category had [thr.mask]"));
 }
 
-/// Deterministic pseudo-random numbers for test data (splitmix64).
-pub(crate) struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-    pub fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-/// Realistic 224x224 samples: a blob defect on anomalous images, a smooth score map that is
-/// higher on the defect, a mask from a threshold and a mask that is dilated.
-pub(crate) fn realistic(n: usize, categories: &[&str], seed: u64) -> Vec<(SampleMeta, Vec<PortValue>)> {
-    let (h, w) = (224usize, 224usize);
-    let mut rng = Rng(seed);
-    (0..n)
-        .map(|i| {
-            let category = categories[i % categories.len()];
-            let anomalous = i % 3 != 0;
-            let (cy, cx, r) = (40.0 + rng.unit() * 140.0, 40.0 + rng.unit() * 140.0, 6.0 + rng.unit() * 20.0);
-            let mut gt = vec![0u8; h * w];
-            let mut s = vec![0f32; h * w];
-            for y in 0..h {
-                for x in 0..w {
-                    let d = ((y as f32 - cy).powi(2) + (x as f32 - cx).powi(2)).sqrt();
-                    let inside = anomalous && d < r;
-                    gt[y * w + x] = u8::from(inside);
-                    let bump = if anomalous { (-(d / r).powi(2)).exp() } else { 0.0 };
-                    // Quantized noise makes ties, which the metrics must handle.
-                    s[y * w + x] = ((bump + 0.5 * rng.unit()) * 256.0).round() / 256.0;
-                }
-            }
-            let thr: Vec<u8> = s.iter().map(|&v| u8::from(v > 0.55)).collect();
-            let wide: Vec<u8> = s.iter().map(|&v| u8::from(v > 0.4)).collect();
-            let inputs = vec![
-                port("gt", "data.mask", mask(h as u32, w as u32, &gt)),
-                port("masks", "thr.mask", mask(h as u32, w as u32, &thr)),
-                port("masks", "ttt.mask", mask(h as u32, w as u32, &wide)),
-                port("scores", "scorer.score", score(h as u32, w as u32, &s)),
-                port("image_scores", "scorer.image_score", Value::Scalar(f64::from(rng.unit()))),
-            ];
-            (sample_meta(&format!("{category}/{i:03}"), category, anomalous, i as u64), inputs)
-        })
-        .collect()
-}
-
-fn accumulate(samples: &[(SampleMeta, Vec<PortValue>)]) -> Accumulators {
-    let mut acc = Accumulators::new();
-    for (m, inputs) in samples {
-        acc.add(&sample_view(&Sample::new(m, inputs), &ExpectedSources::default()).unwrap()).unwrap();
-    }
-    acc
-}
-
-#[test]
-fn shards_merge_exactly_through_the_binary_file() {
-    let samples = realistic(24, &["bottle", "cable"], 7);
-    let mut whole = accumulate(&samples);
-    let expected = results::compute(&mut whole, 0.3);
-
-    let dir = scratch_dir("metrics-merge");
-    let (a, b) = samples.split_at(10);
-    // Shard a is sorted (written after finish), shard b is written as is: both paths merge.
-    let mut acc_a = accumulate(a);
-    let mut acc_b = accumulate(b);
-    finish_outputs(&mut acc_a, &dir.join("a"), 0.3, true).unwrap();
-    acc_b.write(&dir.join("b.bin")).unwrap();
-    let (merged, files) =
-        merge_files(&[&dir.join("a").join(ACCUMULATORS_FILE), &dir.join("b.bin")], &dir.join("m"), 0.3).unwrap();
-    assert_eq!(merged.records.len(), expected.records.len());
-    for (m, e) in merged.records.iter().zip(&expected.records) {
-        assert_eq!(m, e, "merged shards must give the same figures, bit for bit");
-    }
-    assert_eq!(merged, expected);
-    assert!(files.contains(&"results.json".to_string()));
-
-    // Merging a shard with itself is refused.
-    let again = Accumulators::read(&dir.join("b.bin")).unwrap();
-    let err = merge(Accumulators::read(&dir.join("b.bin")).unwrap(), again).unwrap_err();
-    assert!(err.to_string().contains("is in both results"), "{err}");
-
-    // The figures are sane for this data: the score separates, the masks overlap the defects.
-    let auroc = expected.get(MEAN, "scorer.score", "pixel_auroc", "all", "pixels").unwrap();
-    assert!(auroc > 0.9 && auroc < 1.0, "{auroc}");
-    let f1 = expected.get(MEAN, "thr.mask", "f1", "anomalous", "pixels").unwrap();
-    assert!(f1 > 0.2 && f1 < 1.0, "{f1}");
-}
-
-#[test]
-fn corrupt_accumulator_files_are_rejected() {
-    let mut acc = accumulate(&realistic(3, &["c"], 1));
-    let bytes = acc.to_bytes().unwrap();
-    assert!(Accumulators::from_bytes(&bytes[..bytes.len() - 3], "x.bin").is_err());
-    let err = Accumulators::from_bytes(b"PNG.....", "x.bin").unwrap_err();
-    assert!(err.to_string().contains("x.bin: "), "{err}");
-    let back = Accumulators::from_bytes(&bytes, "x.bin").unwrap();
-    let mut again = back.clone();
-    assert_eq!(again.to_bytes().unwrap(), bytes);
-}
-
 /// Interleaved shards (`index % 3`, as `--shard i/3` splits a run) merged through the sink's
 /// state give every file one run writes, byte for byte: per-image means summed in another
 /// order differ in the last digit, and the per-sample table would be out of order.
@@ -355,6 +232,4 @@ fn bad_params_are_refused_by_name() {
     assert!(err.message.contains("param `fpr_limit`: 0 is out of range: expected a value in (0, 1]"), "{err}");
     let err = StageHarness::new::<SegmentationMetrics>(serde_json::json!({"save_accumulator": true})).err().unwrap();
     assert!(err.message.contains("unknown param `save_accumulator` (did you mean `save_accumulators`?)"), "{err}");
-    let err = StageHarness::new::<crate::report::Report>(serde_json::json!({"tile": 0})).err().unwrap();
-    assert!(err.message.contains("param `tile`: 0 is out of range: expected a value >= 1"), "{err}");
 }

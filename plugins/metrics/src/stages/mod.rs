@@ -1,4 +1,3 @@
 //! One file per stage, named as in YAML.
 
-pub mod report;
 pub mod segmentation_metrics;

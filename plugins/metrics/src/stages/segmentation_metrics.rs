@@ -8,7 +8,7 @@ use std::{
 
 use anoflow_sdk::prelude::*;
 
-use crate::{
+use anoflow_seg_metrics::{
     accumulate::{self, Accumulators},
     finish_outputs, headline, relative_files, results, sample_view, ExpectedSources,
 };

@@ -9,10 +9,10 @@
 //! (u8 `[h, w]`).
 
 use anoflow_sdk::state::{StateError, StateReader, StateWriter};
+use anoflow_seg_metrics::accumulate::{Accumulators, MetricsError};
+use anoflow_seg_metrics::confusion::Counts;
 use serde::{Deserialize, Serialize};
 
-use crate::accumulate::{Accumulators, MetricsError};
-use crate::confusion::Counts;
 use crate::report::{Kept, List};
 
 const STATE_NAME: &str = "report";

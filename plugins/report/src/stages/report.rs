@@ -2,7 +2,7 @@
 //! the metric accumulators and, as samples stream by, a few panels per list (see [`List`]):
 //! the first samples in test order, and per category and mask the anomalous images with the
 //! lowest F1 and the good images with the largest false-positive area. `report_html.rs`
-//! writes the pages, `charts.rs` the SVG charts, `report_panels.rs` the panel PNGs.
+//! writes the pages (SVG charts from `anoflow-charts`), `report_panels.rs` the panel PNGs.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -10,11 +10,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anoflow_sdk::prelude::*;
+use anoflow_seg_metrics::accumulate::{self, Accumulators};
+use anoflow_seg_metrics::confusion::Counts;
+use anoflow_seg_metrics::{relative_files, sample_view, ExpectedSources};
 use serde::{Deserialize, Serialize};
 
-use crate::accumulate::{self, Accumulators};
-use crate::confusion::Counts;
-use crate::{relative_files, report_html, report_state, sample_view, ExpectedSources};
+use crate::{report_html, report_state};
 
 /// The `report` sink.
 pub struct Report;
@@ -372,9 +373,9 @@ impl Sink for ReportSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::realistic;
     use anoflow_sdk::harness::{scratch_dir, StageHarness};
     use anoflow_sdk::value::PortValue;
+    use anoflow_seg_metrics::testing::realistic;
 
     /// Every `src="..."` and `href="..."` of a page, resolved from the page's directory.
     fn links(page: &Path) -> Vec<std::path::PathBuf> {
@@ -391,7 +392,11 @@ mod tests {
 
     fn with_image(i: usize, mut inputs: Vec<PortValue>) -> Vec<PortValue> {
         let img: Vec<u8> = (0..224 * 224 * 3).map(|p| ((p / 3 + i * 7) % 251) as u8).collect();
-        inputs.push(crate::tests::port("image", "data.image", Image::from_u8(224, 224, 3, img).unwrap().into()));
+        inputs.push(anoflow_seg_metrics::testing::port(
+            "image",
+            "data.image",
+            Image::from_u8(224, 224, 3, img).unwrap().into(),
+        ));
         inputs
     }
 
@@ -507,8 +512,8 @@ mod tests {
 #[cfg(test)]
 mod merge_tests {
     use super::*;
-    use crate::tests::realistic;
     use anoflow_sdk::harness::{scratch_dir, StageHarness};
+    use anoflow_seg_metrics::testing::realistic;
 
     fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();

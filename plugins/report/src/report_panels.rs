@@ -2,9 +2,10 @@
 //! score maps, mask overlays, ground truth). Pixels are the content here, so these stay
 //! rasters; their captions and colour bars are HTML text around them (`report_html.rs`).
 
+use anoflow_seg_metrics::results;
+
 use crate::draw::{self, Canvas, Rgb};
 use crate::report::Kept;
-use crate::results;
 
 /// Gap between tiles, in pixels (the HTML captions above the tiles use the same).
 pub(crate) const GAP: usize = 6;
@@ -91,7 +92,7 @@ pub(crate) fn draw(k: &Kept, ranges: &[(String, (f32, f32))], only_mask: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::confusion::Counts;
+    use anoflow_seg_metrics::confusion::Counts;
 
     fn kept() -> Kept {
         let (h, w) = (4, 4);

@@ -1,10 +1,10 @@
 //! Writes a small random test case (masks, score maps, labels) and the figures this crate
 //! computes for it, as JSON, for `tools/check_metrics.py` to recompute independently
 //! (scikit-learn, scipy):
-//! `cargo run -p anoflow-plugin-metrics --example export_check_case -- case.json [seed]`
+//! `cargo run -p anoflow-seg-metrics --example export_check_case -- case.json [seed]`
 
-use anoflow_plugin_metrics::accumulate::{Accumulators, SampleView};
-use anoflow_plugin_metrics::results;
+use anoflow_seg_metrics::accumulate::{Accumulators, SampleView};
+use anoflow_seg_metrics::results;
 use serde_json::json;
 
 fn next(state: &mut u64) -> u64 {

@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::accumulate::{Accumulators, MetricsError};
-use crate::confusion::Counts;
+use anoflow_charts::{self as charts, Bars, ChartError, Line, Marker};
+use anoflow_seg_metrics::accumulate::{Accumulators, MetricsError};
+use anoflow_seg_metrics::confusion::Counts;
+use anoflow_seg_metrics::ranking::{self, Negatives};
+use anoflow_seg_metrics::results::{self, Results, MEAN};
+
 use crate::draw::{self, Canvas};
-use crate::ranking::{self, Negatives};
 use crate::report::{Kept, List, Lists};
 use crate::report_panels::{self, Tile, FN, FP, GAP, TP};
-use crate::results::{self, Results, MEAN};
-use anoflow_charts::{self as charts, Bars, ChartError, Line, Marker};
 
 /// What [`write_all`] wrote.
 pub(crate) struct Written {
@@ -24,10 +25,10 @@ pub(crate) struct Written {
     pub(crate) category_pages: usize,
 }
 
-impl From<ChartError> for MetricsError {
-    fn from(e: ChartError) -> Self {
-        MetricsError::Format { path: format!("chart `{}`", e.chart), reason: e.reason }
-    }
+/// A chart that cannot be drawn, as the metrics' error (a `From` impl would break the orphan
+/// rule: both types live in other crates).
+fn chart_err(e: ChartError) -> MetricsError {
+    MetricsError::Format { path: format!("chart `{}`", e.chart), reason: e.reason }
 }
 
 /// Points per PR curve: plenty for a 600-pixel-wide chart.
@@ -130,13 +131,19 @@ pub(crate) fn write_all(
         let path = dir.join(sub);
         std::fs::create_dir_all(&path).map_err(|e| io_err(&path, e))?;
     }
-    out.text("charts/f1.svg", &charts::bar_chart(&f1_bars(&ctx))?)?;
-    out.text("charts/fp_area.svg", &charts::bar_chart(&fp_bars(&ctx))?)?;
+    out.text("charts/f1.svg", &charts::bar_chart(&f1_bars(&ctx)).map_err(chart_err)?)?;
+    out.text("charts/fp_area.svg", &charts::bar_chart(&fp_bars(&ctx)).map_err(chart_err)?)?;
     let (curves, markers) = pr_data(&ctx, acc, None);
-    out.text("charts/pr_all.svg", &charts::pr_chart("all categories (pixels pooled)", &curves, &markers)?)?;
+    out.text(
+        "charts/pr_all.svg",
+        &charts::pr_chart("all categories (pixels pooled)", &curves, &markers).map_err(chart_err)?,
+    )?;
     for cat in &res.categories {
         let (curves, markers) = pr_data(&ctx, acc, Some(cat));
-        out.text(&format!("charts/pr_{}.svg", safe_name(cat)), &charts::pr_chart(cat, &curves, &markers)?)?;
+        out.text(
+            &format!("charts/pr_{}.svg", safe_name(cat)),
+            &charts::pr_chart(cat, &curves, &markers).map_err(chart_err)?,
+        )?;
     }
     let first = first_samples(lists, max_samples);
     let mut html = String::new();

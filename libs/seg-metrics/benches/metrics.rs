@@ -1,12 +1,12 @@
 //! All metrics over 1,000 test images of 224x224 with 2 mask sources and 1 score source
-//! (the budget: at most 2 s). Run: `cargo bench -p anoflow-plugin-metrics --bench metrics`.
+//! (the budget: at most 2 s). Run: `cargo bench -p anoflow-seg-metrics --bench metrics`.
 //! Prints the time to accumulate (the sink's `consume`), to compute every figure (sort +
 //! sweeps) and, separately, to write the accumulator file.
 
 use std::time::Instant;
 
-use anoflow_plugin_metrics::accumulate::{Accumulators, SampleView};
-use anoflow_plugin_metrics::{ranking, results};
+use anoflow_seg_metrics::accumulate::{Accumulators, SampleView};
+use anoflow_seg_metrics::{ranking, results};
 
 struct Data {
     id: String,

@@ -1,0 +1,3 @@
+//! One file per stage, named as in YAML.
+
+pub mod report;
