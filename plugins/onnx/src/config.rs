@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// The settings both stages share, taken from each stage's config by the `settings()` that
-/// [`image_model_config!`] writes (the fields are the config's own: a shared struct cannot be
+/// `image_model_config!` writes (the fields are the config's own: a shared struct cannot be
 /// flattened into a config that refuses unknown fields).
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
