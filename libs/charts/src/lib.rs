@@ -5,7 +5,9 @@
 //! plot, and both axes have titles. A plain library shared by the `report` sink (`anoflow-plugin-report`)
 //! and the host's sweep page.
 
-use plotters::coord::Shift;
+use std::ops::Range;
+
+use plotters::coord::{types::RangedCoordf64, Shift};
 use plotters::prelude::*;
 
 /// A chart that could not be drawn (plotters' drawing error, as text).
@@ -116,6 +118,33 @@ fn legend(area: &DrawingArea<SVGBackend<'_>, Shift>, entries: &[(String, Key)]) 
     Ok(())
 }
 
+/// A titled chart on `plot` over the ranges `(x, y)`, its mesh drawn with the axis titles
+/// `(x_desc, y_desc)`: the frame [`pr_chart`] and [`line_chart`] share.
+fn xy_chart<'a, 'b>(
+    plot: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    (x, y): (Range<f64>, Range<f64>),
+    (x_desc, y_desc): (&str, &str),
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, ChartError> {
+    let mut chart = ChartBuilder::on(plot)
+        .caption(title, (FONT, 24))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x, y)
+        .map_err(failed(title))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style((FONT, 18))
+        .axis_desc_style((FONT, 19))
+        .light_line_style(WHITE)
+        .draw()
+        .map_err(failed(title))?;
+    Ok(chart)
+}
+
 /// Precision against recall: one line per score map, one diamond per mask (its operating
 /// point), each named in the legend. Mask `i` takes series colour `i`, as in [`bar_chart`], so
 /// a binarizer keeps its colour across charts; the curves take the colours after them.
@@ -125,22 +154,7 @@ pub fn pr_chart(title: &str, curves: &[Line], markers: &[Marker]) -> Result<Stri
         let root = SVGBackend::with_string(&mut svg, (640 + LEGEND_W, 460)).into_drawing_area();
         root.fill(&WHITE).map_err(failed(title))?;
         let (plot, side) = root.split_horizontally(640);
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(title, (FONT, 24))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..1f64, 0f64..1.02f64)
-            .map_err(failed(title))?;
-        chart
-            .configure_mesh()
-            .x_desc("recall")
-            .y_desc("precision")
-            .label_style((FONT, 18))
-            .axis_desc_style((FONT, 19))
-            .light_line_style(WHITE)
-            .draw()
-            .map_err(failed(title))?;
+        let mut chart = xy_chart(&plot, title, (0f64..1f64, 0f64..1.02f64), ("recall", "precision"))?;
         let mut entries = Vec::new();
         for (i, line) in curves.iter().enumerate() {
             let pts = line.points.iter().map(|&(x, y)| (x.clamp(0.0, 1.0), y.clamp(0.0, 1.0)));
@@ -256,22 +270,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> 
         let root = SVGBackend::with_string(&mut svg, (640 + LEGEND_W, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(failed(title))?;
         let (plot, side) = root.split_horizontally(640);
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(title, (FONT, 24))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x0..x1, 0f64..y1)
-            .map_err(failed(title))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .label_style((FONT, 18))
-            .axis_desc_style((FONT, 19))
-            .light_line_style(WHITE)
-            .draw()
-            .map_err(failed(title))?;
+        let mut chart = xy_chart(&plot, title, (x0..x1, 0f64..y1), (x_label, y_label))?;
         let mut entries = Vec::new();
         for (i, line) in lines.iter().enumerate() {
             let c = colour(i);

@@ -2,13 +2,17 @@
 //!
 //! The dense symmetric linear algebra plugins share, on `nalgebra` instead of hand-written
 //! solvers: Cholesky factors and solves (PaDiM's covariances, the cross-modal ridge
-//! regression) and symmetric eigendecompositions (PCA bases, point-cloud normals). Matrix
-//! products stay where they are (the scorers' GEMM tiles). A plain library, not a plugin.
+//! regression) and symmetric eigendecompositions (PCA bases). Matrix products stay where they
+//! are (the scorers' GEMM tiles). A plain library, not a plugin.
 //!
-//! Layouts are the callers': row-major `n x n` slices, packed lower triangles (row `i` holds
-//! columns `0..=i`), and `[[f64; 3]; 3]` for the 3x3 case.
+//! Point-cloud normals keep their own 3x3 Jacobi (`plugins/pointcloud/src/eigen3.rs`):
+//! nalgebra's eigenvectors differ from it by ~1e-16, and FPFH's histogram bins turn that into
+//! different masks.
+//!
+//! Layouts are the callers': row-major `n x n` slices and packed lower triangles (row `i`
+//! holds columns `0..=i`).
 
-use nalgebra::{DMatrix, Matrix3, SymmetricEigen};
+use nalgebra::{DMatrix, SymmetricEigen};
 
 /// A matrix that is not (numerically) positive definite.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -125,20 +129,6 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
         vecs.extend(eig.eigenvectors.column(j).iter());
     }
     (values, vecs)
-}
-
-/// Eigenvalues (ascending) and the matching unit eigenvectors (`vectors[k]` belongs to
-/// `values[k]`; sign arbitrary) of a symmetric 3x3 matrix.
-pub fn symmetric_eigen3(m: [[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
-    let eig = SymmetricEigen::new(Matrix3::from_fn(|i, j| m[i][j]));
-    let mut order = [0usize, 1, 2];
-    order.sort_by(|&i, &j| eig.eigenvalues[i].total_cmp(&eig.eigenvalues[j]));
-    let values = order.map(|k| eig.eigenvalues[k]);
-    let vectors = order.map(|k| {
-        let c = eig.eigenvectors.column(k);
-        [c[0], c[1], c[2]]
-    });
-    (values, vectors)
 }
 
 #[cfg(test)]

@@ -82,22 +82,16 @@ fn eigenpairs_of_a_rotated_diagonal_matrix() {
         let dot: f64 = (0..3).map(|i| vecs[k * 3 + i] * q[i][k]).sum();
         assert!((dot.abs() - 1.0).abs() < 1e-12, "vector {k}");
     }
-    let (values3, vecs3) = symmetric_eigen3(m);
-    assert_eq!(values3.map(|v| (v * 1e9).round()), [0.5e9, 2e9, 5e9]);
-    for (k, col) in [2usize, 1, 0].into_iter().enumerate() {
-        let dot: f64 = (0..3).map(|i| vecs3[k][i] * q[i][col]).sum();
-        assert!((dot.abs() - 1.0).abs() < 1e-12, "vector {k}");
-    }
     assert_eq!(symmetric_eigen(&[], 0), (vec![], vec![]));
 }
 
 #[test]
 fn repeated_eigenvalues_give_an_orthonormal_basis() {
-    let (values, v) = symmetric_eigen3([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]]);
+    let (values, v) = symmetric_eigen(&[2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 2.0], 3);
     assert_eq!(values, [2.0; 3]);
     for a in 0..3 {
         for b in 0..3 {
-            let dot: f64 = (0..3).map(|i| v[a][i] * v[b][i]).sum();
+            let dot: f64 = (0..3).map(|i| v[a * 3 + i] * v[b * 3 + i]).sum();
             assert!((dot - f64::from(u8::from(a == b))).abs() < 1e-12);
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! What every ONNX plugin shares: ONNX Runtime loaded once per plugin library ([`runtime`]),
 //! a session opened on CPU or CUDA ([`open_session`]), the model manifest (`models/manifest.yaml`,
-//! [`manifest`]), the params every ONNX stage takes ([`params`]) and the errors ([`OnnxError`]). A plain library, not a plugin, so several
+//! [`manifest`]), the params every ONNX stage takes ([`params`], declared by
+//! [`onnx_stage_config!`]) and the errors ([`OnnxError`]). A plain library, not a plugin, so several
 //! plugin crates can use it (a plugin crate may not depend on another).
 //!
 //! Each plugin library links its own copy of this crate and of `ort`, so each initializes
@@ -21,6 +22,10 @@ use ort::{ep::ExecutionProvider, session::Session};
 pub use anoflow_ort_locate::{Health, Status};
 pub use error::OnnxError;
 pub use ort;
+
+/// What [`onnx_stage_config!`] expands to needs; not part of the public API.
+#[doc(hidden)]
+pub use anoflow_sdk as __sdk;
 
 /// Where ONNX Runtime runs the model (the `execution_provider` param: `cpu` or `cuda`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]

@@ -11,9 +11,9 @@ use crate::{
     session::OnnxModel,
 };
 
-/// The settings both stages share, taken from each stage's config (each declares them as
-/// fields of its own: a shared struct cannot be flattened into a config that refuses unknown
-/// fields).
+/// The settings both stages share, taken from each stage's config by the `settings()` that
+/// `image_model_config!` writes (the fields are the config's own: a shared struct cannot be
+/// flattened into a config that refuses unknown fields).
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
     pub model: Model,
@@ -22,6 +22,51 @@ pub struct ModelSettings {
     pub std: Option<Vec<f64>>,
     pub runtime: RuntimeParams,
 }
+
+/// Declares the config of a stage of this crate: `model`, the stage's own fields, the image
+/// fields both stages share (`input_size`, `mean`, `std`, docs written once here), then
+/// `threads` and `execution_provider` (from [`anoflow_ort_session::onnx_stage_config!`]), and a
+/// `settings()` method that gathers them into [`ModelSettings`].
+macro_rules! image_model_config {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            model $(= $default:literal)?;
+            $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        anoflow_ort_session::onnx_stage_config! {
+            $(#[$meta])*
+            $vis struct $name {
+                model $(= $default)?;
+                $( $(#[$field_meta])* $field_vis $field: $ty, )*
+                /// model input size, one number (square) or [height, width]; images of another size are resized (default: the
+                /// manifest's, else the model's fixed size)
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub input_size: Option<$crate::manifest::Size>,
+                /// per-channel (RGB) mean after dividing pixels by 255 (default: the manifest's, else ImageNet's)
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub mean: Option<Vec<f64>>,
+                /// per-channel (RGB) standard deviation (default: the manifest's, else ImageNet's)
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub std: Option<Vec<f64>>,
+            }
+        }
+
+        impl $name {
+            fn settings(&self) -> $crate::config::ModelSettings {
+                $crate::config::ModelSettings {
+                    model: self.model.clone(),
+                    input_size: self.input_size,
+                    mean: self.mean.clone(),
+                    std: self.std.clone(),
+                    runtime: self.runtime(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use image_model_config;
 
 /// A model opened with its preprocessing.
 pub struct LoadedModel {

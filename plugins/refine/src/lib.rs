@@ -14,6 +14,8 @@
 
 pub mod morphology;
 pub mod stages;
+#[cfg(test)]
+mod testdata;
 
 pub use stages::gate_mask::{GateMask, GateMaskConfig, GateRule};
 pub use stages::grow_mask::GrowMask;

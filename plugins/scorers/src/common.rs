@@ -100,10 +100,24 @@ impl MapShaping {
         Self { sigma: sigma as f32 }
     }
 
-    /// Upsamples `scores` (`fm.height() x fm.width()`) to the image size, then blurs it. The
-    /// image size is that of the optional `like` input, else the feature size times its stride.
-    pub fn shape_map(&self, sample: &Sample<'_>, fm: &FeatureMap, scores: &[f32]) -> StageResult<ScoreMap> {
-        cells_to_image_map(scores, fm, sample.maybe("like"), self.sigma, &sample.meta.id)
+    /// A scorer's outputs: `score`, the cell `scores` (`fm.height() x fm.width()`) upsampled to
+    /// the image size, then blurred, and `image_score`. The image size is that of the optional
+    /// `like` input, else the feature size times its stride.
+    pub fn outputs(
+        &self,
+        sample: &Sample<'_>,
+        fm: &FeatureMap,
+        scores: &[f32],
+        image_score: f32,
+    ) -> StageResult<Outputs> {
+        let map = cells_to_image_map(scores, fm, sample.maybe("like"), self.sigma, &sample.meta.id)?;
+        Ok(Outputs::new().with("score", map).with("image_score", f64::from(image_score)))
+    }
+
+    /// [`Self::outputs`] with the largest cell score (0 at least) as the image score.
+    pub fn outputs_max(&self, sample: &Sample<'_>, fm: &FeatureMap, scores: &[f32]) -> StageResult<Outputs> {
+        let image_score = scores.iter().copied().fold(0.0f32, f32::max);
+        self.outputs(sample, fm, scores, image_score)
     }
 }
 

@@ -32,3 +32,9 @@ pub(crate) fn bracket(m: &ScoreMap, mask: &[u8]) -> (f32, f32) {
     let above = m.data().iter().zip(mask).filter(|(_, &k)| k == 1).map(|(&v, _)| v).fold(f32::MAX, f32::min);
     (below, above)
 }
+
+/// Asserts that `T` refuses `params` with a message containing `want`.
+pub(crate) fn refused<T: StagePlugin>(params: serde_json::Value, want: &str) {
+    let err = StageHarness::new::<T>(params).err().expect("refused");
+    assert!(err.message.contains(want), "{err}");
+}

@@ -3,59 +3,21 @@
 use anoflow_sdk::prelude::*;
 
 use crate::{
-    config::{self, ModelSettings},
+    config::{self, image_model_config},
     features::FeatureExtractor,
-    manifest::Size,
-    params::RuntimeParams,
-    Provider,
 };
 
 /// Stage type `onnx-features`.
 pub struct OnnxFeatures;
 
-/// Params of `onnx-features` (its `batch_size` is the host's: the stage is batched).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OnnxFeaturesConfig {
-    /// model: a name in models/manifest.yaml (searched from the pipeline's directory upward, then from the working
-    /// directory upward) or a path to an .onnx file
-    #[serde(default = "default_model")]
-    pub model: Model,
-    /// model outputs to return (layer names), e.g. [features.7.expand, features.14.expand]; default: the
-    /// manifest's default_outputs
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outputs: Option<Vec<String>>,
-    /// model input size, one number (square) or [height, width]; images of another size are resized (default: the
-    /// manifest's, else the model's fixed size)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_size: Option<Size>,
-    /// per-channel (RGB) mean after dividing pixels by 255 (default: the manifest's, else ImageNet's)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mean: Option<Vec<f64>>,
-    /// per-channel (RGB) standard deviation (default: the manifest's, else ImageNet's)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub std: Option<Vec<f64>>,
-    /// ONNX Runtime intra-op threads per inference (0: its default, one per physical core)
-    #[serde(default)]
-    pub threads: usize,
-    /// where ONNX Runtime runs the model; cuda needs the library of the onnxruntime-gpu wheel
-    #[serde(default)]
-    pub execution_provider: Provider,
-}
-
-fn default_model() -> Model {
-    Model("mobilenet_v2".into())
-}
-
-impl OnnxFeaturesConfig {
-    fn settings(&self) -> ModelSettings {
-        ModelSettings {
-            model: self.model.clone(),
-            input_size: self.input_size,
-            mean: self.mean.clone(),
-            std: self.std.clone(),
-            runtime: RuntimeParams { threads: self.threads, provider: self.execution_provider },
-        }
+image_model_config! {
+    /// Params of `onnx-features` (its `batch_size` is the host's: the stage is batched).
+    pub struct OnnxFeaturesConfig {
+        model = "mobilenet_v2";
+        /// model outputs to return (layer names), e.g. [features.7.expand, features.14.expand]; default: the
+        /// manifest's default_outputs
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub outputs: Option<Vec<String>>,
     }
 }
 

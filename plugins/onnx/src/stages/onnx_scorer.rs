@@ -4,55 +4,22 @@ use anoflow_imaging::upsample_bilinear;
 use anoflow_sdk::prelude::*;
 
 use crate::{
-    config::{self, ModelSettings},
+    config::{self, image_model_config},
     error::OnnxError,
-    manifest::Size,
-    params::RuntimeParams,
     preprocess::Preprocess,
     session::OnnxModel,
-    Provider,
 };
 
 /// Stage type `onnx-scorer`.
 pub struct OnnxScorer;
 
-/// Params of `onnx-scorer`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OnnxScorerConfig {
-    /// model: a name in models/manifest.yaml (searched from the pipeline's directory upward, then from the working
-    /// directory upward) or a path to an .onnx file
-    pub model: Model,
-    /// the model output holding the anomaly map, shaped [N, 1, h, w] or [N, h, w] (default: the first output)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
-    /// model input size, one number (square) or [height, width]; images of another size are resized (default: the
-    /// manifest's, else the model's fixed size)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_size: Option<Size>,
-    /// per-channel (RGB) mean after dividing pixels by 255 (default: the manifest's, else ImageNet's)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mean: Option<Vec<f64>>,
-    /// per-channel (RGB) standard deviation (default: the manifest's, else ImageNet's)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub std: Option<Vec<f64>>,
-    /// ONNX Runtime intra-op threads per inference (0: its default, one per physical core)
-    #[serde(default)]
-    pub threads: usize,
-    /// where ONNX Runtime runs the model; cuda needs the library of the onnxruntime-gpu wheel
-    #[serde(default)]
-    pub execution_provider: Provider,
-}
-
-impl OnnxScorerConfig {
-    fn settings(&self) -> ModelSettings {
-        ModelSettings {
-            model: self.model.clone(),
-            input_size: self.input_size,
-            mean: self.mean.clone(),
-            std: self.std.clone(),
-            runtime: RuntimeParams { threads: self.threads, provider: self.execution_provider },
-        }
+image_model_config! {
+    /// Params of `onnx-scorer`.
+    pub struct OnnxScorerConfig {
+        model;
+        /// the model output holding the anomaly map, shaped [N, 1, h, w] or [N, h, w] (default: the first output)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub output: Option<String>,
     }
 }
 

@@ -237,9 +237,7 @@ impl Fitted for PadimStage {
             return Err(self.grid_mismatch(sample, grid, model.grid, "the scorer was fitted on"));
         }
         let scores = model.score(fm.data());
-        let image_score = scores.iter().copied().fold(0.0f32, f32::max);
-        let map = self.shaping.shape_map(sample, fm, &scores)?;
-        Ok(Outputs::new().with("score", map).with("image_score", f64::from(image_score)))
+        self.shaping.outputs_max(sample, fm, &scores)
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {

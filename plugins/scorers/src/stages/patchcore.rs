@@ -280,8 +280,7 @@ impl Fitted for PatchCoreStage {
         let nn = bank.score_patches(fm.data(), true);
         let patch_scores: Vec<f32> = nn.iter().map(|p| p.0).collect();
         let image_score = bank.image_score(fm.data(), &nn, self.num_neighbors);
-        let map = self.shaping.shape_map(sample, fm, &patch_scores)?;
-        Ok(Outputs::new().with("score", map).with("image_score", f64::from(image_score)))
+        self.shaping.outputs(sample, fm, &patch_scores, image_score)
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {

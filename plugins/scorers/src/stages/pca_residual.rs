@@ -155,9 +155,7 @@ impl Fitted for PcaStage {
         let fm = checked_features(sample, &self.node)?;
         check_dim(&self.node, sample, model.dim, fm.channels())?;
         let scores = model.score(fm.data());
-        let image_score = scores.iter().copied().fold(0.0f32, f32::max);
-        let map = self.shaping.shape_map(sample, fm, &scores)?;
-        Ok(Outputs::new().with("score", map).with("image_score", f64::from(image_score)))
+        self.shaping.outputs_max(sample, fm, &scores)
     }
 
     fn save_state(&self) -> StageResult<Vec<u8>> {

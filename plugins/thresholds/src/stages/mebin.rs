@@ -327,6 +327,7 @@ fn find(parent: &mut [u32], mut p: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::refused;
     use anoflow_sdk::harness::{inputs, meta, StageHarness};
     use serde_json::json;
 
@@ -549,17 +550,7 @@ mod tests {
 
     #[test]
     fn bad_params_are_refused_naming_them() {
-        let refused = |err: Option<StageError>, want: &str| {
-            let err = err.expect("refused");
-            assert!(err.message.contains(want), "{err}");
-        };
-        refused(
-            StageHarness::new::<Mebin>(json!({"range": "batch"})).err(),
-            "param `range`: `batch` is not one of nominal, own",
-        );
-        refused(
-            StageHarness::new::<Mebin>(json!({"sample_rate": 256})).err(),
-            "param `sample_rate`: 256 is out of range",
-        );
+        refused::<Mebin>(json!({"range": "batch"}), "param `range`: `batch` is not one of nominal, own");
+        refused::<Mebin>(json!({"sample_rate": 256}), "param `sample_rate`: 256 is out of range");
     }
 }

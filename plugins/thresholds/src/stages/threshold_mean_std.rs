@@ -82,14 +82,7 @@ mod tests {
 
     #[test]
     fn bad_params_are_refused_naming_them() {
-        let refused = |err: Option<StageError>, want: &str| {
-            let err = err.expect("refused");
-            assert!(err.message.contains(want), "{err}");
-        };
-        refused(StageHarness::new::<ThresholdMeanStd>(json!({"k": -1})).err(), "param `k`: -1 is out of range");
-        refused(
-            StageHarness::new::<ThresholdMeanStd>(json!({"kk": 1})).err(),
-            "unknown param `kk` (did you mean `k`?)",
-        );
+        refused::<ThresholdMeanStd>(json!({"k": -1}), "param `k`: -1 is out of range");
+        refused::<ThresholdMeanStd>(json!({"kk": 1}), "unknown param `kk` (did you mean `k`?)");
     }
 }

@@ -96,13 +96,6 @@ mod tests {
 
     #[test]
     fn bad_params_are_refused_naming_them() {
-        let refused = |err: Option<StageError>, want: &str| {
-            let err = err.expect("refused");
-            assert!(err.message.contains(want), "{err}");
-        };
-        refused(
-            StageHarness::new::<ThresholdPercentile>(json!({"percentile": 101})).err(),
-            "param `percentile`: 101 is out of range",
-        );
+        refused::<ThresholdPercentile>(json!({"percentile": 101}), "param `percentile`: 101 is out of range");
     }
 }
