@@ -74,6 +74,11 @@ pub fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// The share of nominal training images the disk sources hold out for validation by default.
+pub fn default_validation_fraction() -> f64 {
+    0.2
+}
+
 /// Which of `n` nominal training images (in listing order) are held out for validation:
 /// `round(n * fraction)` of them (at least one when `fraction > 0` and `n >= 2`, never all),
 /// chosen by a shuffle seeded with `seed` and the category name.

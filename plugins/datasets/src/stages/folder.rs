@@ -16,7 +16,8 @@ use anoflow_imaging::paths::{has_wildcard, match_path};
 use anoflow_sdk::prelude::*;
 
 use crate::common::{
-    file_stem, is_image_file, pick_split, reindex, sample_meta, validation_holdout, DatasetError, Result, SPLITS,
+    default_validation_fraction, file_stem, is_image_file, pick_split, reindex, sample_meta, validation_holdout,
+    DatasetError, Result, SPLITS,
 };
 
 const STAGE: &str = "folder";
@@ -77,10 +78,6 @@ fn default_good_dir() -> String {
 fn default_category() -> String {
     "folder".into()
 }
-fn default_validation_fraction() -> f64 {
-    0.2
-}
-
 impl StagePlugin for Folder {
     type Config = FolderConfig;
     type Stage = Box<dyn Source>;

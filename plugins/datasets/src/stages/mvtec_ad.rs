@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anoflow_sdk::prelude::*;
 
 use crate::common::{
-    dir_name, file_stem, files_with_ext, pick_split, reindex, require_dir, resolve_categories, sample_meta, subdirs,
-    validation_holdout, CategoryParam, DatasetError, Result, SPLITS,
+    default_validation_fraction, dir_name, file_stem, files_with_ext, pick_split, reindex, require_dir,
+    resolve_categories, sample_meta, subdirs, validation_holdout, CategoryParam, DatasetError, Result, SPLITS,
 };
 
 const AD: &str = "mvtec-ad";
@@ -30,10 +30,6 @@ pub struct MvtecAdConfig {
     /// Seed of the validation hold-out.
     #[serde(default)]
     pub seed: i64,
-}
-
-fn default_validation_fraction() -> f64 {
-    0.2
 }
 
 impl StagePlugin for MvtecAd {
