@@ -13,6 +13,7 @@
 pub mod error;
 pub mod manifest;
 pub mod params;
+pub mod prune;
 pub mod runtime;
 
 use std::path::Path;
@@ -49,6 +50,19 @@ impl Provider {
 /// Opens `path` in the process-wide runtime. `threads` = 0 keeps ONNX Runtime's default (one
 /// per physical core). `label` names the model in errors.
 pub fn open_session(path: &Path, label: &str, threads: usize, provider: Provider) -> Result<Session, OnnxError> {
+    open_session_for(path, label, threads, provider, &[])
+}
+
+/// [`open_session`], with the graph cut down to what `outputs` need ([`prune::to_outputs`]:
+/// the same values, without running the layers after them); every output when `outputs` is
+/// empty or the model cannot be cut safely.
+pub fn open_session_for(
+    path: &Path,
+    label: &str,
+    threads: usize,
+    provider: Provider,
+    outputs: &[String],
+) -> Result<Session, OnnxError> {
     let (lib, env) = runtime::environment()?;
     let ort_err = |e: &dyn std::fmt::Display| OnnxError::Ort { model: label.into(), reason: e.to_string() };
     let mut builder = Session::builder(env).map_err(|e| ort_err(&e))?;
@@ -71,7 +85,17 @@ pub fn open_session(path: &Path, label: &str, threads: usize, provider: Provider
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| ort_err(&e))?;
     }
-    builder
-        .commit_from_file(path)
-        .map_err(|e| OnnxError::Ort { model: label.into(), reason: format!("cannot load the model: {e}") })
+    let keep: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let pruned = match keep.is_empty() {
+        true => None,
+        false => {
+            let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.into(), source })?;
+            prune::to_outputs(&bytes, &keep)
+        }
+    };
+    match pruned {
+        Some(bytes) => builder.commit_from_memory(&bytes),
+        None => builder.commit_from_file(path),
+    }
+    .map_err(|e| OnnxError::Ort { model: label.into(), reason: format!("cannot load the model: {e}") })
 }

@@ -76,9 +76,10 @@ fn main() {
         std: None,
         runtime: anoflow_plugin_onnx::params::RuntimeParams { threads, provider: anoflow_plugin_onnx::Provider::Cpu },
     };
-    let loaded =
-        config::load(&settings, &ctx).expect("run tools/fetch_onnxruntime.sh and tools/prepare_default_model.py");
     let outputs = vec!["features.7.expand".to_string(), "features.14.expand".to_string()];
+    // Cut down to the two maps, as the stage does.
+    let loaded = config::load(&settings, &ctx, |_| outputs.clone())
+        .expect("run tools/fetch_onnxruntime.sh and tools/prepare_default_model.py");
     let fx = FeatureExtractor::new(loaded.model, loaded.preprocess, outputs).expect("extractor");
     let images: Vec<Image> = (0..8).map(photo).collect();
 

@@ -87,14 +87,21 @@ fn triple(model: &ResolvedModel, given: Option<&[f64]>, name: &str) -> Result<Op
     }
 }
 
-/// Resolves and opens the model the settings name.
-pub fn load(settings: &ModelSettings, ctx: &CreateContext) -> Result<LoadedModel, StageError> {
+/// Resolves and opens the model the settings name, cut down to the outputs `keep` names for
+/// it (the whole model when it names none).
+pub fn load(
+    settings: &ModelSettings,
+    ctx: &CreateContext,
+    keep: impl FnOnce(&ResolvedModel) -> Vec<String>,
+) -> Result<LoadedModel, StageError> {
     let resolved = resolve_model(&settings.model, ctx)?;
     let entry = resolved.entry.as_ref().map(|(e, _)| e);
 
     let runtime = settings.runtime;
     let input_name = entry.and_then(|e| e.input.name.as_deref());
-    let model = OnnxModel::open(&resolved.path, &resolved.label(), input_name, runtime.threads, runtime.provider)?;
+    let kept = keep(&resolved);
+    let model =
+        OnnxModel::open(&resolved.path, &resolved.label(), input_name, runtime.threads, runtime.provider, &kept)?;
 
     let size = if let Some(s) = settings.input_size {
         Some(s.hw())

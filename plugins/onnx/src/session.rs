@@ -6,7 +6,7 @@ use std::{
 };
 
 use anoflow_ort_session::{
-    open_session,
+    open_session_for,
     ort::{
         session::{OutputSelector, RunOptions, Session},
         value::Tensor,
@@ -36,14 +36,18 @@ pub struct OnnxModel {
 
 impl OnnxModel {
     /// Opens `path`. `threads` = 0 keeps ONNX Runtime's default (one per physical core).
+    /// With `outputs`, the graph keeps only what they need (the layers after them never run)
+    /// when every one of them is an output of the model; otherwise it stays whole, so
+    /// [`Self::check_outputs`] names what the model has.
     pub fn open(
         path: &Path,
         label: &str,
         input_name: Option<&str>,
         threads: usize,
         provider: Provider,
+        outputs: &[String],
     ) -> Result<Self, OnnxError> {
-        let session = open_session(path, label, threads, provider)?;
+        let session = open_session_for(path, label, threads, provider, outputs)?;
 
         let inputs = session.inputs();
         let input = match input_name {

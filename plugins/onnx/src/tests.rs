@@ -85,6 +85,7 @@ fn a_batch_gives_the_same_maps_as_single_images() {
             threads: 1,
             inputs: Default::default(),
         },
+        |_| Vec::new(),
     )
     .unwrap();
     let fx =
@@ -99,6 +100,44 @@ fn a_batch_gives_the_same_maps_as_single_images() {
             assert!(diff < 1e-3, "photo {i}: batch and single runs differ by {diff}");
         }
     }
+}
+
+/// A model cut down to the requested maps gives the same bits as the whole model, and drops
+/// the layers after them (the logits are gone).
+#[test]
+fn a_model_cut_to_its_outputs_gives_the_same_maps() {
+    if !onnx_ready("a_model_cut_to_its_outputs_gives_the_same_maps") {
+        return;
+    }
+    let path = project_root().join("models/mobilenet_v2.onnx");
+    let wanted: Vec<String> = vec!["features.7.expand".into(), "features.14.expand".into()];
+    let open = |keep: &[String]| {
+        crate::session::OnnxModel::open(&path, "mobilenet_v2", None, 1, crate::Provider::Cpu, keep).unwrap()
+    };
+    let (whole, cut) = (open(&[]), open(&wanted));
+    assert!(whole.output_names().contains(&"logits".to_string()));
+    assert_eq!(cut.output_names(), wanted.as_slice(), "only the requested outputs are left");
+    let image = photo("coffee");
+    let mut batch = Vec::new();
+    crate::preprocess::Preprocess {
+        height: 224,
+        width: 224,
+        scale: 255.0,
+        mean: crate::manifest::IMAGENET_MEAN,
+        std: crate::manifest::IMAGENET_STD,
+    }
+    .append_chw(&image, &mut batch)
+    .unwrap();
+    let a = whole.run(1, 224, 224, batch.clone(), &wanted).unwrap();
+    let b = cut.run(1, 224, 224, batch, &wanted).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.shape, y.shape);
+        assert!(x.data.iter().zip(&y.data).all(|(p, q)| p.to_bits() == q.to_bits()), "maps differ");
+    }
+    // A name the model lacks leaves it whole, so the error lists every output.
+    let unknown = open(&["features.99".to_string()]);
+    let err = unknown.check_outputs(&["features.99".to_string()]).unwrap_err().to_string();
+    assert!(err.contains("logits") && err.contains("features.14.expand"), "{err}");
 }
 
 pub(crate) fn error_of<T: StagePlugin>(params: serde_json::Value) -> String {

@@ -38,7 +38,8 @@ impl StagePlugin for OnnxScorer {
     }
 
     fn create(config: OnnxScorerConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
-        let loaded = config::load(&config.settings(), ctx)?;
+        // The named output alone; the model's first output otherwise (known once it is open).
+        let loaded = config::load(&config.settings(), ctx, |_| config.output.iter().cloned().collect())?;
         let output = match config.output {
             Some(output) => output,
             None => loaded.model.output_names().first().cloned().unwrap_or_default(),
