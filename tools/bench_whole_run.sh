@@ -30,9 +30,9 @@ done
 mkdir -p "$OUT"
 
 VENV="$OUT/venv"
-if ! "$VENV/bin/python" -c "import numpy, onnxruntime, sklearn, faiss, PIL, scipy, yaml" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, onnx, onnxruntime, sklearn, faiss, PIL, scipy, yaml" 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q numpy onnxruntime scikit-learn faiss-cpu pillow scipy pyyaml
+  "$VENV/bin/pip" install -q numpy onnx onnxruntime scikit-learn faiss-cpu pillow scipy pyyaml
 fi
 PY="$VENV/bin/python"
 

@@ -5,8 +5,9 @@ a competent numpy / scikit-learn / onnxruntime / FAISS user would, for tools/ben
 Per category of an MVTec-AD-layout root:
   data      train/good minus a seeded 20 % validation hold-out; test/* with ground_truth masks;
             PIL: shorter side to 256 (bilinear, antialiased), centre crop 224, masks nearest;
-  backbone  models/mobilenet_v2.onnx through onnxruntime (2 intra-op threads, batches of 16),
-            outputs features.7.expand and features.14.expand, ImageNet normalization;
+  backbone  models/mobilenet_v2.onnx cut to features.7.expand and features.14.expand with
+            onnx.utils.extract_model (onnxruntime runs every layer of a graph, fetched or not),
+            through onnxruntime (2 intra-op threads, batches of 16), ImageNet normalization;
   features  PatchCore aggregation: 3x3 box average (zero padding counted), the coarse layer
             bilinearly to the fine grid (half-pixel centres), adaptive average pooling of each
             layer's channels to 1024, concatenation pooled to 1024 (gathers, not matrix products);
@@ -40,11 +41,14 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
+import onnx
+import onnx.utils
 import onnxruntime as ort
 from PIL import Image
 from scipy.ndimage import gaussian_filter, label, maximum_filter, uniform_filter
@@ -124,7 +128,11 @@ class Extractor:
     def __init__(self, model: Path, threads: int):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        # Only the layers the two maps need (the tail up to the logits is ~40 % of the time).
+        with tempfile.TemporaryDirectory() as tmp:
+            cut = Path(tmp) / "cut.onnx"
+            onnx.utils.extract_model(str(model), str(cut), ["image"], OUTPUTS)
+            self.session = ort.InferenceSession(str(cut), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         """(n, 28, 28, 1024) patch features."""
