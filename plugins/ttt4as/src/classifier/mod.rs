@@ -248,8 +248,9 @@ impl ClassifierSpec {
 }
 
 /// Dot product with eight independent accumulators (vectorizes; f32 rounding is fine at
-/// the sizes here: 1000s of dims of standardized values).
-#[inline]
+/// the sizes here: 1000s of dims of standardized values). Inlined into its callers, so a
+/// caller compiled for wider vectors gets them with the same per-lane sums.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -265,7 +266,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += alpha * x`.
-#[inline]
+#[inline(always)]
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += alpha * x;
