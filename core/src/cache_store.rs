@@ -16,7 +16,7 @@ use std::{
 pub const DEFAULT_LIMIT_BYTES: u64 = 20 * GIB;
 /// Environment variable that sets the limit (`20G`, `500M`, `unlimited`).
 pub const LIMIT_ENV: &str = "ANOFLOW_CACHE_MAX_SIZE";
-/// A writer's temporary file (see `fsutil::write_atomic`) older than this was left by a
+/// A writer's temporary file (see `fsutil::write_file_replace`) older than this was left by a
 /// process that died mid-write.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
 

@@ -7,7 +7,7 @@ use std::{
 
 /// Atomic, durable writes (temporary file, fsync, rename, fsync of the directory) and the
 /// unique temporary-name suffix: one copy, in the imaging library, shared with the plugins.
-pub use anoflow_imaging::atomic::{unique_suffix, write_file_atomic as write_atomic};
+pub use anoflow_imaging::atomic::{unique_suffix, write_file_atomic as write_atomic, write_file_replace};
 
 /// The first directory, going up from each start in turn, for which `found(dir)` holds.
 pub fn find_upward(starts: impl IntoIterator<Item = PathBuf>, found: impl Fn(&Path) -> bool) -> Option<PathBuf> {

@@ -11,7 +11,8 @@ use anoflow_sdk::{
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::{provenance, write_atomic, Instant, Runner, Slot};
+use super::{provenance, Instant, Runner, Slot};
+use crate::fsutil::write_file_replace;
 use anoflow_sdk::codec;
 
 impl Runner<'_> {
@@ -51,7 +52,8 @@ impl Runner<'_> {
             // Encode only what has a cache entry to write: outputs can be whole decoded images.
             let Some(path) = &keys[n][i] else { return };
             if let Ok(bytes) = codec::encode(&chunk[i].outputs[n]) {
-                let _ = write_atomic(path, &encode_state(&bytes));
+                // Not fsynced: a lost or damaged entry fails its hash and is recomputed.
+                let _ = write_file_replace(path, &encode_state(&bytes));
             }
         });
     }
@@ -144,7 +146,7 @@ impl Runner<'_> {
 
     pub(super) fn cache_write(&self, key: &str, state: &[u8]) {
         if let Some(path) = self.cache_path(key) {
-            if let Err(e) = write_atomic(&path, &encode_state(state)) {
+            if let Err(e) = write_file_replace(&path, &encode_state(state)) {
                 eprintln!("warning: could not write cache entry {}: {e}", path.display());
             }
         }
