@@ -25,6 +25,7 @@ use crate::stages::patchcore::Bank;
 pub struct CoresetFit {
     fraction: f64,
     seed: u64,
+    selection: coreset::Selection,
     spill_dir: PathBuf,
     shape: FitShape,
     /// The rows the selection runs on: their projections while `spill` holds the full rows,
@@ -46,12 +47,19 @@ impl CoresetFit {
         Self {
             fraction,
             seed,
+            selection: coreset::Selection::Greedy,
             spill_dir: dir,
             shape: FitShape::default(),
             kept: Vec::new(),
             spill: None,
             projection: None,
         }
+    }
+
+    /// The same, picking the coreset by `selection` (greedy k-center unless told otherwise).
+    pub fn with_selection(mut self, selection: coreset::Selection) -> Self {
+        self.selection = selection;
+        self
     }
 
     /// Whether rows of `dim` columns go to the spill: only when the selection runs on a
@@ -103,9 +111,10 @@ impl CoresetFit {
         self.shape.require_some(node)?;
         let dim = self.shape.dim;
         let Some(spill) = self.spill else {
-            return Ok(Bank::fit(&self.kept, dim, self.fraction, self.seed, kernel));
+            return Ok(Bank::fit_with(&self.kept, dim, self.fraction, self.seed, self.selection, kernel));
         };
-        let picked = coreset::select_projected(&self.kept, PROJECTION_DIM, self.fraction, self.seed);
+        let picked =
+            coreset::select_projected_with(&self.kept, PROJECTION_DIM, self.fraction, self.seed, self.selection);
         drop(self.kept);
         let rows = spill.gather(&picked).map_err(|e| {
             StageError::new(
