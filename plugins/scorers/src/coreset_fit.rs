@@ -25,6 +25,7 @@ use crate::stages::patchcore::Bank;
 pub struct CoresetFit {
     fraction: f64,
     seed: u64,
+    selection: coreset::Selection,
     spill_dir: PathBuf,
     shape: FitShape,
     /// The rows the selection runs on: their projections while `spill` holds the full rows,
@@ -46,12 +47,19 @@ impl CoresetFit {
         Self {
             fraction,
             seed,
+            selection: coreset::Selection::Greedy,
             spill_dir: dir,
             shape: FitShape::default(),
             kept: Vec::new(),
             spill: None,
             projection: None,
         }
+    }
+
+    /// The same, picking the coreset by `selection` (greedy k-center unless told otherwise).
+    pub fn with_selection(mut self, selection: coreset::Selection) -> Self {
+        self.selection = selection;
+        self
     }
 
     /// Whether rows of `dim` columns go to the spill: only when the selection runs on a
@@ -103,9 +111,10 @@ impl CoresetFit {
         self.shape.require_some(node)?;
         let dim = self.shape.dim;
         let Some(spill) = self.spill else {
-            return Ok(Bank::fit(&self.kept, dim, self.fraction, self.seed, kernel));
+            return Ok(Bank::fit_with(&self.kept, dim, self.fraction, self.seed, self.selection, kernel));
         };
-        let picked = coreset::select_projected(&self.kept, PROJECTION_DIM, self.fraction, self.seed);
+        let picked =
+            coreset::select_projected_with(&self.kept, PROJECTION_DIM, self.fraction, self.seed, self.selection);
         drop(self.kept);
         let rows = spill.gather(&picked).map_err(|e| {
             StageError::new(
@@ -151,9 +160,15 @@ mod tests {
         nominal_rows(28 * 28, dim, 40 + i as u64)
     }
 
-    /// The bank fitted by [`CoresetFit`] from `n` samples, next to [`Bank::fit`] over all rows.
-    fn both_banks(n: usize, dim: usize, fraction: f64, dir: &std::path::Path) -> (Bank, Bank) {
-        let mut fit = CoresetFit::spilling_to(dir.to_path_buf(), fraction, 3);
+    /// The bank fitted by [`CoresetFit`] from `n` samples, next to [`Bank::fit_with`] over all rows.
+    fn both_banks(
+        n: usize,
+        dim: usize,
+        fraction: f64,
+        selection: coreset::Selection,
+        dir: &std::path::Path,
+    ) -> (Bank, Bank) {
+        let mut fit = CoresetFit::spilling_to(dir.to_path_buf(), fraction, 3).with_selection(selection);
         let mut all = Vec::new();
         for i in 0..n {
             let rows = sample_rows(i, dim);
@@ -164,18 +179,26 @@ mod tests {
             fit.observe("scorer", &Sample::new(&m, &ins)).unwrap();
         }
         let streamed = fit.into_bank("scorer", NnKernel::Gemm).unwrap();
-        (streamed, Bank::fit(&all, dim, fraction, 3, NnKernel::Gemm))
+        (streamed, Bank::fit_with(&all, dim, fraction, 3, selection, NnKernel::Gemm))
     }
 
     #[test]
     fn the_streamed_bank_is_the_bank_of_all_rows_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        for (dim, fraction) in [(1024, 0.1), (256, 0.02), (64, 0.1), (1024, 1.0)] {
-            let (streamed, whole) = both_banks(5, dim, fraction, dir.path());
+        let pre_clustered = coreset::Selection::PreClustered { clusters: 8 };
+        for (dim, fraction, selection) in [
+            (1024, 0.1, coreset::Selection::Greedy),
+            (256, 0.02, coreset::Selection::Greedy),
+            (64, 0.1, coreset::Selection::Greedy),
+            (1024, 1.0, coreset::Selection::Greedy),
+            (1024, 0.1, pre_clustered),
+            (64, 0.1, pre_clustered),
+        ] {
+            let (streamed, whole) = both_banks(5, dim, fraction, selection, dir.path());
             assert_eq!(streamed.dim, dim);
             assert!(!whole.is_empty());
             let bits = |b: &Bank| b.rows.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert!(bits(&streamed) == bits(&whole), "dim {dim}, coreset {fraction}: banks differ");
+            assert!(bits(&streamed) == bits(&whole), "dim {dim}, coreset {fraction}, {selection:?}: banks differ");
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a spill file was left behind");
     }
