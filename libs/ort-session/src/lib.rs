@@ -50,7 +50,28 @@ impl Provider {
 /// Opens `path` in the process-wide runtime. `threads` = 0 keeps ONNX Runtime's default (one
 /// per physical core). `label` names the model in errors.
 pub fn open_session(path: &Path, label: &str, threads: usize, provider: Provider) -> Result<Session, OnnxError> {
-    open_session_for(path, label, threads, provider, &[])
+    open_session_for(path, label, threads, provider, &[], Spinning::On)
+}
+
+/// Whether ONNX Runtime's intra-op threads spin while they wait for work. Spinning answers a
+/// lone caller fastest; when the host runs several workers, the spinning thread takes a core
+/// the other workers need (`mvtec-ad-patchcore.yaml` on photo set 1: 8 % less CPU and 7 %
+/// less wall time without it, same results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spinning {
+    On,
+    Off,
+}
+
+impl Spinning {
+    /// Off when the host runs more than one worker thread.
+    pub fn for_host_threads(threads: u32) -> Self {
+        if threads > 1 {
+            Spinning::Off
+        } else {
+            Spinning::On
+        }
+    }
 }
 
 /// [`open_session`], with the graph cut down to what `outputs` need ([`prune::to_outputs`]:
@@ -62,12 +83,16 @@ pub fn open_session_for(
     threads: usize,
     provider: Provider,
     outputs: &[String],
+    spinning: Spinning,
 ) -> Result<Session, OnnxError> {
     let (lib, env) = runtime::environment()?;
     let ort_err = |e: &dyn std::fmt::Display| OnnxError::Ort { model: label.into(), reason: e.to_string() };
     let mut builder = Session::builder(env).map_err(|e| ort_err(&e))?;
     if threads > 0 {
         builder = builder.with_intra_threads(threads).map_err(|e| ort_err(&e))?;
+    }
+    if spinning == Spinning::Off {
+        builder = builder.with_intra_op_spinning(false).map_err(|e| ort_err(&e))?;
     }
     if provider == Provider::Cuda {
         let available = <ort::ep::CUDA as ExecutionProvider>::is_available().unwrap_or(false);

@@ -100,8 +100,16 @@ pub fn load(
     let runtime = settings.runtime;
     let input_name = entry.and_then(|e| e.input.name.as_deref());
     let kept = keep(&resolved);
-    let model =
-        OnnxModel::open(&resolved.path, &resolved.label(), input_name, runtime.threads, runtime.provider, &kept)?;
+    let spinning = anoflow_ort_session::Spinning::for_host_threads(ctx.threads);
+    let model = OnnxModel::open(
+        &resolved.path,
+        &resolved.label(),
+        input_name,
+        runtime.threads,
+        runtime.provider,
+        &kept,
+        spinning,
+    )?;
 
     let size = if let Some(s) = settings.input_size {
         Some(s.hw())

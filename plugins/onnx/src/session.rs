@@ -11,6 +11,7 @@ use anoflow_ort_session::{
         session::{OutputSelector, RunOptions, Session},
         value::Tensor,
     },
+    Spinning,
 };
 
 use crate::error::OnnxError;
@@ -46,8 +47,9 @@ impl OnnxModel {
         threads: usize,
         provider: Provider,
         outputs: &[String],
+        spinning: Spinning,
     ) -> Result<Self, OnnxError> {
-        let session = open_session_for(path, label, threads, provider, outputs)?;
+        let session = open_session_for(path, label, threads, provider, outputs, spinning)?;
 
         let inputs = session.inputs();
         let input = match input_name {

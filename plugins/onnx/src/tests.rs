@@ -112,7 +112,8 @@ fn a_model_cut_to_its_outputs_gives_the_same_maps() {
     let path = project_root().join("models/mobilenet_v2.onnx");
     let wanted: Vec<String> = vec!["features.7.expand".into(), "features.14.expand".into()];
     let open = |keep: &[String]| {
-        crate::session::OnnxModel::open(&path, "mobilenet_v2", None, 1, crate::Provider::Cpu, keep).unwrap()
+        let spinning = anoflow_ort_session::Spinning::On;
+        crate::session::OnnxModel::open(&path, "mobilenet_v2", None, 1, crate::Provider::Cpu, keep, spinning).unwrap()
     };
     let (whole, cut) = (open(&[]), open(&wanted));
     assert!(whole.output_names().contains(&"logits".to_string()));
