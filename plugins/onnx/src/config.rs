@@ -71,6 +71,8 @@ pub(crate) use image_model_config;
 /// A model opened with its preprocessing.
 pub struct LoadedModel {
     pub model: OnnxModel,
+    /// The outputs the model was cut down to (empty: the whole model).
+    pub outputs: Vec<String>,
     pub resolved: ResolvedModel,
     pub preprocess: Preprocess,
 }
@@ -139,5 +141,5 @@ pub fn load(
         return Err(bad(&resolved, format!("param `std`: every value must be positive, found {std:?}")).into());
     }
     let scale = norm.map_or(255.0, |n| n.scale);
-    Ok(LoadedModel { model, resolved, preprocess: Preprocess { height, width, scale, mean, std } })
+    Ok(LoadedModel { model, outputs: kept, resolved, preprocess: Preprocess { height, width, scale, mean, std } })
 }

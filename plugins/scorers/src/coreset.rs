@@ -430,6 +430,20 @@ impl PruneBound {
     }
 }
 
+/// The rows of `points` (`dim` columns) at `picked`, in that order, as one contiguous block.
+pub fn rows_at(points: &[f32], dim: usize, picked: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(picked.len() * dim);
+    for &i in picked {
+        out.extend_from_slice(&points[i * dim..(i + 1) * dim]);
+    }
+    out
+}
+
+/// The seeded first pick of a greedy k-center over `n` rows (`salt` tells parts apart).
+fn first_pick(seed: u64, salt: u64, n: usize) -> usize {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15 ^ salt).gen_range(0..n)
+}
+
 /// How the coreset's rows are picked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Selection {
@@ -469,10 +483,7 @@ pub fn select_projected_with(proj: &[f32], pdim: usize, fraction: f64, seed: u64
     }
     let count = ((n as f64 * fraction) as usize).clamp(1, n);
     match selection {
-        Selection::Greedy => {
-            let first = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15).gen_range(0..n);
-            greedy_k_center(proj, pdim, count, first)
-        }
+        Selection::Greedy => greedy_k_center(proj, pdim, count, first_pick(seed, 0, n)),
         Selection::PreClustered { clusters } => pre_clustered_k_center(proj, pdim, count, clusters, seed),
     }
 }
@@ -523,14 +534,9 @@ pub fn pre_clustered_k_center(points: &[f32], dim: usize, count: usize, clusters
             if share == 0 {
                 return Vec::new();
             }
-            let mut local = Vec::with_capacity(rows.len() * dim);
-            for &i in rows {
-                local.extend_from_slice(&points[i * dim..(i + 1) * dim]);
-            }
-            let first = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15 ^ (c as u64).wrapping_mul(0x2545_f491))
-                .gen_range(0..rows.len());
+            let first = first_pick(seed, (c as u64).wrapping_mul(0x2545_f491), rows.len());
             let take = (OVERSAMPLE * share).min(rows.len());
-            greedy_k_center(&local, dim, take, first).into_iter().map(|j| rows[j]).collect()
+            greedy_k_center(&rows_at(points, dim, rows), dim, take, first).into_iter().map(|j| rows[j]).collect()
         })
         .collect();
     let union: Vec<usize> = picks.into_iter().flatten().collect();
@@ -539,12 +545,8 @@ pub fn pre_clustered_k_center(points: &[f32], dim: usize, count: usize, clusters
     }
     // Second round: greedy k-center over the union sets the final shares by coverage rather
     // than by row counts, so a sparse part keeps more of its picks than a dense one.
-    let mut rows = Vec::with_capacity(union.len() * dim);
-    for &i in &union {
-        rows.extend_from_slice(&points[i * dim..(i + 1) * dim]);
-    }
-    let first = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15).gen_range(0..union.len());
-    greedy_k_center(&rows, dim, count, first).into_iter().map(|j| union[j]).collect()
+    let first = first_pick(seed, 0, union.len());
+    greedy_k_center(&rows_at(points, dim, &union), dim, count, first).into_iter().map(|j| union[j]).collect()
 }
 
 /// How many times its share a part picks in the first round of [`pre_clustered_k_center`].
@@ -819,7 +821,7 @@ mod tests {
 
     /// The largest distance from a row of `points` to its nearest row among `picked`.
     fn covering_radius(points: &[f32], dim: usize, picked: &[usize]) -> f32 {
-        let centres: Vec<f32> = picked.iter().flat_map(|&i| points[i * dim..(i + 1) * dim].iter().copied()).collect();
+        let centres = rows_at(points, dim, picked);
         points.par_chunks(dim).map(|p| nearest(&centres, dim, p).0).reduce(|| 0.0, f32::max).sqrt()
     }
 

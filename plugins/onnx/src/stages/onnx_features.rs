@@ -42,15 +42,11 @@ impl StagePlugin for OnnxFeatures {
     }
 
     fn create(config: OnnxFeaturesConfig, ctx: &CreateContext) -> StageResult<Box<dyn Map>> {
-        let mut outputs = Vec::new();
-        let loaded = config::load(&config.settings(), ctx, |resolved| {
-            outputs = match config.outputs {
-                Some(outputs) => outputs,
-                None => resolved.entry.as_ref().map(|(e, _)| e.default_outputs.clone()).unwrap_or_default(),
-            };
-            outputs.clone()
+        let loaded = config::load(&config.settings(), ctx, |resolved| match config.outputs {
+            Some(outputs) => outputs,
+            None => resolved.entry.as_ref().map(|(e, _)| e.default_outputs.clone()).unwrap_or_default(),
         })?;
-        let extractor = FeatureExtractor::new(loaded.model, loaded.preprocess, outputs)
+        let extractor = FeatureExtractor::new(loaded.model, loaded.preprocess, loaded.outputs)
             .map_err(|e| StageError::from(e).context(format!("node `{}`", ctx.node_id)))?;
         Ok(Box::new(OnnxFeaturesStage { extractor }))
     }

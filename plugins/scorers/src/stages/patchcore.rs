@@ -225,11 +225,7 @@ impl Bank {
         kernel: NnKernel,
     ) -> Self {
         let picked = coreset::select_with(rows, dim, fraction, seed, selection);
-        let mut bank = Vec::with_capacity(picked.len() * dim);
-        for i in picked {
-            bank.extend_from_slice(&rows[i * dim..(i + 1) * dim]);
-        }
-        Self::with_kernel(bank, dim, kernel)
+        Self::with_kernel(coreset::rows_at(rows, dim, &picked), dim, kernel)
     }
 
     /// Per-patch nearest-neighbour distance and index: through the HNSW graph if the bank has
