@@ -3,6 +3,7 @@
 //! |(x - mu) - V V^T (x - mu)|.
 
 use anoflow_sdk::prelude::*;
+use rayon::prelude::*;
 
 use crate::common::{check_dim, checked_features, default_sigma, fitted, scorer_ports, FitRows, MapShaping};
 use crate::linalg::{sgemm, symmetric_eigen, View};
@@ -78,17 +79,28 @@ impl PcaModel {
             }
         }
         let mean: Vec<f32> = mean64.iter().map(|m| (m / n as f64) as f32).collect();
-        // Covariance by GEMM over row blocks, each block's product summed in f64.
+        // Covariance by GEMM over row blocks, each block's product summed in f64 in block
+        // order (the same bits however many blocks run at once). The blocks run side by side,
+        // a round of as many as there are threads at a time: the GEMM itself is single-threaded.
         let mut cov = vec![0.0f64; dim * dim];
-        let mut block_cov = vec![0.0f32; dim * dim];
         const BLOCK: usize = 4096;
-        for block in rows.chunks(BLOCK * dim) {
-            let m = block.len() / dim;
-            let centred: Vec<f32> =
-                block.chunks_exact(dim).flat_map(|r| r.iter().zip(&mean).map(|(v, m)| v - m)).collect();
-            sgemm(1.0, View::transposed(&centred, m, dim), View::rows(&centred, m, dim), 0.0, &mut block_cov);
-            for (c, &b) in cov.iter_mut().zip(&block_cov) {
-                *c += f64::from(b);
+        let blocks: Vec<&[f32]> = rows.chunks(BLOCK * dim).collect();
+        for round in blocks.chunks(rayon::current_num_threads().max(1)) {
+            let products: Vec<Vec<f32>> = round
+                .par_iter()
+                .map(|block| {
+                    let m = block.len() / dim;
+                    let centred: Vec<f32> =
+                        block.chunks_exact(dim).flat_map(|r| r.iter().zip(&mean).map(|(v, m)| v - m)).collect();
+                    let mut block_cov = vec![0.0f32; dim * dim];
+                    sgemm(1.0, View::transposed(&centred, m, dim), View::rows(&centred, m, dim), 0.0, &mut block_cov);
+                    block_cov
+                })
+                .collect();
+            for block_cov in &products {
+                for (c, &b) in cov.iter_mut().zip(block_cov) {
+                    *c += f64::from(b);
+                }
             }
         }
         let denom = (n.max(2) - 1) as f64;
@@ -227,6 +239,25 @@ mod tests {
         let got = model.score(&x)[0];
         assert!((got - 5.0).abs() < 1e-3, "{got}");
         assert_eq!(PcaModel::fit(&rows, dim, 0.5, 3).components(), 3);
+    }
+
+    #[test]
+    fn covariance_blocks_side_by_side_give_the_same_bits() {
+        // Four row blocks (the last partial): one, two or three at a time, one sum order.
+        let (dim, n) = (48, 3 * 4096 + 700);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let rows: Vec<f32> = (0..n * dim).map(|i| rng.gen_range(-1.0..1.0) * (1 + i % 7) as f32).collect();
+        let fit_on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| PcaModel::fit(&rows, dim, 0.9, 0))
+        };
+        let one = fit_on(1);
+        assert!(one.components() > 1);
+        for threads in [2, 3] {
+            let other = fit_on(threads);
+            assert_eq!(one.mean, other.mean, "{threads} threads");
+            assert_eq!(one.basis, other.basis, "{threads} threads");
+        }
     }
 
     #[test]
