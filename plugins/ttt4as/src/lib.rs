@@ -15,6 +15,7 @@
 pub mod classifier;
 pub mod error;
 pub mod labelers;
+pub mod memo;
 pub mod pseudo_labels;
 mod stages;
 pub mod standardize;

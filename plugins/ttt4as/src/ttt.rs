@@ -15,6 +15,7 @@ use anoflow_imaging::resample::{sample_into, upsample_into, Grid};
 use crate::{
     classifier::{ClassifierSpec, FitInfo, LinearModel, Model, TrainingSet},
     error::TttError,
+    memo::{FitKey, FitMemo, Trained},
     pseudo_labels::{labels_from_prior, pseudo_labels, PseudoLabelConfig, PseudoLabels},
     standardize::Standardizer,
 };
@@ -91,11 +92,13 @@ pub fn run(
     cfg: &TttConfig,
     seed: u64,
 ) -> Result<TttOutput, TttError> {
-    run_with_prior(score, None, h, w, features, cfg, seed)
+    run_with_prior(score, None, h, w, features, cfg, seed, None)
 }
 
 /// [`run`], with labels taken from a previous decision map `prior` (self-training: TTT4AS
-/// chained after itself) instead of the score map when one is given.
+/// chained after itself) instead of the score map when one is given, and linear fits shared
+/// through `memo` (the same output, bit for bit, as a fresh fit).
+#[allow(clippy::too_many_arguments)]
 pub fn run_with_prior(
     score: &[f32],
     prior: Option<&[f32]>,
@@ -104,6 +107,7 @@ pub fn run_with_prior(
     features: &[NamedFeatures<'_>],
     cfg: &TttConfig,
     seed: u64,
+    memo: Option<&FitMemo>,
 ) -> Result<TttOutput, TttError> {
     check_inputs(score, h, w, features)?;
     let labels = match prior {
@@ -134,6 +138,15 @@ pub fn run_with_prior(
     }
 
     let grids: Vec<Grid> = features.iter().map(|f| Grid::new(f.map.height(), f.map.width(), h, w)).collect();
+    let memo = memo.filter(|_| !matches!(cfg.classifier, ClassifierSpec::KernelSvm(_)));
+    let key = memo.map(|_| FitKey::new(&labels, features, (h, w), cfg, seed));
+    if let Some(hit) = memo.zip(key).and_then(|(m, k)| m.get(k)) {
+        let plane = &hit.hyperplane;
+        let decision = linear_decision(&plane.w, plane.b, features, &grids, h, w);
+        let mask = decision.iter().map(|&v| u8::from(v > 0.0)).collect();
+        let outcome = Outcome::Trained(hit.info);
+        return Ok(TttOutput { mask, decision, labels, outcome, hyperplane: Some(plane.clone()) });
+    }
     let Training { x, y, d, class_weight, standardizer } = prepare_training(&labels, w, features, &grids, cfg);
     let set = TrainingSet { x: &x, y: &y, d, class_weight };
     let (model, info) = cfg.classifier.fit(&set, seed)?;
@@ -159,6 +172,9 @@ pub fn run_with_prior(
         }
         (Model::Kernel(m), _) => kernel_decision_on_grid(m, &standardizer, features, h, w, d),
     };
+    if let (Some(memo), Some(key), Some(plane)) = (memo, key, &hyperplane) {
+        memo.insert(key, Trained { hyperplane: plane.clone(), info });
+    }
     let mask = decision.iter().map(|&v| u8::from(v > 0.0)).collect();
     Ok(TttOutput { mask, decision, labels, outcome: Outcome::Trained(info), hyperplane })
 }
@@ -376,6 +392,40 @@ mod tests {
         }
         assert!(differing <= 2, "{differing} mask pixels differ");
         assert!(out.mask.contains(&1), "the case must produce a non-empty mask");
+    }
+
+    #[test]
+    fn shared_fits_give_a_fresh_fits_bits_and_only_for_the_same_labels() {
+        use crate::labelers::Labeler;
+        let case = make_case(&CaseSpec::default()).unwrap();
+        let feats = named(&case.features);
+        let peak = case.score.iter().copied().fold(f32::MIN, f32::max);
+        let at_level = |level: f32| {
+            let mut cfg = TttConfig::default();
+            cfg.labels.labeler = Labeler::Level { level: f64::from(level) };
+            cfg
+        };
+        let memo = FitMemo::new(1 << 20);
+        let run_memo =
+            |cfg: &TttConfig, seed| run_with_prior(&case.score, None, 224, 224, &feats, cfg, seed, Some(&memo));
+        let fresh = run(&case.score, 224, 224, &feats, &at_level(0.9 * peak), 3).unwrap();
+        assert!(matches!(fresh.outcome, Outcome::Trained(_)) && fresh.mask.contains(&1));
+        let first = run_memo(&at_level(0.9 * peak), 3).unwrap();
+        assert_eq!(memo.len(), 1);
+        // Another level with the same single maximum above it: same labels, one fit shared.
+        let shared = run_memo(&at_level(0.8 * peak), 3).unwrap();
+        assert_eq!(shared.labels.anomalous, fresh.labels.anomalous);
+        assert_eq!(memo.len(), 1, "the second level reused the first fit");
+        for out in [&first, &shared] {
+            assert_eq!(out.mask, fresh.mask);
+            assert_eq!(out.decision, fresh.decision);
+            assert_eq!(out.hyperplane, fresh.hyperplane);
+            assert_eq!(out.outcome, fresh.outcome);
+        }
+        // Another seed samples other nominal pixels: a fit of its own.
+        let other = run_memo(&at_level(0.9 * peak), 4).unwrap();
+        assert_eq!(memo.len(), 2);
+        assert_eq!(other.decision, run(&case.score, 224, 224, &feats, &at_level(0.9 * peak), 4).unwrap().decision);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use anoflow_sdk::prelude::*;
 use crate::{
     classifier::ClassifierConfig,
     labelers::Labeler,
+    memo::FitMemo,
     pseudo_labels::{sample_seed, NominalRegion, PseudoLabelConfig},
     ttt::{self, Balance, NamedFeatures, TttConfig},
 };
@@ -322,7 +323,11 @@ impl Map for Ttt4asStage {
                 )))
             }
         };
-        let out = ttt::run_with_prior(score.data(), prior, h, w, &features, &self.cfg, sample_seed(id, self.seed))
+        // Calibration maps each image once per candidate: candidates that agree on the
+        // pseudo-labels share one fit through the process-wide memo.
+        let seed = sample_seed(id, self.seed);
+        let memo = Some(FitMemo::process());
+        let out = ttt::run_with_prior(score.data(), prior, h, w, &features, &self.cfg, seed, memo)
             .map_err(|e| e.into_stage_error(&self.node, id))?;
         let labels = out.labels.to_map(h * w);
         Ok(Outputs::new()
