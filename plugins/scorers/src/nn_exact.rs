@@ -14,7 +14,9 @@
 /// Squared Euclidean distance in f64, computed one fixed way: the squared differences of columns
 /// `k` go into accumulator `k % 8` in column order, and the eight accumulators are added as
 /// ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)). Rust never contracts to FMA or reorders float
-/// arithmetic, so every CPU and every vector width gives the same bits.
+/// arithmetic, so every CPU and every vector width gives the same bits (inlined, so that callers
+/// compiled for wider vectors use them).
+#[inline(always)]
 pub fn exact_sq_dist(a: &[f32], b: &[f32]) -> f64 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f64; 8];
