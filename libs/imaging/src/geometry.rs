@@ -424,13 +424,25 @@ pub fn gaussian_blur(map: &[f32], h: usize, w: usize, sigma: f32) -> Result<Vec<
             *t = *a as f32;
         }
     }
+    // Axis 1 on a row padded by reflection, every output pixel accumulating its taps in kernel
+    // order at once (vectorizable): each pixel sees the same additions, in the same order, from
+    // the same start as a per-pixel sum of its taps.
     let mut dst = vec![0.0f32; h * w];
-    let cols: Vec<Vec<usize>> = (0..w as isize).map(|x| (-r..=r).map(|d| reflect(x + d, w)).collect()).collect();
+    let start: f64 = std::iter::empty::<f64>().sum();
+    let mut padded = vec![0.0f64; w + 2 * r as usize];
     for y in 0..h {
         let row = &tmp[y * w..(y + 1) * w];
-        for x in 0..w {
-            let s: f64 = k.iter().zip(&cols[x]).map(|(kv, &sx)| kv * f64::from(row[sx])).sum();
-            dst[y * w + x] = s as f32;
+        for (i, p) in padded.iter_mut().enumerate() {
+            *p = f64::from(row[reflect(i as isize - r, w)]);
+        }
+        acc.iter_mut().for_each(|a| *a = start);
+        for (t, kv) in k.iter().enumerate() {
+            for (a, &v) in acc.iter_mut().zip(&padded[t..t + w]) {
+                *a += kv * v;
+            }
+        }
+        for (d, a) in dst[y * w..(y + 1) * w].iter_mut().zip(&acc) {
+            *d = *a as f32;
         }
     }
     Ok(dst)
@@ -677,6 +689,50 @@ mod tests {
         let (out, h, w) = resize_shorter_side_then_crop(&src, 300, 400, 3, None, None, Interp::Nearest).unwrap();
         assert_eq!((h, w, out.len()), (300, 400, src.len()));
         assert!(resize_shorter_side_then_crop(&src, 300, 400, 3, Some(100), Some(224), Interp::Bilinear).is_err());
+    }
+
+    #[test]
+    fn gaussian_rows_at_once_give_a_per_pixel_sums_bits() {
+        // The per-pixel form of the second pass: each output a sum of its reflected taps.
+        fn per_pixel(map: &[f32], h: usize, w: usize, sigma: f32) -> Vec<f32> {
+            let k = gaussian_kernel(f64::from(sigma));
+            let r = (k.len() / 2) as isize;
+            let mut tmp = vec![0.0f32; h * w];
+            for y in 0..h {
+                for x in 0..w {
+                    let mut a = 0.0f64;
+                    for (t, kv) in k.iter().enumerate() {
+                        a += kv * f64::from(map[reflect(y as isize + t as isize - r, h) * w + x]);
+                    }
+                    tmp[y * w + x] = a as f32;
+                }
+            }
+            (0..h * w)
+                .map(|p| {
+                    let (y, x) = (p / w, p % w);
+                    let s: f64 = k
+                        .iter()
+                        .enumerate()
+                        .map(|(t, kv)| kv * f64::from(tmp[y * w + reflect(x as isize + t as isize - r, w)]))
+                        .sum();
+                    s as f32
+                })
+                .collect()
+        }
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.3) * 5.0
+        };
+        for (h, w, sigma) in [(224, 224, 4.0), (28, 31, 4.0), (5, 7, 2.0), (3, 40, 1.5), (1, 10, 1.0)] {
+            let mut m: Vec<f32> = (0..h * w).map(|_| next()).collect();
+            m[0] = -0.0;
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&gaussian_blur(&m, h, w, sigma).unwrap()), bits(&per_pixel(&m, h, w, sigma)), "{h}x{w}");
+        }
+        let zeros = vec![-0.0f32; 6 * 6];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&gaussian_blur(&zeros, 6, 6, 1.0).unwrap()), bits(&per_pixel(&zeros, 6, 6, 1.0)));
     }
 
     #[test]
