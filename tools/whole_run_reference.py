@@ -662,7 +662,7 @@ def ttt4as(score, feat, rng, labeler, radius=1, margin=8, nominal=500, max_anoma
     std = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weights))
     scale = np.ones_like(std)
     np.divide(1.0, std, out=scale, where=std > 1e-6 * (1 + np.abs(mean)))
-    clf = LinearSVC(C=0.001, class_weight="balanced", tol=1e-2, dual=True, max_iter=1000)
+    clf = LinearSVC(C=0.001, class_weight="balanced", tol=1e-2, dual=True, max_iter=1000, random_state=0)
     clf.fit((x - mean) * scale, y)
     w_raw = (clf.coef_[0] * scale).astype(np.float32)
     b_raw = clf.intercept_[0] - float(np.dot(w_raw, mean))
