@@ -10,6 +10,7 @@ use anoflow_sdk::{
 };
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::{provenance, Instant, Runner, Slot};
 use crate::fsutil::write_file_replace;
@@ -153,15 +154,21 @@ impl Runner<'_> {
     }
 }
 
-const STATE_MAGIC: &[u8] = b"ANOFLOW-STATE-1\n";
+/// Entries written now: the payload's 128-bit XXH3 digest, which catches a damaged file (what
+/// the digest is for: whoever can write the cache directory can write a matching digest of any
+/// kind, so a cryptographic one bought nothing, and hashing megabytes of features with SHA-256
+/// was a twentieth of a run that fills the cache).
+const STATE_MAGIC: &[u8] = b"ANOFLOW-STATE-2\n";
+/// Entries written before: the payload's SHA-256; still read.
+const STATE_MAGIC_SHA256: &[u8] = b"ANOFLOW-STATE-1\n";
 /// Where a sink's accumulated state is kept inside its output directory.
 pub const SINK_STATE_FILE: &str = "sink.state";
 
-/// A cached state: magic, SHA-256 of the payload, payload. The hash catches corruption.
+/// A cached state: magic, digest of the payload, payload.
 pub(super) fn encode_state(state: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(STATE_MAGIC.len() + 32 + state.len());
+    let mut out = Vec::with_capacity(STATE_MAGIC.len() + 16 + state.len());
     out.extend_from_slice(STATE_MAGIC);
-    out.extend_from_slice(&Sha256::digest(state));
+    out.extend_from_slice(&xxh3_128(state).to_le_bytes());
     out.extend_from_slice(state);
     out
 }
@@ -211,12 +218,14 @@ pub(super) fn read_cached_outputs(path: &Path) -> Option<Vec<PortValue>> {
     values
 }
 
+/// The payload of an entry whose digest matches, in either format.
 pub(super) fn decode_state(bytes: &[u8]) -> Option<Vec<u8>> {
-    let rest = bytes.strip_prefix(STATE_MAGIC)?;
-    if rest.len() < 32 {
-        return None;
+    if let Some(rest) = bytes.strip_prefix(STATE_MAGIC) {
+        let (digest, payload) = rest.split_at_checked(16)?;
+        return (xxh3_128(payload).to_le_bytes().as_slice() == digest).then(|| payload.to_vec());
     }
-    let (digest, payload) = rest.split_at(32);
+    let rest = bytes.strip_prefix(STATE_MAGIC_SHA256)?;
+    let (digest, payload) = rest.split_at_checked(32)?;
     (Sha256::digest(payload).as_slice() == digest).then(|| payload.to_vec())
 }
 
@@ -232,6 +241,24 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(decode_state(&bad).is_none());
+        // A flipped digest byte, a cut digest, a payload cut short.
+        let mut bad = enc.clone();
+        bad[STATE_MAGIC.len()] ^= 1;
+        assert!(decode_state(&bad).is_none());
+        assert!(decode_state(&enc[..STATE_MAGIC.len() + 10]).is_none());
+        assert!(decode_state(&enc[..enc.len() - 1]).is_none());
         assert!(decode_state(b"junk").is_none());
+    }
+
+    #[test]
+    fn entries_of_the_sha256_format_are_still_read() {
+        let mut old = STATE_MAGIC_SHA256.to_vec();
+        old.extend_from_slice(&Sha256::digest(b"bank"));
+        old.extend_from_slice(b"bank");
+        assert_eq!(decode_state(&old).as_deref(), Some(&b"bank"[..]));
+        let last = old.len() - 1;
+        old[last] ^= 1;
+        assert!(decode_state(&old).is_none());
+        assert!(decode_state(&old[..STATE_MAGIC_SHA256.len() + 20]).is_none());
     }
 }
