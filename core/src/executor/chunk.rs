@@ -168,11 +168,14 @@ impl Runner<'_> {
             let (fresh, busy) = self.run_batches(phase, n, &tasks, chunk)?;
             drop(tasks);
             drop(routed);
+            let writing = Instant::now();
             self.cache_outputs(n, &fresh, &keys, chunk);
+            let writing = writing.elapsed();
             self.with_stats(n, |s| {
                 s.samples += fresh.len() as u64;
                 s.cached += loaded;
                 s.busy_seconds += busy.as_secs_f64();
+                s.cache_seconds += writing.as_secs_f64();
             });
             for &done in &release[step] {
                 chunk.iter_mut().for_each(|slot| drop(std::mem::take(&mut slot.outputs[done])));

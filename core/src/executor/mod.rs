@@ -103,6 +103,10 @@ pub struct NodeStats {
     pub busy_seconds: f64,
     /// Samples whose outputs came from the node-output cache.
     pub cached: u64,
+    /// Time spent writing the node's fresh outputs to the node-output cache (encoding, digest,
+    /// file), summed over worker threads; part of the phases' busy time, not of `busy_seconds`.
+    #[serde(default)]
+    pub cache_seconds: f64,
     pub fit_seconds: Option<f64>,
     /// `fitted`, `loaded from cache`, or absent.
     pub fit_state: Option<String>,
@@ -269,9 +273,9 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Every node's `busy_seconds` so far, summed.
+    /// Every node's `busy_seconds` and `cache_seconds` so far, summed: work the workers did.
     fn busy_total(&self) -> f64 {
-        self.stats.iter().filter_map(|s| s.lock().ok().map(|s| s.busy_seconds)).sum()
+        self.stats.iter().filter_map(|s| s.lock().ok().map(|s| s.busy_seconds + s.cache_seconds)).sum()
     }
 
     fn phase_clock(&self, name: &'static str) -> phases::PhaseClock {
