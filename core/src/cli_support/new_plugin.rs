@@ -51,6 +51,7 @@ publish = false
 
 [dependencies]
 abi_stable = "0.11.3"
+bytemuck = "1"
 crc32fast = "1"
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
@@ -363,11 +364,13 @@ mod tests {
         let vendored = vendored_sdk_manifest();
         assert!(sdk_manifest.contains("version.workspace = true"), "the SDK must share the workspace version");
         let deps = sdk_manifest.split("[dependencies]").nth(1).unwrap_or_default();
-        let names: Vec<&str> = deps
-            .lines()
-            .take_while(|l| !l.starts_with('['))
-            .filter_map(|l| l.split_once(".workspace").map(|(n, _)| n.trim()))
-            .collect();
+        let lines: Vec<&str> =
+            deps.lines().take_while(|l| !l.starts_with('[')).filter(|l| !l.trim().is_empty()).collect();
+        // Every dependency from the workspace, so that its version line below is the one to carry.
+        for l in &lines {
+            assert!(l.contains(".workspace = true"), "sdk/Cargo.toml: `{l}` is not a workspace dependency");
+        }
+        let names: Vec<&str> = lines.iter().filter_map(|l| l.split_once(".workspace").map(|(n, _)| n.trim())).collect();
         assert!(!names.is_empty());
         let vendored_deps = vendored.split("[dependencies]").nth(1).unwrap_or_default();
         assert_eq!(vendored_deps.lines().filter(|l| !l.trim().is_empty()).count(), names.len(), "{vendored}");
