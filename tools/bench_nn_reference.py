@@ -5,7 +5,7 @@ speed limit of any GEMM-based search), numpy GEMM + min (|q|^2 + |b|^2 - 2 q.b i
 2048 rows, argmin), and FAISS `IndexFlatL2` search with k = 1. GFLOP/s = 2 * queries * bank * dim
 / time for all (the brute-force flops, also for a search that skips bank rows).
 
-Installs numpy and faiss-cpu (and, for --extract-real, onnxruntime, pillow, scipy and
+Installs numpy and faiss-cpu (and, for --extract-real, onnx, onnxruntime, pillow, scipy and
 scikit-learn) into its own virtual environment (target/bench-nn-venv, or $NN_BENCH_VENV) on first
 use, and runs with 2 OpenBLAS / OpenMP threads unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say
 otherwise.
@@ -52,7 +52,7 @@ SHAPES = [(784, 3136), (784, 31_360), (3136, 12_544)]
 BIG_BANK_IMAGES = 4
 # (module, package) pairs: what every mode needs, and what --extract-real adds.
 BASE = [("numpy", "numpy"), ("faiss", "faiss-cpu")]
-EXTRACT = [("onnxruntime", "onnxruntime"), ("PIL", "pillow"), ("scipy", "scipy"), ("sklearn", "scikit-learn")]
+EXTRACT = [("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("PIL", "pillow"), ("scipy", "scipy"), ("sklearn", "scikit-learn")]
 # Where the real-feature search's nearest indices may differ: only between rows whose f64
 # distances tie within this relative margin.
 TIE_REL = 1e-6
