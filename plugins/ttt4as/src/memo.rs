@@ -49,11 +49,10 @@ impl FitKey {
         let settings = format!("{:?}|{:?}|{:?}|{seed}|{h}x{w}", cfg.balance, cfg.standardize, cfg.classifier);
         hasher.update(&(settings.len() as u64).to_le_bytes());
         hasher.update(settings.as_bytes());
+        // In-process keys: the indices' native bytes will do.
         for list in [&labels.anomalous, &labels.nominal] {
             hasher.update(&(list.len() as u64).to_le_bytes());
-            for &p in list {
-                hasher.update(&(p as u64).to_le_bytes());
-            }
+            hasher.update(bytemuck::cast_slice(list));
         }
         hasher.update(&(features.len() as u64).to_le_bytes());
         for f in features {

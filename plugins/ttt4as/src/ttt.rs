@@ -138,16 +138,38 @@ pub fn run_with_prior(
     }
 
     let grids: Vec<Grid> = features.iter().map(|f| Grid::new(f.map.height(), f.map.width(), h, w)).collect();
-    let memo = memo.filter(|_| !matches!(cfg.classifier, ClassifierSpec::KernelSvm(_)));
-    let key = memo.map(|_| FitKey::new(&labels, features, (h, w), cfg, seed));
-    if let Some(hit) = memo.zip(key).and_then(|(m, k)| m.get(k)) {
-        let plane = &hit.hyperplane;
-        let decision = linear_decision(&plane.w, plane.b, features, &grids, h, w);
-        let mask = decision.iter().map(|&v| u8::from(v > 0.0)).collect();
-        let outcome = Outcome::Trained(hit.info);
-        return Ok(TttOutput { mask, decision, labels, outcome, hyperplane: Some(plane.clone()) });
-    }
-    let Training { x, y, d, class_weight, standardizer } = prepare_training(&labels, w, features, &grids, cfg);
+    // Kernel models are never shared: only a hyperplane is stored.
+    let shared = memo
+        .filter(|_| !matches!(cfg.classifier, ClassifierSpec::KernelSvm(_)))
+        .map(|m| (m, FitKey::new(&labels, features, (h, w), cfg, seed)));
+    let (decision, hyperplane, info) = match shared.and_then(|(m, key)| m.get(key)) {
+        Some(hit) => {
+            let plane = hit.hyperplane.clone();
+            (linear_decision(&plane.w, plane.b, features, &grids, h, w), Some(plane), hit.info)
+        }
+        None => {
+            let (decision, hyperplane, info) = train_and_decide(&labels, features, &grids, (h, w), cfg, seed)?;
+            if let (Some((m, key)), Some(plane)) = (shared, &hyperplane) {
+                m.insert(key, Trained { hyperplane: plane.clone(), info });
+            }
+            (decision, hyperplane, info)
+        }
+    };
+    let mask = decision.iter().map(|&v| u8::from(v > 0.0)).collect();
+    Ok(TttOutput { mask, decision, labels, outcome: Outcome::Trained(info), hyperplane })
+}
+
+/// Fits the classifier on `labels` and decides every pixel: the decision map, the hyperplane on
+/// raw features for linear models, and how the fit went.
+fn train_and_decide(
+    labels: &PseudoLabels,
+    features: &[NamedFeatures<'_>],
+    grids: &[Grid],
+    (h, w): (usize, usize),
+    cfg: &TttConfig,
+    seed: u64,
+) -> Result<(Vec<f32>, Option<LinearModel>, FitInfo), TttError> {
+    let Training { x, y, d, class_weight, standardizer } = prepare_training(labels, w, features, grids, cfg);
     let set = TrainingSet { x: &x, y: &y, d, class_weight };
     let (model, info) = cfg.classifier.fit(&set, seed)?;
     drop(x);
@@ -156,7 +178,7 @@ pub fn run_with_prior(
     let decision = match (&model, &cfg.classifier) {
         (Model::Linear(m), _) => {
             let (w_raw, b_raw) = standardizer.fold(&m.w, m.b);
-            let decision = linear_decision(&w_raw, b_raw, features, &grids, h, w);
+            let decision = linear_decision(&w_raw, b_raw, features, grids, h, w);
             hyperplane = Some(LinearModel { w: w_raw, b: b_raw });
             decision
         }
@@ -164,7 +186,7 @@ pub fn run_with_prior(
             let mut f = vec![0.0f32; d];
             let mut out = vec![0.0f32; h * w];
             for (p, o) in out.iter_mut().enumerate() {
-                gather(features, &grids, (p / w, p % w), &mut f);
+                gather(features, grids, (p / w, p % w), &mut f);
                 standardizer.apply(&mut f);
                 *o = m.decision(&f);
             }
@@ -172,11 +194,7 @@ pub fn run_with_prior(
         }
         (Model::Kernel(m), _) => kernel_decision_on_grid(m, &standardizer, features, h, w, d),
     };
-    if let (Some(memo), Some(key), Some(plane)) = (memo, key, &hyperplane) {
-        memo.insert(key, Trained { hyperplane: plane.clone(), info });
-    }
-    let mask = decision.iter().map(|&v| u8::from(v > 0.0)).collect();
-    Ok(TttOutput { mask, decision, labels, outcome: Outcome::Trained(info), hyperplane })
+    Ok((decision, hyperplane, info))
 }
 
 /// Every value finite; every feature map covers the score map to within one stride.
