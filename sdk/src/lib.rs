@@ -60,8 +60,8 @@ pub mod prelude {
     pub use crate::error::{ErrorKind, StageError, StageResult};
     pub use crate::stage::{Fitted, Map, Outputs, Sample, Sink, Source, StagePlugin};
     pub use crate::value::{
-        FeatureMap, Image, Mask, Pixels, PointCloud, SampleMeta, ScoreMap, Value, ValueKind, LABEL_ANOMALOUS,
-        LABEL_NOMINAL, LABEL_UNKNOWN,
+        split_variant, FeatureMap, Image, Mask, Pixels, PointCloud, SampleMeta, ScoreMap, Value, ValueKind,
+        LABEL_ANOMALOUS, LABEL_NOMINAL, LABEL_UNKNOWN, VARIANT_MARK,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};

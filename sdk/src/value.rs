@@ -367,6 +367,35 @@ impl SampleMeta {
     pub fn is_anomalous(&self) -> bool {
         self.label == LABEL_ANOMALOUS
     }
+
+    /// The id of this sample's variant `k`: what the host names calibration's defect images,
+    /// `v#defect<k>` for validation sample `v`.
+    pub fn variant_id(&self, k: u64) -> String {
+        format!("{}{VARIANT_MARK}{k}", self.id)
+    }
+
+    /// `(v, Some(k))` when this sample is variant `k` of sample `v` (see [`split_variant`]),
+    /// else its own id and `None`.
+    pub fn variant_of(&self) -> (&str, Option<u64>) {
+        split_variant(&self.id)
+    }
+}
+
+/// What separates a sample id from the number of a variant the host derived from it.
+pub const VARIANT_MARK: &str = "#defect";
+
+/// `("bottle/validation/good/003", Some(2))` for `bottle/validation/good/003#defect2` (and for
+/// `...#defect2~<tag>`, a tag a stage may add after the number); the id itself and `None` when
+/// it names no variant.
+pub fn split_variant(id: &str) -> (&str, Option<u64>) {
+    match id.find(VARIANT_MARK) {
+        Some(at) => {
+            let rest = &id[at + VARIANT_MARK.len()..];
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            (&id[..at], rest[..digits].parse().ok())
+        }
+        None => (id, None),
+    }
 }
 
 /// A value delivered to (or produced by) a port. For inputs, `source` names the producing
@@ -414,5 +443,17 @@ mod tests {
     fn feature_rows_are_contiguous() {
         let fm = FeatureMap::new(2, 2, 2, 4.0, (0..8).map(|v| v as f32).collect()).unwrap();
         assert_eq!(fm.at(1, 0), &[4.0, 5.0]);
+    }
+
+    #[test]
+    fn a_variant_id_names_its_sample_and_number() {
+        let meta = SampleMeta::new("cat/validation/good/003", "cat", "validation");
+        let variant = SampleMeta::new(meta.variant_id(12), "cat", "calibration");
+        assert_eq!(variant.id.as_str(), "cat/validation/good/003#defect12");
+        assert_eq!(variant.variant_of(), ("cat/validation/good/003", Some(12)));
+        assert_eq!(meta.variant_of(), ("cat/validation/good/003", None));
+        // A tag after the number is not part of it; a mark without digits names no number.
+        assert_eq!(split_variant("v#defect7~1f2e3d4c"), ("v", Some(7)));
+        assert_eq!(split_variant("v#defectx"), ("v", None));
     }
 }

@@ -221,7 +221,7 @@ impl<'a> Runner<'a> {
                     .iter()
                     .map(|&j| {
                         let mut d = chunk[j].meta.clone();
-                        d.id = format!("{}#defect{k}", d.id).into();
+                        d.id = d.variant_id(k as u64).into();
                         d.split = "calibration".into();
                         d.defect = "synthetic".into();
                         d.label = LABEL_ANOMALOUS;

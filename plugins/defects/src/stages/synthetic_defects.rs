@@ -22,8 +22,6 @@ use crate::pool::{shape, Pool};
 /// The `synthetic-defects` stage type.
 pub struct SyntheticDefects;
 
-/// What separates a validation sample id from its defect variant number.
-const VARIANT_MARK: &str = "#defect";
 /// Smallest defect drawn, in pixels, whatever `min_area` says on a small image.
 const MIN_PIXELS: f32 = 3.0;
 
@@ -204,20 +202,6 @@ impl DefectStage {
     }
 }
 
-/// `("bottle/validation/good/003", Some(2))` for `bottle/validation/good/003#defect2` (and for
-/// `...#defect2~<tag>`); the id itself and `None` when it names no variant.
-pub fn split_variant(id: &str) -> (&str, Option<u64>) {
-    match id.find(VARIANT_MARK) {
-        Some(at) => {
-            let rest = &id[at + VARIANT_MARK.len()..];
-            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-            (&id[..at], rest[..digits].parse().ok())
-        }
-        None => (id, None),
-    }
-}
-
-/// What seeds a sample's defect: `v#defect<k>` without any tag after it, else the whole id.
 /// `rendered` with its change to `canvas` scaled by `factor`; raised towards full strength
 /// until some pixel still changes visibly, so a defect never vanishes.
 fn fade(canvas: &Canvas, rendered: &[f32], mut factor: f32) -> Vec<f32> {
@@ -230,6 +214,7 @@ fn fade(canvas: &Canvas, rendered: &[f32], mut factor: f32) -> Vec<f32> {
     }
 }
 
+/// What seeds a sample's defect: `v#defect<k>` without any tag after it, else the whole id.
 fn seed_key(id: &str) -> String {
     match split_variant(id) {
         (base, Some(k)) => format!("{base}{VARIANT_MARK}{k}"),
