@@ -14,10 +14,22 @@
 /// Squared Euclidean distance in f64, computed one fixed way: the squared differences of columns
 /// `k` go into accumulator `k % 8` in column order, and the eight accumulators are added as
 /// ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)). Rust never contracts to FMA or reorders float
-/// arithmetic, so every CPU and every vector width gives the same bits (inlined, so that callers
-/// compiled for wider vectors use them).
+/// arithmetic, so every CPU and every vector width gives the same bits; where the CPU has AVX
+/// the eight accumulators are two 256-bit registers ([`exact_sq_dist_avx`], the same operations
+/// lane by lane).
 #[inline(always)]
 pub fn exact_sq_dist(a: &[f32], b: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above).
+        return unsafe { exact_sq_dist_avx(a, b) };
+    }
+    exact_sq_dist_portable(a, b)
+}
+
+/// [`exact_sq_dist`] without SIMD intrinsics (what every CPU can run).
+#[inline(always)]
+pub fn exact_sq_dist_portable(a: &[f32], b: &[f32]) -> f64 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -28,11 +40,53 @@ pub fn exact_sq_dist(a: &[f32], b: &[f32]) -> f64 {
             acc[l] += d * d;
         }
     }
+    finish(acc, ra, rb)
+}
+
+/// The remainder's columns into accumulators `0..`, then the fixed reduction.
+#[inline(always)]
+fn finish(mut acc: [f64; 8], ra: &[f32], rb: &[f32]) -> f64 {
     for (l, (&x, &y)) in ra.iter().zip(rb).enumerate() {
         let d = f64::from(x) - f64::from(y);
         acc[l] += d * d;
     }
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// [`exact_sq_dist`] with AVX: accumulators 0-3 and 4-7 in two registers; each lane converts,
+/// subtracts, multiplies and adds (no fused multiply-add) exactly as the portable loop does for
+/// its column, so the bits are the same.
+///
+/// # Safety
+/// The CPU must have AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+pub unsafe fn exact_sq_dist_avx(a: &[f32], b: &[f32]) -> f64 {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len().min(b.len());
+    let whole = n - n % 8;
+    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 8 <= whole <= n, the length of both slices.
+        let (xa, xb) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+        let dl =
+            _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(xa)), _mm256_cvtps_pd(_mm256_castps256_ps128(xb)));
+        let dh =
+            _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(xa, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(xb, 1)));
+        lo = _mm256_add_pd(lo, _mm256_mul_pd(dl, dl));
+        hi = _mm256_add_pd(hi, _mm256_mul_pd(dh, dh));
+        i += 8;
+    }
+    let mut acc = [0.0f64; 8];
+    // SAFETY: `acc` holds 8 f64, two unaligned stores of 4.
+    unsafe {
+        _mm256_storeu_pd(acc.as_mut_ptr(), lo);
+        _mm256_storeu_pd(acc.as_mut_ptr().add(4), hi);
+    }
+    finish(acc, &a[whole..n], &b[whole..n])
 }
 
 /// The reported distance: the square root of [`exact_sq_dist`], rounded once to f32.
@@ -190,6 +244,35 @@ pub(crate) mod tests {
             assert!((got - plain).abs() <= 1e-13 * plain, "dim {dim}: {got} vs {plain}");
         }
         assert_eq!(exact_sq_dist(&[1.0, 2.0, 3.0], &[1.0, 0.0, 0.0]), 13.0);
+    }
+
+    #[test]
+    fn every_build_of_the_exact_distance_gives_the_same_bits() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for dim in [0, 1, 5, 8, 9, 15, 16, 17, 100, 1024, 1027] {
+            for trial in 0..50 {
+                let scale = [1e-30f32, 1e-3, 1.0, 1e4, 1e18][trial % 5];
+                let a: Vec<f32> = (0..dim).map(|_| rng.gen_range(-scale..scale)).collect();
+                let mut b: Vec<f32> = a.iter().map(|&v| v + rng.gen_range(-1.0f32..1.0) * scale * 1e-3).collect();
+                if trial % 7 == 0 && dim > 0 {
+                    b[dim / 2] = f32::from_bits(a[dim / 2].to_bits() ^ 1);
+                }
+                let want = exact_sq_dist_portable(&a, &b);
+                assert_eq!(exact_sq_dist(&a, &b).to_bits(), want.to_bits(), "dim {dim} trial {trial}");
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx") {
+                    // SAFETY: AVX checked just above.
+                    let avx = unsafe { exact_sq_dist_avx(&a, &b) };
+                    assert_eq!(avx.to_bits(), want.to_bits(), "dim {dim} trial {trial}");
+                }
+            }
+        }
+        // Infinities and NaN go through the same operations too.
+        let a = [1.0f32, f32::INFINITY, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, f32::NAN];
+        let b = [0.0f32; 9];
+        assert!(exact_sq_dist(&a, &b).is_nan() && exact_sq_dist_portable(&a, &b).is_nan());
+        let a = [f32::INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+        assert_eq!(exact_sq_dist(&a, &b), f64::INFINITY);
     }
 
     /// d~ as the GEMM path computes it, from a dot product summed in the given column order,

@@ -222,9 +222,7 @@ impl ProjectedBank {
             query.consider(self, bank, q, lb, first);
             let limit = query.limit();
             s.candidates.clear();
-            s.candidates.extend(
-                lb.iter().enumerate().filter(|&(j, &v)| f64::from(v) <= limit && j != first).map(|(j, &v)| (v, j)),
-            );
+            push_candidates(lb, limit, first, &mut s.candidates);
             s.candidates.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             for &(_, j) in &s.candidates {
                 if !query.alive {
@@ -251,10 +249,123 @@ fn push_reduced(out: &mut Vec<f32>, x: &[f64], p: &[f64]) -> (f64, f64) {
     (sq, psq + r2)
 }
 
-/// Index of the smallest value, the first of equals (0 for an empty slice).
+/// Index of the smallest value, the first of equals (0 for an empty slice); NaN is never the
+/// smallest.
+#[inline(always)]
 fn argmin(values: &[f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above).
+        return unsafe { simd::argmin_avx(values) };
+    }
+    argmin_portable(values)
+}
+
+fn argmin_portable(values: &[f32]) -> usize {
     let smallest = values.iter().copied().fold(f32::INFINITY, f32::min);
     values.iter().position(|&v| v == smallest).unwrap_or(0)
+}
+
+/// Appends `(v, j)` for every `values[j] = v` with `f64::from(v) <= limit`, but `j = skip`, in
+/// index order.
+#[inline(always)]
+fn push_candidates(values: &[f32], limit: f64, skip: usize, out: &mut Vec<(f32, usize)>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above).
+        return unsafe { simd::push_candidates_avx(values, limit, skip, out) };
+    }
+    push_candidates_portable(values, limit, skip, out);
+}
+
+fn push_candidates_portable(values: &[f32], limit: f64, skip: usize, out: &mut Vec<(f32, usize)>) {
+    out.extend(values.iter().enumerate().filter(|&(j, &v)| f64::from(v) <= limit && j != skip).map(|(j, &v)| (v, j)));
+}
+
+/// The largest f32 `t` with `f64::from(t) <= limit` (`-inf` below every f32, NaN for NaN): for an
+/// f32 `v`, `f64::from(v) <= limit` exactly when `v <= t`.
+fn f32_floor(limit: f64) -> f32 {
+    let t = limit as f32;
+    if f64::from(t) > limit {
+        t.next_down()
+    } else {
+        t
+    }
+}
+
+/// AVX versions of the scans above: the same answers, eight values at a time.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// [`super::argmin_portable`] with AVX. `_mm256_min_ps(v, m)` returns `m` where `v` is NaN,
+    /// so NaN is skipped as `f32::min` skips it; the index is then the first value equal to the
+    /// minimum (either zero's sign compares equal, as in the portable scan).
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn argmin_avx(values: &[f32]) -> usize {
+        let n = values.len();
+        let whole = n - n % 8;
+        let p = values.as_ptr();
+        let mut m = _mm256_set1_ps(f32::INFINITY);
+        let mut i = 0;
+        while i < whole {
+            // SAFETY: i + 8 <= whole <= n.
+            m = _mm256_min_ps(unsafe { _mm256_loadu_ps(p.add(i)) }, m);
+            i += 8;
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` holds 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+        let smallest = lanes.iter().chain(&values[whole..]).copied().fold(f32::INFINITY, f32::min);
+        let target = _mm256_set1_ps(smallest);
+        let mut i = 0;
+        while i < whole {
+            // SAFETY: i + 8 <= whole <= n.
+            let eq = _mm256_cmp_ps::<_CMP_EQ_OQ>(unsafe { _mm256_loadu_ps(p.add(i)) }, target);
+            let bits = _mm256_movemask_ps(eq);
+            if bits != 0 {
+                return i + bits.trailing_zeros() as usize;
+            }
+            i += 8;
+        }
+        values[whole..].iter().position(|&v| v == smallest).map_or(0, |k| whole + k)
+    }
+
+    /// [`super::push_candidates_portable`] with AVX: one f32 comparison against
+    /// [`super::f32_floor`] of the limit stands for the f64 one (ordered: NaN never passes).
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn push_candidates_avx(values: &[f32], limit: f64, skip: usize, out: &mut Vec<(f32, usize)>) {
+        let t = super::f32_floor(limit);
+        let n = values.len();
+        let whole = n - n % 8;
+        let p = values.as_ptr();
+        let bound = _mm256_set1_ps(t);
+        let mut i = 0;
+        while i < whole {
+            // SAFETY: i + 8 <= whole <= n.
+            let le = _mm256_cmp_ps::<_CMP_LE_OQ>(unsafe { _mm256_loadu_ps(p.add(i)) }, bound);
+            let mut bits = _mm256_movemask_ps(le) as u32;
+            while bits != 0 {
+                let j = i + bits.trailing_zeros() as usize;
+                if j != skip {
+                    out.push((values[j], j));
+                }
+                bits &= bits - 1;
+            }
+            i += 8;
+        }
+        for (j, &v) in values.iter().enumerate().skip(whole) {
+            if v <= t && j != skip {
+                out.push((v, j));
+            }
+        }
+    }
 }
 
 /// Buffers a thread reuses from tile to tile.
@@ -507,6 +618,72 @@ mod tests {
             assert_eq!(bits(&a), bits(&b));
             assert!(a.iter().all(Option::is_some));
         }
+    }
+
+    #[test]
+    fn the_avx_scans_of_bounds_give_the_portable_answers() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !std::arch::is_x86_feature_detected!("avx") {
+                return;
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(31);
+            let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::MAX, f32::MIN_POSITIVE];
+            for len in [0usize, 1, 7, 8, 9, 31, 64, 100, 2509] {
+                for trial in 0..40 {
+                    let mut v: Vec<f32> = (0..len).map(|_| rng.gen_range(-4.0f32..4.0)).collect();
+                    if len > 0 {
+                        // Ties, specials and repeats of the smallest value anywhere.
+                        for _ in 0..(trial % 5) {
+                            let at = rng.gen_range(0..len);
+                            v[at] = specials[rng.gen_range(0..specials.len())];
+                        }
+                        if trial % 3 == 0 {
+                            let m = v.iter().copied().fold(f32::INFINITY, f32::min);
+                            let at = rng.gen_range(0..len);
+                            v[at] = m;
+                        }
+                        if trial % 11 == 0 {
+                            v.iter_mut().for_each(|x| *x = f32::NAN);
+                        }
+                    }
+                    // SAFETY: AVX checked above.
+                    assert_eq!(unsafe { simd::argmin_avx(&v) }, argmin_portable(&v), "len {len} trial {trial}");
+                    let pick = |i: usize| f64::from(v.get(i).copied().unwrap_or(1.0));
+                    let limits = [
+                        f64::NAN,
+                        f64::INFINITY,
+                        f64::NEG_INFINITY,
+                        1e300,
+                        -1e300,
+                        0.0,
+                        rng.gen_range(-4.0..4.0),
+                        pick(trial),
+                        pick(trial) + 1e-12,
+                        pick(trial) - 1e-12,
+                    ];
+                    for limit in limits {
+                        let skip = if len > 0 { rng.gen_range(0..len + 1) } else { 0 };
+                        let (mut a, mut b) = (Vec::new(), Vec::new());
+                        push_candidates_portable(&v, limit, skip, &mut a);
+                        // SAFETY: AVX checked above.
+                        unsafe { simd::push_candidates_avx(&v, limit, skip, &mut b) };
+                        let bits = |c: &[(f32, usize)]| c.iter().map(|&(x, j)| (x.to_bits(), j)).collect::<Vec<_>>();
+                        assert_eq!(bits(&a), bits(&b), "len {len} trial {trial} limit {limit}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_floor_is_the_largest_f32_not_above_the_limit() {
+        for limit in [0.1f64, -0.1, 1.0, 3.4e38, 3.5e38, -3.5e38, 1e-46, -1e-46, f64::INFINITY, f64::NEG_INFINITY] {
+            let t = f32_floor(limit);
+            assert!(f64::from(t) <= limit, "{limit}: {t}");
+            assert!(t == f32::INFINITY || f64::from(t.next_up()) > limit, "{limit}: {t}");
+        }
+        assert!(f32_floor(f64::NAN).is_nan());
     }
 
     #[test]
