@@ -168,10 +168,10 @@ impl ProjectedBank {
         self.search_tile_portable(s, bank, qt, res)
     }
 
-    /// [`ProjectedBank::search_tile_portable`] compiled for AVX: the exact distances' eight f64
-    /// accumulators fill two 256-bit registers instead of four 128-bit ones. Every lane does the
-    /// same conversions, subtractions, multiplications and additions in the same order (AVX
-    /// alone allows no fused multiply-add), so the same rows are measured and picked, to the bit.
+    /// [`ProjectedBank::search_tile_portable`] compiled for AVX: the centring and the reduced
+    /// vectors' f64 loops get 256-bit registers (the exact distance and the bound scans pick
+    /// their AVX builds themselves). AVX alone allows no fused multiply-add, so every lane does
+    /// the same operations in the same order and the same rows are measured and picked, to the bit.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx")]
     unsafe fn search_tile_avx(&self, s: &mut Scratch, bank: &[f32], qt: &[f32], res: &mut [Found]) -> usize {
